@@ -1,0 +1,210 @@
+/**
+ * The GAN's compute on TensorFlow.js: forward passes, losses and gradients for one phase.
+ * Weights come in and gradients go out as flat Float32Arrays in the layout of model.ts; every
+ * tensor lives inside tf.tidy or is disposed explicitly, so a step leaves tf.memory() unchanged.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+// Registers the gradient functions (tfjs-core alone ships them only as ES modules).
+import '@tensorflow/tfjs';
+import { type ModelConfig, type Net, type NetLayout, conditionDim, netLayout } from './model.js';
+
+/** What one worker computes on for one phase. Every array is row-major, n rows. */
+export interface Batch {
+  n: number;
+  /** Real images scaled to [-1, 1], n x imageDim (D phase only). */
+  real?: Float32Array;
+  /** Digit labels, n (conditional models: the condition for real and fake rows). */
+  labels?: Uint8Array;
+  /** Noise z ~ N(0, 1), n x noiseDim. */
+  noise: Float32Array;
+  /** Dropout keep-masks already scaled by 1/(1-p), one per D hidden layer, for D on real rows. */
+  masksReal?: Float32Array[];
+  /** The same for D on generated rows. */
+  masksFake?: Float32Array[];
+}
+
+export interface PhaseResult {
+  /** Mean gradient over the batch, flat in the net's layout. Valid until the next step. */
+  grads: Float32Array;
+  loss: number;
+  /** Mean D(x) on the real rows (D phase). */
+  dReal: number;
+  /** Mean D(G(z)) on the generated rows. */
+  dFake: number;
+}
+
+type Tensor2D = tf.Tensor2D;
+
+export class GanModel {
+  readonly g: NetLayout;
+  readonly d: NetLayout;
+  private weights: Record<Net, tf.Tensor[]> = { G: [], D: [] };
+  private gradBuf: Record<Net, Float32Array>;
+
+  constructor(readonly cfg: ModelConfig) {
+    this.g = netLayout(cfg, 'G');
+    this.d = netLayout(cfg, 'D');
+    this.gradBuf = { G: new Float32Array(this.g.total), D: new Float32Array(this.d.total) };
+  }
+
+  layout(net: Net): NetLayout {
+    return net === 'G' ? this.g : this.d;
+  }
+
+  /** Replace a net's weights from a flat vector (copied into the backend). */
+  setWeights(net: Net, flat: Float32Array): void {
+    const l = this.layout(net);
+    if (flat.length !== l.total) throw new Error(`${net} weights have ${flat.length} values, model needs ${l.total}`);
+    for (const t of this.weights[net]) t.dispose();
+    this.weights[net] = l.params.map((p) => tf.tensor(flat.subarray(p.offset, p.offset + p.size), p.shape, 'float32'));
+  }
+
+  hasWeights(): boolean {
+    return this.weights.G.length > 0 && this.weights.D.length > 0;
+  }
+
+  dispose(): void {
+    for (const t of [...this.weights.G, ...this.weights.D]) t.dispose();
+    this.weights = { G: [], D: [] };
+  }
+
+  private condition(labels: Uint8Array | undefined, n: number): Tensor2D | null {
+    const c = conditionDim(this.cfg);
+    if (c === 0) return null;
+    if (!labels || labels.length !== n) throw new Error('a conditional model needs one label per row');
+    const oneHot = new Float32Array(n * c);
+    for (let i = 0; i < n; i++) {
+      const y = labels[i]!;
+      if (y >= c) throw new Error(`label ${y} out of range 0..${c - 1}`);
+      oneHot[i * c + y] = 1;
+    }
+    return tf.tensor2d(oneHot, [n, c]);
+  }
+
+  /** G: noise (+ condition) -> image in [-1, 1]. */
+  private gForward(w: tf.Tensor[], z: Tensor2D, cond: Tensor2D | null): Tensor2D {
+    let h: Tensor2D = cond ? tf.concat2d([z, cond], 1) : z;
+    const layers = w.length / 2;
+    for (let i = 0; i < layers; i++) {
+      const last = i === layers - 1;
+      h = tf.fused.matMul({
+        a: h,
+        b: w[2 * i] as Tensor2D,
+        bias: w[2 * i + 1],
+        activation: last ? 'linear' : 'leakyrelu',
+        leakyreluAlpha: this.cfg.leak,
+      }) as Tensor2D;
+      if (last) h = tf.tanh(h) as Tensor2D;
+    }
+    return h;
+  }
+
+  /** D: image (+ condition) -> logit, n x 1. */
+  private dForward(w: tf.Tensor[], x: Tensor2D, cond: Tensor2D | null, masks: Tensor2D[] | null): Tensor2D {
+    let h: Tensor2D = cond ? tf.concat2d([x, cond], 1) : x;
+    const layers = w.length / 2;
+    for (let i = 0; i < layers; i++) {
+      const last = i === layers - 1;
+      h = tf.fused.matMul({
+        a: h,
+        b: w[2 * i] as Tensor2D,
+        bias: w[2 * i + 1],
+        activation: last ? 'linear' : 'leakyrelu',
+        leakyreluAlpha: this.cfg.leak,
+      }) as Tensor2D;
+      if (!last && masks) h = tf.mul(h, masks[i]!) as Tensor2D;
+    }
+    return h;
+  }
+
+  private masks(n: number, flat: Float32Array[] | undefined): Tensor2D[] | null {
+    if (!flat || this.cfg.dropout === 0) return null;
+    return flat.map((m, i) => tf.tensor2d(m, [n, this.cfg.dHidden[i]!]));
+  }
+
+  private readGrads(net: Net, grads: tf.Tensor[]): Float32Array {
+    const l = this.layout(net);
+    const out = this.gradBuf[net];
+    grads.forEach((g, i) => out.set(g.dataSync() as Float32Array, l.params[i]!.offset));
+    return out;
+  }
+
+  /**
+   * D phase: gradient of BCE(D(x), 1) + BCE(D(G(z)), 0) w.r.t. D's weights only.
+   * G runs forward to make the fakes, outside the gradient.
+   */
+  dStep(b: Batch): PhaseResult {
+    if (!b.real) throw new Error('the D phase needs real images');
+    const { n } = b;
+    const kept: tf.Tensor[] = [];
+    const grads = tf.tidy(() => {
+      const cond = this.condition(b.labels, n);
+      const real = tf.tensor2d(b.real!, [n, this.cfg.imageDim]);
+      const fake = this.gForward(this.weights.G, tf.tensor2d(b.noise, [n, this.cfg.noiseDim]), cond);
+      const mReal = this.masks(n, b.masksReal);
+      const mFake = this.masks(n, b.masksFake);
+      const ones = tf.ones([n, 1]);
+      const zeros = tf.zeros([n, 1]);
+      const { value, grads } = tf.valueAndGrads((...w: tf.Tensor[]) => {
+        const lr = this.dForward(w, real, cond, mReal);
+        const lf = this.dForward(w, fake, cond, mFake);
+        kept.push(tf.keep(tf.mean(tf.sigmoid(lr))), tf.keep(tf.mean(tf.sigmoid(lf))));
+        return tf.add(tf.losses.sigmoidCrossEntropy(ones, lr), tf.losses.sigmoidCrossEntropy(zeros, lf)) as tf.Scalar;
+      })(this.weights.D);
+      kept.push(tf.keep(value));
+      return grads;
+    });
+    return this.finish('D', grads, kept);
+  }
+
+  /** G phase: non-saturating loss BCE(D(G(z)), 1) w.r.t. G's weights only. */
+  gStep(b: Batch): PhaseResult {
+    const { n } = b;
+    const kept: tf.Tensor[] = [];
+    const grads = tf.tidy(() => {
+      const cond = this.condition(b.labels, n);
+      const z = tf.tensor2d(b.noise, [n, this.cfg.noiseDim]);
+      const mFake = this.masks(n, b.masksFake);
+      const ones = tf.ones([n, 1]);
+      const { value, grads } = tf.valueAndGrads((...w: tf.Tensor[]) => {
+        const lf = this.dForward(this.weights.D, this.gForward(w, z, cond), cond, mFake);
+        kept.push(tf.keep(tf.scalar(NaN)), tf.keep(tf.mean(tf.sigmoid(lf))));
+        return tf.losses.sigmoidCrossEntropy(ones, lf) as tf.Scalar;
+      })(this.weights.G);
+      kept.push(tf.keep(value));
+      return grads;
+    });
+    return this.finish('G', grads, kept);
+  }
+
+  private finish(net: Net, grads: tf.Tensor[], kept: tf.Tensor[]): PhaseResult {
+    try {
+      const flat = this.readGrads(net, grads);
+      const [dReal, dFake, loss] = kept.map((t) => t.dataSync()[0]!);
+      return { grads: flat, loss: loss!, dReal: dReal!, dFake: dFake! };
+    } finally {
+      for (const t of grads) t.dispose();
+      for (const t of kept) t.dispose();
+    }
+  }
+
+  /** Images from noise (and labels for conditional models), n x imageDim in [-1, 1]. */
+  generate(noise: Float32Array, labels?: Uint8Array): Float32Array {
+    const n = noise.length / this.cfg.noiseDim;
+    return tf.tidy(() => {
+      const cond = this.condition(labels, n);
+      const out = this.gForward(this.weights.G, tf.tensor2d(noise, [n, this.cfg.noiseDim]), cond);
+      return out.dataSync() as Float32Array;
+    });
+  }
+
+  /** D's probability that each image is real, evaluation mode (no dropout). */
+  discriminate(images: Float32Array, labels?: Uint8Array): Float32Array {
+    const n = images.length / this.cfg.imageDim;
+    return tf.tidy(() => {
+      const cond = this.condition(labels, n);
+      const logits = this.dForward(this.weights.D, tf.tensor2d(images, [n, this.cfg.imageDim]), cond, null);
+      return tf.sigmoid(logits).dataSync() as Float32Array;
+    });
+  }
+}

