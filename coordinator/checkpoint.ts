@@ -1,0 +1,170 @@
+/**
+ * Checkpoints: one binary file holding the whole training state.
+ *
+ *   "GANDDP01" | u32 LE json length | json | zero padding to 4 | float32 sections | sha256 (32 bytes)
+ *
+ * The json names the sections (G and D weights, Adam m and v of both) and carries the config, the
+ * round, epoch and per-sample use counts of the current epoch. All randomness is keyed by (seed,
+ * epoch, sample, phase), so the seed is the whole RNG state. Writes are atomic (temporary file,
+ * fsync, rename, fsync of the directory): a crash leaves the previous checkpoint intact. A file
+ * whose hash, sizes or model do not match is refused and never overwritten.
+ */
+import { createHash } from 'node:crypto';
+import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { type ModelConfig, modelSignature, netLayout } from '../shared/model.js';
+import type { TrainConfig } from './config.js';
+
+const MAGIC = Buffer.from('GANDDP01', 'ascii');
+export const CHECKPOINT_FILE = 'checkpoint.bin';
+
+export interface TrainState {
+  config: TrainConfig;
+  round: number;
+  epoch: number;
+  versions: { D: number; G: number };
+  adamSteps: { D: number; G: number };
+  /** Use count per sample in the current epoch (see EpochPlan). */
+  epochUses: Uint8Array;
+  weights: { G: Float32Array; D: Float32Array };
+  adam: { G: { m: Float32Array; v: Float32Array }; D: { m: Float32Array; v: Float32Array } };
+}
+
+export class CheckpointError extends Error {
+  readonly code = 'E_CHECKPOINT';
+  constructor(message: string) {
+    super(message);
+    this.name = 'CheckpointError';
+  }
+}
+
+const SECTIONS = ['G.w', 'D.w', 'G.m', 'G.v', 'D.m', 'D.v'] as const;
+
+function sections(s: TrainState): Float32Array[] {
+  return [s.weights.G, s.weights.D, s.adam.G.m, s.adam.G.v, s.adam.D.m, s.adam.D.v];
+}
+
+export function encodeCheckpoint(s: TrainState): Buffer {
+  const secs = sections(s);
+  const meta = {
+    format: 1,
+    signature: modelSignature(s.config.model),
+    config: s.config,
+    round: s.round,
+    epoch: s.epoch,
+    versions: s.versions,
+    adamSteps: s.adamSteps,
+    rng: { scheme: 'keyed-sfc32', seed: s.config.seed },
+    epochUses: Buffer.from(s.epochUses).toString('base64'),
+    sections: SECTIONS.map((name, i) => ({ name, length: secs[i]!.length })),
+  };
+  const json = Buffer.from(JSON.stringify(meta));
+  const headLen = MAGIC.length + 4 + json.length;
+  const pad = (4 - (headLen % 4)) % 4;
+  const head = Buffer.alloc(headLen + pad);
+  MAGIC.copy(head, 0);
+  head.writeUInt32LE(json.length, MAGIC.length);
+  json.copy(head, MAGIC.length + 4);
+  const parts: Buffer[] = [head, ...secs.map((a) => Buffer.from(a.buffer, a.byteOffset, a.byteLength))];
+  const hash = createHash('sha256');
+  for (const p of parts) hash.update(p);
+  parts.push(hash.digest());
+  return Buffer.concat(parts);
+}
+
+export function decodeCheckpoint(buf: Buffer, file: string): TrainState {
+  const bad = (why: string): never => {
+    throw new CheckpointError(`${file}: ${why}`);
+  };
+  if (buf.length < MAGIC.length + 4 + 32 || !buf.subarray(0, MAGIC.length).equals(MAGIC)) bad('not a checkpoint of this program (bad magic)');
+  const body = buf.subarray(0, buf.length - 32);
+  const digest = createHash('sha256').update(body).digest();
+  if (!digest.equals(buf.subarray(buf.length - 32))) bad('corrupt (checksum mismatch): refusing to use it');
+  const jsonLen = buf.readUInt32LE(MAGIC.length);
+  let meta: Record<string, unknown>;
+  try {
+    meta = JSON.parse(buf.subarray(MAGIC.length + 4, MAGIC.length + 4 + jsonLen).toString('utf8')) as Record<string, unknown>;
+  } catch {
+    return bad('corrupt header');
+  }
+  if (meta.format !== 1) bad(`unsupported format ${String(meta.format)}`);
+  const config = meta.config as TrainConfig;
+  if (meta.signature !== modelSignature(config.model)) bad('model signature does not match its own config');
+  let off = MAGIC.length + 4 + jsonLen;
+  off += (4 - (off % 4)) % 4;
+  const secs = meta.sections as { name: string; length: number }[];
+  const expect: Record<string, number> = {
+    'G.w': netLayout(config.model, 'G').total, 'D.w': netLayout(config.model, 'D').total,
+  };
+  expect['G.m'] = expect['G.v'] = expect['G.w']!;
+  expect['D.m'] = expect['D.v'] = expect['D.w']!;
+  const arrays: Float32Array[] = [];
+  SECTIONS.forEach((name, i) => {
+    const s = secs[i];
+    if (!s || s.name !== name || s.length !== expect[name]) bad(`section ${name} missing or of the wrong size`);
+    const bytes = s!.length * 4;
+    if (off + bytes > body.length) bad('truncated');
+    const a = new Float32Array(s!.length);
+    new Uint8Array(a.buffer).set(body.subarray(off, off + bytes));
+    arrays.push(a);
+    off += bytes;
+  });
+  if (off !== body.length) bad('trailing bytes');
+  const [gw, dw, gm, gv, dm, dv] = arrays as [Float32Array, Float32Array, Float32Array, Float32Array, Float32Array, Float32Array];
+  return {
+    config,
+    round: meta.round as number,
+    epoch: meta.epoch as number,
+    versions: meta.versions as TrainState['versions'],
+    adamSteps: meta.adamSteps as TrainState['adamSteps'],
+    epochUses: new Uint8Array(Buffer.from(meta.epochUses as string, 'base64')),
+    weights: { G: gw, D: dw },
+    adam: { G: { m: gm, v: gv }, D: { m: dm, v: dv } },
+  };
+}
+
+/** Write `data` to `file` atomically: temporary file, fsync, rename, fsync of the directory. */
+export function writeFileAtomic(file: string, data: Uint8Array): void {
+  const tmp = `${file}.tmp-${process.pid}`;
+  const fd = openSync(tmp, 'w');
+  try {
+    let off = 0;
+    while (off < data.length) off += writeSync(fd, data, off, data.length - off);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(tmp, file);
+  try {
+    const dfd = openSync(dirname(file), 'r');
+    try {
+      fsyncSync(dfd);
+    } finally {
+      closeSync(dfd);
+    }
+  } catch {
+    // Some filesystems refuse fsync on directories; the rename itself is still atomic.
+  }
+}
+
+export function saveCheckpoint(runDir: string, s: TrainState): string {
+  const file = join(runDir, CHECKPOINT_FILE);
+  writeFileAtomic(file, encodeCheckpoint(s));
+  return file;
+}
+
+/** Load RUN_DIR/checkpoint.bin (or a checkpoint file given directly). */
+export function loadCheckpoint(path: string): TrainState {
+  const file = existsSync(join(path, CHECKPOINT_FILE)) ? join(path, CHECKPOINT_FILE) : path;
+  let buf: Buffer;
+  try {
+    buf = readFileSync(file);
+  } catch (e) {
+    throw new CheckpointError(`${file}: cannot read checkpoint (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+  return decodeCheckpoint(buf, file);
+}
+
+export function checkpointModel(s: TrainState): ModelConfig {
+  return s.config.model;
+}

@@ -1,0 +1,95 @@
+/** Test helpers: a real coordinator on port 0 with in-process workers, on small configurations. */
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as tf from '@tensorflow/tfjs-core';
+import '@tensorflow/tfjs-backend-wasm';
+import { Coordinator, type CoordinatorOptions } from '../coordinator/coordinator.js';
+import { type TrainConfig, defaultTrainConfig } from '../coordinator/config.js';
+import { type Dataset, loadEmbedded } from '../shared/mnist.js';
+import { WorkerClient, type WorkerOptions } from '../worker/worker.js';
+
+export async function useWasm(): Promise<void> {
+  if (tf.getBackend() !== 'wasm') {
+    await tf.setBackend('wasm');
+    await tf.ready();
+  }
+}
+
+export const tinyModel = {
+  kind: 'gan' as const,
+  noiseDim: 16,
+  imageDim: 784,
+  numClasses: 10,
+  gHidden: [32, 64],
+  dHidden: [64, 32],
+  dropout: 0.3,
+  leak: 0.2,
+};
+
+export function tinyConfig(over: Partial<TrainConfig> = {}): TrainConfig {
+  return {
+    ...defaultTrainConfig,
+    model: tinyModel,
+    workers: 2,
+    batchSize: 10,
+    epochs: 1,
+    checkpointEvery: 0,
+    roundTimeoutMs: 20_000,
+    ...over,
+  };
+}
+
+/** The first n embedded training digits (class-balanced: they are interleaved). */
+export function smallData(n: number): Dataset {
+  const d = loadEmbedded().train;
+  return { ...d, n, images: d.images.slice(0, n * 784), labels: d.labels.slice(0, n), source: `embedded:train[0:${n}]` };
+}
+
+export function tempDir(prefix = 'gan-ddp-'): string {
+  return mkdtempSync(join(tmpdir(), prefix));
+}
+
+export interface Cluster {
+  coord: Coordinator;
+  workers: WorkerClient[];
+  url: string;
+  runs: Promise<void>[];
+  addWorker(over?: Partial<WorkerOptions>): WorkerClient;
+  /** Train to the end and close everything; returns the coordinator. */
+  finish(): Promise<Coordinator>;
+}
+
+export async function startCluster(
+  config: TrainConfig,
+  data: Dataset,
+  opts: Partial<CoordinatorOptions> & { workerOpts?: Partial<WorkerOptions>; startWorkers?: number } = {},
+): Promise<Cluster> {
+  await useWasm();
+  const { workerOpts, startWorkers, ...coordOpts } = opts;
+  const coord = new Coordinator({ config, host: '127.0.0.1', port: 0, out: tempDir(), dataset: data, ...coordOpts });
+  const port = await coord.start();
+  const url = `ws://127.0.0.1:${port}`;
+  const workers: WorkerClient[] = [];
+  const runs: Promise<void>[] = [];
+  const addWorker = (over: Partial<WorkerOptions> = {}) => {
+    const w = new WorkerClient({ url, backend: 'wasm', connectTimeoutMs: 5000, ...workerOpts, ...over });
+    workers.push(w);
+    runs.push(w.run());
+    return w;
+  };
+  for (let i = 0; i < (startWorkers ?? config.workers); i++) addWorker();
+  return {
+    coord, workers, url, runs, addWorker,
+    async finish() {
+      try {
+        await coord.train();
+      } finally {
+        await coord.close();
+      }
+      await Promise.allSettled(runs);
+      for (const w of workers) w.model?.dispose();
+      return coord;
+    },
+  };
+}
