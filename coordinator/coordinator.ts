@@ -158,6 +158,7 @@ export class Coordinator {
   private droppedThisRound: number[] = [];
   private epochStartRound = 0;
   private started = false;
+  private closing = false;
   private readonly startedAt = Date.now();
 
   constructor(readonly opts: CoordinatorOptions) {
@@ -297,7 +298,7 @@ export class Coordinator {
     });
     ws.on('close', (code, reason) => {
       clearTimeout(handshakeTimer);
-      if (c.state !== 'dead' && c.id >= 0) this.log(`${c.label} disconnected (${code}${reason.length ? ` ${reason.toString()}` : ''})`);
+      if (c.state !== 'dead' && c.id >= 0 && !this.closing) this.log(`${c.label} disconnected (${code}${reason.length ? ` ${reason.toString()}` : ''})`);
       this.markDead(c);
     });
     ws.on('error', () => this.markDead(c));
@@ -649,6 +650,7 @@ export class Coordinator {
   /** Tell workers the run is over and close everything. */
   async close(reason = 'run finished'): Promise<void> {
     if (this.heartbeat) clearInterval(this.heartbeat);
+    this.closing = true;
     for (const c of this.conns) {
       this.send(c, encode({ k: Kind.Stop, reason }));
       c.ws.close(1000, 'E_DONE: ' + reason.slice(0, 100));

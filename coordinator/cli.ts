@@ -1,0 +1,172 @@
+/**
+ * `coordinator`: listens for workers (or spawns them), trains, and writes the run directory.
+ * Flags are parsed into options, run() does the work, errors become one line and a non-zero exit.
+ */
+import { readFileSync, writeFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { join } from 'node:path';
+import { Command, Option } from 'commander';
+import { BACKEND_NAMES, type BackendName, initBackend } from '../shared/backend.js';
+import { choiceArg, die, floatArg, intArg, listArg } from '../shared/cli.js';
+import { Coordinator, type CoordinatorOptions } from './coordinator.js';
+import { type TrainConfig, defaultTrainConfig } from './config.js';
+import { Progress } from './progress.js';
+import { LocalWorkers } from './spawn.js';
+import { loadCheckpoint } from './checkpoint.js';
+
+const d = defaultTrainConfig;
+const m = d.model;
+
+export interface CliOptions {
+  workers: number; minWorkers: number; spawn: boolean; host: string; port: number; out?: string; resume?: string;
+  data?: string; model: 'gan' | 'cgan'; epochs: number; maxRounds: number; batchSize: number;
+  lr?: number; lrD?: number; lrG?: number; beta1: number; beta2: number; eps: number;
+  gHidden: number[]; dHidden: number[]; noiseDim: number; dropout: number; leak: number; seed: number;
+  checkpointEvery: number; roundTimeout: number; fp16: boolean; token?: string; insecure: boolean;
+  tlsCert?: string; tlsKey?: string; backend: BackendName; threads?: number; evalEvery: number; heartbeat: number;
+}
+
+export function program(): Command {
+  return new Command('coordinator')
+    .description('Train a GAN data-parallel: workers compute gradients, this process averages them, steps Adam and broadcasts weights.')
+    .option('--workers <n>', 'workers to train with: the run starts when this many have joined, and accepts no more', intArg(1, 1024), 4)
+    .option('--min-workers <n>', 'keep training while at least this many workers are live', intArg(1, 1024), 1)
+    .option('--spawn', 'start the --workers workers as child processes on this host', false)
+    .option('--host <addr>', 'address to listen on (use 0.0.0.0 for workers on other machines; needs --token or --insecure)', '127.0.0.1')
+    .option('--port <n>', 'port to listen on (0 picks a free one)', intArg(0, 65535), 8765)
+    .option('--out <dir>', 'run directory (default runs/<date-time>)')
+    .option('--resume <run_dir>', 'continue the run in RUN_DIR from its checkpoint')
+    .option('--data <dir>', 'MNIST IDX files (train-images-idx3-ubyte[.gz] etc.); default: the embedded 10,000 digits')
+    .addOption(new Option('--model <kind>', 'gan (Goodfellow et al.) or cgan (conditional, Mirza & Osindero)').choices(['gan', 'cgan']).default(m.kind))
+    .option('--epochs <n>', 'passes over the training data', intArg(0), d.epochs)
+    .option('--max-rounds <n>', 'stop after this many rounds (0: no limit)', intArg(0), 0)
+    .option('--batch-size <n>', 'samples per worker per round (global batch = this x workers)', intArg(1, 100000), d.batchSize)
+    .option('--lr <x>', 'learning rate of both nets', floatArg(0, 10, { exclusiveMin: true }))
+    .option('--lr-d <x>', `discriminator learning rate (default ${d.lrD})`, floatArg(0, 10, { exclusiveMin: true }))
+    .option('--lr-g <x>', `generator learning rate (default ${d.lrG})`, floatArg(0, 10, { exclusiveMin: true }))
+    .option('--beta1 <x>', 'Adam beta1 (0.5 as in DCGAN: 0.9 makes GAN training oscillate)', floatArg(0, 0.999999), d.beta1)
+    .option('--beta2 <x>', 'Adam beta2', floatArg(0, 0.999999), d.beta2)
+    .option('--eps <x>', 'Adam epsilon', floatArg(0, 1, { exclusiveMin: true }), d.epsilon)
+    .option('--g-hidden <widths>', 'generator hidden layer widths', listArg, m.gHidden)
+    .option('--d-hidden <widths>', 'discriminator hidden layer widths', listArg, m.dHidden)
+    .option('--noise-dim <n>', 'size of the noise vector z', intArg(1, 4096), m.noiseDim)
+    .option('--dropout <p>', 'dropout rate after each hidden layer of D (0 turns it off)', floatArg(0, 0.95), m.dropout)
+    .option('--leak <x>', 'LeakyReLU negative slope', floatArg(0, 1), m.leak)
+    .option('--seed <n>', 'seed for data order, noise, dropout and initial weights', intArg(0, 2 ** 32 - 1), d.seed)
+    .option('--checkpoint-every <n>', 'checkpoint every N rounds (0: only at the end and on SIGINT/SIGTERM)', intArg(0), d.checkpointEvery)
+    .option('--round-timeout <s>', 'drop a worker that has not answered a phase within this many seconds', floatArg(0.1, 86400), d.roundTimeoutMs / 1000)
+    .option('--heartbeat <s>', 'ping workers this often; three missed pongs drop a worker', floatArg(0.1, 3600), 10)
+    .option('--fp16', 'workers send gradients as 16-bit floats (half the upload)', false)
+    .option('--token <secret>', 'shared secret workers must prove (HMAC over a nonce; never sent); env GAN_DDP_TOKEN')
+    .option('--insecure', 'allow listening beyond loopback without a token', false)
+    .option('--tls-cert <file>', 'serve wss:// with this certificate (PEM)')
+    .option('--tls-key <file>', 'private key (PEM) for --tls-cert')
+    .addOption(new Option('--backend <name>', 'TensorFlow.js backend for spawned workers and for sampling').choices(BACKEND_NAMES as string[]).default('auto'))
+    .option('--threads <n>', 'compute threads per spawned worker (default: cores / workers, at least 1)', intArg(1, 256))
+    .option('--eval-every <k>', 'evaluate the generator every K epochs into metrics (0: never)', intArg(0), d.evalEvery);
+}
+
+export function trainConfig(o: CliOptions): TrainConfig {
+  return {
+    model: { ...m, kind: o.model, gHidden: o.gHidden, dHidden: o.dHidden, noiseDim: o.noiseDim, dropout: o.dropout, leak: o.leak },
+    seed: o.seed,
+    workers: o.workers,
+    minWorkers: o.minWorkers,
+    batchSize: o.batchSize,
+    epochs: o.epochs,
+    maxRounds: o.maxRounds,
+    lrD: o.lrD ?? o.lr ?? d.lrD,
+    lrG: o.lrG ?? o.lr ?? d.lrG,
+    beta1: o.beta1,
+    beta2: o.beta2,
+    epsilon: o.eps,
+    data: o.data ?? null,
+    checkpointEvery: o.checkpointEvery,
+    roundTimeoutMs: Math.round(o.roundTimeout * 1000),
+    fp16: o.fp16,
+    evalEvery: o.evalEvery,
+  };
+}
+
+function readPem(file: string, what: string): Buffer {
+  try {
+    return readFileSync(file);
+  } catch (e) {
+    throw Object.assign(new Error(`${what} ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`), { code: 'E_TLS' });
+  }
+}
+
+export async function run(o: CliOptions, explicit: Set<string>): Promise<number> {
+  if (o.minWorkers > o.workers) throw Object.assign(new Error(`--min-workers ${o.minWorkers} is above --workers ${o.workers}`), { code: 'E_ARGS' });
+  if (!!o.tlsCert !== !!o.tlsKey) throw Object.assign(new Error('--tls-cert and --tls-key go together'), { code: 'E_ARGS' });
+  const token = o.token ?? process.env.GAN_DDP_TOKEN;
+  let config = trainConfig(o);
+  let out = o.out ?? join('runs', new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19));
+  if (o.resume) {
+    // The checkpoint's config governs; flags given explicitly may change only what is safe to change.
+    const saved = loadCheckpoint(o.resume).config;
+    const mayChange: (keyof TrainConfig)[] = ['epochs', 'maxRounds', 'checkpointEvery', 'roundTimeoutMs', 'minWorkers', 'evalEvery', 'workers'];
+    const flagOf: Record<string, keyof TrainConfig> = { epochs: 'epochs', maxRounds: 'maxRounds', checkpointEvery: 'checkpointEvery', roundTimeout: 'roundTimeoutMs', minWorkers: 'minWorkers', evalEvery: 'evalEvery', workers: 'workers' };
+    const next = { ...saved };
+    for (const [flag, key] of Object.entries(flagOf)) if (explicit.has(flag) && mayChange.includes(key)) (next as Record<string, unknown>)[key] = config[key];
+    config = next;
+    out = o.resume;
+  }
+  const backend = await initBackend(o.backend, { threads: 1 });
+  let bar = new Progress(0);
+  const log = (s: string) => bar.line(s);
+  log(`backend: ${backend.name} (${backend.detail})`);
+  const rounds = { total: 0 };
+  const coord = new Coordinator({
+    config, host: o.host, port: o.port, out, resume: !!o.resume, token, insecure: o.insecure,
+    tls: o.tlsCert && o.tlsKey ? { cert: readPem(o.tlsCert, 'certificate'), key: readPem(o.tlsKey, 'key') } : undefined,
+    heartbeatMs: o.heartbeat * 1000,
+    log,
+    onRound: (mx) => bar.round(mx, config.epochs),
+  });
+  const port = await coord.start();
+  const perEpoch = Math.ceil(coord.data.n / (config.workers * config.batchSize));
+  rounds.total = config.maxRounds > 0 ? Math.min(config.maxRounds, perEpoch * config.epochs) : perEpoch * config.epochs;
+  bar = new Progress(rounds.total);
+  const scheme = o.tlsCert ? 'wss' : 'ws';
+  log(`listening on ${scheme}://${o.host}:${port}; run directory ${out}`);
+  log(`global batch ${config.workers * config.batchSize} (${config.workers} workers x ${config.batchSize}); ${perEpoch} rounds per epoch, ${rounds.total} rounds planned`);
+
+  let local: LocalWorkers | null = null;
+  if (o.spawn) {
+    const threads = o.threads ?? Math.max(1, Math.floor(availableParallelism() / config.workers));
+    local = new LocalWorkers({ url: `${scheme}://127.0.0.1:${port}`, count: config.workers, backend: o.backend, threads, token, log });
+    local.start();
+  }
+  const onSignal = (sig: string) => {
+    log(`${sig}: stopping at the end of this round and checkpointing`);
+    coord.requestStop(sig);
+  };
+  process.once('SIGINT', () => onSignal('SIGINT'));
+  process.once('SIGTERM', () => onSignal('SIGTERM'));
+  let failed: unknown = null;
+  try {
+    await coord.train();
+  } catch (e) {
+    failed = e;
+  } finally {
+    await coord.close(failed ? 'coordinator failed' : 'run finished');
+    await local?.stop();
+  }
+  const summary = coord.summary();
+  writeFileSync(join(out, 'summary.json'), JSON.stringify(summary, null, 2) + '\n');
+  if (failed) throw failed;
+  log(`done: ${coord.round} rounds, ${coord.epoch} epochs in ${(summary.seconds as number).toFixed(0)} s`);
+  log(`metrics: ${join(out, 'metrics.jsonl')}`);
+  if (summary.final_grid) log(`samples: ${summary.final_grid as string}`);
+  log(`checkpoint: ${summary.checkpoint as string}`);
+  return 0;
+}
+
+export function main(argv: string[]): void {
+  const cmd = program();
+  cmd.parse(argv);
+  const opts = cmd.opts<CliOptions>();
+  const explicit = new Set(Object.keys(opts).filter((k) => cmd.getOptionValueSource(k) === 'cli'));
+  run(opts, explicit).then((code) => process.exit(code), (e) => die('coordinator', e));
+}

@@ -1,0 +1,4 @@
+#!/usr/bin/env node
+import { main } from './generate.js';
+
+main(process.argv);

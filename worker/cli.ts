@@ -1,0 +1,71 @@
+/**
+ * `worker`: joins a coordinator and computes gradients until the run ends. It needs nothing but
+ * the coordinator's address (and the token, when the coordinator has one).
+ */
+import { readFileSync } from 'node:fs';
+import { Command, Option } from 'commander';
+import { BACKEND_NAMES, type BackendName, initBackend } from '../shared/backend.js';
+import { die, floatArg, intArg } from '../shared/cli.js';
+import { WorkerClient } from './worker.js';
+
+export interface WorkerCliOptions {
+  connect: string;
+  token?: string;
+  ca?: string;
+  backend: BackendName;
+  threads?: number;
+  connectTimeout: number;
+  maxPayload: number;
+  model?: 'gan' | 'cgan';
+  quiet: boolean;
+}
+
+export function program(): Command {
+  return new Command('worker')
+    .description('Compute GAN gradients for a coordinator.')
+    .requiredOption('--connect <url>', 'coordinator address, ws://HOST:PORT (or wss:// with TLS)')
+    .option('--token <secret>', 'shared secret of the coordinator (proved, never sent); env GAN_DDP_TOKEN')
+    .option('--ca <file>', 'CA certificate (PEM) to trust for wss://')
+    .addOption(new Option('--backend <name>', 'TensorFlow.js backend: auto picks tfjs-node, else native (OpenBLAS), else wasm, else cpu').choices(BACKEND_NAMES as string[]).default('auto'))
+    .option('--threads <n>', 'compute threads (OpenBLAS); one per worker when several share a host', intArg(1, 256))
+    .option('--connect-timeout <s>', 'give up after this many seconds without reaching the coordinator', floatArg(0.1, 86400), 60)
+    .option('--max-payload <mib>', 'largest message accepted from the coordinator, in MiB', intArg(1, 4096), 256)
+    .addOption(new Option('--model <kind>', 'refuse a coordinator that trains another model kind').choices(['gan', 'cgan']))
+    .option('--quiet', 'print only errors', false);
+}
+
+export async function run(o: WorkerCliOptions): Promise<number> {
+  if (!/^wss?:\/\/[^/]+/.test(o.connect)) throw Object.assign(new Error(`--connect ${o.connect}: expected ws://HOST:PORT or wss://HOST:PORT`), { code: 'E_ARGS' });
+  const log = (s: string) => process.stderr.write(`worker: ${s}\n`);
+  const info = await initBackend(o.backend, { threads: o.threads, log });
+  if (!o.quiet) log(`backend ${info.name} (${info.detail})`);
+  let ca: Buffer | undefined;
+  if (o.ca) {
+    try {
+      ca = readFileSync(o.ca);
+    } catch (e) {
+      throw Object.assign(new Error(`--ca ${o.ca}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`), { code: 'E_TLS' });
+    }
+  }
+  const w = new WorkerClient({
+    url: o.connect,
+    token: o.token ?? process.env.GAN_DDP_TOKEN,
+    ca,
+    backend: `${info.name} (${info.detail})`,
+    connectTimeoutMs: o.connectTimeout * 1000,
+    maxPayload: o.maxPayload * 1024 * 1024,
+    expectModel: o.model,
+    log: o.quiet ? undefined : log,
+  });
+  process.once('SIGTERM', () => w.stop());
+  process.once('SIGINT', () => w.stop());
+  await w.run();
+  if (!o.quiet) log(`done after ${w.tasksDone} tasks`);
+  return 0;
+}
+
+export function main(argv: string[]): void {
+  const cmd = program();
+  cmd.parse(argv);
+  run(cmd.opts<WorkerCliOptions>()).then((code) => process.exit(code), (e) => die('worker', e));
+}
