@@ -229,7 +229,30 @@ export class Coordinator {
     this.epoch = s.epoch;
     this.plan = s.epochUses.some((u) => u > 0) ? new EpochPlan(this.data.n, this.cfg.seed, this.epoch, s.epochUses) : null;
     this.epochStartRound = this.round;
+    // Rounds logged after this checkpoint were lost with the process: they will be run again.
+    this.truncateLog('metrics.jsonl', (r) => (r.round as number) < this.round);
+    this.truncateLog('epochs.jsonl', (r) => (r.epoch as number) < this.epoch);
+    const epochsFile = join(this.runDir, 'epochs.jsonl');
+    if (existsSync(epochsFile)) {
+      this.epochLog = readFileSync(epochsFile, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Coordinator['epochLog'][number]);
+      // Rounds are numbered across epochs, so the current epoch began after all completed ones.
+      this.epochStartRound = this.epochLog.reduce((a, e) => a + e.rounds, 0);
+    }
     this.log(`resumed ${this.runDir} at round ${this.round}, epoch ${this.epoch + 1} (${this.plan?.used ?? 0}/${this.data.n} samples of the epoch used)`);
+  }
+
+  private truncateLog(name: string, keep: (r: Record<string, unknown>) => boolean): void {
+    const file = join(this.runDir, name);
+    if (!existsSync(file)) return;
+    const lines = readFileSync(file, 'utf8').split('\n').filter(Boolean);
+    const kept = lines.filter((l) => {
+      try {
+        return keep(JSON.parse(l) as Record<string, unknown>);
+      } catch {
+        return false;
+      }
+    });
+    if (kept.length !== lines.length) writeFileAtomic(file, Buffer.from(kept.map((l) => l + '\n').join('')));
   }
 
   state(): TrainState {
@@ -535,7 +558,7 @@ export class Coordinator {
   async train(): Promise<void> {
     const cfg = this.cfg;
     await this.ensureWorkers();
-    const fixed = fixedNoise(cfg.model, cfg.seed, 64);
+    const fixed = this.gridNoise();
     this.log(`training ${cfg.model.kind}: ${this.data.n} samples, ${cfg.workers} workers x batch ${cfg.batchSize} = global batch ${cfg.workers * cfg.batchSize}, ${cfg.epochs} epochs`);
     while (this.epoch < cfg.epochs && !(cfg.maxRounds > 0 && this.round >= cfg.maxRounds) && !this.stopping) {
       await this.ensureWorkers();
@@ -614,14 +637,20 @@ export class Coordinator {
     if (!this.stopping) this.writeGrid(fixed, 'final.png');
   }
 
+  /** The run's fixed noise: an 8x8 grid, or 10x10 with one row per digit for conditional models. */
+  gridNoise(): { noise: Float32Array; labels: Uint8Array; cols: number } {
+    const cols = this.cfg.model.kind === 'cgan' ? 10 : 8;
+    return { ...fixedNoise(this.cfg.model, this.cfg.seed, cols * cols), cols };
+  }
+
   /** Sample the generator on the run's fixed noise into RUN/samples/NAME. */
-  writeGrid(fixed: { noise: Float32Array; labels: Uint8Array }, name: string): string {
+  writeGrid(fixed: { noise: Float32Array; labels: Uint8Array; cols: number }, name: string): string {
     const g = new GanModel(this.cfg.model);
     try {
       g.setWeights('G', this.weights.G);
       const imgs = g.generate(fixed.noise, this.cfg.model.kind === 'cgan' ? fixed.labels : undefined);
       const file = join(this.runDir, 'samples', name);
-      writeFileAtomic(file, gridPng(imgs, 64, 8));
+      writeFileAtomic(file, gridPng(imgs, fixed.cols * fixed.cols, fixed.cols));
       return file;
     } finally {
       g.dispose();
