@@ -194,8 +194,10 @@ export class Coordinator {
     this.data = this.opts.dataset ?? loadMnist(this.cfg.data ?? undefined).train;
     if (this.opts.resume) this.restore();
     else this.fresh();
-    writeFileSync(join(this.runDir, 'config.json'), JSON.stringify({ ...this.cfg, signature: this.signature, dataset: this.data.source, samples: this.data.n }, null, 2) + '\n');
+    // Listen before writing anything: a port in use must leave no half-made run directory.
     const port = await this.listen();
+    mkdirSync(join(this.runDir, 'samples'), { recursive: true });
+    writeFileSync(join(this.runDir, 'config.json'), JSON.stringify({ ...this.cfg, signature: this.signature, dataset: this.data.source, samples: this.data.n }, null, 2) + '\n');
     this.heartbeat = setInterval(() => this.beat(), this.opts.heartbeatMs ?? 10_000);
     this.heartbeat.unref();
     return port;
@@ -206,7 +208,6 @@ export class Coordinator {
     if (existsSync(join(out, CHECKPOINT_FILE))) {
       throw new TrainingError('E_EXISTS', `${out} already holds a run; use --resume ${out} to continue it or choose another --out`);
     }
-    mkdirSync(join(out, 'samples'), { recursive: true });
     this.weights = { G: initWeights(this.layouts.G, this.cfg.seed), D: initWeights(this.layouts.D, this.cfg.seed) };
     this.adam = { G: adamState(this.layouts.G.total), D: adamState(this.layouts.D.total) };
   }
@@ -221,7 +222,6 @@ export class Coordinator {
     if (s.epochUses.length !== this.data.n) {
       throw new TrainingError('E_CHECKPOINT', `checkpoint was made on ${s.epochUses.length} samples, the data has ${this.data.n}`);
     }
-    mkdirSync(join(this.runDir, 'samples'), { recursive: true });
     this.weights = s.weights;
     this.adam = { G: { ...s.adam.G, t: s.adamSteps.G }, D: { ...s.adam.D, t: s.adamSteps.D } };
     this.versions = { ...s.versions };

@@ -1,0 +1,230 @@
+/**
+ * `npm run bench`: throughput of the seed model, written as a markdown table and JSON.
+ *
+ * 1. One process, one GAN iteration (D and G gradients at batch 100), for every backend that
+ *    initialises here; also with the coordinator's Adam step on both nets.
+ * 2. The real coordinator with 1, 2 and 4 local worker processes: samples/s, the round split into
+ *    compute / transfer / reduce+Adam+pack, and bytes per round beside the theoretical minimum
+ *    (4 bytes x parameters x workers, each way, per phase). Then the same with 16-bit gradients.
+ *
+ * Each backend is measured in a child process of its own so that one backend's setup cannot
+ * affect another's figures.
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { availableParallelism, cpus, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Command } from 'commander';
+import { adamState, adamStep } from '../coordinator/adam.js';
+import { defaultTrainConfig } from '../coordinator/config.js';
+import { Coordinator, type RoundMetrics } from '../coordinator/coordinator.js';
+import { LocalWorkers } from '../coordinator/spawn.js';
+import { BACKEND_NAMES, type BackendName, initBackend } from '../shared/backend.js';
+import { buildBatch } from '../shared/batch.js';
+import { die, intArg } from '../shared/cli.js';
+import { GanModel } from '../shared/gan.js';
+import { loadEmbedded } from '../shared/mnist.js';
+import { defaultModelConfig, initWeights, netLayout } from '../shared/model.js';
+
+interface SingleResult {
+  backend: string;
+  detail: string;
+  iterations: number;
+  msPerIter: number;
+  samplesPerSec: number;
+  msPerIterWithAdam: number;
+  samplesPerSecWithAdam: number;
+}
+
+interface DistResult {
+  workers: number;
+  fp16: boolean;
+  backend: string;
+  threadsPerWorker: number;
+  rounds: number;
+  samplesPerSec: number;
+  roundMs: number;
+  computeMs: number;
+  transferMs: number;
+  reduceMs: number;
+  reduceShare: number;
+  bytesInPerRound: number;
+  bytesOutPerRound: number;
+  minBytesPerRound: number;
+  inOverMin: number;
+  outOverMin: number;
+}
+
+const BATCH = 100;
+
+/** Child-process mode: time one backend and print one JSON line. */
+async function single(backend: BackendName, seconds: number, threads: number): Promise<SingleResult> {
+  const info = await initBackend(backend, { threads, log: () => {} });
+  const cfg = defaultModelConfig;
+  const model = new GanModel(cfg);
+  const w = { G: initWeights(model.g, 1), D: initWeights(model.d, 1) };
+  model.setWeights('G', w.G);
+  model.setWeights('D', w.D);
+  const data = loadEmbedded().train;
+  const src = { image: (id: number) => data.images.subarray(id * 784, id * 784 + 784), label: (id: number) => data.labels[id]! };
+  const adam = { G: adamState(model.g.total), D: adamState(model.d.total) };
+  const ac = { lr: 2e-4, beta1: 0.5, beta2: 0.999, epsilon: 1e-8 };
+  const iterate = (i: number, withAdam: boolean) => {
+    const ids = Array.from({ length: BATCH }, (_, k) => (i * BATCH + k) % data.n);
+    const d = model.dStep(buildBatch(cfg, { seed: 1, epoch: 0, phase: 'D' }, ids, src));
+    if (withAdam) {
+      adamStep(w.D, d.grads, adam.D, ac);
+      model.setWeights('D', w.D);
+    }
+    const g = model.gStep(buildBatch(cfg, { seed: 1, epoch: 0, phase: 'G' }, ids, src));
+    if (withAdam) {
+      adamStep(w.G, g.grads, adam.G, ac);
+      model.setWeights('G', w.G);
+    }
+  };
+  const time = (withAdam: boolean) => {
+    iterate(0, withAdam);
+    iterate(1, withAdam);
+    const t0 = performance.now();
+    let n = 0;
+    while (n < 3 || (performance.now() - t0 < seconds * 1000 && n < 200)) iterate(2 + n++, withAdam);
+    return { n, ms: (performance.now() - t0) / n };
+  };
+  const plain = time(false);
+  const full = time(true);
+  model.dispose();
+  return {
+    backend: info.name, detail: info.detail, iterations: plain.n,
+    msPerIter: plain.ms, samplesPerSec: (BATCH * 1000) / plain.ms,
+    msPerIterWithAdam: full.ms, samplesPerSecWithAdam: (BATCH * 1000) / full.ms,
+  };
+}
+
+async function distributed(workers: number, fp16: boolean, backend: string, rounds: number): Promise<DistResult> {
+  const threads = Math.max(1, Math.floor(availableParallelism() / workers));
+  const out = mkdtempSync(join(tmpdir(), 'gan-bench-'));
+  const warmup = 3;
+  // The coordinator samples a grid at the end of the run: it needs a backend too.
+  await initBackend('auto', { threads: 1, log: () => {} });
+  const config = { ...defaultTrainConfig, workers, batchSize: BATCH, epochs: 1000, maxRounds: warmup + rounds, checkpointEvery: 0, fp16 };
+  const coord = new Coordinator({ config, host: '127.0.0.1', port: 0, out });
+  const port = await coord.start();
+  const local = new LocalWorkers({ url: `ws://127.0.0.1:${port}`, count: workers, backend, threads, log: (s) => process.stderr.write(`${s}\n`) });
+  local.start();
+  try {
+    await coord.train();
+  } finally {
+    await coord.close();
+    await local.stop();
+  }
+  const lines = readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as RoundMetrics);
+  rmSync(out, { recursive: true, force: true });
+  // The first rounds carry the shards and warm the backends up.
+  const steady = lines.slice(warmup).filter((m) => m.dropped.length === 0 && m.joined.length === 0);
+  const mean = (f: (m: RoundMetrics) => number) => steady.reduce((a, m) => a + f(m), 0) / steady.length;
+  const params = netLayout(config.model, 'D').total + netLayout(config.model, 'G').total;
+  const minBytes = 4 * params * workers;
+  const roundMs = mean((m) => m.round_ms);
+  const reduceMs = mean((m) => m.reduce_ms);
+  const bytesIn = mean((m) => m.bytes_in);
+  const bytesOut = mean((m) => m.bytes_out);
+  return {
+    workers, fp16, backend, threadsPerWorker: threads, rounds: steady.length,
+    samplesPerSec: mean((m) => m.samples) / (roundMs / 1000),
+    roundMs, computeMs: mean((m) => m.compute_ms), transferMs: mean((m) => m.transfer_ms), reduceMs,
+    reduceShare: reduceMs / roundMs,
+    bytesInPerRound: bytesIn, bytesOutPerRound: bytesOut, minBytesPerRound: minBytes,
+    inOverMin: bytesIn / minBytes, outOverMin: bytesOut / minBytes,
+  };
+}
+
+function machine(): string {
+  const c = cpus();
+  let blas = '';
+  try {
+    blas = execFileSync('sh', ['-c', 'dpkg-query -W -f="${Version}" libopenblas0-pthread 2>/dev/null || true']).toString();
+  } catch {
+    blas = '';
+  }
+  return `${c[0]?.model ?? 'unknown CPU'}, ${availableParallelism()} cores, Node ${process.version}${blas ? `, OpenBLAS ${blas}` : ''}`;
+}
+
+const f0 = (x: number) => x.toFixed(0);
+const f1 = (x: number) => x.toFixed(1);
+const pct = (x: number) => `${(x * 100).toFixed(1)}%`;
+const mib = (x: number) => `${(x / 2 ** 20).toFixed(2)} MiB`;
+
+function markdown(m: string, singles: SingleResult[], dists: DistResult[]): string {
+  const rows = [
+    `Machine: ${m}`,
+    '',
+    'One process, seed model, batch 100, D and G gradients (no Adam) and with Adam on both nets:',
+    '',
+    '| backend | ms / iteration | samples/s | with Adam: ms | with Adam: samples/s |',
+    '|---|---:|---:|---:|---:|',
+    ...singles.map((s) => `| ${s.backend} (${s.detail}) | ${f1(s.msPerIter)} | ${f0(s.samplesPerSec)} | ${f1(s.msPerIterWithAdam)} | ${f0(s.samplesPerSecWithAdam)} |`),
+    '',
+    'Real coordinator and local worker processes, batch 100 per worker (round = D phase + G phase):',
+    '',
+    '| workers | gradients | samples/s | round ms | compute ms | transfer ms | reduce+Adam+pack ms (share) | bytes in / round (x min) | bytes out / round (x min) |',
+    '|---:|---|---:|---:|---:|---:|---:|---:|---:|',
+    ...dists.map((d) => `| ${d.workers} | ${d.fp16 ? 'fp16' : 'fp32'} | ${f0(d.samplesPerSec)} | ${f1(d.roundMs)} | ${f1(d.computeMs)} | ${f1(d.transferMs)} | ${f1(d.reduceMs)} (${pct(d.reduceShare)}) | ${mib(d.bytesInPerRound)} (${d.inOverMin.toFixed(3)}) | ${mib(d.bytesOutPerRound)} (${d.outOverMin.toFixed(3)}) |`),
+    '',
+    'Minimum bytes per round each way = 4 bytes x (D + G parameters) x workers.',
+  ];
+  return rows.join('\n') + '\n';
+}
+
+async function main(): Promise<void> {
+  const cmd = new Command('bench')
+    .description('Measure the seed model: one process per backend, then the real coordinator with 1, 2 and 4 local workers.')
+    .option('--out <dir>', 'where bench.md and bench.json go', 'bench')
+    .option('--seconds <n>', 'seconds of timing per single-process measurement', intArg(1, 600), 8)
+    .option('--rounds <n>', 'timed rounds per distributed configuration', intArg(3, 10000), 20)
+    .option('--workers <list>', 'worker counts for the distributed part', '1,2,4')
+    .option('--backends <list>', 'backends for the single-process part', 'tensorflow,native,wasm,cpu')
+    .option('--single <backend>', '(internal) time one backend in this process and print JSON')
+    .option('--threads <n>', '(internal) threads for --single', intArg(1, 256));
+  cmd.parse();
+  const o = cmd.opts<{ out: string; seconds: number; rounds: number; workers: string; backends: string; single?: string; threads?: number }>();
+  if (o.single) {
+    const r = await single(o.single as BackendName, o.seconds, o.threads ?? availableParallelism());
+    process.stdout.write(JSON.stringify(r) + '\n');
+    return;
+  }
+  const m = machine();
+  process.stdout.write(`machine: ${m}\n`);
+  const self = fileURLToPath(import.meta.url);
+  const singles: SingleResult[] = [];
+  for (const b of o.backends.split(',')) {
+    if (!BACKEND_NAMES.includes(b as BackendName) || b === 'auto') throw new Error(`unknown backend ${b}`);
+    // cpu is two orders of magnitude slower: fewer seconds still give several iterations.
+    const secs = b === 'cpu' ? Math.min(o.seconds, 3) : o.seconds;
+    const r = spawnSync(process.execPath, [self, '--single', b, '--seconds', String(secs)], { encoding: 'utf8' });
+    const line = r.stdout.trim().split('\n').pop() ?? '';
+    if (r.status !== 0 || !line.startsWith('{')) {
+      process.stdout.write(`${b}: not available here (${(r.stderr.trim().split('\n').pop() ?? '').slice(0, 160)})\n`);
+      continue;
+    }
+    const s = JSON.parse(line) as SingleResult;
+    singles.push(s);
+    process.stdout.write(`${b}: ${f0(s.samplesPerSec)} samples/s (${f1(s.msPerIter)} ms/iteration), with Adam ${f0(s.samplesPerSecWithAdam)}\n`);
+  }
+  const best = singles.filter((s) => s.backend !== 'cpu').sort((a, b) => b.samplesPerSec - a.samplesPerSec)[0]?.backend ?? 'cpu';
+  const dists: DistResult[] = [];
+  const counts = o.workers.split(',').map(Number);
+  const configs = [...counts.map((w) => ({ w, fp16: false })), { w: counts.includes(2) ? 2 : counts[0]!, fp16: true }];
+  for (const { w, fp16 } of configs) {
+    const d = await distributed(w, fp16, best, o.rounds);
+    dists.push(d);
+    process.stdout.write(`${w} workers (${fp16 ? 'fp16' : 'fp32'}): ${f0(d.samplesPerSec)} samples/s, round ${f1(d.roundMs)} ms = compute ${f1(d.computeMs)} + transfer ${f1(d.transferMs)} + reduce ${f1(d.reduceMs)}; bytes in ${d.inOverMin.toFixed(3)}x min, out ${d.outOverMin.toFixed(3)}x min\n`);
+  }
+  mkdirSync(o.out, { recursive: true });
+  const md = markdown(m, singles, dists);
+  writeFileSync(join(o.out, 'bench.md'), md);
+  writeFileSync(join(o.out, 'bench.json'), JSON.stringify({ machine: m, date: new Date().toISOString(), single: singles, distributed: dists }, null, 2) + '\n');
+  process.stdout.write(`\n${md}\nwrote ${join(o.out, 'bench.md')} and ${join(o.out, 'bench.json')}\n`);
+}
+
+main().then(() => process.exit(0), (e) => die('bench', e));
