@@ -27,10 +27,17 @@ export function adamStep(w: Float32Array, g: Float32Array, s: AdamState, c: Adam
   const { beta1, beta2, epsilon } = c;
   const b1 = Math.fround(beta1);
   const b2 = Math.fround(beta2);
-  const c1 = Math.fround(1 - Math.fround(Math.pow(b1, s.t)));
-  const c2 = Math.fround(1 - Math.fround(Math.pow(b2, s.t)));
-  const omb1 = Math.fround(1 - b1);
-  const omb2 = Math.fround(1 - b2);
+  // As tf.train.adam: beta^t accumulates by float32 multiplication, 1 - beta is taken in double.
+  let acc1 = b1;
+  let acc2 = b2;
+  for (let i = 1; i < s.t; i++) {
+    acc1 = Math.fround(acc1 * b1);
+    acc2 = Math.fround(acc2 * b2);
+  }
+  const c1 = Math.fround(1 - acc1);
+  const c2 = Math.fround(1 - acc2);
+  const omb1 = Math.fround(1 - beta1);
+  const omb2 = Math.fround(1 - beta2);
   const lr = Math.fround(c.lr);
   const eps = Math.fround(epsilon);
   const { m, v } = s;

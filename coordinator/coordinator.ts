@@ -563,11 +563,11 @@ export class Coordinator {
     while (this.epoch < cfg.epochs && !(cfg.maxRounds > 0 && this.round >= cfg.maxRounds) && !this.stopping) {
       await this.ensureWorkers();
       if (this.stopping) break;
+      const in0 = this.bytesIn;
+      const out0 = this.bytesOut;
       this.admit();
       const plan = this.plan!;
       const t0 = performance.now();
-      const in0 = this.bytesIn;
-      const out0 = this.bytesOut;
       const assigned = this.liveWorkers().map((c) => ({ c, ids: plan.peek(c.id, cfg.batchSize) })).filter((a) => a.ids.length > 0);
       if (assigned.length === 0) {
         this.membershipChanged = true;

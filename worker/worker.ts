@@ -115,8 +115,9 @@ export class WorkerClient {
       if (Date.now() - since >= timeout) {
         throw new WorkerError('E_CONNECT', `cannot reach a coordinator at ${this.opts.url} (${outcome.message}); gave up after ${Math.round(timeout / 1000)} s`);
       }
-      this.log(`connection lost (${outcome.message}); retrying in ${delay} ms`);
-      await new Promise((r) => setTimeout(r, delay));
+      const wait = Math.min(delay, timeout - (Date.now() - since));
+      this.log(`connection lost (${outcome.message}); retrying in ${wait} ms`);
+      await new Promise((r) => setTimeout(r, wait));
       delay = Math.min(delay * 2, 5000);
     }
   }

@@ -1,0 +1,66 @@
+/** Running the built command-line programs (and other processes) from tests. */
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..');
+
+export const dist = {
+  coordinator: join(repoRoot, 'dist', 'coordinator', 'main.js'),
+  worker: join(repoRoot, 'dist', 'worker', 'main.js'),
+  generate: join(repoRoot, 'dist', 'coordinator', 'generate-main.js'),
+};
+
+/** The CLI tests run the compiled programs: `npm test` builds first. */
+export function requireDist(): void {
+  for (const f of Object.values(dist)) {
+    if (!existsSync(f)) throw new Error(`${f} not found: run "npm run build" first (npm test does)`);
+  }
+}
+
+export interface ProcResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+  ms: number;
+}
+
+export interface RunOptions {
+  cwd?: string;
+  env?: NodeJS.ProcessEnv;
+  input?: string;
+  /** Kill the process (SIGKILL) after this long; the result then has signal SIGKILL. */
+  timeoutMs?: number;
+}
+
+export function run(cmd: string, args: string[], o: RunOptions = {}): Promise<ProcResult> {
+  const t0 = Date.now();
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { cwd: o.cwd, env: o.env ?? process.env, stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (s: string) => (stdout += s));
+    child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s));
+    const timer = setTimeout(() => child.kill('SIGKILL'), o.timeoutMs ?? 60_000);
+    child.on('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal, stdout, stderr, ms: Date.now() - t0 });
+    });
+    child.stdin.end(o.input ?? '');
+  });
+}
+
+export function runNode(script: string, args: string[], o: RunOptions = {}): Promise<ProcResult> {
+  return run(process.execPath, [script, ...args], o);
+}
+
+/** Non-empty lines of a stream's output. */
+export function lines(s: string): string[] {
+  return s.split('\n').filter((l) => l.trim() !== '');
+}
