@@ -36,6 +36,8 @@ if (!existsSync(join(nativeDir, 'binding.gyp'))) skip('native/binding.gyp is mis
 const cc = process.env.CC || 'cc';
 if (run(cc, ['--version']).status !== 0) skip(`no C compiler (${cc})`);
 if (run('make', ['--version']).status !== 0) skip('make is not installed');
+const pythons = [process.env.PYTHON, process.env.npm_config_python, 'python3', 'python'].filter(Boolean);
+if (!pythons.some((py) => run(py, ['--version']).status === 0)) skip('python3 not found (node-gyp needs it)');
 
 // The same flags binding.gyp will use, so a missing OpenBLAS is reported here in plain words
 // rather than as a compiler error from inside node-gyp.
