@@ -118,36 +118,45 @@ function bytesOf(a: ArrayBufferView): Buffer {
   return Buffer.from(a.buffer, a.byteOffset, a.byteLength);
 }
 
+const EMPTY = Buffer.alloc(0);
+
 /**
  * Encode a message into one frame. Typed arrays are written as raw bytes; the largest one goes
- * last, preceded by a padding field `p` sized so that its bytes start at a multiple of 4 within
- * the frame: a receiver whose frame buffer is aligned can then view it as floats in place.
+ * last, as a bin32 whose bytes start at a multiple of 4 within the frame (a padding field `p`
+ * shifts it there), so a receiver can view it as floats in place. The tail is copied once, into
+ * the frame; only the small head goes through msgpack.
  */
 export function encode(m: Message): Buffer {
-  const out: Record<string, unknown> = {};
+  const fields: Record<string, unknown> = {};
   let tailKey: string | null = null;
   let tail: ArrayBufferView | null = null;
   for (const [key, val] of Object.entries(m)) {
     if (val === undefined) continue;
     if (ArrayBuffer.isView(val) && (!tail || val.byteLength > tail.byteLength)) {
-      if (tail && tailKey) out[tailKey] = bytesOf(tail);
+      if (tail && tailKey) fields[tailKey] = bytesOf(tail);
       tailKey = key;
       tail = val;
     } else {
-      out[key] = ArrayBuffer.isView(val) ? bytesOf(val) : val;
+      fields[key] = ArrayBuffer.isView(val) ? bytesOf(val) : val;
     }
   }
-  if (!tail || !tailKey) return Buffer.from(packr.pack(out));
-  const base = { ...out, [tailKey]: bytesOf(tail) };
-  let frame = packr.pack(base);
-  const misalign = (frame.length - tail.byteLength) % 4;
-  if (misalign !== 0) {
-    // Adding `p: ""` costs 3 bytes (fixstr key "p" + empty fixstr); each pad character one more.
-    const padChars = (((1 - misalign) % 4) + 4) % 4;
-    frame = packr.pack({ ...out, p: ' '.repeat(padChars), [tailKey]: bytesOf(tail) });
+  if (!tail || !tailKey) return Buffer.from(packr.pack(fields));
+  // With an empty tail the head ends in its bin8 header (0xc4 0x00); the frame uses bin32 (0xc6 +
+  // u32 length) instead, 3 bytes longer.
+  let head = packr.pack({ ...fields, [tailKey]: EMPTY });
+  let headLen = head.length - 2 + 5;
+  if (headLen % 4 !== 0) {
+    // `p: ""` adds 3 bytes (fixstr key "p", empty fixstr); each pad character one more.
+    const padChars = (((1 - (headLen % 4)) % 4) + 4) % 4;
+    head = packr.pack({ ...fields, p: ' '.repeat(padChars), [tailKey]: EMPTY });
+    headLen = head.length - 2 + 5;
   }
-  // packr reuses its internal buffer: copy out so the frame outlives the next encode.
-  return Buffer.from(frame);
+  const frame = Buffer.allocUnsafe(headLen + tail.byteLength);
+  head.copy(frame, 0, 0, head.length - 2);
+  frame[headLen - 5] = 0xc6;
+  frame.writeUInt32BE(tail.byteLength, headLen - 4);
+  frame.set(bytesOf(tail), headLen);
+  return frame;
 }
 
 function fail(message: string): never {
