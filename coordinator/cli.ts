@@ -2,7 +2,7 @@
  * `coordinator`: listens for workers (or spawns them), trains, and writes the run directory.
  * Flags are parsed into options, run() does the work, errors become one line and a non-zero exit.
  */
-import { readFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, readFileSync, writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { Command, Option } from 'commander';
@@ -13,6 +13,8 @@ import { type TrainConfig, defaultTrainConfig } from './config.js';
 import { Progress } from './progress.js';
 import { LocalWorkers } from './spawn.js';
 import { loadCheckpoint } from './checkpoint.js';
+import { type Evaluator, makeEvaluator } from './eval/run.js';
+import { loadMnist } from '../shared/mnist.js';
 
 const d = defaultTrainConfig;
 const m = d.model;
@@ -63,7 +65,7 @@ export function program(): Command {
     .option('--tls-key <file>', 'private key (PEM) for --tls-cert')
     .addOption(new Option('--backend <name>', 'TensorFlow.js backend for spawned workers and for sampling').choices(BACKEND_NAMES as string[]).default('auto'))
     .option('--threads <n>', 'compute threads per spawned worker (default: cores / workers, at least 1)', intArg(1, 256))
-    .option('--eval-every <k>', 'evaluate the generator every K epochs into metrics (0: never)', intArg(0), d.evalEvery);
+    .option('--eval-every <k>', 'score the generator every K epochs into eval.jsonl (FD, classifier score, coverage; 0: never)', intArg(0), d.evalEvery);
 }
 
 export function trainConfig(o: CliOptions): TrainConfig {
@@ -123,7 +125,18 @@ export async function run(o: CliOptions, explicit: Set<string>): Promise<number>
     heartbeatMs: o.heartbeat * 1000,
     log,
     onRound: (mx) => bar.round(mx, config.epochs),
+    onEpoch: config.evalEvery > 0 ? (epoch, c) => evalEpoch(epoch, c) : undefined,
   });
+  // The classifier is built (or loaded from its cache) at the first evaluation, not before.
+  let evaluator: Evaluator | null = null;
+  const evalEpoch = async (epoch: number, c: Coordinator) => {
+    if (epoch % config.evalEvery !== 0) return;
+    evaluator ??= await makeEvaluator(loadMnist(config.data ?? undefined), log);
+    const r = evaluator.evaluate(config.model, c.weights.G, 1000, config.seed);
+    appendFileSync(join(out, 'eval.jsonl'), JSON.stringify({ epoch, round: c.round, ...r }) + '\n');
+    log(`epoch ${epoch} eval: FD ${r.fd.toFixed(2)} (floor ${r.fdFloor?.toFixed(2)}), classifier score ${r.classifierScore.toFixed(2)}, digits ${r.coverage}/10, KL ${r.klUniform.toFixed(3)}` +
+      (r.conditionalAccuracy !== undefined ? `, conditional accuracy ${(r.conditionalAccuracy * 100).toFixed(1)}%` : ''));
+  };
   const port = await coord.start();
   const perEpoch = Math.ceil(coord.data.n / (config.workers * config.batchSize));
   rounds.total = config.maxRounds > 0 ? Math.min(config.maxRounds, perEpoch * config.epochs) : perEpoch * config.epochs;
@@ -152,6 +165,7 @@ export async function run(o: CliOptions, explicit: Set<string>): Promise<number>
   } finally {
     await coord.close(failed ? 'coordinator failed' : 'run finished');
     await local?.stop();
+    (evaluator as Evaluator | null)?.dispose();
   }
   const summary = coord.summary();
   writeFileSync(join(out, 'summary.json'), JSON.stringify(summary, null, 2) + '\n');

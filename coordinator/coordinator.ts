@@ -31,7 +31,7 @@ import { GanModel } from '../shared/gan.js';
 import { type Dataset, loadMnist } from '../shared/mnist.js';
 import { type Net, type NetLayout, initWeights, modelSignature, netLayout } from '../shared/model.js';
 import { gridPng } from '../shared/png.js';
-import { type AdamState, adamState, adamStep, weightedAverage } from './adam.js';
+import { type AdamState, adamState, adamStep, allFinite, weightedAverage } from './adam.js';
 import { CHECKPOINT_FILE, type TrainState, loadCheckpoint, saveCheckpoint, writeFileAtomic } from './checkpoint.js';
 import type { TrainConfig } from './config.js';
 import { EpochPlan } from './sharding.js';
@@ -365,10 +365,11 @@ export class Coordinator {
       if (!c.halfBuf || c.halfBuf.length < total) c.halfBuf = new Float32Array(Math.max(this.layouts.G.total, this.layouts.D.total));
       data = fromHalf(m.data, c.halfBuf.subarray(0, total));
     } else data = m.data;
-    let probe = 0;
-    for (let i = 0; i < data.length; i++) probe += data[i]! * 0;
-    if (probe !== 0) throw new GanError('E_NONFINITE', `gradient for ${m.phase} has NaN or Inf values`);
-    if (!Number.isFinite(m.loss) && m.phase === 'D') throw new GanError('E_NONFINITE', 'D loss is not finite');
+    if (!allFinite(data)) throw new GanError('E_NONFINITE', `gradient for ${m.phase} has NaN or Inf values`);
+    // The G phase has no real rows: its dReal is NaN by definition and not checked.
+    const stats = m.phase === 'D' ? { loss: m.loss, dReal: m.dReal, dFake: m.dFake } : { loss: m.loss, dFake: m.dFake };
+    for (const [k, v] of Object.entries(stats)) if (!Number.isFinite(v)) throw new GanError('E_NONFINITE', `${m.phase} ${k} is not finite`);
+    if (!Number.isFinite(m.computeMs) || m.computeMs < 0) throw new GanError('E_NONFINITE', 'computeMs is not a finite non-negative number');
     c.pending = null;
     clearTimeout(p.timer);
     p.resolve({ ...m, data });
@@ -680,14 +681,25 @@ export class Coordinator {
   async close(reason = 'run finished'): Promise<void> {
     if (this.heartbeat) clearInterval(this.heartbeat);
     this.closing = true;
-    for (const c of this.conns) {
+    const conns = [...this.conns];
+    // Stop first, then the close handshake with a short grace: a frozen worker must not hold the
+    // end of the run, and the servers close only after every worker was told.
+    await Promise.all(conns.map((c) => new Promise<void>((resolve) => {
+      if (c.ws.readyState === WebSocket.CLOSED) return resolve();
+      const t = setTimeout(() => {
+        c.ws.terminate();
+        resolve();
+      }, 2000);
+      c.ws.once('close', () => {
+        clearTimeout(t);
+        resolve();
+      });
       this.send(c, encode({ k: Kind.Stop, reason }));
       c.ws.close(1000, 'E_DONE: ' + reason.slice(0, 100));
-    }
+    })));
     const wss = this.wss;
     this.wss = null;
     await new Promise<void>((r) => (wss ? wss.close(() => r()) : r()));
-    for (const c of this.conns) c.ws.terminate();
     if (this.https) await new Promise<void>((r) => this.https!.close(() => r()));
   }
 }

@@ -39,8 +39,11 @@ export interface WorkerOptions {
   beforeTask?: (t: TaskMsg) => Promise<void> | void;
 }
 
-/** Close codes after which reconnecting cannot help. */
-const FATAL = new Set<number>([ErrorCodes.E_VERSION, ErrorCodes.E_MODEL, ErrorCodes.E_AUTH, ErrorCodes.E_FULL]);
+/**
+ * Close codes after which reconnecting cannot help. E_FULL is not among them: the coordinator
+ * may still hold this worker's previous, half-open connection, and frees the slot when it drops it.
+ */
+const FATAL = new Set<number>([ErrorCodes.E_VERSION, ErrorCodes.E_MODEL, ErrorCodes.E_AUTH]);
 
 export class WorkerError extends Error {
   constructor(readonly code: string, message: string) {

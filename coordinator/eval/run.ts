@@ -1,0 +1,39 @@
+/**
+ * Evaluating a generator's weights: sample it, classify the samples, score them against the real
+ * test digits. Used by the `evaluate` command and by `--eval-every` during training.
+ */
+import { GanModel } from '../../shared/gan.js';
+import type { MnistSplits } from '../../shared/mnist.js';
+import type { ModelConfig } from '../../shared/model.js';
+import { Rng, Stream } from '../../shared/rng.js';
+import { type Classifier, getClassifier } from './classifier.js';
+import { type EvalResult, evaluateImages } from './evaluate.js';
+
+export interface Evaluator {
+  evaluate(model: ModelConfig, gWeights: Float32Array, samples: number, seed?: number): EvalResult;
+  readonly classifier: Classifier;
+  dispose(): void;
+}
+
+export async function makeEvaluator(data: MnistSplits, log?: (s: string) => void): Promise<Evaluator> {
+  const classifier = await getClassifier({ data, log });
+  return {
+    classifier,
+    evaluate(model, gWeights, samples, seed = 0) {
+      const g = new GanModel(model);
+      try {
+        g.setWeights('G', gWeights);
+        const rng = new Rng(seed, Stream.fixedNoise, 11);
+        const noise = new Float32Array(samples * model.noiseDim);
+        for (let i = 0; i < noise.length; i++) noise[i] = rng.normal();
+        // Conditional models are asked for every digit equally often.
+        const asked = model.kind === 'cgan' ? new Uint8Array(samples).map((_, i) => i % model.numClasses) : undefined;
+        const images = g.generate(noise, asked);
+        return evaluateImages(images, { classifier, real: data.test, train: data.train, asked });
+      } finally {
+        g.dispose();
+      }
+    },
+    dispose: () => classifier.dispose(),
+  };
+}

@@ -1,0 +1,59 @@
+/**
+ * `evaluate RUN_DIR`: score a trained generator with the project's MNIST classifier (trained once
+ * and cached), write RUN_DIR/eval.json and print a table.
+ */
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Command, Option } from 'commander';
+import { BACKEND_NAMES, type BackendName, initBackend } from '../shared/backend.js';
+import { die, intArg } from '../shared/cli.js';
+import { loadMnist } from '../shared/mnist.js';
+import { loadCheckpoint } from './checkpoint.js';
+import { formatEvalTable } from './eval/evaluate.js';
+import { makeEvaluator } from './eval/run.js';
+
+export interface EvaluateOptions {
+  samples: number;
+  data?: string;
+  seed: number;
+  backend: BackendName;
+}
+
+export function program(): Command {
+  return new Command('evaluate')
+    .description('Score a trained generator: Fréchet distance in classifier features, classifier score, digit coverage, conditional accuracy.')
+    .argument('<run_dir>', 'run directory (with checkpoint.bin)')
+    .option('--samples <n>', 'generated images to score', intArg(10, 100000), 2000)
+    .option('--data <dir>', 'MNIST IDX files for the classifier and the real reference (default: what the run trained on)')
+    .option('--seed <n>', 'noise seed', intArg(0, 2 ** 32 - 1), 0)
+    .addOption(new Option('--backend <name>', 'TensorFlow.js backend').choices(BACKEND_NAMES as string[]).default('auto'));
+}
+
+export async function evaluateRun(runDir: string, o: EvaluateOptions, log: (s: string) => void): Promise<Record<string, unknown>> {
+  const s = loadCheckpoint(runDir);
+  await initBackend(o.backend, { log });
+  const data = loadMnist(o.data ?? s.config.data ?? undefined);
+  const ev = await makeEvaluator(data, log);
+  try {
+    const r = ev.evaluate(s.config.model, s.weights.G, o.samples, o.seed);
+    const out = { run: runDir, round: s.round, epoch: s.epoch, model: s.config.model.kind, ...r };
+    writeFileSync(join(runDir, 'eval.json'), JSON.stringify(out, null, 2) + '\n');
+    process.stdout.write(formatEvalTable(r) + '\n');
+    return out;
+  } finally {
+    ev.dispose();
+  }
+}
+
+export function main(argv: string[]): void {
+  const cmd = program();
+  cmd.parse(argv);
+  const log = (s: string) => process.stderr.write(`evaluate: ${s}\n`);
+  evaluateRun(cmd.args[0]!, cmd.opts<EvaluateOptions>(), log).then(
+    () => {
+      process.stdout.write(`wrote ${join(cmd.args[0]!, 'eval.json')}\n`);
+      process.exit(0);
+    },
+    (e) => die('evaluate', e),
+  );
+}

@@ -1,0 +1,432 @@
+/**
+ * The failure model of DESIGN.md, exercised with real processes: workers killed mid-phase,
+ * restarted, frozen past the round timeout; the coordinator killed and resumed; corrupt
+ * checkpoints; authentication; TLS.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { createHmac } from 'node:crypto';
+import { copyFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { WebSocket } from 'ws';
+import { loadCheckpoint } from '../coordinator/checkpoint.js';
+import { Coordinator, type RoundMetrics } from '../coordinator/coordinator.js';
+import { Kind, PROTOCOL_VERSION, type Message, decode, encode } from '../shared/codec.js';
+import { modelSignature } from '../shared/model.js';
+import { WorkerClient } from '../worker/worker.js';
+import { smallData, startCluster, tempDir, tinyConfig, tinyModel } from './helpers.js';
+import {
+  type EpochAccount, FaultCluster, Proc, TINY_MODEL_FLAGS, epochsOf, freePort, metricsOf, requireBuild, selfSignedCert,
+  spawnCoordinator, spawnWorker, waitUntil, writeIdxDir,
+} from './util-faults.js';
+
+const clusters: FaultCluster[] = [];
+const procs: Proc[] = [];
+
+afterEach(async () => {
+  await Promise.all(clusters.splice(0).map((c) => c.shutdown()));
+  await Promise.all(procs.splice(0).map((p) => (p.resume(), p.kill('SIGKILL'))));
+});
+
+async function cluster(...args: Parameters<typeof FaultCluster.start>): Promise<FaultCluster> {
+  const c = await FaultCluster.start(...args);
+  clusters.push(c);
+  return c;
+}
+
+function expectEveryEpochExact(epochs: EpochAccount[], n: number, count: number): void {
+  expect(epochs).toHaveLength(count);
+  for (const e of epochs) expect(e).toMatchObject({ samples: n, usedOnce: n, missing: 0, duplicated: 0 });
+}
+
+const roundOf = (ms: RoundMetrics[], r: number) => {
+  const m = ms.find((x) => x.round === r);
+  if (!m) throw new Error(`no metrics for round ${r}`);
+  return m;
+};
+
+const sameBytes = (a: Float32Array, b: Float32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
+
+describe('worker faults (in-process coordinator, worker processes)', () => {
+  it('(a) a worker killed mid-D-phase: the round completes with the other 3, its gradient is never applied, every sample is used once', async () => {
+    const n = 240;
+    const h = await cluster(tinyConfig({ workers: 4, batchSize: 10, epochs: 2 }), smallData(n));
+    let victim = -1;
+    h.at(2, 'D', (h) => {
+      victim = h.coord.liveWorkers()[1]!.id;
+      h.killMidPhase(h.procOf(victim));
+    });
+    await h.train();
+    const ms = h.metrics();
+    const hit = roundOf(ms, 2);
+    expect(hit.dropped).toEqual([victim]);
+    // Only the three survivors' D gradients were averaged: 30 samples, not 40.
+    expect(hit).toMatchObject({ workers: 3, samples: 30 });
+    // Frozen before its task went out and killed while frozen, the victim never sent one at all.
+    const round2 = h.received.filter((g) => g.round === 2 && g.phase === 'D').map((g) => g.worker).sort();
+    expect(round2).toEqual(h.received.filter((g) => g.round === 0 && g.phase === 'D').map((g) => g.worker).filter((w) => w !== victim).sort());
+    expect(h.received.some((g) => g.worker === victim && g.round >= 2)).toBe(false);
+    expect(h.logs.some((l) => new RegExp(`^worker ${victim} .*disconnected`).test(l))).toBe(true);
+    for (const m of ms.filter((x) => x.round < 2)) expect(m.workers).toBe(4);
+    for (const m of ms.filter((x) => x.round > 2)) expect(m.workers).toBeLessThanOrEqual(3);
+    // Training went on into the second epoch without the victim.
+    expect(ms.filter((m) => m.epoch === 1).length).toBeGreaterThan(0);
+    expectEveryEpochExact(h.epochs(), n, 2);
+    expect(h.coord.epochLog).toEqual(h.epochs());
+  }, 60_000);
+
+  it('(b) two killed and one restarted: the newcomer joins at a round boundary and accounting holds', async () => {
+    const n = 400;
+    const h = await cluster(tinyConfig({ workers: 4, batchSize: 10, epochs: 1 }), smallData(n));
+    let victims: number[] = [];
+    let restarted: Proc | null = null;
+    h.at(2, 'D', (h) => {
+      victims = h.coord.liveWorkers().slice(1, 3).map((c) => c.id);
+      for (const v of victims) h.killMidPhase(h.procOf(v));
+      restarted = h.addWorker();
+    });
+    // Hold round 3 until the restarted worker has connected, so it must join at round 4's boundary.
+    h.at(3, 'D', async (h) => {
+      await h.joined(restarted!);
+    });
+    await h.train();
+    const ms = h.metrics();
+    expect(roundOf(ms, 2).dropped.sort()).toEqual([...victims].sort());
+    expect(roundOf(ms, 2)).toMatchObject({ workers: 2, samples: 20 });
+    const newId = h.idOf(restarted!);
+    expect(newId).toBe(4);
+    // It joined at a boundary after the kill (round 3 at the earliest, 4 at the latest since round 3
+    // waited for its connection), and only then did the round have three workers again.
+    const joinedAt = ms.filter((m) => m.joined.length > 0).map((m) => m.round);
+    expect(joinedAt).toHaveLength(2);
+    expect(joinedAt[0]).toBe(0);
+    const j = joinedAt[1]!;
+    expect(j).toBeGreaterThanOrEqual(3);
+    expect(j).toBeLessThanOrEqual(4);
+    expect(roundOf(ms, j)).toMatchObject({ joined: [newId], workers: 3, dropped: [] });
+    for (const m of ms.filter((x) => x.round > 2 && x.round < j)) expect(m.workers).toBe(2);
+    expectEveryEpochExact(h.epochs(), n, 1);
+  }, 60_000);
+
+  it('(d) a worker frozen (SIGSTOP) past --round-timeout is dropped, the round completes, and it rejoins after SIGCONT', async () => {
+    const n = 300;
+    const timeout = 1500;
+    const h = await cluster(tinyConfig({ workers: 3, batchSize: 10, epochs: 1, roundTimeoutMs: timeout }), smallData(n));
+    let frozen: Proc | null = null;
+    let frozenId = -1;
+    h.at(2, 'D', (h) => {
+      frozenId = h.coord.liveWorkers()[0]!.id;
+      frozen = h.procOf(frozenId);
+      frozen.pause();
+    });
+    h.at(4, 'D', async (h) => {
+      frozen!.resume();
+      await h.joined(frozen!, 2);
+    });
+    await h.train();
+    const ms = h.metrics();
+    const hit = roundOf(ms, 2);
+    expect(hit.dropped).toEqual([frozenId]);
+    expect(hit).toMatchObject({ workers: 2, samples: 20 });
+    expect(hit.round_ms).toBeGreaterThanOrEqual(timeout - 50);
+    expect(hit.round_ms).toBeLessThan(timeout + 3000);
+    expect(h.logs.some((l) => l.includes(`worker ${frozenId} `) && /dropped: E_TIMEOUT no D gradient for round 2/.test(l))).toBe(true);
+    // Only the frozen round waited for the timeout (round 4 is held on purpose until the rejoin).
+    for (const m of ms.filter((x) => x.round !== 2 && x.round !== 4)) expect(m.round_ms).toBeLessThan(timeout);
+    // The thawed process reconnected by itself and was admitted under a new id at a boundary.
+    const again = h.idOf(frozen!);
+    expect(again).not.toBe(frozenId);
+    expect(ms.some((m) => m.round >= 5 && m.joined.includes(again))).toBe(true);
+    expectEveryEpochExact(h.epochs(), n, 1);
+  }, 60_000);
+
+  it('(d) an in-process worker whose beforeTask never resolves is dropped at the timeout', async () => {
+    const n = 100;
+    const timeout = 800;
+    const c = await startCluster(tinyConfig({ workers: 3, batchSize: 10, epochs: 1, roundTimeoutMs: timeout }), smallData(n), { startWorkers: 2 });
+    const stall = c.addWorker({ beforeTask: (t) => (t.round === 1 ? new Promise<void>(() => {}) : undefined) });
+    const coord = c.coord;
+    try {
+      await coord.train();
+    } finally {
+      await coord.close();
+      // Its message queue is stuck behind the hung task for good: end it rather than wait out its reconnects.
+      stall.crash();
+    }
+    await Promise.allSettled(c.runs);
+    const ms = metricsOf(coord.runDir);
+    expect(roundOf(ms, 1).dropped).toEqual([stall.id]);
+    expect(roundOf(ms, 1).round_ms).toBeGreaterThanOrEqual(timeout - 50);
+    expectEveryEpochExact(coord.epochLog, n, 1);
+  }, 30_000);
+
+  it('(d) a worker frozen after the last round does not hold up the end of the run', async () => {
+    let h!: FaultCluster;
+    let frozen: Proc | null = null;
+    h = await cluster(tinyConfig({ workers: 2, batchSize: 10, maxRounds: 3 }), smallData(100), {
+      coordinator: {
+        onRound: (m) => {
+          if (m.round === 2) (frozen = h.procs[0]!).pause();
+        },
+      },
+    });
+    await h.coord.train();
+    expect(frozen).not.toBeNull();
+    const t0 = Date.now();
+    const closed = await Promise.race([h.coord.close().then(() => 'closed'), new Promise((r) => setTimeout(() => r('still closing'), 5000))]);
+    // The healthy worker was told to stop; the frozen one must be cut off, not waited for (ws's 30 s close timeout).
+    expect(closed, `close() took more than ${Date.now() - t0} ms with one worker frozen`).toBe('closed');
+    expect((await h.procs[1]!.waitExit(10_000)).code).toBe(0);
+  }, 30_000);
+
+  it('(e) below --min-workers the coordinator waits --round-timeout, then fails with E_WORKERS and a checkpoint', async () => {
+    const timeout = 1500;
+    const h = await cluster(tinyConfig({ workers: 3, minWorkers: 2, batchSize: 10, epochs: 1, roundTimeoutMs: timeout }), smallData(300));
+    let killedAt = 0;
+    h.at(2, 'D', (h) => {
+      for (const c of h.coord.liveWorkers().slice(0, 2)) h.killMidPhase(h.procOf(c.id));
+      killedAt = Date.now();
+    });
+    const err = await h.train().then(() => null, (e: unknown) => e as { code?: string; message: string });
+    const waited = Date.now() - killedAt;
+    expect(err).not.toBeNull();
+    expect(err!.code).toBe('E_WORKERS');
+    expect(err!.message).toMatch(/only 1 workers live, --min-workers is 2; checkpoint saved to .*checkpoint\.bin/);
+    expect(waited).toBeGreaterThanOrEqual(timeout);
+    expect(h.logs.some((l) => /waiting for 1 more worker\(s\) \(1\/2\)/.test(l))).toBe(true);
+    // Round 2 still completed with the survivor; the checkpoint holds the state after it.
+    const ms = h.metrics();
+    expect(ms.map((m) => m.round)).toEqual([0, 1, 2]);
+    expect(roundOf(ms, 2).workers).toBe(1);
+    const ck = loadCheckpoint(h.runDir);
+    expect(ck.round).toBe(3);
+    expect(ck.round).toBe(h.coord.round);
+    expect(ck.epochUses.reduce((a, u) => a + u, 0)).toBe(3 * 10 + 3 * 10 + 10);
+    expect(sameBytes(ck.weights.D, h.coord.weights.D)).toBe(true);
+  }, 60_000);
+});
+
+describe('coordinator faults (coordinator as a process)', () => {
+  it('(c) SIGKILL mid-epoch and --resume give weights bit-identical to an uninterrupted run; workers reconnect by themselves', async () => {
+    requireBuild();
+    const data = writeIdxDir(smallData(300));
+    const total = 40;
+    const common = (port: number, out: string) => [
+      ...TINY_MODEL_FLAGS, '--data', data, '--workers', '2', '--batch-size', '10', '--seed', '5', '--epochs', '5',
+      '--max-rounds', String(total), '--checkpoint-every', '4', '--round-timeout', '20', '--port', String(port), '--out', out,
+    ];
+    const runWorkers = (port: number, tag: string) => [0, 1].map((i) => {
+      const w = spawnWorker(`ws://127.0.0.1:${port}`, `${tag}-w${i}`, { connectTimeoutS: 30 });
+      procs.push(w);
+      return w;
+    });
+
+    // Reference: uninterrupted.
+    const refPort = await freePort();
+    const refOut = join(tempDir(), 'run');
+    const ref = spawnCoordinator(common(refPort, refOut), 'ref-coordinator');
+    procs.push(ref);
+    await ref.port;
+    const refWorkers = runWorkers(refPort, 'ref');
+    expect((await ref.waitExit(60_000)).code).toBe(0);
+    for (const w of refWorkers) expect((await w.waitExit(10_000)).code).toBe(0);
+
+    // Interrupted: freeze the coordinator mid-epoch between two checkpoints, then SIGKILL it.
+    const port = await freePort();
+    const out = join(tempDir(), 'run');
+    const first = spawnCoordinator(common(port, out), 'coordinator-1');
+    procs.push(first);
+    await first.port;
+    const workers = runWorkers(port, 'run');
+    // 15 rounds an epoch, a checkpoint every 4: stop two or three rounds past a checkpoint in epoch 1.
+    await waitUntil(() => {
+      const k = metricsOf(out).length;
+      return k >= 6 && k % 4 >= 2;
+    }, 60_000, 'round 6', 5);
+    first.pause();
+    const roundsAtKill = metricsOf(out).length;
+    const saved = loadCheckpoint(out);
+    await first.kill('SIGKILL');
+    expect(saved.round).toBeGreaterThan(0);
+    expect(saved.round % 4).toBe(0);
+    // Rounds after the checkpoint were lost with the process and must be redone identically.
+    expect(saved.round).toBeLessThan(roundsAtKill);
+    expect(roundsAtKill).toBeLessThan(15);
+    const used = saved.epochUses.reduce((a, u) => a + u, 0);
+    expect(used).toBe(saved.round * 20);
+    for (const w of workers) expect(w.alive).toBe(true);
+
+    const second = spawnCoordinator(['--resume', out, ...common(port, out)], 'coordinator-2');
+    procs.push(second);
+    await second.waitFor(new RegExp(`resumed .* at round ${saved.round},`));
+    expect((await second.waitExit(60_000)).code).toBe(0);
+    // The same worker processes carried on: each reconnected on its own.
+    for (const w of workers) {
+      expect((await w.waitExit(10_000)).code).toBe(0);
+      expect(w.output).toMatch(/connection lost .*retrying in \d+ ms/);
+      expect(w.output.match(/joined as worker/g)?.length).toBe(2);
+    }
+
+    const a = loadCheckpoint(refOut);
+    const b = loadCheckpoint(out);
+    expect(a.round).toBe(total);
+    expect(b.round).toBe(total);
+    expect(sameBytes(a.weights.D, b.weights.D)).toBe(true);
+    expect(sameBytes(a.weights.G, b.weights.G)).toBe(true);
+    expect(sameBytes(a.adam.D.m, b.adam.D.m) && sameBytes(a.adam.G.v, b.adam.G.v)).toBe(true);
+    expect(Buffer.from(a.epochUses).equals(Buffer.from(b.epochUses))).toBe(true);
+    // The resumed run crossed two epoch boundaries with every sample used once in each epoch.
+    const exact = { samples: 300, usedOnce: 300, missing: 0, duplicated: 0 };
+    expect(epochsOf(refOut)).toEqual([{ epoch: 0, ...exact, rounds: 15 }, { epoch: 1, ...exact, rounds: 15 }]);
+    expect(epochsOf(out)).toEqual([{ epoch: 0, ...exact, rounds: 15 - saved.round }, { epoch: 1, ...exact, rounds: 15 }]);
+  }, 120_000);
+
+  it('(f) a checkpoint with one flipped byte is refused by --resume with a clear error and left byte-identical', async () => {
+    requireBuild();
+    const good = await (await startCluster(tinyConfig({ maxRounds: 3 }), smallData(100))).finish();
+    const file = join(good.runDir, 'checkpoint.bin');
+    const orig = readFileSync(file);
+    for (const at of [20, Math.floor(orig.length / 2), orig.length - 1]) {
+      const dir = tempDir();
+      const bad = Buffer.from(orig);
+      bad[at] = bad[at]! ^ 0x10;
+      writeFileSync(join(dir, 'checkpoint.bin'), bad);
+      const p = spawnCoordinator(['--resume', dir, '--port', '0'], `resume-corrupt-${at}`);
+      procs.push(p);
+      const r = await p.waitExit(30_000);
+      expect(r.code).toBe(1);
+      expect(p.output).toMatch(/^coordinator: error \[E_CHECKPOINT\]: .*checkpoint\.bin: corrupt \(checksum mismatch\): refusing to use it$/m);
+      expect(readFileSync(join(dir, 'checkpoint.bin')).equals(bad)).toBe(true);
+      // In-process too: start() refuses before writing anything into the run directory.
+      const c = new Coordinator({ config: tinyConfig(), host: '127.0.0.1', port: 0, out: dir, resume: true, dataset: smallData(100) });
+      await expect(c.start()).rejects.toThrow(/corrupt \(checksum mismatch\)/);
+      expect(readFileSync(join(dir, 'checkpoint.bin')).equals(bad)).toBe(true);
+      expect(existsSync(join(dir, 'config.json'))).toBe(false);
+    }
+    // The untouched copy still resumes.
+    const dir = tempDir();
+    copyFileSync(file, join(dir, 'checkpoint.bin'));
+    expect(loadCheckpoint(dir).round).toBe(3);
+  }, 60_000);
+});
+
+describe('authentication', () => {
+  const token = 's3cret-token-for-tests-0123456789';
+
+  /** Do the handshake by hand; resolves with the close code and reason. */
+  function handshake(url: string, proof: (nonce: Uint8Array) => Uint8Array | undefined): Promise<{ code: number; reason: string; challenge: Message | null }> {
+    return new Promise((resolve, reject) => {
+      const ws = new WebSocket(url, { perMessageDeflate: false });
+      let challenge: Message | null = null;
+      ws.on('message', (d) => {
+        const m = decode(d as Buffer);
+        if (m.k !== Kind.Challenge) return;
+        challenge = m;
+        ws.send(encode({ k: Kind.Hello, v: PROTOCOL_VERSION, signature: modelSignature(tinyModel), backend: 'test', host: 'test', pid: 1, proof: proof(m.nonce) }));
+      });
+      ws.on('close', (code, reason) => resolve({ code, reason: reason.toString(), challenge }));
+      ws.on('error', reject);
+    });
+  }
+
+  it('(g) wrong or missing proof is refused with E_AUTH, the right token trains, and the token never crosses the wire', async () => {
+    // Every frame either side sends in this process passes through WebSocket.prototype.send.
+    const frames: Buffer[] = [];
+    const origSend = WebSocket.prototype.send;
+    WebSocket.prototype.send = function (this: WebSocket, data: unknown, ...rest: unknown[]) {
+      if (Buffer.isBuffer(data) || data instanceof Uint8Array) frames.push(Buffer.from(data));
+      return (origSend as (...a: unknown[]) => void).call(this, data, ...rest);
+    } as typeof origSend;
+    try {
+      const c = await startCluster(tinyConfig({ workers: 2, maxRounds: 4 }), smallData(100), { token, startWorkers: 0 });
+      // Raw handshakes: no proof, a proof under another token, a short proof.
+      const none = await handshake(c.url, () => undefined);
+      const wrong = await handshake(c.url, (n) => createHmac('sha256', 'not-the-token').update(n).digest());
+      const short = await handshake(c.url, (n) => createHmac('sha256', token).update(n).digest().subarray(0, 16));
+      for (const r of [none, wrong, short]) {
+        expect(r.code).toBe(4003);
+        expect(r.reason).toMatch(/^E_AUTH: /);
+        expect(r.challenge).toMatchObject({ auth: true });
+      }
+      // A worker process with the wrong token gives up at once (no reconnect loop) with E_AUTH.
+      const bad = spawnWorker(c.url, 'wrong-token', { token: 'not-the-token' });
+      procs.push(bad);
+      expect((await bad.waitExit(20_000)).code).toBe(1);
+      expect(bad.output).toMatch(/worker: error \[E_AUTH\]: coordinator refused this worker: E_AUTH: token proof missing or wrong/);
+      const noToken = spawnWorker(c.url, 'no-token');
+      procs.push(noToken);
+      expect((await noToken.waitExit(20_000)).code).toBe(1);
+      expect(noToken.output).toMatch(/E_AUTH/);
+      // A WorkerClient without a token refuses itself rather than send an empty proof.
+      await expect(new WorkerClient({ url: c.url, backend: 'wasm', connectTimeoutMs: 2000 }).run()).rejects.toMatchObject({ code: 'E_AUTH' });
+
+      c.addWorker({ token });
+      c.addWorker({ token });
+      const coord = await c.finish();
+      expect(coord.round).toBe(4);
+
+      const needle = Buffer.from(token);
+      expect(frames.length).toBeGreaterThan(20);
+      for (const f of frames) expect(f.includes(needle)).toBe(false);
+      const hellos = frames.map((f) => {
+        try {
+          return decode(f);
+        } catch {
+          return null;
+        }
+      }).filter((m): m is Extract<Message, { k: Kind.Hello }> => m?.k === Kind.Hello);
+      // Three raw Hellos, one from the in-process client that refused itself (none), two real workers.
+      expect(hellos.length).toBe(5);
+      for (const m of hellos.slice(3)) {
+        expect(m.proof).toBeInstanceOf(Uint8Array);
+        expect(m.proof!.length).toBe(32);
+        expect(Object.keys(m).sort()).toEqual(['backend', 'host', 'k', 'pid', 'proof', 'signature', 'v']);
+      }
+    } finally {
+      WebSocket.prototype.send = origSend;
+    }
+  }, 60_000);
+
+  it('(g) listening on 0.0.0.0 needs --token unless --insecure', async () => {
+    const mk = (o: { token?: string; insecure?: boolean }) => new Coordinator({ config: tinyConfig(), host: '0.0.0.0', port: 0, out: tempDir(), dataset: smallData(50), ...o });
+    await expect(mk({}).start()).rejects.toMatchObject({ code: 'E_INSECURE' });
+    for (const o of [{ insecure: true }, { token }]) {
+      const c = mk(o);
+      expect(await c.start()).toBeGreaterThan(0);
+      await c.close();
+    }
+    requireBuild();
+    const p = spawnCoordinator(['--host', '0.0.0.0', '--port', '0', '--out', join(tempDir(), 'run')], 'insecure-cli');
+    procs.push(p);
+    expect((await p.waitExit(30_000)).code).toBe(1);
+    expect(p.output).toMatch(/^coordinator: error \[E_INSECURE\]: refusing to listen on 0\.0\.0\.0 without --token \(pass --insecure to allow it\)$/m);
+  }, 60_000);
+});
+
+const tls = selfSignedCert();
+
+describe('TLS', () => {
+  it.skipIf('error' in tls)(`(h) trains over wss:// with --ca${'error' in tls ? ` [skipped: ${tls.error}]` : ''}`, async () => {
+    if ('error' in tls) return;
+    const n = 100;
+    const h = await cluster(tinyConfig({ workers: 2, batchSize: 10, epochs: 1 }), smallData(n), {
+      scheme: 'wss',
+      // Short: a worker that misses the Stop would otherwise retry for 30 s before failing.
+      worker: { ca: tls.cert, connectTimeoutS: 3 },
+      coordinator: { tls: { cert: readFileSync(tls.cert), key: readFileSync(tls.key) } },
+    });
+    expect(h.url).toMatch(/^wss:\/\//);
+    // A worker that does not trust the certificate never gets in.
+    const untrusting = new WorkerClient({ url: h.url, backend: 'wasm', connectTimeoutMs: 1500 });
+    const refused = untrusting.run().then(() => null, (e: Error) => e);
+    await h.train();
+    expect(await refused).toMatchObject({ code: 'E_CONNECT', message: expect.stringMatching(/self.signed certificate/i) });
+    expectEveryEpochExact(h.epochs(), n, 1);
+    // The run's end reaches the workers over TLS too: Stop, then a clean close, then exit 0.
+    for (const p of h.procs) {
+      const r = await p.waitExit(15_000);
+      expect(p.output, `${p.name} should have been told to stop, not lost its connection`).not.toMatch(/connection lost/);
+      expect(r.code).toBe(0);
+    }
+    expect(h.metrics().every((m) => m.workers === 2)).toBe(true);
+  }, 60_000);
+});

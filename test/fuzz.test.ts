@@ -1,0 +1,462 @@
+/**
+ * Hostile input against a live coordinator: while honest in-process workers train, many
+ * short-lived attacker connections send random and mutated frames, before and after a valid
+ * handshake. The coordinator must drop each attacker with a close reason and keep training:
+ * rounds advance, none stalls, the run completes with exact epoch accounting, memory stays flat.
+ */
+import { describe, expect, it } from 'vitest';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
+import { Packr } from 'msgpackr';
+import { WebSocket } from 'ws';
+import { Kind, PROTOCOL_VERSION, type GradMsg, type Message, type TaskMsg, decode, encode } from '../shared/codec.js';
+import { modelSignature } from '../shared/model.js';
+import { smallData, startCluster, tinyConfig, tinyModel } from './helpers.js';
+import { metricsOf } from './util-faults.js';
+
+const FRAMES = Number(process.env.FUZZ_FRAMES ?? 10_000);
+const TIME_BUDGET_MS = 100_000;
+const PRE_LOOPS = 16;
+const POST_LOOPS = 3;
+// Smaller than tinyModel: full-size gradient frames are what most of the attack costs.
+const fuzzModel = { ...tinyModel, gHidden: [16], dHidden: [16] };
+const PACE_MS = Number(process.env.FUZZ_PACE_MS ?? 150);
+
+function gcFn(): (() => void) | null {
+  try {
+    setFlagsFromString('--expose-gc');
+    return runInNewContext('gc') as () => void;
+  } catch {
+    return null;
+  }
+}
+
+function heapMb(gc: (() => void) | null): number {
+  if (gc) {
+    gc();
+    gc();
+    return process.memoryUsage().heapUsed / 2 ** 20;
+  }
+  return process.memoryUsage().rss / 2 ** 20;
+}
+
+/** Seeded, so a failure names the seed that reproduces it. */
+function rng(seed: number) {
+  let s = seed >>> 0 || 1;
+  const next = () => {
+    s ^= s << 13;
+    s >>>= 0;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    s >>>= 0;
+    return s / 2 ** 32;
+  };
+  return {
+    next,
+    int: (n: number) => Math.floor(next() * n),
+    pick: <T>(a: readonly T[]): T => a[Math.floor(next() * a.length)]!,
+    bytes: (n: number) => {
+      const b = Buffer.alloc(n);
+      for (let i = 0; i < n; i++) b[i] = Math.floor(next() * 256);
+      return b;
+    },
+  };
+}
+type Rng = ReturnType<typeof rng>;
+
+const rawPackr = new Packr({ useRecords: false, moreTypes: false, variableMapSize: true });
+const pack = (v: unknown) => Buffer.from(rawPackr.pack(v));
+
+interface Stats {
+  frames: number;
+  connections: number;
+  closeCodes: Map<number, number>;
+  welcomed: number;
+  tasks: number;
+  acceptedGrads: number;
+  /** Frames written behind a first bad frame on the same connection. */
+  afterDrop: number;
+}
+
+interface Conn {
+  ws: WebSocket;
+  challenge: Extract<Message, { k: Kind.Challenge }>;
+  closed: Promise<{ code: number; reason: string }>;
+  /** Messages after the Challenge, as they come. */
+  next(pred: (m: Message) => boolean, ms: number): Promise<Message | null>;
+}
+
+/** Open a connection and read its Challenge; null if the coordinator would not talk. */
+function open(url: string): Promise<Conn | null> {
+  return new Promise((resolve) => {
+    const ws = new WebSocket(url, { perMessageDeflate: false, maxPayload: 64 * 2 ** 20 });
+    const inbox: Message[] = [];
+    let wake: (() => void) | null = null;
+    let resolveClosed!: (v: { code: number; reason: string }) => void;
+    const closed = new Promise<{ code: number; reason: string }>((r) => (resolveClosed = r));
+    const guard = setTimeout(() => ws.terminate(), 15_000);
+    ws.on('close', (code, reason) => {
+      clearTimeout(guard);
+      resolveClosed({ code, reason: reason.toString() });
+      wake?.();
+      resolve(null);
+    });
+    ws.on('error', () => {});
+    ws.on('message', (d) => {
+      let m: Message;
+      try {
+        m = decode(d as Buffer);
+      } catch {
+        return;
+      }
+      if (m.k === Kind.Challenge) {
+        resolve({
+          ws, challenge: m, closed,
+          async next(pred, ms) {
+            const end = Date.now() + ms;
+            for (;;) {
+              const i = inbox.findIndex(pred);
+              if (i >= 0) return inbox.splice(i, 1)[0]!;
+              if (ws.readyState !== WebSocket.OPEN || Date.now() >= end) return null;
+              await new Promise<void>((r) => {
+                const t = setTimeout(r, Math.max(1, end - Date.now()));
+                wake = () => (clearTimeout(t), r());
+              });
+              wake = null;
+            }
+          },
+        });
+        return;
+      }
+      inbox.push(m);
+      wake?.();
+    });
+  });
+}
+
+/** Wait for the coordinator to close the connection; terminate it ourselves if it does not. */
+async function settle(c: Conn, s: Stats, ms = 3000): Promise<number> {
+  const t = setTimeout(() => c.ws.terminate(), ms);
+  const r = await c.closed;
+  clearTimeout(t);
+  s.closeCodes.set(r.code, (s.closeCodes.get(r.code) ?? 0) + 1);
+  return r.code;
+}
+
+describe('fuzzing a live coordinator', () => {
+  it(`survives ${FRAMES} random and mutated frames while training, then completes`, async () => {
+    const seed = Number(process.env.FUZZ_SEED ?? Date.now() % 1_000_000);
+    const gc = gcFn();
+    const n = 200;
+    const timeout = 4000;
+    const config = tinyConfig({ model: fuzzModel, workers: 4, minWorkers: 2, batchSize: 10, epochs: 10_000, maxRounds: 1_000_000, roundTimeoutMs: timeout });
+    const roundAt: number[] = [];
+    let bootstrap: { crash(): void }[] = [];
+    const c = await startCluster(config, smallData(n), {
+      startWorkers: 4,
+      heartbeatMs: 2000,
+      onRound: () => roundAt.push(Date.now()),
+      // Two slots are only there so attackers can complete a handshake and become members.
+      // The honest workers compute on this event loop; pacing the phases leaves it free for the attack.
+      onPhase: async (round) => {
+        if (round === 1) for (const w of bootstrap) w.crash();
+        else if (round > 3) await new Promise((r) => setTimeout(r, PACE_MS));
+      },
+    });
+    bootstrap = c.workers.slice(2);
+    const honest = c.workers.slice(0, 2);
+    const coord = c.coord;
+    const training = coord.train();
+    training.catch(() => {});
+    await new Promise<void>((r) => {
+      const poll = setInterval(() => coord.round >= 3 && (clearInterval(poll), r()), 20);
+    });
+    const honestIds = honest.map((w) => w.id);
+    expect(honestIds.every((id) => id >= 0)).toBe(true);
+
+    const dTotal = coord.layouts.D.total;
+    const gTotal = coord.layouts.G.total;
+    const maxInbound = coord['maxInbound'];
+    const signature = modelSignature(fuzzModel);
+    const hello = (over: Record<string, unknown> = {}) => ({ k: Kind.Hello, v: PROTOCOL_VERSION, signature, backend: 'fuzz', host: 'fuzz', pid: 1, ...over });
+    const grad = (over: Partial<GradMsg> = {}): GradMsg => ({
+      k: Kind.Grad, round: coord.round, phase: 'D', count: 10, loss: 0.7, dReal: 0.5, dFake: 0.5, computeMs: 1, fp16: false,
+      data: new Float32Array(dTotal), ...over,
+    });
+    let valid: { round: number; frames: Buffer[] } = { round: -1, frames: [] };
+    const validFrames = () => {
+      if (valid.round !== coord.round) {
+        valid = { round: coord.round, frames: [encode(hello() as Message), encode(grad()), encode(grad({ phase: 'G', data: new Float32Array(gTotal) }))] };
+      }
+      return valid.frames;
+    };
+
+    // Content mutations: each is valid msgpack that is wrong in exactly one way, or several.
+    const wrongContents = (r: Rng): Buffer => {
+      const g = { ...grad({ data: new Float32Array(0) }), data: Buffer.alloc(dTotal * 4) } as Record<string, unknown>;
+      const cases: (() => unknown)[] = [
+        () => ({ k: r.pick([0, 9, 99, -1, 1.5, 2 ** 40]) }),
+        () => ({ k: r.pick(['2', null, true, [2], { k: 2 }]) }),
+        () => ({ k: r.pick([Kind.Challenge, Kind.Welcome, Kind.Shard, Kind.Weights, Kind.Task, Kind.Stop, Kind.Grad]), v: 1 }),
+        () => hello({ v: r.pick([0, 2, 999, -1, '1', 1.5]) }),
+        () => hello({ signature: r.pick(['', 'x'.repeat(5000), 42, null, signature + '!']) }),
+        () => hello({ pid: r.pick([-1, 'one', 2 ** 60, NaN, {}]) }),
+        () => hello({ proof: r.pick([123, 'abc', [1, 2, 3], true]) }),
+        () => hello({ host: 'h'.repeat(4097) }),
+        () => hello({ extra: 1 }),
+        () => hello({ p: 'toolong' }),
+        () => ({ ...hello(), backend: undefined }),
+        () => ({ ...g, data: Buffer.alloc(r.int(dTotal * 4 + 7)) }),
+        () => ({ ...g, data: r.pick([[1, 2, 3], 'bytes', 5, null]) }),
+        () => ({ ...g, phase: r.pick(['X', 'd', 0, null]) }),
+        () => ({ ...g, round: r.pick([-1, 1.5, 'r', 2 ** 60]) }),
+        () => ({ ...g, count: r.pick([-10, 0.5, 1e12]) }),
+        () => ({ ...g, loss: r.pick(['NaN', null, {}]) }),
+        () => ({ ...g, fp16: r.pick([1, 'true', null]) }),
+        () => r.pick([null, 0, 'Hello', [1, 2, 3], true, 1.5]),
+        () => ({ [r.bytes(4).toString('hex')]: r.bytes(8) }),
+      ];
+      return pack(r.pick(cases)());
+    };
+
+    const stats: Stats = { frames: 0, connections: 0, closeCodes: new Map(), welcomed: 0, tasks: 0, acceptedGrads: 0, afterDrop: 0 };
+    const started = Date.now();
+    const over = () => stats.frames >= FRAMES || Date.now() - started > TIME_BUDGET_MS;
+    const mem: number[] = [];
+
+    /** One random or mutated frame; `text` frames go out as WebSocket text. */
+    const mutant = (r: Rng): { frame: Buffer; text: boolean } => {
+      const kind = r.int(100);
+      const valids = validFrames();
+      if (kind < 20) return { frame: r.bytes(r.int(2048)), text: false };
+      if (kind < 35) {
+        const v = r.pick(valids);
+        return { frame: v.subarray(0, r.int(v.length)), text: false };
+      }
+      if (kind < 55) {
+        const v = Buffer.from(r.pick(valids));
+        for (let i = 0, flips = 1 + r.int(4); i < flips; i++) {
+          // Flips in the header hit field names and types; the float payload would mostly stay valid.
+          const at = r.next() < 0.8 ? r.int(Math.min(v.length, 120)) : r.int(v.length);
+          v[at] = v[at]! ^ (1 << r.int(8));
+        }
+        return { frame: v, text: false };
+      }
+      if (kind < 85) return { frame: wrongContents(r), text: false };
+      if (kind < 90) return { frame: Buffer.from(r.pick(['{"k":2}', 'hello', ''])), text: true };
+      if (kind < 93) return { frame: Buffer.alloc(maxInbound + 1 + r.int(1024), r.int(256)), text: false };
+      if (kind < 97) return { frame: r.pick(replays.length ? replays : valids.slice(1)), text: false };
+      return { frame: Buffer.alloc(0), text: false };
+    };
+
+    /**
+     * A fresh connection and a bad frame before any handshake. Sometimes a burst follows at once,
+     * written before the coordinator's close can arrive: frames reaching a dropped connection.
+     */
+    const preHandshake = async (r: Rng) => {
+      const conn = await open(c.url);
+      stats.connections++;
+      if (!conn) return;
+      const burst = r.next() < 0.25 ? 1 + r.int(4) : 0;
+      for (let i = 0; i <= burst; i++) {
+        const { frame, text } = mutant(r);
+        conn.ws.send(frame, { binary: !text });
+        stats.frames++;
+        if (i > 0) stats.afterDrop++;
+      }
+      const got = await conn.next((m) => m.k === Kind.Welcome, 1000);
+      // A mutation that still is a valid Hello is a legitimate join: leave at once.
+      if (got) {
+        stats.welcomed++;
+        conn.ws.terminate();
+      }
+      await settle(conn, stats);
+    };
+
+    /** Complete the handshake honestly, then misbehave: as a joiner, or as a member with a task. */
+    const postHandshake = async (r: Rng) => {
+      const conn = await open(c.url);
+      stats.connections++;
+      if (!conn) return;
+      conn.ws.send(encode(hello() as Message));
+      stats.frames++;
+      const welcome = await conn.next((m) => m.k === Kind.Welcome, 3000);
+      if (!welcome) {
+        await settle(conn, stats);
+        return;
+      }
+      stats.welcomed++;
+      const send = (b: Buffer) => {
+        conn.ws.send(b);
+        stats.frames++;
+      };
+      if (r.next() < 0.3) {
+        send(r.pick([encode(hello() as Message), encode(grad()), wrongContents(r), r.bytes(64), ...replays.slice(0, 1)]));
+        await settle(conn, stats);
+        return;
+      }
+      const task = (await conn.next((m) => m.k === Kind.Task, 3000)) as TaskMsg | null;
+      if (!task) {
+        conn.ws.terminate();
+        await settle(conn, stats);
+        return;
+      }
+      stats.tasks++;
+      const size = task.phase === 'D' ? dTotal : gTotal;
+      const base = { round: task.round, phase: task.phase, count: task.ids.length, data: new Float32Array(size) } as const;
+      const nan = new Float32Array(size);
+      nan[r.int(size)] = r.pick([NaN, Infinity, -Infinity]);
+      const attacks: (() => Buffer[])[] = [
+        () => [encode(grad({ ...base, data: new Float32Array(size + 1 + r.int(10)) }))],
+        () => [encode(grad({ ...base, data: new Float32Array(Math.max(0, size - 1 - r.int(10))) }))],
+        () => [encode(grad({ ...base, data: nan }))],
+        () => [encode(grad({ ...base, loss: task.phase === 'D' ? NaN : 0.5, data: task.phase === 'D' ? new Float32Array(size) : nan }))],
+        () => [encode(grad({ ...base, count: base.count + 1 }))],
+        () => [encode(grad({ ...base, fp16: true, data: new Uint16Array(size) }))],
+        () => [encode(grad({ ...base, round: Math.max(0, task.round - 1 - r.int(3)) }))],
+        () => [encode(grad({ ...base, phase: task.phase === 'D' ? 'G' : 'D', data: new Float32Array(task.phase === 'D' ? gTotal : dTotal) }))],
+        // A valid submission followed by the same frame again: the second must be refused.
+        () => {
+          const f = encode(grad({ ...base }));
+          stats.acceptedGrads++;
+          return [f, f];
+        },
+        () => replays.slice(0, 1 + r.int(2)),
+        () => [wrongContents(r)],
+      ];
+      for (const f of r.pick(attacks)()) send(f);
+      await settle(conn, stats);
+    };
+
+    // Honest gradients, captured off the wire, to replay from attackers later.
+    const replays: Buffer[] = [];
+    const origSend = WebSocket.prototype.send;
+    WebSocket.prototype.send = function (this: WebSocket, data: unknown, ...rest: unknown[]) {
+      if (replays.length < 8 && Buffer.isBuffer(data) && data.length > 1000) {
+        try {
+          if (decode(data).k === Kind.Grad) replays.push(Buffer.from(data));
+        } catch {
+          // Not a frame of ours to keep.
+        }
+      }
+      return (origSend as (...a: unknown[]) => void).call(this, data, ...rest);
+    } as typeof origSend;
+
+    const roundsAtStart = coord.round;
+    const bytesInAtStart = coord['bytesIn'];
+    const memSampler = setInterval(() => {
+      if (stats.frames > 1000) mem.push(heapMb(gc));
+    }, 5000);
+    try {
+      const loops: Promise<void>[] = [];
+      for (let i = 0; i < PRE_LOOPS; i++) {
+        const r = rng(seed * 31 + i);
+        loops.push((async () => {
+          while (!over()) await preHandshake(r);
+        })());
+      }
+      for (let i = 0; i < POST_LOOPS; i++) {
+        const r = rng(seed * 17 + 1000 + i);
+        loops.push((async () => {
+          while (!over()) await postHandshake(r);
+        })());
+      }
+      await Promise.all(loops);
+    } finally {
+      clearInterval(memSampler);
+      WebSocket.prototype.send = origSend;
+    }
+    const fuzzMs = Date.now() - started;
+    const roundsDuringFuzz = coord.round - roundsAtStart;
+    const mbIn = (coord['bytesIn'] - bytesInAtStart) / 2 ** 20;
+    mem.push(heapMb(gc));
+
+    // Let the run reach its end: a few more rounds, then --max-rounds.
+    coord.cfg.maxRounds = coord.round + 5;
+    const outcome = await Promise.race([training.then(() => 'done'), new Promise((r) => setTimeout(() => r('stalled'), 3 * timeout))]);
+    // Only the honest workers' connections remain: nothing of the attackers is retained.
+    const connsLeft = coord['conns'].size;
+    await coord.close();
+    await Promise.allSettled(c.runs);
+    for (const w of c.workers) w.model?.dispose();
+
+    const summary = `seed ${seed}: ${stats.frames} frames on ${stats.connections} connections in ${fuzzMs} ms (${mbIn.toFixed(0)} MiB read by the coordinator), ` +
+      `(${stats.afterDrop} behind a first bad one), ${stats.welcomed} handshakes, ${stats.tasks} tasks, ${roundsDuringFuzz} rounds; close codes ${JSON.stringify([...stats.closeCodes].sort((a, b) => a[0] - b[0]))}; heap MB ${mem.map((m) => m.toFixed(0)).join(',')}`;
+    console.log(summary);
+
+    expect(outcome, summary).toBe('done');
+    expect(stats.frames, summary).toBeGreaterThanOrEqual(FRAMES);
+    // Every attacker was turned away with a reason (or left by itself after a legitimate Welcome).
+    const codes = [...stats.closeCodes.keys()];
+    for (const code of codes) expect([1005, 1006, 1007, 1008, 1009, 4001, 4002, 4003, 4004, 4005, 4006, 4007, 4008], `${code}; ${summary}`).toContain(code);
+    for (const code of [1007, 1009, 4002, 4004, 4005, 4006]) expect(stats.closeCodes.get(code) ?? 0, `close ${code} never seen; ${summary}`).toBeGreaterThan(0);
+    expect(stats.tasks, summary).toBeGreaterThan(0);
+
+    // Training kept moving the whole time: no gap between rounds reached the round timeout.
+    expect(roundsDuringFuzz, summary).toBeGreaterThan(20);
+    for (let i = 1; i < roundAt.length; i++) expect(roundAt[i]! - roundAt[i - 1]!, `gap before round ${i}; ${summary}`).toBeLessThan(timeout + 1000);
+    const ms = metricsOf(coord.runDir);
+    expect(ms.length).toBe(coord.round);
+    for (const m of ms) {
+      expect(m.round_ms, `round ${m.round}; ${summary}`).toBeLessThan(timeout);
+      for (const id of honestIds) expect(m.dropped, `honest worker ${id} dropped in round ${m.round}`).not.toContain(id);
+    }
+    expect(coord.round).toBe(coord.cfg.maxRounds);
+    expect(coord.epochLog.length).toBeGreaterThan(2);
+    for (const e of coord.epochLog) expect(e, summary).toMatchObject({ samples: n, usedOnce: n, missing: 0, duplicated: 0 });
+
+    expect(connsLeft, summary).toBe(honest.length);
+    const first = mem[0]!;
+    const last = mem[mem.length - 1]!;
+    expect(last - first, summary).toBeLessThan(gc ? 40 : 150);
+  }, 180_000);
+
+  /**
+   * A member that answers every task with a well-formed zero gradient, except that `poison` may
+   * alter one answer. Resolves with the close code once the coordinator ends the connection.
+   */
+  function member(url: string, signature: string, poison: (t: TaskMsg, g: GradMsg) => GradMsg): Promise<{ code: number; reason: string }> {
+    return new Promise((resolve) => {
+      const ws = new WebSocket(url, { perMessageDeflate: false });
+      ws.on('message', (d) => {
+        const m = decode(d as Buffer);
+        if (m.k === Kind.Challenge) {
+          ws.send(encode({ k: Kind.Hello, v: PROTOCOL_VERSION, signature, backend: 'member', host: 'member', pid: 2 }));
+        } else if (m.k === Kind.Task) {
+          const total = m.phase === 'D' ? sizes.D : sizes.G;
+          const g: GradMsg = {
+            k: Kind.Grad, round: m.round, phase: m.phase, count: m.ids.length, loss: 0.7, dReal: m.phase === 'D' ? 0.5 : NaN, dFake: 0.5,
+            computeMs: 1, fp16: false, data: new Float32Array(total),
+          };
+          ws.send(encode(poison(m, g)));
+        }
+      });
+      ws.on('close', (code, reason) => resolve({ code, reason: reason.toString() }));
+      ws.on('error', () => {});
+    });
+  }
+  const sizes = { D: 0, G: 0 };
+
+  const poisons: [string, (t: TaskMsg, g: GradMsg) => GradMsg][] = [
+    ['D-phase dReal NaN', (t, g) => (t.round === 1 && t.phase === 'D' ? { ...g, dReal: NaN } : g)],
+    ['D-phase dFake Infinity', (t, g) => (t.round === 1 && t.phase === 'D' ? { ...g, dFake: Infinity } : g)],
+    ['G-phase loss NaN', (t, g) => (t.round === 1 && t.phase === 'G' ? { ...g, loss: NaN } : g)],
+    ['computeMs Infinity', (t, g) => (t.round === 1 && t.phase === 'D' ? { ...g, computeMs: Infinity } : g)],
+  ];
+
+  it.each(poisons)('a gradient whose %s is refused (E_NONFINITE) and the metrics stay finite', async (_name, poison) => {
+    const c = await startCluster(tinyConfig({ model: fuzzModel, workers: 2, batchSize: 10, maxRounds: 4 }), smallData(100), { startWorkers: 1 });
+    sizes.D = c.coord.layouts.D.total;
+    sizes.G = c.coord.layouts.G.total;
+    const closed = member(c.url, modelSignature(fuzzModel), poison);
+    await c.finish();
+    const r = await closed;
+    const ms = metricsOf(c.coord.runDir);
+    expect(ms).toHaveLength(4);
+    const bad = ms.flatMap((m) => (['d_loss', 'g_loss', 'd_real', 'd_fake', 'compute_ms', 'transfer_ms'] as const)
+      .filter((k) => !Number.isFinite(m[k])).map((k) => `round ${m.round} ${k}=${String(m[k])}`));
+    expect(bad, 'non-finite values reached metrics.jsonl (written there as null)').toEqual([]);
+    expect(r.code, `closed with ${r.code} ${r.reason}`).toBe(4005);
+    expect(r.reason).toMatch(/^E_NONFINITE: /);
+  }, 30_000);
+});
