@@ -3,6 +3,8 @@
  * tf.train.adam applies (bias correction folded into the moments, epsilon added to sqrt(v̂)),
  * so a run's weights do not depend on where the optimiser runs.
  */
+import { type NativeMath, nativeMath } from '../shared/backend.js';
+
 export interface AdamConfig {
   lr: number;
   beta1: number;
@@ -21,8 +23,12 @@ export function adamState(size: number): AdamState {
   return { m: new Float32Array(size), v: new Float32Array(size), t: 0 };
 }
 
-export function adamStep(w: Float32Array, g: Float32Array, s: AdamState, c: AdamConfig): void {
-  if (w.length !== g.length || w.length !== s.m.length) throw new Error('adam: weight, gradient and state sizes differ');
+/**
+ * `math` is the addon (the default when built) or null for the JavaScript loop below, which is
+ * the reference the addon reproduces bit for bit.
+ */
+export function adamStep(w: Float32Array, g: Float32Array, s: AdamState, c: AdamConfig, math: NativeMath | null = nativeMath()): void {
+  if (w.length !== g.length || w.length !== s.m.length || w.length !== s.v.length) throw new Error('adam: weight, gradient and state sizes differ');
   s.t += 1;
   const { beta1, beta2, epsilon } = c;
   const b1 = Math.fround(beta1);
@@ -44,6 +50,10 @@ export function adamStep(w: Float32Array, g: Float32Array, s: AdamState, c: Adam
   const lr = c.lr;
   const eps = Math.fround(epsilon);
   const { m, v } = s;
+  if (math) {
+    math.adamStep(w, g, m, v, b1, b2, omb1, omb2, c1, c2, lr, eps);
+    return;
+  }
   for (let i = 0; i < w.length; i++) {
     const gi = g[i]!;
     const mi = m[i]! * b1 + gi * omb1;
@@ -58,13 +68,25 @@ export function adamStep(w: Float32Array, g: Float32Array, s: AdamState, c: Adam
  * Average gradients weighted by sample count, summing in the order given (worker-id order), never
  * arrival order, so the result does not depend on network timing.
  */
-export function weightedAverage(out: Float32Array, parts: { count: number; data: Float32Array }[]): number {
+export function weightedAverage(
+  out: Float32Array,
+  parts: { count: number; data: Float32Array }[],
+  math: NativeMath | null = nativeMath(),
+): number {
   const total = parts.reduce((a, p) => a + p.count, 0);
   if (total === 0 || parts.length === 0) {
     out.fill(0);
     return 0;
   }
   for (const p of parts) if (p.data.length !== out.length) throw new Error('gradient size differs from the model');
+  if (math) {
+    math.weightedSum(
+      out,
+      parts.map((p) => p.data),
+      parts.map((p) => p.count / total),
+    );
+    return total;
+  }
   const n = out.length;
   // One pass over memory per (up to) four workers; the additions still run in worker-id order.
   for (let first = 0; first < parts.length; first += 4) {
@@ -101,4 +123,13 @@ export function weightedAverage(out: Float32Array, parts: { count: number; data:
     }
   }
   return total;
+}
+
+/** Whether every value is finite (no NaN, no ±Infinity). */
+export function allFinite(a: Float32Array, math: NativeMath | null = nativeMath()): boolean {
+  if (math) return math.allFinite(a);
+  // x * 0 is 0 for every finite x and NaN for NaN and ±Infinity; one sum keeps the loop branch-free.
+  let probe = 0;
+  for (let i = 0; i < a.length; i++) probe += a[i]! * 0;
+  return probe === 0;
 }

@@ -3,7 +3,8 @@
     {
       "target_name": "gan_native",
       "sources": ["src/gan_native.c"],
-      "cflags": ["-O3", "-std=c11", "-fno-trapping-math", "-fno-math-errno", "-Wall", "-Wno-unused-parameter"],
+      "cflags": ["-O3", "-std=c11", "-ffp-contract=off", "-fno-trapping-math", "-fno-math-errno", "-Wall", "-Wno-unused-parameter"],
+      "xcode_settings": { "OTHER_CFLAGS": ["-O3", "-std=c11", "-ffp-contract=off", "-fno-trapping-math", "-fno-math-errno"] },
       "include_dirs": ["<!@(node blas-flags.cjs include)"],
       "libraries": ["<!@(node blas-flags.cjs libs)"]
     }

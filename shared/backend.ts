@@ -57,6 +57,42 @@ interface NativeAddon {
   setThreads(n: number): void;
   getThreads(): number;
   config(): string;
+  weightedSum: NativeMath['weightedSum'];
+  adamStep: NativeMath['adamStep'];
+  allFinite: NativeMath['allFinite'];
+  halfToFloat: NativeMath['halfToFloat'];
+  floatToHalf: NativeMath['floatToHalf'];
+}
+
+/**
+ * The addon's plain-array arithmetic for the coordinator's reduce and optimiser and the fp16 wire
+ * format. Each function is bit-identical to its JavaScript reference (coordinator/adam.ts,
+ * shared/codec.ts), so results never depend on whether the addon was built. Misuse (wrong array
+ * types, mismatched lengths, overlapping buffers) throws a TypeError or RangeError.
+ */
+export interface NativeMath {
+  /** out[i] = sum over k, in order, of scales[k] * parts[k][i]: double products and adds, rounded to float32 after each add. */
+  weightedSum(out: Float32Array, parts: Float32Array[], scales: number[]): void;
+  /** One Adam update in place; the hyperparameters are the ones coordinator/adam.ts derives. */
+  adamStep(
+    w: Float32Array,
+    g: Float32Array,
+    m: Float32Array,
+    v: Float32Array,
+    b1: number,
+    b2: number,
+    omb1: number,
+    omb2: number,
+    c1: number,
+    c2: number,
+    lr: number,
+    eps: number,
+  ): void;
+  allFinite(a: Float32Array): boolean;
+  /** Converts src.length values; dst may be longer. */
+  halfToFloat(src: Uint16Array, dst: Float32Array): void;
+  /** Converts src.length values; dst may be longer. */
+  floatToHalf(src: Float32Array, dst: Uint16Array): void;
 }
 
 export class BackendError extends Error {
@@ -100,6 +136,33 @@ function loadAddon(): { addon: NativeAddon } | { error: string } {
     }
   }
   return addonState;
+}
+
+let mathState: { math: NativeMath | null } | null = null;
+
+/**
+ * The addon's array arithmetic, or null when the addon is not built or predates these functions.
+ * Independent of the tfjs backend: the coordinator may never initialise 'native'.
+ */
+export function nativeMath(): NativeMath | null {
+  if (mathState) return mathState.math;
+  const s = loadAddon();
+  let math: NativeMath | null = null;
+  if ('addon' in s) {
+    const a = s.addon;
+    // An addon compiled from an older checkout loads fine but lacks these.
+    if ([a.weightedSum, a.adamStep, a.allFinite, a.halfToFloat, a.floatToHalf].every((f) => typeof f === 'function')) {
+      math = {
+        weightedSum: a.weightedSum,
+        adamStep: a.adamStep,
+        allFinite: a.allFinite,
+        halfToFloat: a.halfToFloat,
+        floatToHalf: a.floatToHalf,
+      };
+    }
+  }
+  mathState = { math };
+  return math;
 }
 
 export function nativeAvailable(): { ok: boolean; reason?: string } {

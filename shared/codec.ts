@@ -12,6 +12,7 @@
  */
 import { Packr } from 'msgpackr';
 import { GanError } from './errors.js';
+import { type NativeMath, nativeMath } from './backend.js';
 
 export const PROTOCOL_VERSION = 1;
 
@@ -285,8 +286,17 @@ export function decode(frame: Uint8Array): Message {
   }
 }
 
-/** Float32 -> IEEE 754 half (round to nearest even), for 16-bit gradient upload. */
-export function toHalf(src: Float32Array, dst: Uint16Array = new Uint16Array(src.length)): Uint16Array {
+/**
+ * Float32 -> IEEE 754 half (round to nearest even), for 16-bit gradient upload. `math` is the
+ * addon (the default when built) or null for this JavaScript loop, the reference it matches bit
+ * for bit.
+ */
+export function toHalf(src: Float32Array, dst: Uint16Array = new Uint16Array(src.length), math: NativeMath | null = nativeMath()): Uint16Array {
+  // A shorter dst drops the excess here, as typed-array stores do below; the addon refuses it.
+  if (math && dst.length >= src.length) {
+    math.floatToHalf(src, dst);
+    return dst;
+  }
   const u32 = new Uint32Array(src.buffer, src.byteOffset, src.length);
   for (let i = 0; i < src.length; i++) {
     const x = u32[i]!;
@@ -338,7 +348,11 @@ export function halfToFloat(h: number): number {
   return halfTable[h & 0xffff]!;
 }
 
-export function fromHalf(src: Uint16Array, dst: Float32Array = new Float32Array(src.length)): Float32Array {
+export function fromHalf(src: Uint16Array, dst: Float32Array = new Float32Array(src.length), math: NativeMath | null = nativeMath()): Float32Array {
+  if (math && dst.length >= src.length) {
+    math.halfToFloat(src, dst);
+    return dst;
+  }
   for (let i = 0; i < src.length; i++) dst[i] = halfTable[src[i]!]!;
   return dst;
 }
