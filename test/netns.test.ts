@@ -4,6 +4,10 @@
  * address that exists only inside these namespaces (so it needs --token), each worker runs in its
  * own namespace, and the run must finish with every sample used exactly once per epoch.
  *
+ * Where the kernel has no sch_netem, latency and loss come from a userspace relay in each worker's
+ * namespace instead (test/util-netem.ts): the bytes still cross the veth and the bridge, and the
+ * coordinator still sees each worker's own address.
+ *
  * Needs root and iproute2; without them the tests are skipped with the reason in their title.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -11,6 +15,7 @@ import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { smallData, tempDir } from './helpers.js';
 import { type Proc, TINY_MODEL_FLAGS, epochsOf, haveCommand, metricsOf, requireBuild, spawnCoordinator, spawnWorker, writeIdxDir } from './util-faults.js';
+import { type LinkImpairment, type Relay, startRelay } from './util-netem.js';
 
 const tag = `gddp${process.pid}`;
 const NS = { coord: `${tag}-c`, w1: `${tag}-w1`, w2: `${tag}-w2` };
@@ -116,7 +121,11 @@ describe('training across network namespaces', () => {
     }
   });
 
-  async function run(minRoundMs: number): Promise<void> {
+  /**
+   * `via` may put something between a worker and the coordinator: given the worker's namespace and
+   * the coordinator's "host:port", it returns the URL that worker should connect to.
+   */
+  async function run(minRoundMs: number, via?: (ns: string, i: number, target: string) => Promise<string>): Promise<ReturnType<typeof metricsOf>> {
     const n = 200;
     const data = writeIdxDir(smallData(n));
     const out = join(tempDir(), 'run');
@@ -126,11 +135,12 @@ describe('training across network namespaces', () => {
     ], 'netns-coordinator', ['ip', 'netns', 'exec', NS.coord]);
     procs.push(coord);
     const port = await coord.port;
-    const workers = [NS.w1, NS.w2].map((ns, i) => {
-      const w = spawnWorker(`ws://${COORD_IP}:${port}`, `netns-worker-${i + 1}`, { token: TOKEN, wrap: ['ip', 'netns', 'exec', ns], connectTimeoutS: 30 });
+    const workers = await Promise.all([NS.w1, NS.w2].map(async (ns, i) => {
+      const url = via ? await via(ns, i, `${COORD_IP}:${port}`) : `ws://${COORD_IP}:${port}`;
+      const w = spawnWorker(url, `netns-worker-${i + 1}`, { token: TOKEN, wrap: ['ip', 'netns', 'exec', ns], connectTimeoutS: 30 });
       procs.push(w);
       return w;
-    });
+    }));
     const done = await coord.waitExit(90_000);
     expect(done.code, coord.output.slice(-2000)).toBe(0);
     for (const w of workers) expect((await w.waitExit(15_000)).code, w.output).toBe(0);
@@ -146,6 +156,7 @@ describe('training across network namespaces', () => {
     // The impairment was in effect: a round crosses each link several times.
     const sorted = ms.map((m) => m.round_ms).sort((a, b) => a - b);
     expect(sorted[Math.floor(sorted.length / 2)]).toBeGreaterThan(minRoundMs);
+    return ms;
   }
 
   it.skipIf(!!can.ns || !!can.netem)(`3 namespaces, netem delay 20ms loss 1% on every link: completes, each sample once per epoch${skipNote(can.ns ?? can.netem)}`, async () => {
@@ -155,6 +166,37 @@ describe('training across network namespaces', () => {
       await run(75);
     } finally {
       setQdisc(null);
+    }
+  }, 120_000);
+
+  const RELAY: LinkImpairment = { delayMs: 20, loss: 0.01, rtoMs: 200, seed: 20_240_601 };
+
+  it.skipIf(!!can.ns)(`3 namespaces, a relay in each worker's namespace adds ${RELAY.delayMs} ms each way and ${RELAY.loss * 100}% loss as ${RELAY.rtoMs} ms retransmission stalls: completes, each sample once per epoch${skipNote(can.ns)}`, async () => {
+    const relays: Relay[] = [];
+    try {
+      // The relay holds every byte for the delay and only ever adds to it, and each phase is a task
+      // out and a gradient back (the weights ride ahead of the next task): a round is at least
+      // four one-way delays on top of its compute, whatever the loss does.
+      const ms = await run(4 * RELAY.delayMs, async (ns, i, target) => {
+        const r = await startRelay({ ...RELAY, seed: RELAY.seed + i, target, wrap: ['ip', 'netns', 'exec', ns], name: `netns-relay-${i + 1}` });
+        relays.push(r);
+        procs.push(r.proc);
+        return `ws://${r.host}:${r.port}`;
+      });
+      const stats = await Promise.all(relays.map((r) => r.stop()));
+      // Each worker kept its one connection, and all of the coordinator's traffic went through a relay.
+      for (const st of stats) expect(st.connections).toBe(1);
+      const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
+      expect(sum(stats.map((st) => st.down.bytes))).toBeGreaterThanOrEqual(sum(ms.map((m) => m.bytes_out)));
+      expect(sum(stats.map((st) => st.up.bytes))).toBeGreaterThanOrEqual(sum(ms.map((m) => m.bytes_in)));
+      // Loss did happen in both directions, and a round that met it paid the retransmission wait.
+      for (const dir of ['up', 'down'] as const) {
+        expect(sum(stats.map((st) => st[dir].lost))).toBeGreaterThan(0);
+        expect(Math.max(...stats.map((st) => st[dir].maxHoldMs))).toBeGreaterThanOrEqual(RELAY.delayMs + RELAY.rtoMs);
+      }
+      expect(Math.max(...ms.map((m) => m.round_ms))).toBeGreaterThanOrEqual(4 * RELAY.delayMs + RELAY.rtoMs);
+    } finally {
+      await Promise.all(relays.map((r) => r.proc.kill('SIGKILL')));
     }
   }, 120_000);
 
