@@ -7,7 +7,9 @@ import type { RoundMetrics } from './coordinator.js';
 export class Progress {
   private readonly tty: boolean;
   private last = 0;
-  private readonly t0 = Date.now();
+  /** When the first round finished: waiting for workers does not count towards the ETA. */
+  private t0 = 0;
+  private first = 0;
   private samples = 0;
 
   constructor(
@@ -21,8 +23,12 @@ export class Progress {
   round(m: RoundMetrics, epochs: number): void {
     this.samples += m.samples;
     const done = m.round + 1;
+    if (this.t0 === 0) {
+      this.t0 = Date.now();
+      this.first = done;
+    }
     const elapsed = (Date.now() - this.t0) / 1000;
-    const rate = elapsed > 0 ? done / elapsed : 0;
+    const rate = elapsed > 0 ? (done - this.first) / elapsed : 0;
     const eta = this.totalRounds > done && rate > 0 ? (this.totalRounds - done) / rate : 0;
     const text =
       `epoch ${m.epoch + 1}/${epochs} round ${done}/${this.totalRounds} ` +
