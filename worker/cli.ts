@@ -37,7 +37,8 @@ export function program(): Command {
 export async function run(o: WorkerCliOptions): Promise<number> {
   if (!/^wss?:\/\/[^/]+/.test(o.connect)) throw Object.assign(new Error(`--connect ${o.connect}: expected ws://HOST:PORT or wss://HOST:PORT`), { code: 'E_ARGS' });
   const log = (s: string) => process.stderr.write(`worker: ${s}\n`);
-  const info = await initBackend(o.backend, { threads: o.threads, log });
+  // Spawned workers run --quiet: their coordinator already said which backend this host falls back to.
+  const info = await initBackend(o.backend, { threads: o.threads, log: o.quiet ? () => {} : log });
   if (!o.quiet) log(`backend ${info.name} (${info.detail})`);
   let ca: Buffer | undefined;
   if (o.ca) {
