@@ -12,6 +12,7 @@
  */
 import { Packr } from 'msgpackr';
 import { GanError } from './errors.js';
+import type { ModelConfig } from './model.js';
 import { type NativeMath, nativeMath } from './backend.js';
 
 export const PROTOCOL_VERSION = 1;
@@ -38,16 +39,8 @@ export enum Kind {
 export type NetName = 'D' | 'G';
 export type PhaseName = 'D' | 'G';
 
-export interface WireModelConfig {
-  kind: 'gan' | 'cgan';
-  noiseDim: number;
-  imageDim: number;
-  numClasses: number;
-  gHidden: number[];
-  dHidden: number[];
-  dropout: number;
-  leak: number;
-}
+/** The model configuration as it crosses the wire (validated field by field in decode). */
+export type WireModelConfig = ModelConfig;
 
 export interface ChallengeMsg {
   k: Kind.Challenge;

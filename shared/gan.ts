@@ -81,26 +81,11 @@ export class GanModel {
     return tf.tensor2d(oneHot, [n, c]);
   }
 
-  /** G: noise (+ condition) -> image in [-1, 1]. */
-  private gForward(w: tf.Tensor[], z: Tensor2D, cond: Tensor2D | null): Tensor2D {
-    let h: Tensor2D = cond ? tf.concat2d([z, cond], 1) : z;
-    const layers = w.length / 2;
-    for (let i = 0; i < layers; i++) {
-      const last = i === layers - 1;
-      h = tf.fused.matMul({
-        a: h,
-        b: w[2 * i] as Tensor2D,
-        bias: w[2 * i + 1],
-        activation: last ? 'linear' : 'leakyrelu',
-        leakyreluAlpha: this.cfg.leak,
-      }) as Tensor2D;
-      if (last) h = tf.tanh(h) as Tensor2D;
-    }
-    return h;
-  }
-
-  /** D: image (+ condition) -> logit, n x 1. */
-  private dForward(w: tf.Tensor[], x: Tensor2D, cond: Tensor2D | null, masks: Tensor2D[] | null): Tensor2D {
+  /**
+   * The MLP both nets are: input (+ condition) through LeakyReLU hidden layers, each followed by
+   * its dropout mask when given, to a linear output layer.
+   */
+  private mlp(w: tf.Tensor[], x: Tensor2D, cond: Tensor2D | null, masks: Tensor2D[] | null): Tensor2D {
     let h: Tensor2D = cond ? tf.concat2d([x, cond], 1) : x;
     const layers = w.length / 2;
     for (let i = 0; i < layers; i++) {
@@ -115,6 +100,16 @@ export class GanModel {
       if (!last && masks) h = tf.mul(h, masks[i]!) as Tensor2D;
     }
     return h;
+  }
+
+  /** G: noise (+ condition) -> image in [-1, 1]. */
+  private gForward(w: tf.Tensor[], z: Tensor2D, cond: Tensor2D | null): Tensor2D {
+    return tf.tanh(this.mlp(w, z, cond, null)) as Tensor2D;
+  }
+
+  /** D: image (+ condition) -> logit, n x 1. */
+  private dForward(w: tf.Tensor[], x: Tensor2D, cond: Tensor2D | null, masks: Tensor2D[] | null): Tensor2D {
+    return this.mlp(w, x, cond, masks);
   }
 
   private masks(n: number, flat: Float32Array[] | undefined): Tensor2D[] | null {
