@@ -12,7 +12,7 @@
 import { createHash } from 'node:crypto';
 import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { type ModelConfig, modelSignature, netLayout } from '../shared/model.js';
+import { modelSignature, netLayout } from '../shared/model.js';
 import type { TrainConfig } from './config.js';
 
 const MAGIC = Buffer.from('GANDDP01', 'ascii');
@@ -163,8 +163,4 @@ export function loadCheckpoint(path: string): TrainState {
     throw new CheckpointError(`${file}: cannot read checkpoint (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
   }
   return decodeCheckpoint(buf, file);
-}
-
-export function checkpointModel(s: TrainState): ModelConfig {
-  return s.config.model;
 }

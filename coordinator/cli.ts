@@ -7,7 +7,7 @@ import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { Command, Option } from 'commander';
 import { BACKEND_NAMES, type BackendName, initBackend } from '../shared/backend.js';
-import { choiceArg, die, floatArg, intArg, listArg } from '../shared/cli.js';
+import { die, floatArg, intArg, listArg } from '../shared/cli.js';
 import { Coordinator, type CoordinatorOptions } from './coordinator.js';
 import { type TrainConfig, defaultTrainConfig } from './config.js';
 import { Progress } from './progress.js';
@@ -107,10 +107,9 @@ export async function run(o: CliOptions, explicit: Set<string>): Promise<number>
   if (o.resume) {
     // The checkpoint's config governs; flags given explicitly may change only what is safe to change.
     const saved = loadCheckpoint(o.resume).config;
-    const mayChange: (keyof TrainConfig)[] = ['epochs', 'maxRounds', 'checkpointEvery', 'roundTimeoutMs', 'minWorkers', 'evalEvery', 'workers'];
     const flagOf: Record<string, keyof TrainConfig> = { epochs: 'epochs', maxRounds: 'maxRounds', checkpointEvery: 'checkpointEvery', roundTimeout: 'roundTimeoutMs', minWorkers: 'minWorkers', evalEvery: 'evalEvery', workers: 'workers' };
     const next = { ...saved };
-    for (const [flag, key] of Object.entries(flagOf)) if (explicit.has(flag) && mayChange.includes(key)) (next as Record<string, unknown>)[key] = config[key];
+    for (const [flag, key] of Object.entries(flagOf)) if (explicit.has(flag)) (next as Record<string, unknown>)[key] = config[key];
     config = next;
     out = o.resume;
   }
@@ -118,7 +117,6 @@ export async function run(o: CliOptions, explicit: Set<string>): Promise<number>
   let bar = new Progress(0);
   const log = (s: string) => bar.line(s);
   log(`backend: ${backend.name} (${backend.detail})`);
-  const rounds = { total: 0 };
   const coord = new Coordinator({
     config, host: o.host, port: o.port, out, resume: !!o.resume, token, insecure: o.insecure,
     tls: o.tlsCert && o.tlsKey ? { cert: readPem(o.tlsCert, 'certificate'), key: readPem(o.tlsKey, 'key') } : undefined,
@@ -139,11 +137,11 @@ export async function run(o: CliOptions, explicit: Set<string>): Promise<number>
   };
   const port = await coord.start();
   const perEpoch = Math.ceil(coord.data.n / (config.workers * config.batchSize));
-  rounds.total = config.maxRounds > 0 ? Math.min(config.maxRounds, perEpoch * config.epochs) : perEpoch * config.epochs;
-  bar = new Progress(rounds.total);
+  const totalRounds = config.maxRounds > 0 ? Math.min(config.maxRounds, perEpoch * config.epochs) : perEpoch * config.epochs;
+  bar = new Progress(totalRounds);
   const scheme = o.tlsCert ? 'wss' : 'ws';
   log(`listening on ${scheme}://${o.host}:${port}; run directory ${out}`);
-  log(`global batch ${config.workers * config.batchSize} (${config.workers} workers x ${config.batchSize}); ${perEpoch} rounds per epoch, ${rounds.total} rounds planned`);
+  log(`global batch ${config.workers * config.batchSize} (${config.workers} workers x ${config.batchSize}); ${perEpoch} rounds per epoch, ${totalRounds} rounds planned`);
 
   let local: LocalWorkers | null = null;
   if (o.spawn) {

@@ -30,13 +30,6 @@ export function listArg(v: string): number[] {
   return out;
 }
 
-export function choiceArg<T extends string>(choices: readonly T[]) {
-  return (v: string): T => {
-    if (!(choices as readonly string[]).includes(v)) throw new InvalidArgumentError(`expected one of ${choices.join(', ')}.`);
-    return v as T;
-  };
-}
-
 /** Print one clear line and exit non-zero. */
 export function die(prog: string, e: unknown): never {
   const err = e as { code?: string; message?: string };

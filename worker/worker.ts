@@ -90,7 +90,6 @@ export class WorkerClient {
   tasksDone = 0;
   private ws: WebSocket | null = null;
   private welcome: WelcomeMsg | null = null;
-  private modelCfg: ModelConfig | null = null;
   private store = new ShardStore();
   private stopped = false;
   private halfBuf: Uint16Array | null = null;
@@ -243,7 +242,6 @@ export class WorkerClient {
       this.model = new GanModel(cfg);
       this.versions = { D: -1, G: -1 };
     }
-    this.modelCfg = cfg;
     this.send({
       k: Kind.Hello,
       v: PROTOCOL_VERSION,
@@ -261,7 +259,7 @@ export class WorkerClient {
       throw new GanError('E_STALE', `task wants D v${t.dVersion} / G v${t.gVersion}, worker holds D v${this.versions.D} / G v${this.versions.G}`);
     }
     const t0 = performance.now();
-    const batch = buildBatch(this.modelCfg!, { seed: this.welcome!.seed, epoch: t.epoch, phase: t.phase }, t.ids, this.store);
+    const batch = buildBatch(model.cfg, { seed: this.welcome!.seed, epoch: t.epoch, phase: t.phase }, t.ids, this.store);
     const r = t.phase === 'D' ? model.dStep(batch) : model.gStep(batch);
     const computeMs = performance.now() - t0;
     let data: Float32Array | Uint16Array = r.grads;
