@@ -15,13 +15,14 @@ import { LocalWorkers } from './spawn.js';
 import { loadCheckpoint } from './checkpoint.js';
 import { type Evaluator, makeEvaluator } from './eval/run.js';
 import { loadMnist } from '../shared/mnist.js';
+import { MODEL_KINDS, type ModelKind } from '../shared/model.js';
 
 const d = defaultTrainConfig;
 const m = d.model;
 
 export interface CliOptions {
   workers: number; minWorkers: number; spawn: boolean; host: string; port: number; out?: string; resume?: string;
-  data?: string; model: 'gan' | 'cgan'; epochs: number; maxRounds: number; batchSize: number;
+  data?: string; model: ModelKind; epochs: number; maxRounds: number; batchSize: number;
   lr?: number; lrD?: number; lrG?: number; beta1: number; beta2: number; eps: number;
   gHidden: number[]; dHidden: number[]; noiseDim: number; dropout: number; leak: number; seed: number;
   checkpointEvery: number; roundTimeout: number; fp16: boolean; token?: string; insecure: boolean;
@@ -39,7 +40,7 @@ export function program(): Command {
     .option('--out <dir>', 'run directory (default runs/<date-time>)')
     .option('--resume <run_dir>', 'continue the run in RUN_DIR from its checkpoint')
     .option('--data <dir>', 'MNIST IDX files (train-images-idx3-ubyte[.gz] etc.); default: the embedded 10,000 digits')
-    .addOption(new Option('--model <kind>', 'gan (Goodfellow et al.) or cgan (conditional, Mirza & Osindero)').choices(['gan', 'cgan']).default(m.kind))
+    .addOption(new Option('--model <kind>', 'gan (Goodfellow et al.), cgan (conditional, Mirza & Osindero) or acgan (conditional, D also classifies: Odena et al.)').choices([...MODEL_KINDS]).default(m.kind))
     .option('--epochs <n>', 'passes over the training data', intArg(0), d.epochs)
     .option('--max-rounds <n>', 'stop after this many rounds (0: no limit)', intArg(0), 0)
     .option('--batch-size <n>', 'samples per worker per round (global batch = this x workers)', intArg(1, 100000), d.batchSize)

@@ -29,7 +29,7 @@ import { Kind, PROTOCOL_VERSION, type GradMsg, type Message, decode, encode, fro
 import { GanError, closeReason } from '../shared/errors.js';
 import { GanModel } from '../shared/gan.js';
 import { type Dataset, loadMnist } from '../shared/mnist.js';
-import { type Net, type NetLayout, initWeights, modelSignature, netLayout } from '../shared/model.js';
+import { type Net, type NetLayout, initWeights, isConditional, modelSignature, netLayout } from '../shared/model.js';
 import { gridPng } from '../shared/png.js';
 import { type AdamState, adamState, adamStep, allFinite, weightedAverage } from './adam.js';
 import { CHECKPOINT_FILE, type TrainState, loadCheckpoint, saveCheckpoint, writeFileAtomic } from './checkpoint.js';
@@ -640,7 +640,7 @@ export class Coordinator {
 
   /** The run's fixed noise: an 8x8 grid, or 10x10 with one row per digit for conditional models. */
   gridNoise(): { noise: Float32Array; labels: Uint8Array; cols: number } {
-    const cols = this.cfg.model.kind === 'cgan' ? 10 : 8;
+    const cols = isConditional(this.cfg.model) ? 10 : 8;
     return { ...fixedNoise(this.cfg.model, this.cfg.seed, cols * cols), cols };
   }
 
@@ -649,7 +649,7 @@ export class Coordinator {
     const g = new GanModel(this.cfg.model);
     try {
       g.setWeights('G', this.weights.G);
-      const imgs = g.generate(fixed.noise, this.cfg.model.kind === 'cgan' ? fixed.labels : undefined);
+      const imgs = g.generate(fixed.noise, isConditional(this.cfg.model) ? fixed.labels : undefined);
       const file = join(this.runDir, 'samples', name);
       writeFileAtomic(file, gridPng(imgs, fixed.cols * fixed.cols, fixed.cols));
       return file;

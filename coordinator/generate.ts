@@ -7,6 +7,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { BACKEND_NAMES, type BackendName, initBackend } from '../shared/backend.js';
 import { die, intArg } from '../shared/cli.js';
 import { GanModel } from '../shared/gan.js';
+import { isConditional } from '../shared/model.js';
 import { gridPng } from '../shared/png.js';
 import { Rng, Stream } from '../shared/rng.js';
 import { loadCheckpoint } from './checkpoint.js';
@@ -42,8 +43,8 @@ export function program(): Command {
 export async function generate(o: GenerateOptions): Promise<{ file: string; count: number }> {
   const s = loadCheckpoint(o.checkpoint);
   const cfg = s.config.model;
-  if (o.digit !== undefined && cfg.kind !== 'cgan') {
-    throw Object.assign(new Error(`--digit needs a conditional model (--model cgan); ${o.checkpoint} holds an unconditional ${cfg.kind}`), { code: 'E_ARGS' });
+  if (o.digit !== undefined && !isConditional(cfg)) {
+    throw Object.assign(new Error(`--digit needs a conditional model (--model cgan or acgan); ${o.checkpoint} holds an unconditional ${cfg.kind}`), { code: 'E_ARGS' });
   }
   await initBackend(o.backend, { log: () => {} });
   let labels: Uint8Array | undefined;
@@ -54,7 +55,7 @@ export async function generate(o: GenerateOptions): Promise<{ file: string; coun
     for (let i = 0; i < labels.length; i++) labels[i] = Math.floor(i / o.count);
     count = labels.length;
     cols = o.cols ?? o.count;
-  } else if (cfg.kind === 'cgan') {
+  } else if (isConditional(cfg)) {
     // Without --digit a conditional model cycles through the digits, one per column.
     labels = new Uint8Array(count).map((_, i) => (o.digit === undefined ? i % 10 : (o.digit as number)));
   }

@@ -4,7 +4,7 @@
  * batch one worker would build from the union of their ids.
  */
 import type { Batch } from './gan.js';
-import type { ModelConfig } from './model.js';
+import { type ModelConfig, isConditional } from './model.js';
 import { Rng, Stream } from './rng.js';
 
 export type Phase = 'D' | 'G';
@@ -57,7 +57,7 @@ export function buildBatch(cfg: ModelConfig, key: BatchKey, ids: ArrayLike<numbe
       }
     }
   }
-  return { n, real, labels: cfg.kind === 'cgan' ? labels : undefined, noise, masksReal, masksFake };
+  return { n, real, labels: isConditional(cfg) ? labels : undefined, noise, masksReal, masksFake };
 }
 
 /** Fixed noise (and labels: row r shows digit r % 10) for the sample grids of a run. */

@@ -12,7 +12,7 @@
  */
 import { Packr } from 'msgpackr';
 import { GanError } from './errors.js';
-import type { ModelConfig } from './model.js';
+import { MODEL_KINDS, type ModelConfig, type ModelKind } from './model.js';
 import { type NativeMath, nativeMath } from './backend.js';
 
 export const PROTOCOL_VERSION = 1;
@@ -266,7 +266,7 @@ export function decode(frame: Uint8Array): Message {
       const model = m.model as Record<string, unknown>;
       const okList = (a: unknown) => Array.isArray(a) && a.length > 0 && a.length <= 16 && a.every((x) => Number.isSafeInteger(x) && x > 0 && x <= 65536);
       if (
-        (model.kind !== 'gan' && model.kind !== 'cgan') ||
+        !MODEL_KINDS.includes(model.kind as ModelKind) ||
         !okList([model.noiseDim, model.imageDim, model.numClasses]) ||
         !okList(model.gHidden) || !okList(model.dHidden) ||
         typeof model.dropout !== 'number' || !(model.dropout >= 0 && model.dropout < 1) ||

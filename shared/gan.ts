@@ -6,14 +6,14 @@
 import * as tf from '@tensorflow/tfjs-core';
 // Registers the gradient functions (tfjs-core alone ships them only as ES modules).
 import '@tensorflow/tfjs';
-import { type ModelConfig, type Net, type NetLayout, conditionDim, netLayout } from './model.js';
+import { type ModelConfig, type Net, type NetLayout, auxClasses, conditionDim, isConditional, netLayout } from './model.js';
 
 /** What one worker computes on for one phase. Every array is row-major, n rows. */
 export interface Batch {
   n: number;
   /** Real images scaled to [-1, 1], n x imageDim (D phase only). */
   real?: Float32Array;
-  /** Digit labels, n (conditional models: the condition for real and fake rows). */
+  /** Digit labels, n (conditional models: the label of each real row and the digit asked of each fake row). */
   labels?: Uint8Array;
   /** Noise z ~ N(0, 1), n x noiseDim. */
   noise: Float32Array;
@@ -68,9 +68,10 @@ export class GanModel {
     this.weights = { G: [], D: [] };
   }
 
+  /** One-hot labels, n x numClasses, for a model whose G takes a label; null otherwise. */
   private condition(labels: Uint8Array | undefined, n: number): Tensor2D | null {
-    const c = conditionDim(this.cfg);
-    if (c === 0) return null;
+    if (!isConditional(this.cfg)) return null;
+    const c = this.cfg.numClasses;
     if (!labels || labels.length !== n) throw new Error('a conditional model needs one label per row');
     const oneHot = new Float32Array(n * c);
     for (let i = 0; i < n; i++) {
@@ -107,9 +108,26 @@ export class GanModel {
     return tf.tanh(this.mlp(w, z, cond, null)) as Tensor2D;
   }
 
-  /** D: image (+ condition) -> logit, n x 1. */
+  /**
+   * D: image (+ condition for cgan) -> n x (1 + auxClasses) logits: real/fake first, then (acgan)
+   * the class logits. `cond` is the one-hot label; only cgan's D reads it.
+   */
   private dForward(w: tf.Tensor[], x: Tensor2D, cond: Tensor2D | null, masks: Tensor2D[] | null): Tensor2D {
-    return this.mlp(w, x, cond, masks);
+    return this.mlp(w, x, conditionDim(this.cfg, 'D') > 0 ? cond : null, masks);
+  }
+
+  /**
+   * The loss terms D's logits give: mean sigmoid cross-entropy of the real/fake logit against
+   * `target`, plus for acgan the mean softmax cross-entropy of the class logits against `cond`.
+   * Also returns D's probability that each row is real.
+   */
+  private dLoss(logits: Tensor2D, target: Tensor2D, cond: Tensor2D | null): { loss: tf.Scalar; p: Tensor2D } {
+    const n = logits.shape[0];
+    const k = auxClasses(this.cfg);
+    const source = k > 0 ? (logits.slice([0, 0], [n, 1]) as Tensor2D) : logits;
+    let loss = tf.losses.sigmoidCrossEntropy(target, source) as tf.Scalar;
+    if (k > 0) loss = tf.add(loss, tf.losses.softmaxCrossEntropy(cond!, logits.slice([0, 1], [n, k]))) as tf.Scalar;
+    return { loss, p: tf.sigmoid(source) as Tensor2D };
   }
 
   private masks(n: number, flat: Float32Array[] | undefined): Tensor2D[] | null {
@@ -125,8 +143,9 @@ export class GanModel {
   }
 
   /**
-   * D phase: gradient of BCE(D(x), 1) + BCE(D(G(z)), 0) w.r.t. D's weights only.
-   * G runs forward to make the fakes, outside the gradient.
+   * D phase: gradient of BCE(D(x), 1) + BCE(D(G(z)), 0) w.r.t. D's weights only; for acgan plus
+   * the class cross-entropy on real and fake rows (Odena et al.: D and G both maximise the
+   * log-likelihood of the right class). G runs forward to make the fakes, outside the gradient.
    */
   dStep(b: Batch): PhaseResult {
     if (!b.real) throw new Error('the D phase needs real images');
@@ -145,10 +164,9 @@ export class GanModel {
       const masks = mReal && mFake ? mReal.map((m, i) => tf.concat2d([m, mFake[i]!], 0)) : null;
       const target = tf.concat2d([tf.ones([n, 1]), tf.zeros([n, 1])], 0);
       const { value, grads } = tf.valueAndGrads((...w: tf.Tensor[]) => {
-        const logits = this.dForward(w, x, c2, masks);
-        const p = tf.sigmoid(logits);
+        const { loss, p } = this.dLoss(this.dForward(w, x, c2, masks), target, c2);
         kept.push(tf.keep(tf.mean(p.slice([0, 0], [n, 1]))), tf.keep(tf.mean(p.slice([n, 0], [n, 1]))));
-        return tf.mul(tf.losses.sigmoidCrossEntropy(target, logits), 2) as tf.Scalar;
+        return tf.mul(loss, 2) as tf.Scalar;
       })(this.weights.D);
       kept.push(tf.keep(value));
       return grads;
@@ -156,7 +174,10 @@ export class GanModel {
     return this.finish('D', grads, kept);
   }
 
-  /** G phase: non-saturating loss BCE(D(G(z)), 1) w.r.t. G's weights only. */
+  /**
+   * G phase: non-saturating loss BCE(D(G(z)), 1) w.r.t. G's weights only; for acgan plus the class
+   * cross-entropy of D's class logits on the fakes against the digits asked for.
+   */
   gStep(b: Batch): PhaseResult {
     const { n } = b;
     const kept: tf.Tensor[] = [];
@@ -164,11 +185,11 @@ export class GanModel {
       const cond = this.condition(b.labels, n);
       const z = tf.tensor2d(b.noise, [n, this.cfg.noiseDim]);
       const mFake = this.masks(n, b.masksFake);
-      const ones = tf.ones([n, 1]);
+      const ones = tf.ones([n, 1]) as Tensor2D;
       const { value, grads } = tf.valueAndGrads((...w: tf.Tensor[]) => {
-        const lf = this.dForward(this.weights.D, this.gForward(w, z, cond), cond, mFake);
-        kept.push(tf.keep(tf.scalar(NaN)), tf.keep(tf.mean(tf.sigmoid(lf))));
-        return tf.losses.sigmoidCrossEntropy(ones, lf) as tf.Scalar;
+        const { loss, p } = this.dLoss(this.dForward(this.weights.D, this.gForward(w, z, cond), cond, mFake), ones, cond);
+        kept.push(tf.keep(tf.scalar(NaN)), tf.keep(tf.mean(p)));
+        return loss;
       })(this.weights.G);
       kept.push(tf.keep(value));
       return grads;
@@ -197,13 +218,16 @@ export class GanModel {
     });
   }
 
-  /** D's probability that each image is real, evaluation mode (no dropout). */
+  /**
+   * D's probability that each image is real, evaluation mode (no dropout). A cgan's D needs the
+   * labels the images claim; other models ignore them.
+   */
   discriminate(images: Float32Array, labels?: Uint8Array): Float32Array {
     const n = images.length / this.cfg.imageDim;
     return tf.tidy(() => {
-      const cond = this.condition(labels, n);
+      const cond = conditionDim(this.cfg, 'D') > 0 ? this.condition(labels, n) : null;
       const logits = this.dForward(this.weights.D, tf.tensor2d(images, [n, this.cfg.imageDim]), cond, null);
-      return tf.sigmoid(logits).dataSync() as Float32Array;
+      return tf.sigmoid(logits.slice([0, 0], [n, 1])).dataSync() as Float32Array;
     });
   }
 }

@@ -3,13 +3,17 @@
  * flat parameter layout, initial weights. Both sides agree on this layout; the handshake compares
  * signatures so a worker built for another model is refused.
  *
- *   G: z(100) [+ one-hot label(10) for cgan] -> 256 -> 512 -> 1024 -> 784, LeakyReLU(0.2), tanh out
- *   D: x(784) [+ one-hot label(10) for cgan] -> 1024 -> 512 -> 256 -> 1 logit,
+ *   G: z(100) [+ one-hot label(10) for cgan, acgan] -> 256 -> 512 -> 1024 -> 784, LeakyReLU(0.2), tanh out
+ *   D: x(784) [+ one-hot label(10) for cgan] -> 1024 -> 512 -> 256 -> 1 logit [+ 10 class logits for acgan],
  *      LeakyReLU(0.2) and dropout after each hidden layer
+ *
+ * gan is Goodfellow et al. (2014); cgan is Mirza & Osindero (2014), the label joining G's noise and
+ * D's image; acgan is Odena et al. (2017), the label joining G's noise while D predicts it.
  */
 import { Rng, Stream } from './rng.js';
 
-export type ModelKind = 'gan' | 'cgan';
+export type ModelKind = 'gan' | 'cgan' | 'acgan';
+export const MODEL_KINDS: readonly ModelKind[] = ['gan', 'cgan', 'acgan'];
 export type Net = 'D' | 'G';
 
 export interface ModelConfig {
@@ -66,15 +70,27 @@ function layout(net: Net, widths: number[]): NetLayout {
   return { net, widths, params, total: offset };
 }
 
-export function conditionDim(cfg: ModelConfig): number {
+/** Whether G takes a label: the model can be asked for a chosen digit. */
+export function isConditional(cfg: ModelConfig): boolean {
+  return cfg.kind !== 'gan';
+}
+
+/** Width of the one-hot label a net takes beside its input (0: none). */
+export function conditionDim(cfg: ModelConfig, net: Net): number {
+  if (net === 'G') return isConditional(cfg) ? cfg.numClasses : 0;
   return cfg.kind === 'cgan' ? cfg.numClasses : 0;
 }
 
+/** Class logits D outputs after its real/fake logit (acgan only). */
+export function auxClasses(cfg: ModelConfig): number {
+  return cfg.kind === 'acgan' ? cfg.numClasses : 0;
+}
+
 export function netLayout(cfg: ModelConfig, net: Net): NetLayout {
-  const c = conditionDim(cfg);
+  const c = conditionDim(cfg, net);
   return net === 'G'
     ? layout('G', [cfg.noiseDim + c, ...cfg.gHidden, cfg.imageDim])
-    : layout('D', [cfg.imageDim + c, ...cfg.dHidden, 1]);
+    : layout('D', [cfg.imageDim + c, ...cfg.dHidden, 1 + auxClasses(cfg)]);
 }
 
 /** What the handshake compares: model kind and every parameter shape in order. */

@@ -12,9 +12,9 @@ function maxRelDiff(a: Float32Array, b: Float32Array): number {
 }
 
 describe('data-parallel training', () => {
-  it('two workers at batch b/2 give the same weights after 5 rounds as one worker at batch b (dropout off)', async () => {
+  it.each(['gan', 'acgan'] as const)('%s: two workers at batch b/2 give the same weights after 5 rounds as one worker at batch b (dropout off)', async (kind) => {
     const data = smallData(200);
-    const model = { ...tinyConfig().model, dropout: 0 };
+    const model = { ...tinyConfig().model, kind, dropout: 0 };
     const one = await (await startCluster(tinyConfig({ model, workers: 1, batchSize: 20, maxRounds: 5 }), data)).finish();
     const two = await (await startCluster(tinyConfig({ model, workers: 2, batchSize: 10, maxRounds: 5 }), data)).finish();
     expect(one.round).toBe(5);

@@ -7,6 +7,7 @@ import { Command, Option } from 'commander';
 import { BACKEND_NAMES, type BackendName, initBackend } from '../shared/backend.js';
 import { die, floatArg, intArg } from '../shared/cli.js';
 import { WorkerClient } from './worker.js';
+import { MODEL_KINDS, type ModelKind } from '../shared/model.js';
 
 export interface WorkerCliOptions {
   connect: string;
@@ -16,7 +17,7 @@ export interface WorkerCliOptions {
   threads?: number;
   connectTimeout: number;
   maxPayload: number;
-  model?: 'gan' | 'cgan';
+  model?: ModelKind;
   quiet: boolean;
 }
 
@@ -30,7 +31,7 @@ export function program(): Command {
     .option('--threads <n>', 'compute threads (OpenBLAS); one per worker when several share a host', intArg(1, 256))
     .option('--connect-timeout <s>', 'give up after this many seconds without reaching the coordinator', floatArg(0.1, 86400), 60)
     .option('--max-payload <mib>', 'largest message accepted from the coordinator, in MiB', intArg(1, 4096), 256)
-    .addOption(new Option('--model <kind>', 'refuse a coordinator that trains another model kind').choices(['gan', 'cgan']))
+    .addOption(new Option('--model <kind>', 'refuse a coordinator that trains another model kind').choices([...MODEL_KINDS]))
     .option('--quiet', 'print only errors', false);
 }
 

@@ -18,7 +18,7 @@ import {
 } from '../shared/codec.js';
 import { ErrorCodes, GanError, closeReason } from '../shared/errors.js';
 import { GanModel } from '../shared/gan.js';
-import { type ModelConfig, modelSignature } from '../shared/model.js';
+import { type ModelConfig, type ModelKind, modelSignature } from '../shared/model.js';
 
 export interface WorkerOptions {
   /** ws://HOST:PORT or wss://HOST:PORT */
@@ -33,7 +33,7 @@ export interface WorkerOptions {
   /** Largest frame accepted from the coordinator. */
   maxPayload?: number;
   /** Refuse a coordinator that trains another model kind. */
-  expectModel?: 'gan' | 'cgan';
+  expectModel?: ModelKind;
   log?: (line: string) => void;
   /** Test hook: called before computing a task; may throw or stall to simulate faults. */
   beforeTask?: (t: TaskMsg) => Promise<void> | void;

@@ -4,7 +4,7 @@
  */
 import { GanModel } from '../../shared/gan.js';
 import type { MnistSplits } from '../../shared/mnist.js';
-import type { ModelConfig } from '../../shared/model.js';
+import { type ModelConfig, isConditional } from '../../shared/model.js';
 import { Rng, Stream } from '../../shared/rng.js';
 import { type Classifier, getClassifier } from './classifier.js';
 import { type EvalResult, evaluateImages } from './evaluate.js';
@@ -27,7 +27,7 @@ export async function makeEvaluator(data: MnistSplits, log?: (s: string) => void
         const noise = new Float32Array(samples * model.noiseDim);
         for (let i = 0; i < noise.length; i++) noise[i] = rng.normal();
         // Conditional models are asked for every digit equally often.
-        const asked = model.kind === 'cgan' ? new Uint8Array(samples).map((_, i) => i % model.numClasses) : undefined;
+        const asked = isConditional(model) ? new Uint8Array(samples).map((_, i) => i % model.numClasses) : undefined;
         const images = g.generate(noise, asked);
         return evaluateImages(images, { classifier, real: data.test, train: data.train, asked });
       } finally {
