@@ -125,6 +125,23 @@ export function weightedAverage(
   return total;
 }
 
+/**
+ * The decay the moving average uses after `t` updates: min(decay, (1 + t) / (10 + t)), as
+ * TensorFlow's ExponentialMovingAverage with num_updates, so the first averages follow the
+ * weights instead of staying near their random initial values.
+ */
+export function emaDecayAt(decay: number, t: number): number {
+  return Math.min(decay, (1 + t) / (10 + t));
+}
+
+/** avg = d * avg + (1 - d) * w, in place, with d = emaDecayAt(decay, t). */
+export function emaUpdate(avg: Float32Array, w: Float32Array, decay: number, t: number): void {
+  if (avg.length !== w.length) throw new Error('moving average and weights differ in size');
+  const d = emaDecayAt(decay, t);
+  const e = 1 - d;
+  for (let i = 0; i < avg.length; i++) avg[i] = d * avg[i]! + e * w[i]!;
+}
+
 /** Whether every value is finite (no NaN, no ±Infinity). */
 export function allFinite(a: Float32Array, math: NativeMath | null = nativeMath()): boolean {
   if (math) return math.allFinite(a);

@@ -3,7 +3,8 @@
  *
  *   "GANDDP01" | u32 LE json length | json | zero padding to 4 | float32 sections | sha256 (32 bytes)
  *
- * The json names the sections (G and D weights, Adam m and v of both) and carries the config, the
+ * The json names the sections (G and D weights, Adam m and v of both, and the moving average of
+ * G's weights when the run keeps one) and carries the config, the
  * round, epoch and per-sample use counts of the current epoch. All randomness is keyed by (seed,
  * epoch, sample, phase), so the seed is the whole RNG state. Writes are atomic (temporary file,
  * fsync, rename, fsync of the directory): a crash leaves the previous checkpoint intact. A file
@@ -27,6 +28,8 @@ export interface TrainState {
   /** Use count per sample in the current epoch (see EpochPlan). */
   epochUses: Uint8Array;
   weights: { G: Float32Array; D: Float32Array };
+  /** Moving average of G's weights (runs with emaDecay > 0). */
+  emaG?: Float32Array;
   adam: { G: { m: Float32Array; v: Float32Array }; D: { m: Float32Array; v: Float32Array } };
 }
 
@@ -39,9 +42,15 @@ export class CheckpointError extends Error {
 }
 
 const SECTIONS = ['G.w', 'D.w', 'G.m', 'G.v', 'D.m', 'D.v'] as const;
+const EMA_SECTION = 'G.ema';
+
+function sectionNames(s: TrainState): string[] {
+  return s.emaG ? [...SECTIONS, EMA_SECTION] : [...SECTIONS];
+}
 
 function sections(s: TrainState): Float32Array[] {
-  return [s.weights.G, s.weights.D, s.adam.G.m, s.adam.G.v, s.adam.D.m, s.adam.D.v];
+  const out = [s.weights.G, s.weights.D, s.adam.G.m, s.adam.G.v, s.adam.D.m, s.adam.D.v];
+  return s.emaG ? [...out, s.emaG] : out;
 }
 
 export function encodeCheckpoint(s: TrainState): Buffer {
@@ -56,7 +65,7 @@ export function encodeCheckpoint(s: TrainState): Buffer {
     adamSteps: s.adamSteps,
     rng: { scheme: 'keyed-sfc32', seed: s.config.seed },
     epochUses: Buffer.from(s.epochUses).toString('base64'),
-    sections: SECTIONS.map((name, i) => ({ name, length: secs[i]!.length })),
+    sections: sectionNames(s).map((name, i) => ({ name, length: secs[i]!.length })),
   };
   const json = Buffer.from(JSON.stringify(meta));
   const headLen = MAGIC.length + 4 + json.length;
@@ -89,6 +98,9 @@ export function decodeCheckpoint(buf: Buffer, file: string): TrainState {
   }
   if (meta.format !== 1) bad(`unsupported format ${String(meta.format)}`);
   const config = meta.config as TrainConfig;
+  if (typeof config !== 'object' || config === null || typeof config.model !== 'object') bad('corrupt header (no config)');
+  // Checkpoints from before the moving average existed have no emaDecay.
+  config.emaDecay ??= 0;
   if (meta.signature !== modelSignature(config.model)) bad('model signature does not match its own config');
   let off = MAGIC.length + 4 + jsonLen;
   off += (4 - (off % 4)) % 4;
@@ -98,8 +110,11 @@ export function decodeCheckpoint(buf: Buffer, file: string): TrainState {
   };
   expect['G.m'] = expect['G.v'] = expect['G.w']!;
   expect['D.m'] = expect['D.v'] = expect['D.w']!;
+  expect[EMA_SECTION] = expect['G.w']!;
+  const names: string[] = [...SECTIONS];
+  if (Array.isArray(secs) && secs.length === SECTIONS.length + 1) names.push(EMA_SECTION);
   const arrays: Float32Array[] = [];
-  SECTIONS.forEach((name, i) => {
+  names.forEach((name, i) => {
     const s = secs[i];
     if (!s || s.name !== name || s.length !== expect[name]) bad(`section ${name} missing or of the wrong size`);
     const bytes = s!.length * 4;
@@ -110,7 +125,7 @@ export function decodeCheckpoint(buf: Buffer, file: string): TrainState {
     off += bytes;
   });
   if (off !== body.length) bad('trailing bytes');
-  const [gw, dw, gm, gv, dm, dv] = arrays as [Float32Array, Float32Array, Float32Array, Float32Array, Float32Array, Float32Array];
+  const [gw, dw, gm, gv, dm, dv, ema] = arrays as [Float32Array, Float32Array, Float32Array, Float32Array, Float32Array, Float32Array, Float32Array?];
   return {
     config,
     round: meta.round as number,
@@ -119,8 +134,14 @@ export function decodeCheckpoint(buf: Buffer, file: string): TrainState {
     adamSteps: meta.adamSteps as TrainState['adamSteps'],
     epochUses: new Uint8Array(Buffer.from(meta.epochUses as string, 'base64')),
     weights: { G: gw, D: dw },
+    emaG: ema,
     adam: { G: { m: gm, v: gv }, D: { m: dm, v: dv } },
   };
+}
+
+/** The generator weights to sample: the moving average when the run kept one (unless `raw`). */
+export function generatorWeights(s: TrainState, raw = false): Float32Array {
+  return (!raw && s.emaG) || s.weights.G;
 }
 
 /** Write `data` to `file` atomically: temporary file, fsync, rename, fsync of the directory. */

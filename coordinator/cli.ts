@@ -26,7 +26,7 @@ export interface CliOptions {
   lr?: number; lrD?: number; lrG?: number; beta1: number; beta2: number; eps: number;
   gHidden: number[]; dHidden: number[]; noiseDim: number; dropout: number; leak: number; seed: number;
   checkpointEvery: number; roundTimeout: number; fp16: boolean; token?: string; insecure: boolean;
-  tlsCert?: string; tlsKey?: string; backend: BackendName; threads?: number; evalEvery: number; heartbeat: number;
+  tlsCert?: string; tlsKey?: string; backend: BackendName; threads?: number; evalEvery: number; heartbeat: number; ema: number;
 }
 
 export function program(): Command {
@@ -66,6 +66,7 @@ export function program(): Command {
     .option('--tls-key <file>', 'private key (PEM) for --tls-cert')
     .addOption(new Option('--backend <name>', 'TensorFlow.js backend for spawned workers and for sampling').choices(BACKEND_NAMES as string[]).default('auto'))
     .option('--threads <n>', 'compute threads per spawned worker (default: cores / workers, at least 1)', intArg(1, 256))
+    .option('--ema <decay>', 'keep a moving average of G\'s weights with this decay for sample grids, evaluation and generate (0: off)', floatArg(0, 0.999999), d.emaDecay)
     .option('--eval-every <k>', 'score the generator every K epochs into eval.jsonl (FD, classifier score, coverage; 0: never)', intArg(0), d.evalEvery);
 }
 
@@ -88,6 +89,7 @@ export function trainConfig(o: CliOptions): TrainConfig {
     roundTimeoutMs: Math.round(o.roundTimeout * 1000),
     fp16: o.fp16,
     evalEvery: o.evalEvery,
+    emaDecay: o.ema,
   };
 }
 
@@ -131,8 +133,8 @@ export async function run(o: CliOptions, explicit: Set<string>): Promise<number>
   const evalEpoch = async (epoch: number, c: Coordinator) => {
     if (epoch % config.evalEvery !== 0) return;
     evaluator ??= await makeEvaluator(loadMnist(config.data ?? undefined), log);
-    const r = evaluator.evaluate(config.model, c.weights.G, 1000, config.seed);
-    appendFileSync(join(out, 'eval.jsonl'), JSON.stringify({ epoch, round: c.round, ...r }) + '\n');
+    const r = evaluator.evaluate(config.model, c.sampleWeights(), 1000, config.seed);
+    appendFileSync(join(out, 'eval.jsonl'), JSON.stringify({ epoch, round: c.round, weights: c.emaG ? 'average' : 'latest', ...r }) + '\n');
     log(`epoch ${epoch} eval: FD ${r.fd.toFixed(2)} (floor ${r.fdFloor?.toFixed(2)}), classifier score ${r.classifierScore.toFixed(2)}, digits ${r.coverage}/10, KL ${r.klUniform.toFixed(3)}` +
       (r.conditionalAccuracy !== undefined ? `, conditional accuracy ${(r.conditionalAccuracy * 100).toFixed(1)}%` : ''));
   };

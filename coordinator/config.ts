@@ -29,6 +29,11 @@ export interface TrainConfig {
   fp16: boolean;
   /** Evaluate the generator every this many epochs (0: never). */
   evalEvery: number;
+  /**
+   * Decay of the exponential moving average of G's weights that sample grids, evaluation and
+   * `generate` use (0: no average; they use G's latest weights).
+   */
+  emaDecay: number;
 }
 
 export const defaultTrainConfig: TrainConfig = {
@@ -49,4 +54,5 @@ export const defaultTrainConfig: TrainConfig = {
   roundTimeoutMs: 60_000,
   fp16: false,
   evalEvery: 0,
+  emaDecay: 0.999,
 };

@@ -31,7 +31,7 @@ import { GanModel } from '../shared/gan.js';
 import { type Dataset, loadMnist } from '../shared/mnist.js';
 import { type Net, type NetLayout, initWeights, isConditional, modelSignature, netLayout } from '../shared/model.js';
 import { gridPng } from '../shared/png.js';
-import { type AdamState, adamState, adamStep, allFinite, weightedAverage } from './adam.js';
+import { type AdamState, adamState, adamStep, allFinite, emaUpdate, weightedAverage } from './adam.js';
 import { CHECKPOINT_FILE, type TrainState, loadCheckpoint, saveCheckpoint, writeFileAtomic } from './checkpoint.js';
 import type { TrainConfig } from './config.js';
 import { EpochPlan } from './sharding.js';
@@ -131,6 +131,8 @@ export class Coordinator {
   readonly signature: string;
   weights!: Record<Net, Float32Array>;
   adam!: Record<Net, AdamState>;
+  /** Moving average of G's weights (null with --ema 0), updated after every G step. */
+  emaG: Float32Array | null = null;
   versions = { D: 0, G: 0 };
   round = 0;
   epoch = 0;
@@ -210,6 +212,12 @@ export class Coordinator {
     }
     this.weights = { G: initWeights(this.layouts.G, this.cfg.seed), D: initWeights(this.layouts.D, this.cfg.seed) };
     this.adam = { G: adamState(this.layouts.G.total), D: adamState(this.layouts.D.total) };
+    this.emaG = this.cfg.emaDecay > 0 ? this.weights.G.slice() : null;
+  }
+
+  /** The generator weights to sample from: the moving average when kept, else the latest. */
+  sampleWeights(): Float32Array {
+    return this.emaG ?? this.weights.G;
   }
 
   private restore(): void {
@@ -224,6 +232,7 @@ export class Coordinator {
     }
     this.weights = s.weights;
     this.adam = { G: { ...s.adam.G, t: s.adamSteps.G }, D: { ...s.adam.D, t: s.adamSteps.D } };
+    this.emaG = this.cfg.emaDecay > 0 ? (s.emaG ?? s.weights.G.slice()) : null;
     this.versions = { ...s.versions };
     this.round = s.round;
     this.epoch = s.epoch;
@@ -264,6 +273,7 @@ export class Coordinator {
       adamSteps: { D: this.adam.D.t, G: this.adam.G.t },
       epochUses: this.plan ? this.plan.uses : new Uint8Array(this.data.n),
       weights: this.weights,
+      emaG: this.emaG ?? undefined,
       adam: { G: { m: this.adam.G.m, v: this.adam.G.v }, D: { m: this.adam.D.m, v: this.adam.D.v } },
     };
   }
@@ -525,6 +535,8 @@ export class Coordinator {
     this.weightFrames[net] = null;
     const frame = this.weightsFrame(net);
     for (const c of this.liveWorkers()) this.send(c, frame);
+    // Workers never see the average: it is updated while the new weights are on their way.
+    if (net === 'G' && this.emaG) emaUpdate(this.emaG, this.weights.G, this.cfg.emaDecay, this.adam.G.t);
     return performance.now() - t0;
   }
 
@@ -648,7 +660,7 @@ export class Coordinator {
   writeGrid(fixed: { noise: Float32Array; labels: Uint8Array; cols: number }, name: string): string {
     const g = new GanModel(this.cfg.model);
     try {
-      g.setWeights('G', this.weights.G);
+      g.setWeights('G', this.sampleWeights());
       const imgs = g.generate(fixed.noise, isConditional(this.cfg.model) ? fixed.labels : undefined);
       const file = join(this.runDir, 'samples', name);
       writeFileAtomic(file, gridPng(imgs, fixed.cols * fixed.cols, fixed.cols));

@@ -8,7 +8,7 @@ import { Command, Option } from 'commander';
 import { BACKEND_NAMES, type BackendName, initBackend } from '../shared/backend.js';
 import { die, intArg } from '../shared/cli.js';
 import { loadMnist } from '../shared/mnist.js';
-import { loadCheckpoint } from './checkpoint.js';
+import { generatorWeights, loadCheckpoint } from './checkpoint.js';
 import { formatEvalTable } from './eval/evaluate.js';
 import { makeEvaluator } from './eval/run.js';
 
@@ -16,6 +16,7 @@ export interface EvaluateOptions {
   samples: number;
   data?: string;
   seed: number;
+  raw?: boolean;
   backend: BackendName;
 }
 
@@ -26,6 +27,7 @@ export function program(): Command {
     .option('--samples <n>', 'generated images to score', intArg(10, 100000), 2000)
     .option('--data <dir>', 'MNIST IDX files for the classifier and the real reference (default: what the run trained on)')
     .option('--seed <n>', 'noise seed', intArg(0, 2 ** 32 - 1), 0)
+    .option('--raw', 'score G\'s latest weights instead of their moving average (runs with --ema)', false)
     .addOption(new Option('--backend <name>', 'TensorFlow.js backend').choices(BACKEND_NAMES as string[]).default('auto'));
 }
 
@@ -35,8 +37,10 @@ export async function evaluateRun(runDir: string, o: EvaluateOptions, log: (s: s
   const data = loadMnist(o.data ?? s.config.data ?? undefined);
   const ev = await makeEvaluator(data, log);
   try {
-    const r = ev.evaluate(s.config.model, s.weights.G, o.samples, o.seed);
-    const out = { run: runDir, round: s.round, epoch: s.epoch, model: s.config.model.kind, ...r };
+    const r = ev.evaluate(s.config.model, generatorWeights(s, o.raw), o.samples, o.seed);
+    const weights = s.emaG && !o.raw ? `moving average (decay ${s.config.emaDecay})` : 'latest';
+    log(`scoring ${s.config.model.kind} at round ${s.round}, G's ${weights} weights`);
+    const out = { run: runDir, round: s.round, epoch: s.epoch, model: s.config.model.kind, weights, ...r };
     writeFileSync(join(runDir, 'eval.json'), JSON.stringify(out, null, 2) + '\n');
     process.stdout.write(formatEvalTable(r) + '\n');
     return out;

@@ -10,7 +10,7 @@ import { GanModel } from '../shared/gan.js';
 import { isConditional } from '../shared/model.js';
 import { gridPng } from '../shared/png.js';
 import { Rng, Stream } from '../shared/rng.js';
-import { loadCheckpoint } from './checkpoint.js';
+import { generatorWeights, loadCheckpoint } from './checkpoint.js';
 
 export interface GenerateOptions {
   checkpoint: string;
@@ -19,6 +19,8 @@ export interface GenerateOptions {
   digit?: number | 'all';
   seed: number;
   cols?: number;
+  /** Sample G's latest weights even when the run kept a moving average. */
+  raw?: boolean;
   backend: BackendName;
 }
 
@@ -37,6 +39,7 @@ export function program(): Command {
     .option('--digit <d>', 'conditional models: the digit to draw (0-9), or "all" for one row per digit', digitArg)
     .option('--seed <n>', 'noise seed', intArg(0, 2 ** 32 - 1), 0)
     .option('--cols <n>', 'grid columns (default: square)', intArg(1, 1000))
+    .option('--raw', 'use G\'s latest weights instead of their moving average (runs with --ema)', false)
     .addOption(new Option('--backend <name>', 'TensorFlow.js backend').choices(BACKEND_NAMES as string[]).default('auto'));
 }
 
@@ -64,7 +67,7 @@ export async function generate(o: GenerateOptions): Promise<{ file: string; coun
   for (let i = 0; i < noise.length; i++) noise[i] = rng.normal();
   const g = new GanModel(cfg);
   try {
-    g.setWeights('G', s.weights.G);
+    g.setWeights('G', generatorWeights(s, o.raw));
     const images = g.generate(noise, labels);
     writeFileSync(o.out, gridPng(images, count, cols));
   } finally {

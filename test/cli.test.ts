@@ -191,12 +191,12 @@ describe('--help lists every flag', () => {
       '--workers', '--min-workers', '--spawn', '--host', '--port', '--out', '--resume', '--data', '--model', '--epochs',
       '--max-rounds', '--batch-size', '--lr', '--lr-d', '--lr-g', '--beta1', '--beta2', '--eps', '--g-hidden', '--d-hidden',
       '--noise-dim', '--dropout', '--leak', '--seed', '--checkpoint-every', '--round-timeout', '--heartbeat', '--fp16',
-      '--token', '--insecure', '--tls-cert', '--tls-key', '--backend', '--threads', '--eval-every', '--help',
+      '--token', '--insecure', '--tls-cert', '--tls-key', '--backend', '--threads', '--ema', '--eval-every', '--help',
     ]],
     worker: [dist.worker, [
       '--connect', '--token', '--ca', '--backend', '--threads', '--connect-timeout', '--max-payload', '--model', '--quiet', '--help',
     ]],
-    generate: [dist.generate, ['--checkpoint', '--out', '--count', '--digit', '--seed', '--cols', '--backend', '--help']],
+    generate: [dist.generate, ['--checkpoint', '--out', '--count', '--digit', '--seed', '--cols', '--raw', '--backend', '--help']],
   };
   for (const [name, [script, expected]] of Object.entries(flags)) {
     it(name, async () => {

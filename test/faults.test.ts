@@ -273,6 +273,7 @@ describe('coordinator faults (coordinator as a process)', () => {
     expect(sameBytes(a.weights.D, b.weights.D)).toBe(true);
     expect(sameBytes(a.weights.G, b.weights.G)).toBe(true);
     expect(sameBytes(a.adam.D.m, b.adam.D.m) && sameBytes(a.adam.G.v, b.adam.G.v)).toBe(true);
+    expect(a.emaG && b.emaG && sameBytes(a.emaG, b.emaG)).toBe(true);
     expect(Buffer.from(a.epochUses).equals(Buffer.from(b.epochUses))).toBe(true);
     // The resumed run crossed two epoch boundaries with every sample used once in each epoch.
     const exact = { samples: 300, usedOnce: 300, missing: 0, duplicated: 0 };
