@@ -1,6 +1,6 @@
 /**
  * `evaluate RUN_DIR`: score a trained generator with the project's MNIST classifier (trained once
- * and cached), write RUN_DIR/eval.json and print a table.
+ * and cached), write RUN_DIR/eval.json (eval-raw.json with --raw) and print a table.
  */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -9,6 +9,7 @@ import { BACKEND_NAMES, type BackendName, initBackend } from '../shared/backend.
 import { die, intArg } from '../shared/cli.js';
 import { loadMnist } from '../shared/mnist.js';
 import { generatorWeights, loadCheckpoint } from './checkpoint.js';
+import type { ClassifierOptions } from './eval/classifier.js';
 import { formatEvalTable } from './eval/evaluate.js';
 import { makeEvaluator } from './eval/run.js';
 
@@ -31,17 +32,27 @@ export function program(): Command {
     .addOption(new Option('--backend <name>', 'TensorFlow.js backend').choices(BACKEND_NAMES as string[]).default('auto'));
 }
 
-export async function evaluateRun(runDir: string, o: EvaluateOptions, log: (s: string) => void): Promise<Record<string, unknown>> {
+/** Scores of the moving average go to eval.json, of the latest weights (--raw) to eval-raw.json. */
+export function evalFile(o: Pick<EvaluateOptions, 'raw'>): string {
+  return o.raw ? 'eval-raw.json' : 'eval.json';
+}
+
+export async function evaluateRun(
+  runDir: string,
+  o: EvaluateOptions,
+  log: (s: string) => void,
+  judge: Partial<ClassifierOptions> = {},
+): Promise<Record<string, unknown>> {
   const s = loadCheckpoint(runDir);
   await initBackend(o.backend, { log });
   const data = loadMnist(o.data ?? s.config.data ?? undefined);
-  const ev = await makeEvaluator(data, log);
+  const ev = await makeEvaluator(data, log, judge);
   try {
     const r = ev.evaluate(s.config.model, generatorWeights(s, o.raw), o.samples, o.seed);
     const weights = s.emaG && !o.raw ? `moving average (decay ${s.config.emaDecay})` : 'latest';
     log(`scoring ${s.config.model.kind} at round ${s.round}, G's ${weights} weights`);
     const out = { run: runDir, round: s.round, epoch: s.epoch, model: s.config.model.kind, weights, ...r };
-    writeFileSync(join(runDir, 'eval.json'), JSON.stringify(out, null, 2) + '\n');
+    writeFileSync(join(runDir, evalFile(o)), JSON.stringify(out, null, 2) + '\n');
     process.stdout.write(formatEvalTable(r) + '\n');
     return out;
   } finally {
@@ -55,7 +66,7 @@ export function main(argv: string[]): void {
   const log = (s: string) => process.stderr.write(`evaluate: ${s}\n`);
   evaluateRun(cmd.args[0]!, cmd.opts<EvaluateOptions>(), log).then(
     () => {
-      process.stdout.write(`wrote ${join(cmd.args[0]!, 'eval.json')}\n`);
+      process.stdout.write(`wrote ${join(cmd.args[0]!, evalFile(cmd.opts<EvaluateOptions>()))}\n`);
       process.exit(0);
     },
     (e) => die('evaluate', e),

@@ -19,7 +19,8 @@ import {
 } from '../coordinator/eval/metrics.js';
 import { type Dataset, type MnistSplits, loadEmbedded } from '../shared/mnist.js';
 import { Rng } from '../shared/rng.js';
-import { tempDir } from './helpers.js';
+import { evaluateRun } from '../coordinator/evaluate-cli.js';
+import { smallData, startCluster, tempDir, tinyConfig, tinyModel } from './helpers.js';
 
 beforeAll(async () => {
   await tf.setBackend('wasm');
@@ -226,6 +227,24 @@ describe('evaluation against real digits', () => {
     expect(table).toMatch(/1\/10/);
     expect(table).not.toMatch(/conditional/);
   });
+
+  it('evaluate RUN_DIR scores the moving average into eval.json and the latest weights into eval-raw.json', async () => {
+    const coord = await (await startCluster(tinyConfig({ model: { ...tinyModel, kind: 'acgan' }, workers: 1, batchSize: 20, maxRounds: 3 }), smallData(60))).finish();
+    const opts = { samples: 100, seed: 0, backend: 'wasm' as const };
+    const lines: string[] = [];
+    const avg = await evaluateRun(coord.runDir, opts, (s) => lines.push(s), { epochs: 2 });
+    const raw = await evaluateRun(coord.runDir, { ...opts, raw: true }, (s) => lines.push(s), { epochs: 2 });
+    // The judge of the block above, from its cache: no second training.
+    expect(lines.some((l) => /classifier: loaded/.test(l))).toBe(true);
+    const saved = JSON.parse(readFileSync(join(coord.runDir, 'eval.json'), 'utf8')) as Record<string, unknown>;
+    const savedRaw = JSON.parse(readFileSync(join(coord.runDir, 'eval-raw.json'), 'utf8')) as Record<string, unknown>;
+    expect(saved).toEqual(avg);
+    expect(savedRaw).toEqual(raw);
+    expect(saved).toMatchObject({ model: 'acgan', round: 3, weights: 'moving average (decay 0.999)', samples: 100 });
+    expect(savedRaw).toMatchObject({ weights: 'latest' });
+    expect(typeof saved.conditionalAccuracy).toBe('number');
+    expect(saved.fd).not.toBe(savedRaw.fd);
+  }, 120_000);
 
   it('ranks noise and blank images far from real digits', () => {
     const rng = new Rng(9);

@@ -6,7 +6,7 @@ import { GanModel } from '../../shared/gan.js';
 import type { MnistSplits } from '../../shared/mnist.js';
 import { type ModelConfig, isConditional } from '../../shared/model.js';
 import { Rng, Stream } from '../../shared/rng.js';
-import { type Classifier, getClassifier } from './classifier.js';
+import { type Classifier, type ClassifierOptions, getClassifier } from './classifier.js';
 import { type EvalResult, evaluateImages } from './evaluate.js';
 
 export interface Evaluator {
@@ -15,8 +15,9 @@ export interface Evaluator {
   dispose(): void;
 }
 
-export async function makeEvaluator(data: MnistSplits, log?: (s: string) => void): Promise<Evaluator> {
-  const classifier = await getClassifier({ data, log });
+/** `judge` overrides the classifier's training settings (tests use a quicker judge). */
+export async function makeEvaluator(data: MnistSplits, log?: (s: string) => void, judge: Partial<ClassifierOptions> = {}): Promise<Evaluator> {
+  const classifier = await getClassifier({ data, log, ...judge });
   return {
     classifier,
     evaluate(model, gWeights, samples, seed = 0) {
