@@ -3,6 +3,10 @@
  *
  *   "GANDDP01" | u32 LE json length | json | zero padding to 4 | float32 sections | sha256 (32 bytes)
  *
+ * Format 1 has the six sections of the nets and their Adam states; format 2 adds the moving
+ * average of G as a seventh (written only by runs that keep one, so format 1 readers still load
+ * every other checkpoint).
+ *
  * The json names the sections (G and D weights, Adam m and v of both, and the moving average of
  * G's weights when the run keeps one) and carries the config, the
  * round, epoch and per-sample use counts of the current epoch. All randomness is keyed by (seed,
@@ -13,7 +17,7 @@
 import { createHash } from 'node:crypto';
 import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { modelSignature, netLayout } from '../shared/model.js';
+import { MODEL_KINDS, modelSignature, netLayout } from '../shared/model.js';
 import type { TrainConfig } from './config.js';
 
 const MAGIC = Buffer.from('GANDDP01', 'ascii');
@@ -54,9 +58,10 @@ function sections(s: TrainState): Float32Array[] {
 }
 
 export function encodeCheckpoint(s: TrainState): Buffer {
+  if (!!s.emaG !== s.config.emaDecay > 0) throw new Error(`checkpoint: emaDecay ${s.config.emaDecay} ${s.emaG ? 'with' : 'without'} a moving average`);
   const secs = sections(s);
   const meta = {
-    format: 1,
+    format: s.emaG ? 2 : 1,
     signature: modelSignature(s.config.model),
     config: s.config,
     round: s.round,
@@ -96,23 +101,26 @@ export function decodeCheckpoint(buf: Buffer, file: string): TrainState {
   } catch {
     return bad('corrupt header');
   }
-  if (meta.format !== 1) bad(`unsupported format ${String(meta.format)}`);
+  if (meta.format !== 1 && meta.format !== 2) bad(`unsupported format ${String(meta.format)} (this program reads 1 and 2)`);
   const config = meta.config as TrainConfig;
-  if (typeof config !== 'object' || config === null || typeof config.model !== 'object') bad('corrupt header (no config)');
+  if (typeof config !== 'object' || config === null || typeof config.model !== 'object' || config.model === null) bad('corrupt header (no config)');
+  if (!MODEL_KINDS.includes(config.model.kind)) bad(`unknown model kind ${JSON.stringify(config.model.kind)}`);
   // Checkpoints from before the moving average existed have no emaDecay.
   config.emaDecay ??= 0;
+  const withAverage = meta.format === 2;
+  if (withAverage !== config.emaDecay > 0) bad(`format ${String(meta.format)} does not match emaDecay ${config.emaDecay}`);
   if (meta.signature !== modelSignature(config.model)) bad('model signature does not match its own config');
   let off = MAGIC.length + 4 + jsonLen;
   off += (4 - (off % 4)) % 4;
   const secs = meta.sections as { name: string; length: number }[];
+  const names: string[] = withAverage ? [...SECTIONS, EMA_SECTION] : [...SECTIONS];
+  if (!Array.isArray(secs) || secs.length !== names.length) bad(`expected ${names.length} sections`);
   const expect: Record<string, number> = {
     'G.w': netLayout(config.model, 'G').total, 'D.w': netLayout(config.model, 'D').total,
   };
   expect['G.m'] = expect['G.v'] = expect['G.w']!;
   expect['D.m'] = expect['D.v'] = expect['D.w']!;
   expect[EMA_SECTION] = expect['G.w']!;
-  const names: string[] = [...SECTIONS];
-  if (Array.isArray(secs) && secs.length === SECTIONS.length + 1) names.push(EMA_SECTION);
   const arrays: Float32Array[] = [];
   names.forEach((name, i) => {
     const s = secs[i];

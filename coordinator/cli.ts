@@ -110,7 +110,7 @@ export async function run(o: CliOptions, explicit: Set<string>): Promise<number>
   if (o.resume) {
     // The checkpoint's config governs; flags given explicitly may change only what is safe to change.
     const saved = loadCheckpoint(o.resume).config;
-    const flagOf: Record<string, keyof TrainConfig> = { epochs: 'epochs', maxRounds: 'maxRounds', checkpointEvery: 'checkpointEvery', roundTimeout: 'roundTimeoutMs', minWorkers: 'minWorkers', evalEvery: 'evalEvery', workers: 'workers' };
+    const flagOf: Record<string, keyof TrainConfig> = { epochs: 'epochs', maxRounds: 'maxRounds', checkpointEvery: 'checkpointEvery', roundTimeout: 'roundTimeoutMs', minWorkers: 'minWorkers', evalEvery: 'evalEvery', workers: 'workers', ema: 'emaDecay' };
     const next = { ...saved };
     for (const [flag, key] of Object.entries(flagOf)) if (explicit.has(flag)) (next as Record<string, unknown>)[key] = config[key];
     config = next;

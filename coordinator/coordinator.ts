@@ -233,6 +233,7 @@ export class Coordinator {
     this.weights = s.weights;
     this.adam = { G: { ...s.adam.G, t: s.adamSteps.G }, D: { ...s.adam.D, t: s.adamSteps.D } };
     this.emaG = this.cfg.emaDecay > 0 ? (s.emaG ?? s.weights.G.slice()) : null;
+    if (this.emaG && !s.emaG) this.log(`the checkpoint kept no moving average of G: starting one (decay ${this.cfg.emaDecay}) from the current weights`);
     this.versions = { ...s.versions };
     this.round = s.round;
     this.epoch = s.epoch;

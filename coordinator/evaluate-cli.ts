@@ -49,9 +49,10 @@ export async function evaluateRun(
   const ev = await makeEvaluator(data, log, judge);
   try {
     const r = ev.evaluate(s.config.model, generatorWeights(s, o.raw), o.samples, o.seed);
-    const weights = s.emaG && !o.raw ? `moving average (decay ${s.config.emaDecay})` : 'latest';
-    log(`scoring ${s.config.model.kind} at round ${s.round}, G's ${weights} weights`);
-    const out = { run: runDir, round: s.round, epoch: s.epoch, model: s.config.model.kind, weights, ...r };
+    const weights = s.emaG && !o.raw ? 'average' : 'latest';
+    log(`scoring ${s.config.model.kind} at round ${s.round}: G's ${weights === 'average' ? `moving average (decay ${s.config.emaDecay})` : 'latest weights'}` +
+      (o.raw && !s.emaG ? ' (the run kept no average)' : ''));
+    const out = { run: runDir, round: s.round, epoch: s.epoch, model: s.config.model.kind, weights, emaDecay: s.config.emaDecay, ...r };
     writeFileSync(join(runDir, evalFile(o)), JSON.stringify(out, null, 2) + '\n');
     process.stdout.write(formatEvalTable(r) + '\n');
     return out;

@@ -72,7 +72,7 @@ function layout(net: Net, widths: number[]): NetLayout {
 
 /** Whether G takes a label: the model can be asked for a chosen digit. */
 export function isConditional(cfg: ModelConfig): boolean {
-  return cfg.kind !== 'gan';
+  return cfg.kind === 'cgan' || cfg.kind === 'acgan';
 }
 
 /** Width of the one-hot label a net takes beside its input (0: none). */

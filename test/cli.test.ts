@@ -110,6 +110,7 @@ describe('generate on a conditional checkpoint', () => {
     saveCheckpoint(dir, {
       config, round: 0, epoch: 0, versions: { D: 0, G: 0 }, adamSteps: { D: 0, G: 0 }, epochUses: new Uint8Array(10),
       weights: { G: initWeights(g, 1), D: initWeights(d, 1) },
+      emaG: initWeights(g, 2),
       adam: { G: { m: new Float32Array(g.total), v: new Float32Array(g.total) }, D: { m: new Float32Array(d.total), v: new Float32Array(d.total) } },
     });
     const [one, all] = await Promise.all([
@@ -129,7 +130,10 @@ describe('bad invocations exit non-zero with one clear line', () => {
     [['--workers', '0'], /--workers.*'0' is invalid.*whole number from 1/],
     [['--workers', 'abc'], /--workers.*'abc' is invalid/],
     [['--batch-size', '-1'], /--batch-size.*'-1' is invalid/],
-    [['--model', 'foo'], /--model.*'foo' is invalid.*gan, cgan/],
+    [['--model', 'foo'], /--model.*'foo' is invalid.*gan, cgan, acgan/],
+    [['--ema', '1'], /--ema.*'1' is invalid/],
+    [['--ema', '-0.1'], /--ema.*'-0.1' is invalid/],
+    [['--ema', 'abc'], /--ema.*'abc' is invalid/],
     [['--no-such-flag'], /unknown option '--no-such-flag'/],
     [['--min-workers', '3', '--workers', '2'], /--min-workers 3 is above --workers 2/],
   ];
@@ -197,6 +201,7 @@ describe('--help lists every flag', () => {
       '--connect', '--token', '--ca', '--backend', '--threads', '--connect-timeout', '--max-payload', '--model', '--quiet', '--help',
     ]],
     generate: [dist.generate, ['--checkpoint', '--out', '--count', '--digit', '--seed', '--cols', '--raw', '--backend', '--help']],
+    evaluate: [dist.evaluate, ['--samples', '--data', '--seed', '--raw', '--backend', '--help']],
   };
   for (const [name, [script, expected]] of Object.entries(flags)) {
     it(name, async () => {

@@ -3,8 +3,9 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { emaDecayAt, emaUpdate } from '../coordinator/adam.js';
+import { Coordinator } from '../coordinator/coordinator.js';
 import { decodeCheckpoint, encodeCheckpoint, generatorWeights, loadCheckpoint } from '../coordinator/checkpoint.js';
-import { smallData, startCluster, tinyConfig } from './helpers.js';
+import { smallData, startCluster, tempDir, tinyConfig } from './helpers.js';
 
 describe('moving average of G', () => {
   it('ramps its decay up as min(decay, (1 + t) / (10 + t))', () => {
@@ -18,17 +19,23 @@ describe('moving average of G', () => {
   });
 
   it('the coordinator averages G after every G step, checkpoints the average and samples from it', async () => {
-    const emaDecay = 0.9;
+    // Small enough that the ramp (2/11, 3/12, 4/13, ...) reaches the cap within the run.
+    const emaDecay = 0.3;
     const seen: Float32Array[] = [];
-    const cluster = await startCluster(tinyConfig({ maxRounds: 6, emaDecay }), smallData(100), {
+    const cluster = await startCluster(tinyConfig({ maxRounds: 6, epochs: 2, emaDecay }), smallData(100), {
       onRound: (_m, c) => seen.push(c.weights.G.slice()),
     });
     const initial = cluster.coord.emaG!.slice();
     const coord = await cluster.finish();
-    // Recompute the average from the weights after each round (one G step per round).
-    const expected = initial;
-    seen.forEach((w, i) => emaUpdate(expected, w, emaDecay, i + 1));
-    expect(Buffer.from(coord.emaG!.buffer).equals(Buffer.from(expected.buffer))).toBe(true);
+    // Recompute the average by hand from the weights after each round (one G step per round).
+    expect(seen).toHaveLength(6);
+    const expected = Float64Array.from(initial);
+    seen.forEach((w, i) => {
+      const t = i + 1;
+      const d = Math.min(emaDecay, (1 + t) / (10 + t));
+      for (let k = 0; k < expected.length; k++) expected[k] = Math.fround(d * expected[k]! + (1 - d) * w[k]!);
+    });
+    expect(Buffer.from(coord.emaG!.buffer).equals(Buffer.from(Float32Array.from(expected).buffer))).toBe(true);
     expect(Buffer.from(coord.emaG!.buffer).equals(Buffer.from(coord.weights.G.buffer))).toBe(false);
     expect(coord.sampleWeights()).toBe(coord.emaG);
 
@@ -57,6 +64,18 @@ describe('moving average of G', () => {
     expect(back.emaG).toBeUndefined();
     expect(back.config.emaDecay).toBe(0);
     expect(generatorWeights(back)).toBe(back.weights.G);
+    // A checkpoint that claims an average it does not hold is never written.
+    expect(() => encodeCheckpoint({ ...rest, config: s.config } as typeof s)).toThrow(/emaDecay 0.3 without a moving average/);
+
+    // Resuming such a checkpoint with --ema starts the average from the current weights.
+    const dir = tempDir();
+    writeFileSync(join(dir, 'checkpoint.bin'), readFileSync(file));
+    const lines: string[] = [];
+    const resumed = new Coordinator({ config: { ...back.config, emaDecay: 0.5 }, host: '127.0.0.1', port: 0, out: dir, resume: true, dataset: smallData(100), log: (l) => lines.push(l) });
+    await resumed.start();
+    await resumed.close();
+    expect(Buffer.from(resumed.emaG!.buffer).equals(Buffer.from(back.weights.G.buffer))).toBe(true);
+    expect(lines.some((l) => /kept no moving average of G: starting one \(decay 0.5\)/.test(l))).toBe(true);
   }, 60_000);
 
   it('--ema 0 keeps no average', async () => {

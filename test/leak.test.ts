@@ -49,9 +49,9 @@ describe('no tensor leak', () => {
     expect(memory()).toEqual(before);
   });
 
-  it('20 D+G steps of the conditional tiny model leave tf.memory() unchanged after warm-up', () => {
+  it.each(['cgan', 'acgan'] as const)('20 D+G steps of the conditional tiny model (%s) leave tf.memory() unchanged after warm-up', (kind) => {
     const before = memory();
-    const mem = stepMemory({ ...tinyModel, kind: 'cgan', dropout: 0 }, 8, 20);
+    const mem = stepMemory({ ...tinyModel, kind, dropout: 0 }, 8, 20);
     for (const m of mem) expect(m).toEqual(mem[0]);
     expect(memory()).toEqual(before);
   });
@@ -78,6 +78,17 @@ describe('no tensor leak', () => {
     }
     expect(memory()).toEqual(loaded);
     model.dispose();
+    // The AC-GAN's D answers real/fake and the class: discriminate keeps only the first.
+    const ac = new GanModel({ ...tinyModel, kind: 'acgan' });
+    ac.setWeights('G', initWeights(ac.g, 1));
+    ac.setWeights('D', initWeights(ac.d, 1));
+    const acLoaded = memory();
+    for (let i = 0; i < 5; i++) {
+      expect(ac.generate(new Float32Array(5 * tinyModel.noiseDim), new Uint8Array(5).fill(i)).length).toBe(5 * 784);
+      expect(ac.discriminate(new Float32Array(5 * 784)).length).toBe(5);
+    }
+    expect(memory()).toEqual(acLoaded);
+    ac.dispose();
     expect(memory()).toEqual(before);
   });
 

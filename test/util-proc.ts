@@ -10,6 +10,7 @@ export const dist = {
   coordinator: join(repoRoot, 'dist', 'coordinator', 'main.js'),
   worker: join(repoRoot, 'dist', 'worker', 'main.js'),
   generate: join(repoRoot, 'dist', 'coordinator', 'generate-main.js'),
+  evaluate: join(repoRoot, 'dist', 'coordinator', 'evaluate-main.js'),
 };
 
 /** The CLI tests run the compiled programs: `npm test` builds first. */
