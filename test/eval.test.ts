@@ -197,7 +197,7 @@ describe('evaluation against real digits', () => {
     // Two passes over the embedded digits make a confident enough judge; cached under .cache/ like
     // the project's own classifier (different settings, so a different file).
     clf = await getClassifier({ data, epochs: 2, log: (s) => log.push(s) });
-  }, 120_000);
+  }, 600_000);
   afterAll(() => clf?.dispose());
 
   it('scores real test digits near the ceiling and a one-digit set as one mode', () => {
