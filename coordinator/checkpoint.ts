@@ -48,8 +48,9 @@ export class CheckpointError extends Error {
 const SECTIONS = ['G.w', 'D.w', 'G.m', 'G.v', 'D.m', 'D.v'] as const;
 const EMA_SECTION = 'G.ema';
 
-function sectionNames(s: TrainState): string[] {
-  return s.emaG ? [...SECTIONS, EMA_SECTION] : [...SECTIONS];
+/** Section names in file order: format 1 without the average, format 2 with it. */
+function sectionNames(withAverage: boolean): string[] {
+  return withAverage ? [...SECTIONS, EMA_SECTION] : [...SECTIONS];
 }
 
 function sections(s: TrainState): Float32Array[] {
@@ -70,7 +71,7 @@ export function encodeCheckpoint(s: TrainState): Buffer {
     adamSteps: s.adamSteps,
     rng: { scheme: 'keyed-sfc32', seed: s.config.seed },
     epochUses: Buffer.from(s.epochUses).toString('base64'),
-    sections: sectionNames(s).map((name, i) => ({ name, length: secs[i]!.length })),
+    sections: sectionNames(!!s.emaG).map((name, i) => ({ name, length: secs[i]!.length })),
   };
   const json = Buffer.from(JSON.stringify(meta));
   const headLen = MAGIC.length + 4 + json.length;
@@ -113,7 +114,7 @@ export function decodeCheckpoint(buf: Buffer, file: string): TrainState {
   let off = MAGIC.length + 4 + jsonLen;
   off += (4 - (off % 4)) % 4;
   const secs = meta.sections as { name: string; length: number }[];
-  const names: string[] = withAverage ? [...SECTIONS, EMA_SECTION] : [...SECTIONS];
+  const names = sectionNames(withAverage);
   if (!Array.isArray(secs) || secs.length !== names.length) bad(`expected ${names.length} sections`);
   const expect: Record<string, number> = {
     'G.w': netLayout(config.model, 'G').total, 'D.w': netLayout(config.model, 'D').total,
