@@ -48,8 +48,9 @@ export async function evaluateRun(
   const data = loadMnist(o.data ?? s.config.data ?? undefined);
   const ev = await makeEvaluator(data, log, judge);
   try {
-    const r = ev.evaluate(s.config.model, generatorWeights(s, o.raw), o.samples, o.seed);
-    const weights = s.emaG && !o.raw ? 'average' : 'latest';
+    const g = generatorWeights(s, o.raw);
+    const r = ev.evaluate(s.config.model, g, o.samples, o.seed);
+    const weights = g === s.emaG ? 'average' : 'latest';
     log(`scoring ${s.config.model.kind} at round ${s.round}: G's ${weights === 'average' ? `moving average (decay ${s.config.emaDecay})` : 'latest weights'}` +
       (o.raw && !s.emaG ? ' (the run kept no average)' : ''));
     const out = { run: runDir, round: s.round, epoch: s.epoch, model: s.config.model.kind, weights, emaDecay: s.config.emaDecay, ...r };
