@@ -11,14 +11,13 @@
  * G's weights when the run keeps one) and carries the config, the
  * round, epoch and per-sample use counts of the current epoch. All randomness is keyed by (seed,
  * epoch, sample, phase), so the seed is the whole RNG state. Writes are atomic (temporary file,
- * fsync, rename, fsync of the directory): a crash leaves the previous checkpoint intact. A file
- * whose hash, sizes or model do not match is refused and never overwritten.
+ * fsync, rename, fsync of the directory; run-dir.ts): a crash leaves the previous checkpoint intact.
+ * A file whose hash, sizes or model do not match is refused and never overwritten.
  */
 import { createHash } from 'node:crypto';
-import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { MODEL_KINDS, modelSignature, netLayout } from '../shared/model.js';
+import { modelConfigProblem, modelSignature, netLayout } from '../shared/model.js';
 import type { TrainConfig } from './config.js';
+import { GanError } from '../shared/errors.js';
 
 const MAGIC = Buffer.from('GANDDP01', 'ascii');
 export const CHECKPOINT_FILE = 'checkpoint.bin';
@@ -35,14 +34,6 @@ export interface TrainState {
   /** Moving average of G's weights (runs with emaDecay > 0). */
   emaG?: Float32Array;
   adam: { G: { m: Float32Array; v: Float32Array }; D: { m: Float32Array; v: Float32Array } };
-}
-
-export class CheckpointError extends Error {
-  readonly code = 'E_CHECKPOINT';
-  constructor(message: string) {
-    super(message);
-    this.name = 'CheckpointError';
-  }
 }
 
 const SECTIONS = ['G.w', 'D.w', 'G.m', 'G.v', 'D.m', 'D.v'] as const;
@@ -89,7 +80,7 @@ export function encodeCheckpoint(s: TrainState): Buffer {
 
 export function decodeCheckpoint(buf: Buffer, file: string): TrainState {
   const bad = (why: string): never => {
-    throw new CheckpointError(`${file}: ${why}`);
+    throw new GanError('E_CHECKPOINT', `${file}: ${why}`);
   };
   if (buf.length < MAGIC.length + 4 + 32 || !buf.subarray(0, MAGIC.length).equals(MAGIC)) bad('not a checkpoint of this program (bad magic)');
   const body = buf.subarray(0, buf.length - 32);
@@ -104,8 +95,9 @@ export function decodeCheckpoint(buf: Buffer, file: string): TrainState {
   }
   if (meta.format !== 1 && meta.format !== 2) bad(`unsupported format ${String(meta.format)} (this program reads 1 and 2)`);
   const config = meta.config as TrainConfig;
-  if (typeof config !== 'object' || config === null || typeof config.model !== 'object' || config.model === null) bad('corrupt header (no config)');
-  if (!MODEL_KINDS.includes(config.model.kind)) bad(`unknown model kind ${JSON.stringify(config.model.kind)}`);
+  if (typeof config !== 'object' || config === null) bad('corrupt header (no config)');
+  const problem = modelConfigProblem(config.model);
+  if (problem) bad(`model configuration: ${problem}`);
   // Checkpoints from before the moving average existed have no emaDecay.
   config.emaDecay ??= 0;
   const withAverage = meta.format === 2;
@@ -151,46 +143,4 @@ export function decodeCheckpoint(buf: Buffer, file: string): TrainState {
 /** The generator weights to sample: the moving average when the run kept one (unless `raw`). */
 export function generatorWeights(s: TrainState, raw = false): Float32Array {
   return (!raw && s.emaG) || s.weights.G;
-}
-
-/** Write `data` to `file` atomically: temporary file, fsync, rename, fsync of the directory. */
-export function writeFileAtomic(file: string, data: Uint8Array): void {
-  const tmp = `${file}.tmp-${process.pid}`;
-  const fd = openSync(tmp, 'w');
-  try {
-    let off = 0;
-    while (off < data.length) off += writeSync(fd, data, off, data.length - off);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  renameSync(tmp, file);
-  try {
-    const dfd = openSync(dirname(file), 'r');
-    try {
-      fsyncSync(dfd);
-    } finally {
-      closeSync(dfd);
-    }
-  } catch {
-    // Some filesystems refuse fsync on directories; the rename itself is still atomic.
-  }
-}
-
-export function saveCheckpoint(runDir: string, s: TrainState): string {
-  const file = join(runDir, CHECKPOINT_FILE);
-  writeFileAtomic(file, encodeCheckpoint(s));
-  return file;
-}
-
-/** Load RUN_DIR/checkpoint.bin (or a checkpoint file given directly). */
-export function loadCheckpoint(path: string): TrainState {
-  const file = existsSync(join(path, CHECKPOINT_FILE)) ? join(path, CHECKPOINT_FILE) : path;
-  let buf: Buffer;
-  try {
-    buf = readFileSync(file);
-  } catch (e) {
-    throw new CheckpointError(`${file}: cannot read checkpoint (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
-  }
-  return decodeCheckpoint(buf, file);
 }

@@ -14,8 +14,8 @@ export interface SpawnOptions {
 }
 
 export function workerEntry(): string {
-  // From dist/coordinator/spawn.js the worker is dist/worker/main.js.
-  const js = fileURLToPath(new URL('../worker/main.js', import.meta.url));
+  // From dist/coordinator/spawn.js the worker is dist/cli/worker.js.
+  const js = fileURLToPath(new URL('../cli/worker.js', import.meta.url));
   if (!existsSync(js)) throw new Error(`${js} not found: run "npm run build" first`);
   return js;
 }

@@ -2,7 +2,10 @@
   "targets": [
     {
       "target_name": "gan_native",
-      "sources": ["src/gan_native.c"],
+      "sources": [
+        "src/addon.c", "src/args.c", "src/kernels.c", "src/array_math.c",
+        "<!@(node blas-flags.cjs sources)"
+      ],
       "cflags": ["-O3", "-std=c11", "-ffp-contract=off", "-fno-trapping-math", "-fno-math-errno", "-Wall", "-Wno-unused-parameter"],
       "xcode_settings": { "OTHER_CFLAGS": ["-O3", "-std=c11", "-ffp-contract=off", "-fno-trapping-math", "-fno-math-errno"] },
       "include_dirs": ["<!@(node blas-flags.cjs include)"],

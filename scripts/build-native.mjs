@@ -1,10 +1,12 @@
 #!/usr/bin/env node
 /**
- * Builds the optional OpenBLAS addon (native/) at `npm install` / `npm ci`.
+ * Builds the native addon (native/) at `npm install` / `npm ci`, or again with `npm run build:native`.
  *
  * The addon is an accelerator, not a requirement: whenever something it needs is missing (a C
- * compiler, OpenBLAS, node-gyp, Node's headers) this prints one line saying why and exits 0, so
- * installation never fails and the program falls back to the wasm backend at run time.
+ * compiler, make, node-gyp, Node's headers) this prints one line saying why and exits 0, so
+ * installation never fails and the program falls back to the wasm backend at run time. Its matrix
+ * products use OpenBLAS when installed, else the project's own GEMM (GAN_GEMM=openblas|builtin
+ * forces one).
  *
  *   node scripts/build-native.mjs [--verbose]     GAN_SKIP_NATIVE=1 skips the build
  */
@@ -39,25 +41,29 @@ if (run('make', ['--version']).status !== 0) skip('make is not installed');
 const pythons = [process.env.PYTHON, process.env.npm_config_python, 'python3', 'python'].filter(Boolean);
 if (!pythons.some((py) => run(py, ['--version']).status === 0)) skip('python3 not found (node-gyp needs it)');
 
-// The same flags binding.gyp will use, so a missing OpenBLAS is reported here in plain words
-// rather than as a compiler error from inside node-gyp.
-function blasFlags(what) {
-  return execFileSync(process.execPath, [join(nativeDir, 'blas-flags.cjs'), what], { encoding: 'utf8' })
+// Which matrix products to build: GAN_GEMM=openblas or builtin forces one; otherwise OpenBLAS when
+// it is installed, else the project's own GEMM (src/gemm.c, no library needed).
+function blasFlags(what, env) {
+  return execFileSync(process.execPath, [join(nativeDir, 'blas-flags.cjs'), what], { encoding: 'utf8', env })
     .split(/\s+/)
     .filter(Boolean);
 }
-{
+function haveOpenblas() {
   const dir = mkdtempSync(join(tmpdir(), 'gan-blas-'));
   try {
     const src = join(dir, 'probe.c');
     writeFileSync(src, '#include <cblas.h>\nint main(void) { openblas_set_num_threads(1); return openblas_get_config() == 0; }\n');
-    const includes = blasFlags('include').map((d) => `-I${d}`);
-    const probe = run(cc, [src, '-o', join(dir, 'probe'), ...includes, ...blasFlags('libs')]);
-    if (probe.status !== 0) skip('OpenBLAS headers or library not found (apt-get install libopenblas-dev)');
+    const env = { ...process.env, GAN_GEMM: 'openblas' };
+    const includes = blasFlags('include', env).map((d) => `-I${d}`);
+    return run(cc, [src, '-o', join(dir, 'probe'), ...includes, ...blasFlags('libs', env)]).status === 0;
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
 }
+const requested = process.env.GAN_GEMM;
+if (requested && requested !== 'openblas' && requested !== 'builtin') skip(`GAN_GEMM=${requested} (expected openblas or builtin)`);
+const gemm = requested ?? (haveOpenblas() ? 'openblas' : 'builtin');
+if (gemm === 'openblas' && !haveOpenblas()) skip('GAN_GEMM=openblas but OpenBLAS headers or library not found (apt-get install libopenblas-dev)');
 
 /** npm passes its bundled node-gyp to lifecycle scripts; outside npm, look next to npm itself. */
 function findNodeGyp() {
@@ -91,7 +97,7 @@ if (!process.env.npm_config_nodedir && existsSync(join(prefix, 'include', 'node'
   args.push(`--nodedir=${prefix}`);
 }
 
-const build = run(process.execPath, args, { cwd: nativeDir, stdio: verbose ? 'inherit' : 'pipe' });
+const build = run(process.execPath, args, { cwd: nativeDir, stdio: verbose ? 'inherit' : 'pipe', env: { ...process.env, GAN_GEMM: gemm } });
 if (build.status !== 0) {
   const log = `${build.stdout ?? ''}\n${build.stderr ?? ''}`;
   const line =
@@ -105,7 +111,7 @@ if (build.status !== 0) {
 
 try {
   const addon = createRequire(import.meta.url)(output);
-  console.log(`native addon: built ${join('native', 'build', 'Release', 'gan_native.node')} (${addon.config().split(' ').slice(0, 2).join(' ')})`);
+  console.log(`native addon: built ${join('native', 'build', 'Release', 'gan_native.node')} with ${gemm === 'openblas' ? addon.config().split(' ').slice(0, 2).join(' ') : addon.config()}`);
 } catch (e) {
   console.log(`native addon: built but it does not load (${String(e.message).split('\n')[0]}); the wasm backend will be used instead`);
 }

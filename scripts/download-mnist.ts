@@ -9,8 +9,9 @@
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { pathToFileURL } from 'node:url';
 import { Command } from 'commander';
+import { GanError } from '../shared/errors.js';
+import { die, isMain } from '../cli/args.js';
 
 export interface MnistFile {
   name: string;
@@ -33,14 +34,6 @@ export const MNIST_FILES: readonly MnistFile[] = [
 export const DEFAULT_BASE_URL = 'https://ossci-datasets.s3.amazonaws.com/mnist/';
 export const DEFAULT_OUT = join('data', 'mnist');
 
-export class DownloadError extends Error {
-  readonly code = 'E_DOWNLOAD';
-  constructor(message: string) {
-    super(message);
-    this.name = 'DownloadError';
-  }
-}
-
 export function sha256Of(data: Uint8Array): string {
   return createHash('sha256').update(data).digest('hex');
 }
@@ -54,12 +47,12 @@ export function verifyFile(file: string, expected: MnistFile): void {
   try {
     data = readFileSync(file);
   } catch (e) {
-    throw new DownloadError(`${file}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    throw new GanError('E_DOWNLOAD', `${file}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
   }
   const got = sha256Of(data);
   if (got !== expected.sha256) {
     rmSync(file, { force: true });
-    throw new DownloadError(
+    throw new GanError('E_DOWNLOAD', 
       `${file}: SHA-256 ${got} (${data.length} bytes) does not match ${expected.name}'s ${expected.sha256} (${expected.bytes} bytes); deleted it`,
     );
   }
@@ -86,7 +79,7 @@ export async function downloadMnist(o: DownloadOptions): Promise<string[]> {
   try {
     mkdirSync(o.out, { recursive: true });
   } catch (e) {
-    throw new DownloadError(`${o.out}: cannot create directory (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    throw new GanError('E_DOWNLOAD', `${o.out}: cannot create directory (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
   }
   const done: string[] = [];
   for (const f of files) {
@@ -105,12 +98,12 @@ export async function downloadMnist(o: DownloadOptions): Promise<string[]> {
     let body: Uint8Array;
     try {
       const res = await get(url);
-      if (!res.ok) throw new DownloadError(`${url}: HTTP ${res.status} ${res.statusText}`);
+      if (!res.ok) throw new GanError('E_DOWNLOAD', `${url}: HTTP ${res.status} ${res.statusText}`);
       body = new Uint8Array(await res.arrayBuffer());
     } catch (e) {
-      if (e instanceof DownloadError) throw e;
+      if (e instanceof GanError) throw e;
       const cause = (e as { cause?: { code?: string; message?: string } }).cause;
-      throw new DownloadError(`${url}: ${cause?.code ?? cause?.message ?? (e as Error).message}`);
+      throw new GanError('E_DOWNLOAD', `${url}: ${cause?.code ?? cause?.message ?? (e as Error).message}`);
     }
     const part = `${dest}.part`;
     writeFileSync(part, body);
@@ -137,12 +130,10 @@ export async function main(argv: string[]): Promise<void> {
     await downloadMnist({ out: o.out, baseUrl: o.baseUrl, log: (s) => process.stdout.write(`${s}\n`) });
     process.stdout.write(`MNIST is in ${resolve(o.out)}; train with: coordinator --data ${o.out}\n`);
   } catch (e) {
-    const code = (e as { code?: string }).code;
-    process.stderr.write(`download-mnist: error${code ? ` [${code}]` : ''}: ${(e as Error).message}\n`);
-    process.exit(1);
+    die('download-mnist', e);
   }
 }
 
-if (process.argv[1] && import.meta.url === pathToFileURL(resolve(process.argv[1])).href) {
+if (isMain(import.meta.url)) {
   void main(process.argv);
 }

@@ -119,7 +119,7 @@ for host in "${hosts[@]}"; do
   started=()
   for ((j = 0; j < per_host; j++)); do
     # stdin from /dev/null and both streams to the log: ssh returns at once instead of waiting on the worker.
-    cmd+=" && { nohup $(sq "$node_bin") dist/worker/main.js $worker_args > worker-$k.log 2>&1 < /dev/null & }"
+    cmd+=" && { nohup $(sq "$node_bin") dist/cli/worker.js $worker_args > worker-$k.log 2>&1 < /dev/null & }"
     started+=("$k")
     k=$((k + 1))
   done

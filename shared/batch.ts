@@ -5,6 +5,7 @@
  */
 import type { Batch } from './gan.js';
 import { type ModelConfig, isConditional } from './model.js';
+import { bytesToUnit } from './pixels.js';
 import { Rng, Stream } from './rng.js';
 
 export type Phase = 'D' | 'G';
@@ -44,7 +45,7 @@ export function buildBatch(cfg: ModelConfig, key: BatchKey, ids: ArrayLike<numbe
     if (real && src) {
       const img = src.image(id);
       const off = i * imageDim;
-      for (let k = 0; k < imageDim; k++) real[off + k] = img[k]! / 127.5 - 1;
+      bytesToUnit(img, 0, real, off, imageDim);
     }
     if (masksFake || masksReal) {
       const mr = new Rng(key.seed, Stream.dropout, key.epoch, id, pc);
@@ -58,15 +59,4 @@ export function buildBatch(cfg: ModelConfig, key: BatchKey, ids: ArrayLike<numbe
     }
   }
   return { n, real, labels: isConditional(cfg) ? labels : undefined, noise, masksReal, masksFake };
-}
-
-/** Fixed noise (and labels: row r shows digit r % 10) for the sample grids of a run. */
-export function fixedNoise(cfg: ModelConfig, seed: number, count: number): { noise: Float32Array; labels: Uint8Array } {
-  const rng = new Rng(seed, Stream.fixedNoise);
-  const noise = new Float32Array(count * cfg.noiseDim);
-  for (let i = 0; i < noise.length; i++) noise[i] = rng.normal();
-  const side = Math.round(Math.sqrt(count));
-  const labels = new Uint8Array(count);
-  for (let i = 0; i < count; i++) labels[i] = Math.floor(i / side) % cfg.numClasses;
-  return { noise, labels };
 }

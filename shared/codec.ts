@@ -12,8 +12,8 @@
  */
 import { Packr } from 'msgpackr';
 import { GanError } from './errors.js';
-import { MODEL_KINDS, type ModelConfig, type ModelKind } from './model.js';
-import { type NativeMath, nativeMath } from './backend.js';
+import { type ModelConfig, modelConfigProblem } from './model.js';
+import { type NativeMath, nativeMath } from './backend/addon.js';
 
 export const PROTOCOL_VERSION = 1;
 
@@ -108,11 +108,11 @@ export type Message = ChallengeMsg | HelloMsg | WelcomeMsg | ShardMsg | WeightsM
 
 const packr = new Packr({ useRecords: false, moreTypes: false, variableMapSize: true });
 
-function bytesOf(a: ArrayBufferView): Buffer {
-  return Buffer.from(a.buffer, a.byteOffset, a.byteLength);
+function bytesOf(a: ArrayBufferView): Uint8Array {
+  return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
 }
 
-const EMPTY = Buffer.alloc(0);
+const EMPTY = new Uint8Array(0);
 
 /**
  * Encode a message into one frame. Typed arrays are written as raw bytes; the largest one goes
@@ -120,7 +120,7 @@ const EMPTY = Buffer.alloc(0);
  * shifts it there), so a receiver can view it as floats in place. The tail is copied once, into
  * the frame; only the small head goes through msgpack.
  */
-export function encode(m: Message): Buffer {
+export function encode(m: Message): Uint8Array {
   const fields: Record<string, unknown> = {};
   let tailKey: string | null = null;
   let tail: ArrayBufferView | null = null;
@@ -134,7 +134,7 @@ export function encode(m: Message): Buffer {
       fields[key] = ArrayBuffer.isView(val) ? bytesOf(val) : val;
     }
   }
-  if (!tail || !tailKey) return Buffer.from(packr.pack(fields));
+  if (!tail || !tailKey) return packr.pack(fields);
   // With an empty tail the head ends in its bin8 header (0xc4 0x00); the frame uses bin32 (0xc6 +
   // u32 length) instead, 3 bytes longer.
   let head = packr.pack({ ...fields, [tailKey]: EMPTY });
@@ -145,10 +145,10 @@ export function encode(m: Message): Buffer {
     head = packr.pack({ ...fields, p: ' '.repeat(padChars), [tailKey]: EMPTY });
     headLen = head.length - 2 + 5;
   }
-  const frame = Buffer.allocUnsafe(headLen + tail.byteLength);
-  head.copy(frame, 0, 0, head.length - 2);
+  const frame = new Uint8Array(headLen + tail.byteLength);
+  frame.set(head.subarray(0, head.length - 2), 0);
   frame[headLen - 5] = 0xc6;
-  frame.writeUInt32BE(tail.byteLength, headLen - 4);
+  new DataView(frame.buffer).setUint32(headLen - 4, tail.byteLength);
   frame.set(bytesOf(tail), headLen);
   return frame;
 }
@@ -166,7 +166,7 @@ function view<T extends Float32Array | Uint32Array | Uint16Array>(
   const size = Ctor.BYTES_PER_ELEMENT;
   if (bin.byteLength % size !== 0) fail(`${field}: ${bin.byteLength} bytes is not a whole number of ${size}-byte values`);
   if (bin.byteOffset % size === 0) return new Ctor(bin.buffer, bin.byteOffset, bin.byteLength / size);
-  // A fresh ArrayBuffer (not Buffer.slice, which is a view and may sit in Node's unaligned pool).
+  // A fresh ArrayBuffer (not a slice, which is a view and may sit in Node's unaligned Buffer pool).
   const copy = new Uint8Array(bin.byteLength);
   copy.set(bin);
   return new Ctor(copy.buffer, 0, copy.byteLength / size);
@@ -263,15 +263,8 @@ export function decode(frame: Uint8Array): Message {
       return { ...(m as object), data } as GradMsg;
     }
     case Kind.Challenge: {
-      const model = m.model as Record<string, unknown>;
-      const okList = (a: unknown) => Array.isArray(a) && a.length > 0 && a.length <= 16 && a.every((x) => Number.isSafeInteger(x) && x > 0 && x <= 65536);
-      if (
-        !MODEL_KINDS.includes(model.kind as ModelKind) ||
-        !okList([model.noiseDim, model.imageDim, model.numClasses]) ||
-        !okList(model.gHidden) || !okList(model.dHidden) ||
-        typeof model.dropout !== 'number' || !(model.dropout >= 0 && model.dropout < 1) ||
-        typeof model.leak !== 'number' || !Number.isFinite(model.leak)
-      ) fail('Challenge.model: not a valid model configuration');
+      const problem = modelConfigProblem(m.model);
+      if (problem) fail(`Challenge.model: not a valid model configuration (${problem})`);
       return m as unknown as ChallengeMsg;
     }
     default:

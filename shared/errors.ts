@@ -1,8 +1,11 @@
 /**
- * One error type for everything that crosses a process boundary. Each has a stable `code` a user
- * can match on, and the WebSocket close status it maps to when it ends a connection.
+ * Every error code the program prints or sends, in one registry, and the one error type that
+ * carries them. A code is stable: users and scripts match on it, never on message text. Codes
+ * that can end a WebSocket connection carry the close status they map to; the others end a
+ * process (one line on stderr, non-zero exit) and close a connection, if ever, with 4000.
  */
 export const ErrorCodes = {
+  // ---- Wire protocol: sent as the close status and the "CODE: message" close reason.
   /** A frame that is not valid msgpack or not a message of this protocol. */
   E_MALFORMED: 1007,
   /** A message kind this side does not know or does not accept in this state. */
@@ -29,22 +32,69 @@ export const ErrorCodes = {
   E_DONE: 4009,
   /** The worker's compute failed. */
   E_COMPUTE: 4010,
+
+  // ---- Process level: printed as "PROGRAM: error [CODE]: message".
+  /** A wrong or inconsistent command-line flag. */
+  E_ARGS: 4000,
+  /** MNIST files missing, unreadable or corrupt. */
+  E_DATA: 4000,
+  /** A checkpoint missing, corrupt, or from another model or seed. */
+  E_CHECKPOINT: 4000,
+  /** The run directory already holds a run (and --resume was not given). */
+  E_EXISTS: 4000,
+  /** The listen port is taken. */
+  E_PORT: 4000,
+  /** Listening failed for another reason. */
+  E_LISTEN: 4000,
+  /** Listening beyond loopback without a token or --insecure. */
+  E_INSECURE: 4000,
+  /** Fewer than --min-workers workers for longer than --round-timeout. */
+  E_WORKERS: 4000,
+  /** A worker could not reach (or lost for good) its coordinator. */
+  E_CONNECT: 4000,
+  /** A TLS certificate or key could not be read or was not trusted. */
+  E_TLS: 4000,
+  /** The requested compute backend cannot run here. */
+  E_BACKEND: 4000,
+  /** The native addon was called with arguments it refuses. */
+  E_NATIVE: 4000,
+  /** An MNIST download failed or did not match its checksum. */
+  E_DOWNLOAD: 4000,
+  /** A bug: something the program did not expect. */
+  E_INTERNAL: 4000,
 } as const;
 
 export type ErrorCode = keyof typeof ErrorCodes;
 
+export function isErrorCode(s: unknown): s is ErrorCode {
+  return typeof s === 'string' && Object.hasOwn(ErrorCodes, s);
+}
+
+/** The program's one error type: a stable code, a message, and the close status it maps to. */
 export class GanError extends Error {
   readonly closeCode: number;
-  constructor(readonly code: ErrorCode, message: string) {
-    super(message);
+  constructor(readonly code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
     this.name = 'GanError';
     this.closeCode = ErrorCodes[code];
   }
 }
 
+/**
+ * Wrap anything thrown into a GanError: one of ours passes through, a Node system error keeps its
+ * errno name in the message, anything else is `fallback` (E_INTERNAL unless the caller knows better).
+ */
+export function asGanError(e: unknown, fallback: ErrorCode = 'E_INTERNAL'): GanError {
+  if (e instanceof GanError) return e;
+  const err = e as { code?: unknown; message?: unknown };
+  const message = typeof err?.message === 'string' ? err.message : String(e);
+  return new GanError(isErrorCode(err?.code) ? err.code : fallback, message, { cause: e });
+}
+
 /** WebSocket close reasons are limited to 123 bytes. */
 export function closeReason(e: { code?: string; message: string }): string {
   const s = `${e.code ? `${e.code}: ` : ''}${e.message}`;
-  const b = Buffer.from(s);
-  return b.length <= 123 ? s : b.subarray(0, 120).toString().replace(/\uFFFD+$/, '') + '...';
+  const b = new TextEncoder().encode(s);
+  if (b.length <= 123) return s;
+  return new TextDecoder().decode(b.subarray(0, 120)).replace(/\uFFFD+$/, '') + '...';
 }

@@ -7,6 +7,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
+import { GanError } from './errors.js';
 
 export interface Dataset {
   n: number;
@@ -30,14 +31,6 @@ export const IDX_FILES = {
   testLabels: 't10k-labels-idx1-ubyte',
 } as const;
 
-export class DataError extends Error {
-  readonly code = 'E_DATA';
-  constructor(message: string) {
-    super(message);
-    this.name = 'DataError';
-  }
-}
-
 const IMAGE_MAGIC = 0x00000803;
 const LABEL_MAGIC = 0x00000801;
 
@@ -47,50 +40,50 @@ export function readIdxBytes(file: string): Buffer {
   try {
     raw = readFileSync(file);
   } catch (e) {
-    throw new DataError(`${file}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    throw new GanError('E_DATA', `${file}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
   }
   if (raw.length >= 2 && raw[0] === 0x1f && raw[1] === 0x8b) {
     try {
       return gunzipSync(raw);
     } catch (e) {
-      throw new DataError(`${file}: corrupt gzip data (${(e as Error).message})`);
+      throw new GanError('E_DATA', `${file}: corrupt gzip data (${(e as Error).message})`);
     }
   }
   return raw;
 }
 
 export function parseIdxImages(buf: Uint8Array, file: string): { n: number; rows: number; cols: number; images: Uint8Array } {
-  if (buf.length < 16) throw new DataError(`${file}: too short for an IDX image header (${buf.length} bytes)`);
+  if (buf.length < 16) throw new GanError('E_DATA', `${file}: too short for an IDX image header (${buf.length} bytes)`);
   const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   const magic = dv.getUint32(0);
   if (magic !== IMAGE_MAGIC) {
-    throw new DataError(`${file}: bad magic 0x${magic.toString(16).padStart(8, '0')}, expected 0x00000803 (IDX unsigned-byte 3-D images)`);
+    throw new GanError('E_DATA', `${file}: bad magic 0x${magic.toString(16).padStart(8, '0')}, expected 0x00000803 (IDX unsigned-byte 3-D images)`);
   }
   const n = dv.getUint32(4);
   const rows = dv.getUint32(8);
   const cols = dv.getUint32(12);
-  if (rows !== 28 || cols !== 28) throw new DataError(`${file}: images are ${rows}x${cols}, expected 28x28`);
+  if (rows !== 28 || cols !== 28) throw new GanError('E_DATA', `${file}: images are ${rows}x${cols}, expected 28x28`);
   const want = 16 + n * rows * cols;
   if (buf.length !== want) {
-    throw new DataError(`${file}: ${buf.length < want ? 'truncated' : 'trailing bytes'}: header says ${n} images (${want} bytes), file has ${buf.length}`);
+    throw new GanError('E_DATA', `${file}: ${buf.length < want ? 'truncated' : 'trailing bytes'}: header says ${n} images (${want} bytes), file has ${buf.length}`);
   }
   return { n, rows, cols, images: new Uint8Array(buf.subarray(16)) };
 }
 
 export function parseIdxLabels(buf: Uint8Array, file: string): Uint8Array {
-  if (buf.length < 8) throw new DataError(`${file}: too short for an IDX label header (${buf.length} bytes)`);
+  if (buf.length < 8) throw new GanError('E_DATA', `${file}: too short for an IDX label header (${buf.length} bytes)`);
   const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   const magic = dv.getUint32(0);
   if (magic !== LABEL_MAGIC) {
-    throw new DataError(`${file}: bad magic 0x${magic.toString(16).padStart(8, '0')}, expected 0x00000801 (IDX unsigned-byte 1-D labels)`);
+    throw new GanError('E_DATA', `${file}: bad magic 0x${magic.toString(16).padStart(8, '0')}, expected 0x00000801 (IDX unsigned-byte 1-D labels)`);
   }
   const n = dv.getUint32(4);
   if (buf.length !== 8 + n) {
-    throw new DataError(`${file}: ${buf.length < 8 + n ? 'truncated' : 'trailing bytes'}: header says ${n} labels, file has ${buf.length - 8}`);
+    throw new GanError('E_DATA', `${file}: ${buf.length < 8 + n ? 'truncated' : 'trailing bytes'}: header says ${n} labels, file has ${buf.length - 8}`);
   }
   const labels = new Uint8Array(buf.subarray(8));
   const bad = labels.findIndex((y) => y > 9);
-  if (bad >= 0) throw new DataError(`${file}: label ${labels[bad]} at index ${bad} is not a digit 0-9`);
+  if (bad >= 0) throw new GanError('E_DATA', `${file}: label ${labels[bad]} at index ${bad} is not a digit 0-9`);
   return labels;
 }
 
@@ -99,7 +92,7 @@ function findFile(dir: string, base: string): string {
     const p = join(dir, name);
     if (existsSync(p)) return p;
   }
-  throw new DataError(`${join(dir, base)}: not found (also looked for ${base}.gz)`);
+  throw new GanError('E_DATA', `${join(dir, base)}: not found (also looked for ${base}.gz)`);
 }
 
 function loadPair(dir: string, imagesBase: string, labelsBase: string): Dataset {
@@ -107,13 +100,13 @@ function loadPair(dir: string, imagesBase: string, labelsBase: string): Dataset 
   const lblFile = findFile(dir, labelsBase);
   const img = parseIdxImages(readIdxBytes(imgFile), imgFile);
   const labels = parseIdxLabels(readIdxBytes(lblFile), lblFile);
-  if (labels.length !== img.n) throw new DataError(`${lblFile}: ${labels.length} labels for ${img.n} images in ${imgFile}`);
+  if (labels.length !== img.n) throw new GanError('E_DATA', `${lblFile}: ${labels.length} labels for ${img.n} images in ${imgFile}`);
   return { n: img.n, rows: img.rows, cols: img.cols, images: img.images, labels, source: imgFile };
 }
 
 /** Load the four standard IDX files from `dir`. */
 export function loadIdxDir(dir: string): MnistSplits {
-  if (!existsSync(dir)) throw new DataError(`${dir}: data directory not found`);
+  if (!existsSync(dir)) throw new GanError('E_DATA', `${dir}: data directory not found`);
   return {
     train: loadPair(dir, IDX_FILES.trainImages, IDX_FILES.trainLabels),
     test: loadPair(dir, IDX_FILES.testImages, IDX_FILES.testLabels),

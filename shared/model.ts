@@ -115,3 +115,26 @@ export function initWeights(l: NetLayout, seed: number): Float32Array {
   });
   return out;
 }
+
+/** Limits any model this program builds stays within (a hostile config must not allocate gigabytes). */
+export const MODEL_LIMITS = { maxWidth: 65536, maxLayers: 16, maxParams: 256 * 1024 * 1024 } as const;
+
+/**
+ * Why `x` is not a usable model configuration, or null when it is. One check for every place a
+ * configuration comes from outside the program: the wire (Challenge), a checkpoint, the flags.
+ */
+export function modelConfigProblem(x: unknown): string | null {
+  if (typeof x !== 'object' || x === null || Array.isArray(x)) return 'not a map';
+  const m = x as Record<string, unknown>;
+  const width = (v: unknown) => Number.isSafeInteger(v) && (v as number) > 0 && (v as number) <= MODEL_LIMITS.maxWidth;
+  const widths = (v: unknown) => Array.isArray(v) && v.length > 0 && v.length <= MODEL_LIMITS.maxLayers && v.every(width);
+  if (!MODEL_KINDS.includes(m.kind as ModelKind)) return `unknown model kind ${JSON.stringify(m.kind)} (expected ${MODEL_KINDS.join(', ')})`;
+  for (const k of ['noiseDim', 'imageDim', 'numClasses'] as const) if (!width(m[k])) return `${k} must be a whole number from 1 to ${MODEL_LIMITS.maxWidth}`;
+  for (const k of ['gHidden', 'dHidden'] as const) if (!widths(m[k])) return `${k} must be 1 to ${MODEL_LIMITS.maxLayers} layer widths from 1 to ${MODEL_LIMITS.maxWidth}`;
+  if (typeof m.dropout !== 'number' || !(m.dropout >= 0 && m.dropout < 1)) return 'dropout must be a number in [0, 1)';
+  if (typeof m.leak !== 'number' || !Number.isFinite(m.leak)) return 'leak must be a finite number';
+  const cfg = m as unknown as ModelConfig;
+  const params = netLayout(cfg, 'G').total + netLayout(cfg, 'D').total;
+  if (params > MODEL_LIMITS.maxParams) return `${params} parameters is above the limit of ${MODEL_LIMITS.maxParams}`;
+  return null;
+}

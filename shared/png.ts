@@ -1,5 +1,6 @@
 /** Minimal PNG writer (8-bit grayscale) and the sample-grid layout used for every image we write. */
 import { deflateSync } from 'node:zlib';
+import { unitToByte } from './pixels.js';
 
 const CRC_TABLE = (() => {
   const t = new Uint32Array(256);
@@ -60,7 +61,7 @@ export function gridPng(images: Float32Array, n: number, cols: number, side = 28
     for (let y = 0; y < side; y++) {
       for (let x = 0; x < side; x++) {
         const v = images[i * side * side + y * side + x]!;
-        px[(oy + y) * W + ox + x] = Math.max(0, Math.min(255, Math.round((v + 1) * 127.5)));
+        px[(oy + y) * W + ox + x] = unitToByte(v);
       }
     }
   }

@@ -100,3 +100,11 @@ export const Stream = {
   fixedNoise: 5,
   labels: 6,
 } as const;
+
+/** `count` values of N(0, 1) from the stream keyed by `key` (the same key always gives the same noise). */
+export function seededNoise(count: number, ...key: number[]): Float32Array {
+  const rng = new Rng(...key);
+  const noise = new Float32Array(count);
+  for (let i = 0; i < count; i++) noise[i] = rng.normal();
+  return noise;
+}

@@ -3,7 +3,7 @@ import * as tf from '@tensorflow/tfjs-core';
 // Registers the gradient functions and the optimizers' kernels.
 import '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-cpu';
-import { type AdamConfig, adamState, adamStep, weightedAverage } from '../coordinator/adam.js';
+import { type AdamConfig, adamState, adamStep, weightedAverage } from '../coordinator/optimizer.js';
 
 beforeAll(async () => {
   await tf.setBackend('cpu');

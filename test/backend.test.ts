@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs-core';
-import { BACKEND_NAMES, initBackend, nativeAvailable } from '../shared/backend.js';
+import { nativeAvailable } from '../shared/backend/addon.js';
+import { BACKEND_NAMES, initBackend } from '../shared/backend/choose.js';
 import { buildBatch } from '../shared/batch.js';
 import { type Batch, GanModel } from '../shared/gan.js';
 import { defaultModelConfig, initWeights } from '../shared/model.js';

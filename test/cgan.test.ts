@@ -49,7 +49,7 @@ describe('conditional GAN', () => {
     const cluster = await startCluster(tinyConfig({ model: cgan, workers: 2, batchSize: 10, epochs: 1 }), data, { startWorkers: 0 });
     for (let i = 0; i < 2; i++) {
       const w = cluster.addWorker({
-        beforeTask: (t: TaskMsg) => {
+        testBeforeTask: (t: TaskMsg) => {
           // Build the batch exactly as the worker will, from what the worker was shipped.
           const store = (w as unknown as { store: { label(id: number): number; image(id: number): Uint8Array } }).store;
           const b = buildBatch(cgan, { seed: 1, epoch: t.epoch, phase: t.phase }, t.ids, store);
@@ -154,21 +154,21 @@ describe('conditional GAN', () => {
   it('generate draws a chosen digit, one row per digit with --digit all, and refuses bad digits', async () => {
     const cluster = await startCluster(tinyConfig({ model: cgan, workers: 1, batchSize: 20, maxRounds: 2 }), smallData(40));
     const coord = await cluster.finish();
-    expect(existsSync(join(coord.runDir, 'samples', 'final.png'))).toBe(true);
-    const gen = join(process.cwd(), 'dist', 'coordinator', 'generate-main.js');
-    const out = join(coord.runDir, 'sevens.png');
-    execFileSync(process.execPath, [gen, '--checkpoint', coord.runDir, '--digit', '7', '--count', '16', '--out', out, '--backend', 'wasm']);
+    expect(existsSync(join(coord.runDir.path, 'samples', 'final.png'))).toBe(true);
+    const gen = join(process.cwd(), 'dist', 'cli', 'generate.js');
+    const out = join(coord.runDir.path, 'sevens.png');
+    execFileSync(process.execPath, [gen, '--checkpoint', coord.runDir.path, '--digit', '7', '--count', '16', '--out', out, '--backend', 'wasm']);
     expect(readFileSync(out).subarray(1, 4).toString()).toBe('PNG');
-    const all = join(coord.runDir, 'all.png');
-    execFileSync(process.execPath, [gen, '--checkpoint', coord.runDir, '--digit', 'all', '--count', '4', '--out', all, '--backend', 'wasm']);
+    const all = join(coord.runDir.path, 'all.png');
+    execFileSync(process.execPath, [gen, '--checkpoint', coord.runDir.path, '--digit', 'all', '--count', '4', '--out', all, '--backend', 'wasm']);
     // 4 columns x 10 rows of 28 px with 2 px borders.
     const png = readFileSync(all);
     expect([png.readUInt32BE(16), png.readUInt32BE(20)]).toEqual([4 * 30 + 2, 10 * 30 + 2]);
     for (const bad of ['12', '-1', 'seven']) {
-      const r = spawnSync(process.execPath, [gen, '--checkpoint', coord.runDir, '--digit', bad, '--out', join(coord.runDir, 'x.png')], { encoding: 'utf8' });
+      const r = spawnSync(process.execPath, [gen, '--checkpoint', coord.runDir.path, '--digit', bad, '--out', join(coord.runDir.path, 'x.png')], { encoding: 'utf8' });
       expect(r.status).not.toBe(0);
       expect(r.stderr).toMatch(/digit 0-9/);
-      expect(existsSync(join(coord.runDir, 'x.png'))).toBe(false);
+      expect(existsSync(join(coord.runDir.path, 'x.png'))).toBe(false);
     }
   });
 });

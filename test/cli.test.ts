@@ -4,7 +4,7 @@ import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
-import { loadCheckpoint, saveCheckpoint } from '../coordinator/checkpoint.js';
+import { RunDir, loadCheckpoint } from '../coordinator/run-dir.js';
 import { initWeights, netLayout } from '../shared/model.js';
 import { tinyConfig, tinyModel } from './helpers.js';
 import { type ProcResult, dist, lines, requireDist, runNode } from './util-proc.js';
@@ -107,7 +107,7 @@ describe('generate on a conditional checkpoint', () => {
     const config = tinyConfig({ model: { ...tinyModel, kind: 'cgan' } });
     const g = netLayout(config.model, 'G');
     const d = netLayout(config.model, 'D');
-    saveCheckpoint(dir, {
+    new RunDir(dir).saveCheckpoint({
       config, round: 0, epoch: 0, versions: { D: 0, G: 0 }, adamSteps: { D: 0, G: 0 }, epochUses: new Uint8Array(10),
       weights: { G: initWeights(g, 1), D: initWeights(d, 1) },
       emaG: initWeights(g, 2),

@@ -5,8 +5,9 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
-import { DEFAULT_BASE_URL, DownloadError, MNIST_FILES, type MnistFile, downloadMnist, sha256Of, verifyFile } from '../scripts/download-mnist.js';
+import { DEFAULT_BASE_URL, MNIST_FILES, type MnistFile, downloadMnist, sha256Of, verifyFile } from '../scripts/download-mnist.js';
 import { encodeIdx, loadIdxDir } from '../shared/mnist.js';
+import { GanError } from '../shared/errors.js';
 
 const root = mkdtempSync(join(tmpdir(), 'gan-ddp-download-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
@@ -82,8 +83,8 @@ describe('checksums', () => {
     } catch (e) {
       err = e;
     }
-    expect(err).toBeInstanceOf(DownloadError);
-    expect((err as DownloadError).code).toBe('E_DOWNLOAD');
+    expect(err).toBeInstanceOf(GanError);
+    expect((err as GanError).code).toBe('E_DOWNLOAD');
     expect((err as Error).message).toContain(file);
     expect((err as Error).message).toContain(MNIST_FILES[0]!.sha256);
     expect((err as Error).message).toMatch(/does not match/);
@@ -96,7 +97,7 @@ describe('checksums', () => {
     data[data.length - 1] = data[data.length - 1]! ^ 1;
     const file = join(root, 'flip.gz');
     writeFileSync(file, data);
-    expect(() => verifyFile(file, expected)).toThrow(DownloadError);
+    expect(() => verifyFile(file, expected)).toThrow(GanError);
   });
 });
 

@@ -2,9 +2,10 @@ import { describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { emaDecayAt, emaUpdate } from '../coordinator/adam.js';
+import { emaDecayAt, emaUpdate } from '../coordinator/optimizer.js';
 import { Coordinator } from '../coordinator/coordinator.js';
-import { decodeCheckpoint, encodeCheckpoint, generatorWeights, loadCheckpoint } from '../coordinator/checkpoint.js';
+import { decodeCheckpoint, encodeCheckpoint, generatorWeights } from '../coordinator/checkpoint.js';
+import { loadCheckpoint } from '../coordinator/run-dir.js';
 import { smallData, startCluster, tempDir, tinyConfig } from './helpers.js';
 
 describe('moving average of G', () => {
@@ -39,16 +40,16 @@ describe('moving average of G', () => {
     expect(Buffer.from(coord.emaG!.buffer).equals(Buffer.from(coord.weights.G.buffer))).toBe(false);
     expect(coord.sampleWeights()).toBe(coord.emaG);
 
-    const s = loadCheckpoint(coord.runDir);
+    const s = loadCheckpoint(coord.runDir.path);
     expect(Buffer.from(s.emaG!.buffer).equals(Buffer.from(coord.emaG!.buffer))).toBe(true);
     expect(generatorWeights(s)).toBe(s.emaG);
     expect(generatorWeights(s, true)).toBe(s.weights.G);
 
     // generate samples the average by default and the latest weights with --raw.
-    const gen = join(process.cwd(), 'dist', 'coordinator', 'generate-main.js');
+    const gen = join(process.cwd(), 'dist', 'cli', 'generate.js');
     const png = (extra: string[]) => {
-      const out = join(coord.runDir, `g${extra.length}.png`);
-      execFileSync(process.execPath, [gen, '--checkpoint', coord.runDir, '--count', '4', '--out', out, '--backend', 'wasm', ...extra]);
+      const out = join(coord.runDir.path, `g${extra.length}.png`);
+      execFileSync(process.execPath, [gen, '--checkpoint', coord.runDir.path, '--count', '4', '--out', out, '--backend', 'wasm', ...extra]);
       return readFileSync(out);
     };
     expect(png([]).equals(png(['--raw']))).toBe(false);
@@ -58,7 +59,7 @@ describe('moving average of G', () => {
     const { emaG: _drop, ...rest } = s;
     const plain = { ...rest, config: { ...s.config } as Partial<typeof s.config> };
     delete plain.config.emaDecay;
-    const file = join(coord.runDir, 'plain.bin');
+    const file = join(coord.runDir.path, 'plain.bin');
     writeFileSync(file, encodeCheckpoint(plain as typeof s));
     const back = decodeCheckpoint(readFileSync(file), file);
     expect(back.emaG).toBeUndefined();
@@ -82,6 +83,6 @@ describe('moving average of G', () => {
     const coord = await (await startCluster(tinyConfig({ maxRounds: 2, emaDecay: 0 }), smallData(40))).finish();
     expect(coord.emaG).toBeNull();
     expect(coord.sampleWeights()).toBe(coord.weights.G);
-    expect(loadCheckpoint(coord.runDir).emaG).toBeUndefined();
+    expect(loadCheckpoint(coord.runDir.path).emaG).toBeUndefined();
   }, 60_000);
 });

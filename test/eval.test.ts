@@ -3,8 +3,8 @@ import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type Classifier, getClassifier } from '../coordinator/eval/classifier.js';
-import { datasetToUnit, evaluateImages, formatEvalTable } from '../coordinator/eval/evaluate.js';
+import { type Classifier, getClassifier } from '../eval/classifier.js';
+import { datasetToUnit, evaluateImages, formatEvalTable } from '../eval/evaluate.js';
 import {
   classCoverage,
   classHistogram,
@@ -16,10 +16,10 @@ import {
   klFromUniform,
   sqrtPsd,
   symmetricEigen,
-} from '../coordinator/eval/metrics.js';
+} from '../eval/metrics.js';
 import { type Dataset, type MnistSplits, loadEmbedded } from '../shared/mnist.js';
 import { Rng } from '../shared/rng.js';
-import { evaluateRun } from '../coordinator/evaluate-cli.js';
+import { evaluateRun } from '../cli/evaluate.js';
 import { smallData, startCluster, tempDir, tinyConfig, tinyModel } from './helpers.js';
 
 beforeAll(async () => {
@@ -232,15 +232,17 @@ describe('evaluation against real digits', () => {
     const coord = await (await startCluster(tinyConfig({ model: { ...tinyModel, kind: 'acgan' }, workers: 1, batchSize: 20, maxRounds: 3 }), smallData(60))).finish();
     const opts = { samples: 100, seed: 0, backend: 'wasm' as const };
     const lines: string[] = [];
-    const avg = await evaluateRun(coord.runDir, opts, (s) => lines.push(s), { epochs: 2 });
-    const raw = await evaluateRun(coord.runDir, { ...opts, raw: true }, (s) => lines.push(s), { epochs: 2 });
+    const avg = await evaluateRun(coord.runDir.path, opts, (s) => lines.push(s), { epochs: 2 });
+    const raw = await evaluateRun(coord.runDir.path, { ...opts, raw: true }, (s) => lines.push(s), { epochs: 2 });
+    expect(avg.file).toBe(join(coord.runDir.path, 'eval.json'));
+    expect(raw.file).toBe(join(coord.runDir.path, 'eval-raw.json'));
     // The judge of the block above, from its cache: no second training.
     expect(lines.filter((l) => /classifier: loaded/.test(l))).toHaveLength(2);
     expect(lines.filter((l) => /classifier: epoch/.test(l))).toEqual([]);
-    const saved = JSON.parse(readFileSync(join(coord.runDir, 'eval.json'), 'utf8')) as Record<string, unknown>;
-    const savedRaw = JSON.parse(readFileSync(join(coord.runDir, 'eval-raw.json'), 'utf8')) as Record<string, unknown>;
-    expect(saved).toEqual(avg);
-    expect(savedRaw).toEqual(raw);
+    const saved = JSON.parse(readFileSync(join(coord.runDir.path, 'eval.json'), 'utf8')) as Record<string, unknown>;
+    const savedRaw = JSON.parse(readFileSync(join(coord.runDir.path, 'eval-raw.json'), 'utf8')) as Record<string, unknown>;
+    expect(saved).toEqual(avg.result);
+    expect(savedRaw).toEqual(raw.result);
     expect(saved).toMatchObject({ model: 'acgan', round: 3, weights: 'average', emaDecay: 0.999, samples: 100 });
     expect(savedRaw).toMatchObject({ weights: 'latest' });
     expect(typeof saved.conditionalAccuracy).toBe('number');

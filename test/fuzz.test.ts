@@ -158,7 +158,7 @@ describe('fuzzing a live coordinator', () => {
       onRound: () => roundAt.push(Date.now()),
       // Two slots are only there so attackers can complete a handshake and become members.
       // The honest workers compute on this event loop; pacing the phases leaves it free for the attack.
-      onPhase: async (round) => {
+      testBeforePhase: async (round) => {
         if (round === 1) for (const w of bootstrap) w.crash();
         else if (round > 3) await new Promise((r) => setTimeout(r, PACE_MS));
       },
@@ -176,14 +176,14 @@ describe('fuzzing a live coordinator', () => {
 
     const dTotal = coord.layouts.D.total;
     const gTotal = coord.layouts.G.total;
-    const maxInbound = coord['maxInbound'];
+    const maxInbound = coord.pool.maxInbound;
     const signature = modelSignature(fuzzModel);
     const hello = (over: Record<string, unknown> = {}) => ({ k: Kind.Hello, v: PROTOCOL_VERSION, signature, backend: 'fuzz', host: 'fuzz', pid: 1, ...over });
     const grad = (over: Partial<GradMsg> = {}): GradMsg => ({
       k: Kind.Grad, round: coord.round, phase: 'D', count: 10, loss: 0.7, dReal: 0.5, dFake: 0.5, computeMs: 1, fp16: false,
       data: new Float32Array(dTotal), ...over,
     });
-    let valid: { round: number; frames: Buffer[] } = { round: -1, frames: [] };
+    let valid: { round: number; frames: Uint8Array[] } = { round: -1, frames: [] };
     const validFrames = () => {
       if (valid.round !== coord.round) {
         valid = { round: coord.round, frames: [encode(hello() as Message), encode(grad()), encode(grad({ phase: 'G', data: new Float32Array(gTotal) }))] };
@@ -192,7 +192,7 @@ describe('fuzzing a live coordinator', () => {
     };
 
     // Content mutations: each is valid msgpack that is wrong in exactly one way, or several.
-    const wrongContents = (r: Rng): Buffer => {
+    const wrongContents = (r: Rng): Uint8Array => {
       const g = { ...grad({ data: new Float32Array(0) }), data: Buffer.alloc(dTotal * 4) } as Record<string, unknown>;
       const cases: (() => unknown)[] = [
         () => ({ k: r.pick([0, 9, 99, -1, 1.5, 2 ** 40]) }),
@@ -225,7 +225,7 @@ describe('fuzzing a live coordinator', () => {
     const mem: number[] = [];
 
     /** One random or mutated frame; `text` frames go out as WebSocket text. */
-    const mutant = (r: Rng): { frame: Buffer; text: boolean } => {
+    const mutant = (r: Rng): { frame: Uint8Array; text: boolean } => {
       const kind = r.int(100);
       const valids = validFrames();
       if (kind < 20) return { frame: r.bytes(r.int(2048)), text: false };
@@ -286,7 +286,7 @@ describe('fuzzing a live coordinator', () => {
         return;
       }
       stats.welcomed++;
-      const send = (b: Buffer) => {
+      const send = (b: Uint8Array) => {
         conn.ws.send(b);
         stats.frames++;
       };
@@ -306,7 +306,7 @@ describe('fuzzing a live coordinator', () => {
       const base = { round: task.round, phase: task.phase, count: task.ids.length, data: new Float32Array(size) } as const;
       const nan = new Float32Array(size);
       nan[r.int(size)] = r.pick([NaN, Infinity, -Infinity]);
-      const attacks: (() => Buffer[])[] = [
+      const attacks: (() => Uint8Array[])[] = [
         () => [encode(grad({ ...base, data: new Float32Array(size + 1 + r.int(10)) }))],
         () => [encode(grad({ ...base, data: new Float32Array(Math.max(0, size - 1 - r.int(10))) }))],
         () => [encode(grad({ ...base, data: nan }))],
@@ -343,7 +343,7 @@ describe('fuzzing a live coordinator', () => {
     } as typeof origSend;
 
     const roundsAtStart = coord.round;
-    const bytesInAtStart = coord['bytesIn'];
+    const bytesInAtStart = coord.pool.bytes.in;
     const memSampler = setInterval(() => {
       if (stats.frames > 1000) mem.push(heapMb(gc));
     }, 5000);
@@ -368,14 +368,16 @@ describe('fuzzing a live coordinator', () => {
     }
     const fuzzMs = Date.now() - started;
     const roundsDuringFuzz = coord.round - roundsAtStart;
-    const mbIn = (coord['bytesIn'] - bytesInAtStart) / 2 ** 20;
+    const mbIn = (coord.pool.bytes.in - bytesInAtStart) / 2 ** 20;
     mem.push(heapMb(gc));
 
-    // Let the run reach its end: a few more rounds, then --max-rounds.
-    coord.cfg.maxRounds = coord.round + 5;
+    // Let the run reach its end: a few more rounds, and at least three whole epochs in all (the
+    // accounting below must hold across epoch boundaries that fell inside the attack).
+    const roundsPerEpoch = Math.ceil(n / (honest.length * config.batchSize));
+    coord.cfg.maxRounds = Math.max(coord.round + 5, 3 * roundsPerEpoch + 1);
     const outcome = await Promise.race([training.then(() => 'done'), new Promise((r) => setTimeout(() => r('stalled'), 3 * timeout))]);
     // Only the honest workers' connections remain: nothing of the attackers is retained.
-    const connsLeft = coord['conns'].size;
+    const connsLeft = coord.pool.connections;
     await coord.close();
     await Promise.allSettled(c.runs);
     for (const w of c.workers) w.model?.dispose();
@@ -395,7 +397,7 @@ describe('fuzzing a live coordinator', () => {
     // Training kept moving the whole time: no gap between rounds reached the round timeout.
     expect(roundsDuringFuzz, summary).toBeGreaterThan(20);
     for (let i = 1; i < roundAt.length; i++) expect(roundAt[i]! - roundAt[i - 1]!, `gap before round ${i}; ${summary}`).toBeLessThan(timeout + 1000);
-    const ms = metricsOf(coord.runDir);
+    const ms = metricsOf(coord.runDir.path);
     expect(ms.length).toBe(coord.round);
     for (const m of ms) {
       expect(m.round_ms, `round ${m.round}; ${summary}`).toBeLessThan(timeout);
@@ -451,7 +453,7 @@ describe('fuzzing a live coordinator', () => {
     const closed = member(c.url, modelSignature(fuzzModel), poison);
     await c.finish();
     const r = await closed;
-    const ms = metricsOf(c.coord.runDir);
+    const ms = metricsOf(c.coord.runDir.path);
     expect(ms).toHaveLength(4);
     const bad = ms.flatMap((m) => (['d_loss', 'g_loss', 'd_real', 'd_fake', 'compute_ms', 'transfer_ms'] as const)
       .filter((k) => !Number.isFinite(m[k])).map((k) => `round ${m.round} ${k}=${String(m[k])}`));

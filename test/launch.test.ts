@@ -92,7 +92,7 @@ describe('scripts/launch-workers.sh', () => {
       expect(c.args).toHaveLength(2);
       const cmd = c.args[1]!;
       expect(cmd).toContain(`cd '${dir}'`);
-      expect(cmd).toMatch(new RegExp(`nohup 'node' dist/worker/main\\.js --connect '${cluster.url}' --backend 'wasm' --connect-timeout '20' > worker-${k}\\.log 2>&1 < /dev/null &`));
+      expect(cmd).toMatch(new RegExp(`nohup 'node' dist/cli/worker\\.js --connect '${cluster.url}' --backend 'wasm' --connect-timeout '20' > worker-${k}\\.log 2>&1 < /dev/null &`));
       expect(cmd).not.toContain('s3cret');
       expect(c.stdin).toBe(`${token}\n`);
     });
@@ -129,7 +129,7 @@ describe('scripts/launch-workers.sh', () => {
     for (const k of [0, 1, 2, 3]) {
       const log = join(dir, `worker-${k}.log`);
       expect(await waitFor(() => existsSync(log) && readFileSync(log, 'utf8').includes('started'), 5000)).toBe(true);
-      expect(readFileSync(log, 'utf8').trim()).toBe('started dist/worker/main.js --connect ws://10.0.0.1:8765 token=this-one');
+      expect(readFileSync(log, 'utf8').trim()).toBe('started dist/cli/worker.js --connect ws://10.0.0.1:8765 token=this-one');
     }
   });
 

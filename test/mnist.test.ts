@@ -3,7 +3,8 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
-import { DataError, IDX_FILES, encodeIdx, loadEmbedded, loadIdxDir, parseIdxImages, parseIdxLabels, readIdxBytes } from '../shared/mnist.js';
+import { IDX_FILES, encodeIdx, loadEmbedded, loadIdxDir, parseIdxImages, parseIdxLabels, readIdxBytes } from '../shared/mnist.js';
+import { GanError } from '../shared/errors.js';
 
 const root = mkdtempSync(join(tmpdir(), 'gan-ddp-mnist-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
@@ -34,16 +35,16 @@ function writeSplit(dir: string, which: 'train' | 'test', ds: ReturnType<typeof 
   return { images, labels };
 }
 
-function dataError(f: () => unknown): DataError {
+function dataError(f: () => unknown): GanError {
   let err: unknown = null;
   try {
     f();
   } catch (e) {
     err = e;
   }
-  expect(err).toBeInstanceOf(DataError);
-  expect((err as DataError).code).toBe('E_DATA');
-  return err as DataError;
+  expect(err).toBeInstanceOf(GanError);
+  expect((err as GanError).code).toBe('E_DATA');
+  return err as GanError;
 }
 
 describe('IDX parsing', () => {
@@ -112,7 +113,7 @@ describe('loadIdxDir', () => {
     expect([s.train.n, s.test.n]).toEqual([9, 4]);
   });
 
-  describe('a corrupt file gives a DataError naming the file', () => {
+  describe('a corrupt file gives E_DATA naming the file', () => {
     const cases: { name: string; why: RegExp; corrupt: (f: { images: string; labels: string }) => string }[] = [
       {
         name: 'bad image magic',

@@ -24,7 +24,7 @@ describe('the seed model at full size', () => {
 
     expect(coord.round).toBe(3);
     expect(rounds).toHaveLength(3);
-    const lines = readFileSync(join(coord.runDir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as RoundMetrics);
+    const lines = readFileSync(join(coord.runDir.path, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as RoundMetrics);
     expect(lines).toEqual(rounds);
     for (const m of rounds) {
       expect(m.workers).toBe(2);

@@ -43,7 +43,7 @@ describe('data-parallel training', () => {
     const coord = await (await startCluster(tinyConfig({ workers: 3, batchSize: 10, epochs: 2 }), data)).finish();
     expect(coord.epochLog).toHaveLength(2);
     for (const e of coord.epochLog) expect(e).toMatchObject({ samples: 95, usedOnce: 95, missing: 0, duplicated: 0, rounds: 4 });
-    const lines = readFileSync(join(coord.runDir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    const lines = readFileSync(join(coord.runDir.path, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
     expect(lines).toHaveLength(8);
     // 95 samples over 3 workers at 10: three rounds of 30, then a last round of 5 (2+2+1).
     expect(lines.slice(0, 4).map((l) => l.samples)).toEqual([30, 30, 30, 5]);
@@ -53,7 +53,7 @@ describe('data-parallel training', () => {
       }
     }
     for (const f of ['config.json', 'checkpoint.bin', 'samples/epoch-001.png', 'samples/epoch-002.png', 'samples/final.png']) {
-      expect(existsSync(join(coord.runDir, f)), f).toBe(true);
+      expect(existsSync(join(coord.runDir.path, f)), f).toBe(true);
     }
   }, 60_000);
 });

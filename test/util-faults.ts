@@ -14,15 +14,14 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Coordinator, type CoordinatorOptions, type RoundMetrics } from '../coordinator/coordinator.js';
 import type { TrainConfig } from '../coordinator/config.js';
-import { Kind, type Message } from '../shared/codec.js';
 import type { Dataset } from '../shared/mnist.js';
 import { encodeIdx } from '../shared/mnist.js';
 import type { Net } from '../shared/model.js';
 import { tempDir, useWasm } from './helpers.js';
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-export const COORDINATOR_MAIN = join(ROOT, 'dist', 'coordinator', 'main.js');
-export const WORKER_MAIN = join(ROOT, 'dist', 'worker', 'main.js');
+export const COORDINATOR_MAIN = join(ROOT, 'dist', 'cli', 'coordinator.js');
+export const WORKER_MAIN = join(ROOT, 'dist', 'cli', 'worker.js');
 
 /** The CLI tests run the compiled entry points; a missing build should say so, not time out. */
 export function requireBuild(): void {
@@ -245,19 +244,14 @@ export class FaultCluster {
         h.onLog(l);
         user.log?.(l);
       },
-      onPhase: async (round, phase) => {
+      testBeforePhase: async (round, phase) => {
         h.phases.push(`${round}:${phase}`);
         for (const a of h.actions.get(`${round}:${phase}`) ?? []) await a(h);
-        await user.onPhase?.(round, phase);
+        await user.testBeforePhase?.(round, phase);
       },
     });
     // Record every gradient that reaches validation, to tell "never arrived" from "arrived, refused".
-    const inner = h.coord as unknown as { onMessage: (c: { id: number }, m: Message) => void };
-    const onMessage = inner.onMessage.bind(h.coord);
-    inner.onMessage = (c, m) => {
-      if (m.k === Kind.Grad) h.received.push({ worker: c.id, round: m.round, phase: m.phase, count: m.count });
-      onMessage(c, m);
-    };
+    h.coord.pool.on('gradient', (c, m) => h.received.push({ worker: c.id, round: m.round, phase: m.phase, count: m.count }));
     const port = await h.coord.start();
     h.url = `${opts.scheme ?? 'ws'}://127.0.0.1:${port}`;
     for (let i = 0; i < (opts.workers ?? config.workers); i++) h.addWorker();
@@ -336,7 +330,7 @@ export class FaultCluster {
   }
 
   get runDir(): string {
-    return this.coord.runDir;
+    return this.coord.runDir.path;
   }
 
   metrics(): RoundMetrics[] {

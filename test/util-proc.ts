@@ -7,10 +7,10 @@ import { fileURLToPath } from 'node:url';
 export const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..');
 
 export const dist = {
-  coordinator: join(repoRoot, 'dist', 'coordinator', 'main.js'),
-  worker: join(repoRoot, 'dist', 'worker', 'main.js'),
-  generate: join(repoRoot, 'dist', 'coordinator', 'generate-main.js'),
-  evaluate: join(repoRoot, 'dist', 'coordinator', 'evaluate-main.js'),
+  coordinator: join(repoRoot, 'dist', 'cli', 'coordinator.js'),
+  worker: join(repoRoot, 'dist', 'cli', 'worker.js'),
+  generate: join(repoRoot, 'dist', 'cli', 'generate.js'),
+  evaluate: join(repoRoot, 'dist', 'cli', 'evaluate.js'),
 };
 
 /** The CLI tests run the compiled programs: `npm test` builds first. */

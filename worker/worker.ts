@@ -16,7 +16,7 @@ import { buildBatch, type SampleSource } from '../shared/batch.js';
 import {
   Kind, PROTOCOL_VERSION, type ChallengeMsg, type Message, type ShardMsg, type TaskMsg, type WelcomeMsg, decode, encode, toHalf,
 } from '../shared/codec.js';
-import { ErrorCodes, GanError, closeReason } from '../shared/errors.js';
+import { type ErrorCode, ErrorCodes, GanError, closeReason, isErrorCode } from '../shared/errors.js';
 import { GanModel } from '../shared/gan.js';
 import { type ModelConfig, type ModelKind, modelSignature } from '../shared/model.js';
 
@@ -35,8 +35,8 @@ export interface WorkerOptions {
   /** Refuse a coordinator that trains another model kind. */
   expectModel?: ModelKind;
   log?: (line: string) => void;
-  /** Test hook: called before computing a task; may throw or stall to simulate faults. */
-  beforeTask?: (t: TaskMsg) => Promise<void> | void;
+  /** Test seam: awaited before computing a task; may throw or stall to simulate faults. */
+  testBeforeTask?: (t: TaskMsg) => Promise<void> | void;
 }
 
 /**
@@ -45,12 +45,11 @@ export interface WorkerOptions {
  */
 const FATAL = new Set<number>([ErrorCodes.E_VERSION, ErrorCodes.E_MODEL, ErrorCodes.E_AUTH]);
 
-export class WorkerError extends Error {
-  constructor(readonly code: string, message: string) {
-    super(message);
-    this.name = 'WorkerError';
-  }
-}
+/** Node's codes for a server certificate that does not verify. */
+const TLS_ERRORS = new Set([
+  'DEPTH_ZERO_SELF_SIGNED_CERT', 'SELF_SIGNED_CERT_IN_CHAIN', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'CERT_HAS_EXPIRED', 'CERT_NOT_YET_VALID', 'ERR_TLS_CERT_ALTNAME_INVALID', 'CERT_SIGNATURE_FAILURE',
+]);
 
 class ShardStore implements SampleSource {
   private images = new Map<number, Uint8Array>();
@@ -108,14 +107,14 @@ export class WorkerClient {
     for (;;) {
       const outcome = await this.session();
       if (outcome.kind === 'stop') return;
-      if (outcome.kind === 'fatal') throw new WorkerError(outcome.code, outcome.message);
+      if (outcome.kind === 'fatal') throw new GanError(outcome.code, outcome.message);
       if (outcome.handshook) {
         since = Date.now();
         delay = 250;
       }
       if (this.stopped) return;
       if (Date.now() - since >= timeout) {
-        throw new WorkerError('E_CONNECT', `cannot reach a coordinator at ${this.opts.url} (${outcome.message}); gave up after ${Math.round(timeout / 1000)} s`);
+        throw new GanError('E_CONNECT', `cannot reach a coordinator at ${this.opts.url} (${outcome.message}); gave up after ${Math.round(timeout / 1000)} s`);
       }
       const wait = Math.min(delay, timeout - (Date.now() - since));
       this.log(`connection lost (${outcome.message}); retrying in ${wait} ms`);
@@ -136,11 +135,11 @@ export class WorkerClient {
     this.ws?.terminate();
   }
 
-  private session(): Promise<{ kind: 'stop' | 'fatal' | 'retry'; code: string; message: string; handshook: boolean }> {
+  private session(): Promise<{ kind: 'stop' | 'fatal' | 'retry'; code: ErrorCode; message: string; handshook: boolean }> {
     return new Promise((resolve) => {
       let handshook = false;
       let done = false;
-      const finish = (kind: 'stop' | 'fatal' | 'retry', code: string, message: string) => {
+      const finish = (kind: 'stop' | 'fatal' | 'retry', code: ErrorCode, message: string) => {
         if (done) return;
         done = true;
         resolve({ kind, code, message, handshook });
@@ -178,10 +177,15 @@ export class WorkerClient {
       ws.on('close', (code, reasonBuf) => {
         const reason = reasonBuf.toString();
         if (code === 1000 && reason.startsWith('E_DONE')) return finish('stop', 'E_DONE', reason);
-        if (FATAL.has(code)) return finish('fatal', reason.split(':')[0] || 'E_REFUSED', `coordinator refused this worker: ${reason}`);
-        finish('retry', 'E_CLOSED', reason ? `closed ${code}: ${reason}` : `closed ${code}`);
+        const said = reason.split(':')[0];
+        if (FATAL.has(code)) return finish('fatal', isErrorCode(said) ? said : 'E_CONNECT', `coordinator refused this worker: ${reason}`);
+        finish('retry', 'E_CONNECT', reason ? `closed ${code}: ${reason}` : `closed ${code}`);
       });
-      ws.on('error', (e) => finish('retry', 'E_CONNECT', (e as Error).message));
+      ws.on('error', (e) => {
+        // A certificate this worker does not trust will not become trusted by retrying.
+        const tls = TLS_ERRORS.has((e as NodeJS.ErrnoException).code ?? '');
+        finish(tls ? 'fatal' : 'retry', tls ? 'E_TLS' : 'E_CONNECT', tls ? `${this.opts.url}: ${(e as Error).message} (pass the CA with --ca)` : (e as Error).message);
+      });
     });
   }
 
@@ -215,7 +219,7 @@ export class WorkerClient {
       }
       case Kind.Task:
         this.requireWelcome();
-        await this.opts.beforeTask?.(m);
+        await this.opts.testBeforeTask?.(m);
         return this.onTask(m);
       case Kind.Stop:
         this.stopped = true;

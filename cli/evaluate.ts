@@ -1,17 +1,17 @@
+#!/usr/bin/env node
 /**
  * `evaluate RUN_DIR`: score a trained generator with the project's MNIST classifier (trained once
  * and cached), write RUN_DIR/eval.json (eval-raw.json with --raw) and print a table.
  */
-import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { Command, Option } from 'commander';
-import { BACKEND_NAMES, type BackendName, initBackend } from '../shared/backend.js';
-import { die, intArg } from '../shared/cli.js';
+import { BACKEND_NAMES, type BackendName, initBackend } from '../shared/backend/choose.js';
+import { die, intArg, isMain } from './args.js';
 import { loadMnist } from '../shared/mnist.js';
-import { generatorWeights, loadCheckpoint } from './checkpoint.js';
-import type { ClassifierOptions } from './eval/classifier.js';
-import { formatEvalTable } from './eval/evaluate.js';
-import { makeEvaluator } from './eval/run.js';
+import { generatorWeights } from '../coordinator/checkpoint.js';
+import { RunDir, loadCheckpoint } from '../coordinator/run-dir.js';
+import type { ClassifierOptions } from '../eval/classifier.js';
+import { formatEvalTable } from '../eval/evaluate.js';
+import { makeEvaluator } from '../eval/run.js';
 
 export interface EvaluateOptions {
   samples: number;
@@ -32,17 +32,12 @@ export function program(): Command {
     .addOption(new Option('--backend <name>', 'TensorFlow.js backend').choices(BACKEND_NAMES as string[]).default('auto'));
 }
 
-/** Scores of the moving average go to eval.json, of the latest weights (--raw) to eval-raw.json. */
-export function evalFile(o: Pick<EvaluateOptions, 'raw'>): string {
-  return o.raw ? 'eval-raw.json' : 'eval.json';
-}
-
 export async function evaluateRun(
   runDir: string,
   o: EvaluateOptions,
   log: (s: string) => void,
   judge: Partial<ClassifierOptions> = {},
-): Promise<Record<string, unknown>> {
+): Promise<{ file: string; result: Record<string, unknown> }> {
   const s = loadCheckpoint(runDir);
   await initBackend(o.backend, { log });
   const data = loadMnist(o.data ?? s.config.data ?? undefined);
@@ -54,9 +49,9 @@ export async function evaluateRun(
     log(`scoring ${s.config.model.kind} at round ${s.round}: G's ${weights === 'average' ? `moving average (decay ${s.config.emaDecay})` : 'latest weights'}` +
       (o.raw && !s.emaG ? ' (the run kept no average)' : ''));
     const out = { run: runDir, round: s.round, epoch: s.epoch, model: s.config.model.kind, weights, emaDecay: s.config.emaDecay, ...r };
-    writeFileSync(join(runDir, evalFile(o)), JSON.stringify(out, null, 2) + '\n');
+    const file = new RunDir(runDir).writeEvalResult(!!o.raw, out);
     process.stdout.write(formatEvalTable(r) + '\n');
-    return out;
+    return { file, result: out };
   } finally {
     ev.dispose();
   }
@@ -67,10 +62,12 @@ export function main(argv: string[]): void {
   cmd.parse(argv);
   const log = (s: string) => process.stderr.write(`evaluate: ${s}\n`);
   evaluateRun(cmd.args[0]!, cmd.opts<EvaluateOptions>(), log).then(
-    () => {
-      process.stdout.write(`wrote ${join(cmd.args[0]!, evalFile(cmd.opts<EvaluateOptions>()))}\n`);
+    ({ file }) => {
+      process.stdout.write(`wrote ${file}\n`);
       process.exit(0);
     },
     (e) => die('evaluate', e),
   );
 }
+
+if (isMain(import.meta.url)) main(process.argv);

@@ -1,21 +1,23 @@
+#!/usr/bin/env node
 /**
  * `coordinator`: listens for workers (or spawns them), trains, and writes the run directory.
  * Flags are parsed into options, run() does the work, errors become one line and a non-zero exit.
  */
-import { appendFileSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { Command, Option } from 'commander';
-import { BACKEND_NAMES, type BackendName, initBackend } from '../shared/backend.js';
-import { die, floatArg, intArg, listArg } from '../shared/cli.js';
-import { Coordinator, type CoordinatorOptions } from './coordinator.js';
-import { type TrainConfig, defaultTrainConfig } from './config.js';
-import { Progress } from './progress.js';
-import { LocalWorkers } from './spawn.js';
-import { loadCheckpoint } from './checkpoint.js';
-import { type Evaluator, makeEvaluator } from './eval/run.js';
+import { BACKEND_NAMES, type BackendName, initBackend } from '../shared/backend/choose.js';
+import { die, floatArg, intArg, isMain, listArg } from './args.js';
+import { Coordinator, type CoordinatorOptions } from '../coordinator/coordinator.js';
+import { type TrainConfig, defaultTrainConfig } from '../coordinator/config.js';
+import { Progress } from '../coordinator/progress.js';
+import { LocalWorkers } from '../coordinator/spawn.js';
+import { loadCheckpoint } from '../coordinator/run-dir.js';
+import { type Evaluator, makeEvaluator } from '../eval/run.js';
 import { loadMnist } from '../shared/mnist.js';
 import { MODEL_KINDS, type ModelKind } from '../shared/model.js';
+import { GanError } from '../shared/errors.js';
 
 const d = defaultTrainConfig;
 const m = d.model;
@@ -97,13 +99,13 @@ function readPem(file: string, what: string): Buffer {
   try {
     return readFileSync(file);
   } catch (e) {
-    throw Object.assign(new Error(`${what} ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`), { code: 'E_TLS' });
+    throw new GanError('E_TLS', `${what} ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
   }
 }
 
 export async function run(o: CliOptions, explicit: Set<string>): Promise<number> {
-  if (o.minWorkers > o.workers) throw Object.assign(new Error(`--min-workers ${o.minWorkers} is above --workers ${o.workers}`), { code: 'E_ARGS' });
-  if (!!o.tlsCert !== !!o.tlsKey) throw Object.assign(new Error('--tls-cert and --tls-key go together'), { code: 'E_ARGS' });
+  if (o.minWorkers > o.workers) throw new GanError('E_ARGS', `--min-workers ${o.minWorkers} is above --workers ${o.workers}`);
+  if (!!o.tlsCert !== !!o.tlsKey) throw new GanError('E_ARGS', '--tls-cert and --tls-key go together');
   const token = o.token ?? process.env.GAN_DDP_TOKEN;
   let config = trainConfig(o);
   let out = o.out ?? join('runs', new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19));
@@ -134,7 +136,7 @@ export async function run(o: CliOptions, explicit: Set<string>): Promise<number>
     if (epoch % config.evalEvery !== 0) return;
     evaluator ??= await makeEvaluator(loadMnist(config.data ?? undefined), log);
     const r = evaluator.evaluate(config.model, c.sampleWeights(), 1000, config.seed);
-    appendFileSync(join(out, 'eval.jsonl'), JSON.stringify({ epoch, round: c.round, weights: c.emaG ? 'average' : 'latest', ...r }) + '\n');
+    c.runDir.appendEval({ epoch, round: c.round, weights: c.emaG ? 'average' : 'latest', ...r });
     log(`epoch ${epoch} eval: FD ${r.fd.toFixed(2)} (floor ${r.fdFloor?.toFixed(2)}), classifier score ${r.classifierScore.toFixed(2)}, digits ${r.coverage}/10, KL ${r.klUniform.toFixed(3)}` +
       (r.conditionalAccuracy !== undefined ? `, conditional accuracy ${(r.conditionalAccuracy * 100).toFixed(1)}%` : ''));
   };
@@ -169,10 +171,10 @@ export async function run(o: CliOptions, explicit: Set<string>): Promise<number>
     (evaluator as Evaluator | null)?.dispose();
   }
   const summary = coord.summary();
-  writeFileSync(join(out, 'summary.json'), JSON.stringify(summary, null, 2) + '\n');
+  coord.runDir.writeSummary(summary);
   if (failed) throw failed;
   log(`done: ${coord.round} rounds, ${coord.epoch} epochs in ${(summary.seconds as number).toFixed(0)} s`);
-  log(`metrics: ${join(out, 'metrics.jsonl')}`);
+  log(`metrics: ${coord.runDir.file('metrics.jsonl')}`);
   if (summary.final_grid) log(`samples: ${summary.final_grid as string}`);
   log(`checkpoint: ${summary.checkpoint as string}`);
   return 0;
@@ -185,3 +187,5 @@ export function main(argv: string[]): void {
   const explicit = new Set(Object.keys(opts).filter((k) => cmd.getOptionValueSource(k) === 'cli'));
   run(opts, explicit).then((code) => process.exit(code), (e) => die('coordinator', e));
 }
+
+if (isMain(import.meta.url)) main(process.argv);

@@ -1,16 +1,19 @@
+#!/usr/bin/env node
 /**
  * `generate`: sample a trained generator from a run directory (or checkpoint file) into a PNG grid.
  * For conditional models `--digit D` draws only that digit and `--digit all` one row per digit.
  */
 import { writeFileSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { BACKEND_NAMES, type BackendName, initBackend } from '../shared/backend.js';
-import { die, intArg } from '../shared/cli.js';
-import { GanModel } from '../shared/gan.js';
+import { BACKEND_NAMES, type BackendName, initBackend } from '../shared/backend/choose.js';
+import { die, intArg, isMain } from './args.js';
 import { isConditional } from '../shared/model.js';
 import { gridPng } from '../shared/png.js';
-import { Rng, Stream } from '../shared/rng.js';
-import { generatorWeights, loadCheckpoint } from './checkpoint.js';
+import { Stream, seededNoise } from '../shared/rng.js';
+import { sampleGenerator } from '../shared/sampling.js';
+import { generatorWeights } from '../coordinator/checkpoint.js';
+import { loadCheckpoint } from '../coordinator/run-dir.js';
+import { GanError } from '../shared/errors.js';
 
 export interface GenerateOptions {
   checkpoint: string;
@@ -47,7 +50,7 @@ export async function generate(o: GenerateOptions): Promise<{ file: string; coun
   const s = loadCheckpoint(o.checkpoint);
   const cfg = s.config.model;
   if (o.digit !== undefined && !isConditional(cfg)) {
-    throw Object.assign(new Error(`--digit needs a conditional model (--model cgan or acgan); ${o.checkpoint} holds an unconditional ${cfg.kind}`), { code: 'E_ARGS' });
+    throw new GanError('E_ARGS', `--digit needs a conditional model (--model cgan or acgan); ${o.checkpoint} holds an unconditional ${cfg.kind}`);
   }
   await initBackend(o.backend, { log: () => {} });
   let labels: Uint8Array | undefined;
@@ -62,17 +65,9 @@ export async function generate(o: GenerateOptions): Promise<{ file: string; coun
     // Without --digit a conditional model cycles through the digits, one per column.
     labels = new Uint8Array(count).map((_, i) => (o.digit === undefined ? i % 10 : (o.digit as number)));
   }
-  const rng = new Rng(o.seed, Stream.fixedNoise, 7);
-  const noise = new Float32Array(count * cfg.noiseDim);
-  for (let i = 0; i < noise.length; i++) noise[i] = rng.normal();
-  const g = new GanModel(cfg);
-  try {
-    g.setWeights('G', generatorWeights(s, o.raw));
-    const images = g.generate(noise, labels);
-    writeFileSync(o.out, gridPng(images, count, cols));
-  } finally {
-    g.dispose();
-  }
+  const noise = seededNoise(count * cfg.noiseDim, o.seed, Stream.fixedNoise, 7);
+  const images = sampleGenerator(cfg, generatorWeights(s, o.raw), noise, labels);
+  writeFileSync(o.out, gridPng(images, count, cols));
   return { file: o.out, count };
 }
 
@@ -87,3 +82,5 @@ export function main(argv: string[]): void {
     (e) => die('generate', e),
   );
 }
+
+if (isMain(import.meta.url)) main(process.argv);

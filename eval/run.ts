@@ -2,10 +2,10 @@
  * Evaluating a generator's weights: sample it, classify the samples, score them against the real
  * test digits. Used by the `evaluate` command and by `--eval-every` during training.
  */
-import { GanModel } from '../../shared/gan.js';
-import type { MnistSplits } from '../../shared/mnist.js';
-import { type ModelConfig, isConditional } from '../../shared/model.js';
-import { Rng, Stream } from '../../shared/rng.js';
+import type { MnistSplits } from '../shared/mnist.js';
+import { type ModelConfig, isConditional } from '../shared/model.js';
+import { Stream, seededNoise } from '../shared/rng.js';
+import { sampleGenerator } from '../shared/sampling.js';
 import { type Classifier, type ClassifierOptions, getClassifier } from './classifier.js';
 import { type EvalResult, evaluateImages } from './evaluate.js';
 
@@ -21,19 +21,11 @@ export async function makeEvaluator(data: MnistSplits, log?: (s: string) => void
   return {
     classifier,
     evaluate(model, gWeights, samples, seed = 0) {
-      const g = new GanModel(model);
-      try {
-        g.setWeights('G', gWeights);
-        const rng = new Rng(seed, Stream.fixedNoise, 11);
-        const noise = new Float32Array(samples * model.noiseDim);
-        for (let i = 0; i < noise.length; i++) noise[i] = rng.normal();
-        // Conditional models are asked for every digit equally often.
-        const asked = isConditional(model) ? new Uint8Array(samples).map((_, i) => i % model.numClasses) : undefined;
-        const images = g.generate(noise, asked);
-        return evaluateImages(images, { classifier, real: data.test, train: data.train, asked });
-      } finally {
-        g.dispose();
-      }
+      const noise = seededNoise(samples * model.noiseDim, seed, Stream.fixedNoise, 11);
+      // Conditional models are asked for every digit equally often.
+      const asked = isConditional(model) ? new Uint8Array(samples).map((_, i) => i % model.numClasses) : undefined;
+      const images = sampleGenerator(model, gWeights, noise, asked);
+      return evaluateImages(images, { classifier, real: data.test, train: data.train, asked });
     },
     dispose: () => classifier.dispose(),
   };

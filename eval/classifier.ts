@@ -19,8 +19,9 @@ import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs-core';
 // Registers the gradient functions of the ops used below.
 import '@tensorflow/tfjs';
-import type { Dataset, MnistSplits } from '../../shared/mnist.js';
-import { Rng, permutation } from '../../shared/rng.js';
+import type { Dataset, MnistSplits } from '../shared/mnist.js';
+import { byteToUnit } from '../shared/pixels.js';
+import { Rng, permutation } from '../shared/rng.js';
 
 /** Bump when the architecture, the training recipe or the file layout changes: old caches are ignored. */
 export const CLASSIFIER_VERSION = 1;
@@ -234,7 +235,7 @@ function toUnit(images: Uint8Array, ids: ArrayLike<number>, rng?: Rng): Float32A
     for (let r = Math.max(0, -dr); r < Math.min(28, 28 - dr); r++) {
       const src = off + r * 28;
       const dst = i * 784 + (r + dr) * 28 + dc;
-      for (let c = Math.max(0, -dc); c < Math.min(28, 28 - dc); c++) x[dst + c] = images[src + c]! / 127.5 - 1;
+      for (let c = Math.max(0, -dc); c < Math.min(28, 28 - dc); c++) x[dst + c] = byteToUnit(images[src + c]!);
     }
   }
   return x;

@@ -2,8 +2,9 @@
  * Judging a set of generated digits against held-out real ones, with the real-vs-real figures
  * beside each number so that a reader can tell "good" from "as good as it gets".
  */
-import type { Dataset } from '../../shared/mnist.js';
-import { permutation } from '../../shared/rng.js';
+import type { Dataset } from '../shared/mnist.js';
+import { bytesToUnit } from '../shared/pixels.js';
+import { permutation } from '../shared/rng.js';
 import type { Classifier, Prediction } from './classifier.js';
 import {
   COVERAGE_MIN_SHARE,
@@ -59,7 +60,7 @@ export function datasetToUnit(ds: Dataset, ids?: ArrayLike<number>): Float32Arra
   const out = new Float32Array(n * 784);
   for (let i = 0; i < n; i++) {
     const off = (ids ? ids[i]! : i) * 784;
-    for (let k = 0; k < 784; k++) out[i * 784 + k] = ds.images[off + k]! / 127.5 - 1;
+    bytesToUnit(ds.images, off, out, i * 784, 784);
   }
   return out;
 }

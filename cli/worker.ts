@@ -1,13 +1,15 @@
+#!/usr/bin/env node
 /**
  * `worker`: joins a coordinator and computes gradients until the run ends. It needs nothing but
  * the coordinator's address (and the token, when the coordinator has one).
  */
 import { readFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
-import { BACKEND_NAMES, type BackendName, initBackend } from '../shared/backend.js';
-import { die, floatArg, intArg } from '../shared/cli.js';
-import { WorkerClient } from './worker.js';
+import { BACKEND_NAMES, type BackendName, initBackend } from '../shared/backend/choose.js';
+import { die, floatArg, intArg, isMain } from './args.js';
+import { WorkerClient } from '../worker/worker.js';
 import { MODEL_KINDS, type ModelKind } from '../shared/model.js';
+import { GanError } from '../shared/errors.js';
 
 export interface WorkerCliOptions {
   connect: string;
@@ -36,7 +38,7 @@ export function program(): Command {
 }
 
 export async function run(o: WorkerCliOptions): Promise<number> {
-  if (!/^wss?:\/\/[^/]+/.test(o.connect)) throw Object.assign(new Error(`--connect ${o.connect}: expected ws://HOST:PORT or wss://HOST:PORT`), { code: 'E_ARGS' });
+  if (!/^wss?:\/\/[^/]+/.test(o.connect)) throw new GanError('E_ARGS', `--connect ${o.connect}: expected ws://HOST:PORT or wss://HOST:PORT`);
   const log = (s: string) => process.stderr.write(`worker: ${s}\n`);
   // Spawned workers run --quiet: their coordinator already said which backend this host falls back to.
   const info = await initBackend(o.backend, { threads: o.threads, log: o.quiet ? () => {} : log });
@@ -46,7 +48,7 @@ export async function run(o: WorkerCliOptions): Promise<number> {
     try {
       ca = readFileSync(o.ca);
     } catch (e) {
-      throw Object.assign(new Error(`--ca ${o.ca}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`), { code: 'E_TLS' });
+      throw new GanError('E_TLS', `--ca ${o.ca}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
     }
   }
   const w = new WorkerClient({
@@ -71,3 +73,5 @@ export function main(argv: string[]): void {
   cmd.parse(argv);
   run(cmd.opts<WorkerCliOptions>()).then((code) => process.exit(code), (e) => die('worker', e));
 }
+
+if (isMain(import.meta.url)) main(process.argv);

@@ -1,5 +1,8 @@
-/** Small pieces every command-line entry point shares: argument parsers and the error exit. */
+/** Small pieces every command-line entry point shares: argument parsers, the error exit, the main guard. */
+import { realpathSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { InvalidArgumentError } from 'commander';
+import { GanError } from '../shared/errors.js';
 
 export function intArg(min: number, max = Number.MAX_SAFE_INTEGER) {
   return (v: string): number => {
@@ -30,10 +33,27 @@ export function listArg(v: string): number[] {
   return out;
 }
 
-/** Print one clear line and exit non-zero. */
+/**
+ * Print one clear line and exit non-zero. A GanError prints its code; anything else is a bug and
+ * prints E_INTERNAL with its stack, which is what a maintainer will need.
+ */
 export function die(prog: string, e: unknown): never {
-  const err = e as { code?: string; message?: string };
-  const code = typeof err.code === 'string' && err.code.startsWith('E_') ? ` [${err.code}]` : '';
-  process.stderr.write(`${prog}: error${code}: ${err.message ?? String(e)}\n`);
+  if (e instanceof GanError) {
+    process.stderr.write(`${prog}: error [${e.code}]: ${e.message}\n`);
+  } else {
+    const err = e as { stack?: string; message?: string };
+    process.stderr.write(`${prog}: error [E_INTERNAL]: ${err?.message ?? String(e)}\n${err?.stack ?? ''}\n`);
+  }
   process.exit(1);
+}
+
+/** Whether the module at `url` is the script node was started with (directly or through a bin link). */
+export function isMain(url: string): boolean {
+  const argv1 = process.argv[1];
+  if (!argv1) return false;
+  try {
+    return realpathSync(argv1) === realpathSync(fileURLToPath(url));
+  } catch {
+    return false;
+  }
 }

@@ -3,7 +3,7 @@
  * tf.train.adam applies (bias correction folded into the moments, epsilon added to sqrt(v̂)),
  * so a run's weights do not depend on where the optimiser runs.
  */
-import { type NativeMath, nativeMath } from '../shared/backend.js';
+import { type NativeMath, nativeMath } from '../shared/backend/addon.js';
 
 export interface AdamConfig {
   lr: number;

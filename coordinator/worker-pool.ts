@@ -1,0 +1,360 @@
+/**
+ * The coordinator's connections: one HTTP(S) server whose WebSocket upgrades become workers, the
+ * handshake and token proof, heartbeats, validation of everything a worker sends, drops, and the
+ * byte counters. The round loop (coordinator.ts) sees workers only through this surface: who is
+ * live, send a frame, ask a worker for a phase's gradient, drop a worker.
+ *
+ * Invariants:
+ * - A connection is 'handshake' until its Hello proves the protocol version, the model signature
+ *   and (with a token) HMAC-SHA256(token, nonce); then 'joining' until the round loop admits it
+ *   at a round boundary ('live'); 'dead' is final. At most `capacity` connections are joining or
+ *   live at once; one more is refused with E_FULL.
+ * - Every inbound frame is decoded and validated before use. Anything invalid closes that
+ *   connection with its code and reason and never reaches the round loop.
+ * - A gradient is accepted only for the (round, phase) the worker was asked for, only once, with
+ *   the task's sample count, the run's precision, the model's size and finite values.
+ */
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import { type IncomingMessage, type Server, type ServerResponse, createServer as createHttpServer } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import type { AddressInfo, Socket } from 'node:net';
+import { WebSocket, WebSocketServer } from 'ws';
+import { Kind, PROTOCOL_VERSION, type GradMsg, type Message, type TaskMsg, decode, encode, fromHalf } from '../shared/codec.js';
+import { GanError, closeReason } from '../shared/errors.js';
+import { type ModelConfig, type Net, netLayout } from '../shared/model.js';
+import { allFinite } from './optimizer.js';
+
+export interface PoolOptions {
+  host: string;
+  /** 0 picks a free port. */
+  port: number;
+  /** Workers must prove this token (HMAC over a nonce); none: anyone on the network may join. */
+  token?: string;
+  tls?: { cert: Buffer; key: Buffer };
+  /** Interval of WebSocket pings; a worker that misses three in a row is dropped. */
+  heartbeatMs: number;
+  model: ModelConfig;
+  signature: string;
+  /** What every Welcome tells a worker. */
+  seed: number;
+  fp16: boolean;
+  /** Most workers joining or live at once (--workers). */
+  capacity: number;
+  log: (line: string) => void;
+}
+
+export type WorkerState = 'handshake' | 'joining' | 'live' | 'dead';
+
+interface Pending {
+  round: number;
+  phase: Net;
+  count: number;
+  resolve: (m: GradMsg | null) => void;
+  timer: NodeJS.Timeout;
+}
+
+/** One worker connection as the round loop sees it. */
+export class WorkerConn {
+  id = -1;
+  state: WorkerState = 'handshake';
+  host = '?';
+  pid = 0;
+  backend = '?';
+  /** Samples shipped to this worker in epoch `heldEpoch` (the round loop's bookkeeping). */
+  held = new Set<number>();
+  heldEpoch = -1;
+  readonly nonce = randomBytes(32);
+  pending: Pending | null = null;
+  missedPongs = 0;
+  halfBuf: Float32Array | null = null;
+  constructor(readonly ws: WebSocket, readonly addr: string) {}
+  get label(): string {
+    return `worker ${this.id} (${this.host}/${this.pid}, ${this.backend})`;
+  }
+}
+
+export interface PoolEvents {
+  /** A connection finished its handshake and waits to be admitted. */
+  connected: [c: WorkerConn];
+  /** A gradient arrived from a worker, before validation (observers, tests). */
+  gradient: [c: WorkerConn, m: GradMsg];
+  /** A connection ended (dropped by us or closed by the peer); `wasLive` if it was a member of the run. */
+  left: [c: WorkerConn, wasLive: boolean];
+}
+
+const HANDSHAKE_TIMEOUT_MS = 10_000;
+/** Shards go out in pieces of this many samples. */
+export const SHARD_CHUNK = 4096;
+const isLoopback = (h: string) => h === 'localhost' || h === '::1' || h.startsWith('127.');
+
+export class WorkerPool extends EventEmitter<PoolEvents> {
+  readonly layouts: Record<Net, { total: number }>;
+  /** Largest frame a worker may send: a float32 gradient plus its fields. */
+  readonly maxInbound: number;
+  /** Largest frame this side sends: weights, or a piece of a shard. */
+  readonly maxOutbound: number;
+  private server: Server | null = null;
+  private wss: WebSocketServer | null = null;
+  private conns = new Set<WorkerConn>();
+  private nextId = 0;
+  private heartbeat: NodeJS.Timeout | null = null;
+  private closing = false;
+  private wake: (() => void) | null = null;
+  private bytesIn = 0;
+  private bytesOut = 0;
+
+  constructor(private readonly o: PoolOptions) {
+    super();
+    this.layouts = { G: netLayout(o.model, 'G'), D: netLayout(o.model, 'D') };
+    const biggest = Math.max(this.layouts.G.total, this.layouts.D.total) * 4;
+    this.maxInbound = biggest + 64 * 1024;
+    this.maxOutbound = Math.max(biggest, SHARD_CHUNK * (784 + 1 + 4)) + 64 * 1024;
+  }
+
+  /** Bytes read from and written to every connection so far (frames, not TCP overhead). */
+  get bytes(): { in: number; out: number } {
+    return { in: this.bytesIn, out: this.bytesOut };
+  }
+
+  /** Connections of every state (handshakes included). */
+  get connections(): number {
+    return this.conns.size;
+  }
+
+  /** Live workers in id order: the members of the run. */
+  live(): WorkerConn[] {
+    return this.inState('live');
+  }
+
+  /** Workers past their handshake that wait for the next round boundary, in id order. */
+  joining(): WorkerConn[] {
+    return this.inState('joining');
+  }
+
+  private inState(s: WorkerState): WorkerConn[] {
+    return [...this.conns].filter((c) => c.state === s).sort((a, b) => a.id - b.id);
+  }
+
+  /** Listen; resolves to the bound port. Beyond loopback a token (or `insecure`) is required. */
+  listen(insecure = false): Promise<number> {
+    const { host, port } = this.o;
+    if (!isLoopback(host) && !this.o.token && !insecure) {
+      return Promise.reject(new GanError('E_INSECURE', `refusing to listen on ${host} without --token (pass --insecure to allow it)`));
+    }
+    const server = this.o.tls ? createHttpsServer({ cert: this.o.tls.cert, key: this.o.tls.key }) : createHttpServer();
+    this.server = server;
+    this.wss = new WebSocketServer({ noServer: true, maxPayload: this.maxInbound, perMessageDeflate: false, clientTracking: false });
+    server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+      res.writeHead(426, { 'Content-Type': 'text/plain', Upgrade: 'websocket' });
+      res.end('This is a gan-ddp coordinator: workers connect with a WebSocket.\n');
+    });
+    server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
+      this.wss!.handleUpgrade(req, socket, head, (ws) => this.accept(ws, `${req.socket.remoteAddress}:${req.socket.remotePort}`));
+    });
+    this.heartbeat = setInterval(() => this.beat(), this.o.heartbeatMs);
+    this.heartbeat.unref();
+    return new Promise((resolve, reject) => {
+      server.once('error', (e: NodeJS.ErrnoException) => {
+        reject(e.code === 'EADDRINUSE'
+          ? new GanError('E_PORT', `port ${port} on ${host} is already in use`)
+          : new GanError('E_LISTEN', `cannot listen on ${host}:${port}: ${e.message}`));
+      });
+      server.listen(port, host, () => resolve((server.address() as AddressInfo).port));
+    });
+  }
+
+  send(c: WorkerConn, frame: Uint8Array): void {
+    if (c.ws.readyState !== WebSocket.OPEN) return;
+    this.bytesOut += frame.length;
+    c.ws.send(frame);
+  }
+
+  /** A joining worker becomes a member of the run (the round loop has sent it weights and data). */
+  activate(c: WorkerConn): void {
+    if (c.state === 'joining') c.state = 'live';
+  }
+
+  /**
+   * Send `task` to a live worker and wait for its gradient: the validated message, or null when
+   * the worker was dropped (disconnect, invalid message, no answer within `timeoutMs`).
+   */
+  request(c: WorkerConn, task: TaskMsg, timeoutMs: number): Promise<GradMsg | null> {
+    return new Promise((resolve) => {
+      if (c.state !== 'live') return resolve(null);
+      const timer = setTimeout(() => this.drop(c, new GanError('E_TIMEOUT', `no ${task.phase} gradient for round ${task.round} within ${timeoutMs} ms`)), timeoutMs);
+      timer.unref();
+      c.pending = { round: task.round, phase: task.phase, count: task.ids.length, timer, resolve };
+      this.send(c, encode(task));
+    });
+  }
+
+  /** Close a worker's connection with the error's code and reason; it leaves the run. */
+  drop(c: WorkerConn, e: GanError): void {
+    if (c.state === 'dead') return;
+    this.o.log(`${c.id >= 0 ? c.label : `connection from ${c.addr}`} dropped: ${e.code} ${e.message}`);
+    try {
+      c.ws.close(e.closeCode, closeReason(e));
+    } catch {
+      c.ws.terminate();
+    }
+    // A peer that ignores the close handshake must not hold the round.
+    setTimeout(() => c.ws.terminate(), 2000).unref();
+    this.markDead(c);
+  }
+
+  /** Resolve when membership may have changed (a join, a drop), or after `ms`. */
+  changed(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const t = setTimeout(() => {
+        this.wake = null;
+        resolve();
+      }, ms);
+      this.wake = () => {
+        clearTimeout(t);
+        resolve();
+      };
+    });
+  }
+
+  /** Wake a pending changed() now (a stop request). */
+  poke(): void {
+    const w = this.wake;
+    this.wake = null;
+    w?.();
+  }
+
+  private accept(ws: WebSocket, addr: string): void {
+    const c = new WorkerConn(ws, addr);
+    this.conns.add(c);
+    const handshakeTimer = setTimeout(() => this.drop(c, new GanError('E_TIMEOUT', `no Hello within ${HANDSHAKE_TIMEOUT_MS / 1000} s`)), HANDSHAKE_TIMEOUT_MS);
+    handshakeTimer.unref();
+    ws.on('pong', () => (c.missedPongs = 0));
+    ws.on('message', (data, isBinary) => {
+      const buf = data as Buffer;
+      this.bytesIn += buf.length;
+      try {
+        if (!isBinary) throw new GanError('E_MALFORMED', 'text frames are not part of the protocol');
+        const m = decode(buf);
+        if (c.state === 'handshake') {
+          clearTimeout(handshakeTimer);
+          this.onHello(c, m);
+        } else this.onGradient(c, m);
+      } catch (e) {
+        this.drop(c, e instanceof GanError ? e : new GanError('E_MALFORMED', (e as Error).message));
+      }
+    });
+    ws.on('close', (code, reason) => {
+      clearTimeout(handshakeTimer);
+      if (c.state !== 'dead' && c.id >= 0 && !this.closing) this.o.log(`${c.label} disconnected (${code}${reason.length ? ` ${reason.toString()}` : ''})`);
+      this.markDead(c);
+    });
+    ws.on('error', () => this.markDead(c));
+    this.send(c, encode({ k: Kind.Challenge, v: PROTOCOL_VERSION, nonce: c.nonce, auth: !!this.o.token, model: this.o.model }));
+  }
+
+  private onHello(c: WorkerConn, m: Message): void {
+    if (m.k !== Kind.Hello) throw new GanError('E_UNEXPECTED', `expected Hello, got ${Kind[m.k] ?? m.k}`);
+    if (m.v !== PROTOCOL_VERSION) throw new GanError('E_VERSION', `protocol version ${m.v}, coordinator speaks ${PROTOCOL_VERSION}`);
+    if (m.signature !== this.o.signature) throw new GanError('E_MODEL', `model signature differs from the coordinator's (${this.o.model.kind})`);
+    if (this.o.token) {
+      const want = createHmac('sha256', this.o.token).update(c.nonce).digest();
+      if (!m.proof || m.proof.length !== want.length || !timingSafeEqual(m.proof, want)) throw new GanError('E_AUTH', 'token proof missing or wrong');
+    }
+    const active = [...this.conns].filter((x) => x.state === 'live' || x.state === 'joining').length;
+    if (active >= this.o.capacity) throw new GanError('E_FULL', `already ${this.o.capacity} workers (--workers)`);
+    c.id = this.nextId++;
+    c.host = m.host.slice(0, 64);
+    c.pid = m.pid;
+    c.backend = m.backend.slice(0, 64);
+    c.state = 'joining';
+    this.send(c, encode({ k: Kind.Welcome, workerId: c.id, seed: this.o.seed, fp16: this.o.fp16, maxPayload: this.maxOutbound }));
+    this.o.log(`${c.label} connected from ${c.addr}; joins at the next round`);
+    this.emit('connected', c);
+    this.poke();
+  }
+
+  private onGradient(c: WorkerConn, m: Message): void {
+    if (m.k !== Kind.Grad) throw new GanError('E_UNEXPECTED', `workers may only send Grad after the handshake, got ${Kind[m.k] ?? m.k}`);
+    this.emit('gradient', c, m);
+    const p = c.pending;
+    if (!p || p.round !== m.round || p.phase !== m.phase) {
+      throw new GanError('E_STALE', `gradient for round ${m.round} phase ${m.phase} is not open for this worker (duplicate or stale)`);
+    }
+    if (m.count !== p.count) throw new GanError('E_SHAPE', `gradient says ${m.count} samples, the task had ${p.count}`);
+    if (m.fp16 !== this.o.fp16) throw new GanError('E_SHAPE', `gradient precision ${m.fp16 ? 'fp16' : 'fp32'} differs from the run's`);
+    const total = this.layouts[m.phase].total;
+    if (m.data.length !== total) throw new GanError('E_SHAPE', `gradient for ${m.phase} has ${m.data.length} values, the model has ${total}`);
+    let data: Float32Array;
+    if (m.data instanceof Uint16Array) {
+      if (!c.halfBuf || c.halfBuf.length < total) c.halfBuf = new Float32Array(Math.max(this.layouts.G.total, this.layouts.D.total));
+      data = fromHalf(m.data, c.halfBuf.subarray(0, total));
+    } else data = m.data;
+    if (!allFinite(data)) throw new GanError('E_NONFINITE', `gradient for ${m.phase} has NaN or Inf values`);
+    // The G phase has no real rows: its dReal is NaN by definition and not checked.
+    const stats = m.phase === 'D' ? { loss: m.loss, dReal: m.dReal, dFake: m.dFake } : { loss: m.loss, dFake: m.dFake };
+    for (const [k, v] of Object.entries(stats)) if (!Number.isFinite(v)) throw new GanError('E_NONFINITE', `${m.phase} ${k} is not finite`);
+    if (!Number.isFinite(m.computeMs) || m.computeMs < 0) throw new GanError('E_NONFINITE', 'computeMs is not a finite non-negative number');
+    c.pending = null;
+    clearTimeout(p.timer);
+    p.resolve({ ...m, data });
+  }
+
+  private markDead(c: WorkerConn): void {
+    if (c.state === 'dead') return;
+    const wasLive = c.state === 'live';
+    const wasWorker = c.state !== 'handshake';
+    c.state = 'dead';
+    this.conns.delete(c);
+    if (c.pending) {
+      clearTimeout(c.pending.timer);
+      const r = c.pending.resolve;
+      c.pending = null;
+      r(null);
+    }
+    if (wasWorker) this.emit('left', c, wasLive);
+    this.poke();
+  }
+
+  private beat(): void {
+    for (const c of this.conns) {
+      if (c.state === 'dead') continue;
+      if (c.missedPongs >= 3) {
+        this.drop(c, new GanError('E_TIMEOUT', 'no answer to three pings'));
+        continue;
+      }
+      c.missedPongs++;
+      try {
+        c.ws.ping();
+      } catch {
+        this.markDead(c);
+      }
+    }
+  }
+
+  /**
+   * Tell every connection the run is over (`stop`, then a close with E_DONE) and close the server.
+   * A frozen peer gets two seconds, then its socket is destroyed.
+   */
+  async close(stop: Uint8Array, reason: string): Promise<void> {
+    if (this.heartbeat) clearInterval(this.heartbeat);
+    this.closing = true;
+    await Promise.all([...this.conns].map((c) => new Promise<void>((resolve) => {
+      if (c.ws.readyState === WebSocket.CLOSED) return resolve();
+      const t = setTimeout(() => {
+        c.ws.terminate();
+        resolve();
+      }, 2000);
+      c.ws.once('close', () => {
+        clearTimeout(t);
+        resolve();
+      });
+      this.send(c, stop);
+      c.ws.close(1000, `E_DONE: ${reason.slice(0, 100)}`);
+    })));
+    const server = this.server;
+    this.server = null;
+    this.wss = null;
+    if (server) await new Promise<void>((r) => server.close(() => r()));
+  }
+}

@@ -1,0 +1,171 @@
+/**
+ * The optional N-API addon (native/): finding and loading it, and the plain-array arithmetic it
+ * offers the coordinator (reduce, Adam, finiteness) and the wire format (16-bit floats). This
+ * module does not import TensorFlow.js, so decoding a frame or stepping Adam never loads it; the
+ * tfjs kernels the addon also provides are registered by native-kernels.ts.
+ */
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { GanError } from '../errors.js';
+
+/** The addon's surface; native/src/*.c document the argument conventions. */
+export interface NativeAddon {
+  gemm(
+    heap: ArrayBuffer,
+    batch: number,
+    m: number,
+    n: number,
+    k: number,
+    transA: number,
+    transB: number,
+    aOff: number,
+    aStride: number,
+    bOff: number,
+    bStride: number,
+    cOff: number,
+    biasOff: number,
+    act: number,
+    alpha: number,
+  ): void;
+  binary(heap: ArrayBuffer, op: number, aOff: number, na: number, bOff: number, nb: number, outOff: number, n: number): void;
+  unary(heap: ArrayBuffer, op: number, xOff: number, outOff: number, n: number, alpha: number): void;
+  select(heap: ArrayBuffer, condOff: number, tOff: number, eOff: number, outOff: number, n: number): void;
+  reduce(heap: ArrayBuffer, op: number, xOff: number, outer: number, inner: number, leading: number, outOff: number): void;
+  setThreads(n: number): void;
+  getThreads(): number;
+  /** Which matrix-product library the addon was built with and what it runs on. */
+  config(): string;
+  weightedSum: NativeMath['weightedSum'];
+  adamStep: NativeMath['adamStep'];
+  allFinite: NativeMath['allFinite'];
+  halfToFloat: NativeMath['halfToFloat'];
+  floatToHalf: NativeMath['floatToHalf'];
+}
+
+/**
+ * The addon's plain-array arithmetic for the coordinator's reduce and optimiser and the fp16 wire
+ * format. Each function is bit-identical to its JavaScript reference (coordinator/optimizer.ts,
+ * shared/codec.ts), so results never depend on whether the addon was built. Misuse (wrong array
+ * types, mismatched lengths, overlapping buffers) throws a TypeError or RangeError.
+ */
+export interface NativeMath {
+  /** out[i] = sum over k, in order, of scales[k] * parts[k][i]: double products and adds, rounded to float32 after each add. */
+  weightedSum(out: Float32Array, parts: Float32Array[], scales: number[]): void;
+  /** One Adam update in place; the hyperparameters are the ones coordinator/optimizer.ts derives. */
+  adamStep(
+    w: Float32Array,
+    g: Float32Array,
+    m: Float32Array,
+    v: Float32Array,
+    b1: number,
+    b2: number,
+    omb1: number,
+    omb2: number,
+    c1: number,
+    c2: number,
+    lr: number,
+    eps: number,
+  ): void;
+  allFinite(a: Float32Array): boolean;
+  /** Converts src.length values; dst may be longer. */
+  halfToFloat(src: Uint16Array, dst: Float32Array): void;
+  /** Converts src.length values; dst may be longer. */
+  floatToHalf(src: Float32Array, dst: Uint16Array): void;
+}
+
+export const ADDON_FILE = join('native', 'build', 'Release', 'gan_native.node');
+
+/**
+ * The package root, found by walking up from this file: `../..` from shared/backend/*.ts (vitest
+ * runs the sources) and `../../..` from dist/shared/backend/*.js.
+ */
+export function packageRoot(): string | null {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 6; i++) {
+    if (existsSync(join(dir, 'package.json')) && existsSync(join(dir, 'native'))) return dir;
+    const up = dirname(dir);
+    if (up === dir) break;
+    dir = up;
+  }
+  return null;
+}
+
+let addonState: { addon: NativeAddon } | { error: string } | null = null;
+
+/** The loaded addon, or why it is not available (loaded once per process). */
+export function loadAddon(): { addon: NativeAddon } | { error: string } {
+  if (addonState) return addonState;
+  const root = packageRoot();
+  const file = root ? join(root, ADDON_FILE) : null;
+  if (!file || !existsSync(file)) {
+    addonState = { error: `native addon not built (${ADDON_FILE} missing)` };
+  } else {
+    try {
+      addonState = { addon: createRequire(import.meta.url)(file) as NativeAddon };
+    } catch (e) {
+      addonState = { error: `native addon failed to load: ${(e as Error).message.split('\n')[0]}` };
+    }
+  }
+  return addonState;
+}
+
+let mathState: { math: NativeMath | null } | null = null;
+
+/**
+ * The addon's array arithmetic, or null when the addon is not built or predates these functions.
+ * Independent of the tfjs backend: the coordinator may never initialise 'native'.
+ */
+export function nativeMath(): NativeMath | null {
+  if (mathState) return mathState.math;
+  const s = loadAddon();
+  let math: NativeMath | null = null;
+  if ('addon' in s) {
+    const a = s.addon;
+    // An addon compiled from an older checkout loads fine but lacks these.
+    if ([a.weightedSum, a.adamStep, a.allFinite, a.halfToFloat, a.floatToHalf].every((f) => typeof f === 'function')) {
+      math = {
+        weightedSum: a.weightedSum,
+        adamStep: a.adamStep,
+        allFinite: a.allFinite,
+        halfToFloat: a.halfToFloat,
+        floatToHalf: a.floatToHalf,
+      };
+    }
+  }
+  mathState = { math };
+  return math;
+}
+
+export function nativeAvailable(): { ok: boolean; reason?: string } {
+  const s = loadAddon();
+  return 'addon' in s ? { ok: true } : { ok: false, reason: s.error };
+}
+
+let threadsSet = false;
+
+/** Whether the compute thread count was set explicitly in this process. */
+export function nativeThreadsSet(): boolean {
+  return threadsSet;
+}
+
+/** Set the addon's matrix-product thread count (takes effect on the next kernel). */
+export function setNativeThreads(n: number): void {
+  const s = loadAddon();
+  if (!('addon' in s)) throw new GanError('E_BACKEND', s.error);
+  if (!Number.isInteger(n) || n < 1) throw new GanError('E_BACKEND', `threads must be a positive integer, got ${n}`);
+  s.addon.setThreads(n);
+  threadsSet = true;
+}
+
+/** One line for logs: the library, the CPU kernel it picked, the thread count. */
+export function nativeDetail(addon: NativeAddon): string {
+  const cfg = addon.config();
+  const t = addon.getThreads();
+  const threads = `${t} thread${t === 1 ? '' : 's'}`;
+  const version = /OpenBLAS\s+([\d.]+)/.exec(cfg)?.[1];
+  if (!version) return `${cfg}, ${threads}`;
+  const arch = cfg.split(/\s+/).find((w) => /^[A-Z][A-Za-z0-9]+$/.test(w) && !w.startsWith('NO_') && w !== 'DYNAMIC_ARCH' && w !== 'OpenBLAS');
+  return `OpenBLAS ${version}${arch ? ` (${arch})` : ''}, ${threads}`;
+}
