@@ -16,7 +16,7 @@ import { LocalWorkers } from '../coordinator/spawn.js';
 import { loadCheckpoint } from '../coordinator/run-dir.js';
 import { type Evaluator, makeEvaluator } from '../eval/run.js';
 import { loadMnist } from '../shared/mnist.js';
-import { MODEL_KINDS, type ModelKind } from '../shared/model.js';
+import { MODEL_KINDS, type ModelKind, modelConfigProblem } from '../shared/model.js';
 import { GanError } from '../shared/errors.js';
 
 const d = defaultTrainConfig;
@@ -108,6 +108,8 @@ export async function run(o: CliOptions, explicit: Set<string>): Promise<number>
   if (!!o.tlsCert !== !!o.tlsKey) throw new GanError('E_ARGS', '--tls-cert and --tls-key go together');
   const token = o.token ?? process.env.GAN_DDP_TOKEN;
   let config = trainConfig(o);
+  const problem = modelConfigProblem(config.model);
+  if (problem) throw new GanError('E_ARGS', `model: ${problem}`);
   let out = o.out ?? join('runs', new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19));
   if (o.resume) {
     // The checkpoint's config governs; flags given explicitly may change only what is safe to change.

@@ -6,9 +6,9 @@
  */
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { GanError } from '../errors.js';
+import { packageRoot } from '../paths.js';
 
 /** The addon's surface; native/src/*.c document the argument conventions. */
 export interface NativeAddon {
@@ -76,21 +76,6 @@ export interface NativeMath {
 }
 
 export const ADDON_FILE = join('native', 'build', 'Release', 'gan_native.node');
-
-/**
- * The package root, found by walking up from this file: `../..` from shared/backend/*.ts (vitest
- * runs the sources) and `../../..` from dist/shared/backend/*.js.
- */
-export function packageRoot(): string | null {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (let i = 0; i < 6; i++) {
-    if (existsSync(join(dir, 'package.json')) && existsSync(join(dir, 'native'))) return dir;
-    const up = dirname(dir);
-    if (up === dir) break;
-    dir = up;
-  }
-  return null;
-}
 
 let addonState: { addon: NativeAddon } | { error: string } | null = null;
 
