@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { Command, Option } from 'commander';
 import { BACKEND_NAMES, type BackendName, initBackend } from '../shared/backend/choose.js';
 import { die, floatArg, intArg, isMain, listArg } from './args.js';
-import { Coordinator, type CoordinatorOptions } from '../coordinator/coordinator.js';
+import { Coordinator, type CoordinatorOptions, type RelayPolicy } from '../coordinator/coordinator.js';
 import { type TrainConfig, defaultTrainConfig } from '../coordinator/config.js';
 import { Progress } from '../coordinator/progress.js';
 import { LocalWorkers } from '../coordinator/spawn.js';
@@ -28,7 +28,7 @@ export interface CliOptions {
   lr?: number; lrD?: number; lrG?: number; beta1: number; beta2: number; eps: number;
   gHidden: number[]; dHidden: number[]; noiseDim: number; dropout: number; leak: number; seed: number;
   checkpointEvery: number; roundTimeout: number; fp16: boolean; token?: string; insecure: boolean;
-  tlsCert?: string; tlsKey?: string; backend: BackendName; threads?: number; evalEvery: number; heartbeat: number; ema: number;
+  tlsCert?: string; tlsKey?: string; relay: RelayPolicy; backend: BackendName; threads?: number; evalEvery: number; heartbeat: number; ema: number;
 }
 
 export function program(): Command {
@@ -69,6 +69,7 @@ export function program(): Command {
     .addOption(new Option('--backend <name>', 'TensorFlow.js backend for spawned workers and for sampling').choices(BACKEND_NAMES as string[]).default('auto'))
     .option('--threads <n>', 'compute threads per spawned worker (default: cores / workers, at least 1)', intArg(1, 256))
     .option('--ema <decay>', 'keep a moving average of G\'s weights with this decay for sample grids, evaluation and generate (0: off)', floatArg(0, 0.999999), d.emaDecay)
+    .addOption(new Option('--relay <when>', 'relay partial sums and weights through workers: auto (3+ workers on other hosts), always, never').choices(['auto', 'always', 'never']).default('auto'))
     .option('--eval-every <k>', 'score the generator every K epochs into eval.jsonl (FD, classifier score, coverage; 0: never)', intArg(0), d.evalEvery);
 }
 
@@ -128,6 +129,7 @@ export async function run(o: CliOptions, explicit: Set<string>): Promise<number>
     config, host: o.host, port: o.port, out, resume: !!o.resume, token, insecure: o.insecure,
     tls: o.tlsCert && o.tlsKey ? { cert: readPem(o.tlsCert, 'certificate'), key: readPem(o.tlsKey, 'key') } : undefined,
     heartbeatMs: o.heartbeat * 1000,
+    relay: o.relay,
     log,
     onRound: (mx) => bar.round(mx, config.epochs),
     onEpoch: config.evalEvery > 0 ? (epoch, c) => evalEpoch(epoch, c) : undefined,

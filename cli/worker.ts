@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
 import { BACKEND_NAMES, type BackendName, initBackend } from '../shared/backend/choose.js';
 import { die, floatArg, intArg, isMain } from './args.js';
-import { WorkerClient } from '../worker/worker.js';
+import { nodeWorker } from '../worker/node.js';
 import { MODEL_KINDS, type ModelKind } from '../shared/model.js';
 import { GanError } from '../shared/errors.js';
 
@@ -20,6 +20,10 @@ export interface WorkerCliOptions {
   connectTimeout: number;
   maxPayload: number;
   model?: ModelKind;
+  relay: boolean;
+  peerHost?: string;
+  tlsCert?: string;
+  tlsKey?: string;
   quiet: boolean;
 }
 
@@ -34,6 +38,10 @@ export function program(): Command {
     .option('--connect-timeout <s>', 'give up after this many seconds without reaching the coordinator', floatArg(0.1, 86400), 60)
     .option('--max-payload <mib>', 'largest message accepted from the coordinator, in MiB', intArg(1, 4096), 256)
     .addOption(new Option('--model <kind>', 'refuse a coordinator that trains another model kind').choices([...MODEL_KINDS]))
+    .option('--no-relay', 'do not take part in relayed reductions (this worker cannot accept connections, e.g. behind NAT)')
+    .option('--peer-host <addr>', 'address other workers dial for relays (default: the one the coordinator sees)')
+    .option('--tls-cert <file>', 'certificate (PEM) of this worker\'s relay listener, needed for relays when the coordinator uses wss://')
+    .option('--tls-key <file>', 'private key (PEM) for --tls-cert')
     .option('--quiet', 'print only errors', false);
 }
 
@@ -43,18 +51,16 @@ export async function run(o: WorkerCliOptions): Promise<number> {
   // Spawned workers run --quiet: their coordinator already said which backend this host falls back to.
   const info = await initBackend(o.backend, { threads: o.threads, log: o.quiet ? () => {} : log });
   if (!o.quiet) log(`backend ${info.name} (${info.detail})`);
-  let ca: Buffer | undefined;
-  if (o.ca) {
-    try {
-      ca = readFileSync(o.ca);
-    } catch (e) {
-      throw new GanError('E_TLS', `--ca ${o.ca}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
-    }
-  }
-  const w = new WorkerClient({
+  const ca = o.ca ? readPem(o.ca, '--ca') : undefined;
+  if (!!o.tlsCert !== !!o.tlsKey) throw new GanError('E_ARGS', '--tls-cert and --tls-key go together');
+  const tls = o.tlsCert && o.tlsKey ? { cert: readPem(o.tlsCert, '--tls-cert'), key: readPem(o.tlsKey, '--tls-key') } : undefined;
+  const w = nodeWorker({
     url: o.connect,
     token: o.token ?? process.env.GAN_DDP_TOKEN,
     ca,
+    tls,
+    relay: o.relay,
+    peerHost: o.peerHost,
     backend: `${info.name} (${info.detail})`,
     connectTimeoutMs: o.connectTimeout * 1000,
     maxPayload: o.maxPayload * 1024 * 1024,
@@ -66,6 +72,14 @@ export async function run(o: WorkerCliOptions): Promise<number> {
   await w.run();
   if (!o.quiet) log(`done after ${w.tasksDone} tasks`);
   return 0;
+}
+
+function readPem(file: string, flag: string): Buffer {
+  try {
+    return readFileSync(file);
+  } catch (e) {
+    throw new GanError('E_TLS', `${flag} ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
 }
 
 export function main(argv: string[]): void {

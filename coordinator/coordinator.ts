@@ -5,18 +5,17 @@
  *
  * Invariants of a round (one GAN iteration):
  * - D phase, then G phase. In each, every live worker of the round gets a task naming the round,
- *   the phase, the weight versions it must hold and the sample ids to use. The coordinator waits
- *   for every one of them (or drops it: disconnect, --round-timeout, invalid message), averages
- *   the gradients weighted by sample count, summing in worker-id order (never arrival order),
- *   applies one Adam step to that net alone and broadcasts its new weights, packed once: the same
- *   bytes go to every worker.
+ *   the phase, the weight versions it must hold and the sample ids to use. Their gradients are
+ *   summed weighted by sample count in worker-id order (never arrival order), chunk by chunk as
+ *   they arrive, directly or relayed through workers (reduction.ts); one Adam step goes to that net
+ *   alone, and its new weights go out chunk by chunk, the same bytes to every worker.
  * - A dropped worker's gradient is never applied, so its samples of this round are not used; they
  *   and the rest of its queue are dealt again to the live workers (sharding.ts). New workers join
  *   at a round boundary: they get both nets' current weights and a shard.
  * - Training continues while at least --min-workers are live; below that the coordinator waits
  *   up to --round-timeout for workers to come (back), then checkpoints and fails.
  */
-import { Kind, type GradMsg, encode } from '../shared/codec.js';
+import { Kind, type ReportMsg, encode } from '../shared/codec.js';
 import { GanError } from '../shared/errors.js';
 import { type Dataset, loadMnist } from '../shared/mnist.js';
 import { type Net, type NetLayout, initWeights, isConditional, modelSignature, netLayout } from '../shared/model.js';
@@ -25,10 +24,17 @@ import { fixedNoise, sampleGenerator } from '../shared/sampling.js';
 import type { TrainState } from './checkpoint.js';
 import type { TrainConfig } from './config.js';
 import { type RoundMetrics, roundMetrics } from './metrics.js';
-import { type AdamState, adamState, adamStep, emaUpdate, weightedAverage } from './optimizer.js';
+import { type AdamState, adamHyper, adamState, emaUpdate } from './optimizer.js';
+import { Reduction } from './reduction.js';
 import { type EpochAccount, RunDir } from './run-dir.js';
 import { EpochPlan } from './sharding.js';
 import { SHARD_CHUNK, type WorkerConn, WorkerPool } from './worker-pool.js';
+
+/** Floats per chunk of a reduction: small enough to pipeline over a few hops, large enough that per-chunk costs vanish. */
+export const REDUCE_CHUNK = 65536;
+
+/** When workers relay partial sums to each other: `auto` when at least three can and sit on other hosts than the coordinator. */
+export type RelayPolicy = 'auto' | 'always' | 'never';
 
 export type { RoundMetrics } from './metrics.js';
 
@@ -55,6 +61,10 @@ export interface CoordinatorOptions {
   onRound?: (m: RoundMetrics, c: Coordinator) => void;
   /** Called at the end of every epoch, before the next begins (evaluation). */
   onEpoch?: (epoch: number, c: Coordinator) => Promise<void> | void;
+  /** When workers relay partial sums (default auto). */
+  relay?: RelayPolicy;
+  /** Floats per reduction chunk (default REDUCE_CHUNK). */
+  reduceChunk?: number;
   /** Test seam: awaited at each phase boundary before that phase's tasks go out (fault injection). */
   testBeforePhase?: (round: number, phase: Net) => Promise<void> | void;
 }
@@ -62,7 +72,7 @@ export interface CoordinatorOptions {
 /** One worker's applied gradient in a phase. */
 interface Contribution {
   worker: WorkerConn;
-  grad: GradMsg & { data: Float32Array };
+  report: ReportMsg;
 }
 
 /** The samples one worker computes on this round. */
@@ -95,7 +105,13 @@ export class Coordinator {
   private needsDeal = true;
   private stopping: string | null = null;
   private started = false;
-  private avg: Record<Net, Float32Array>;
+  /** Scratch for a phase's running sums. */
+  private acc: Record<Net, Float32Array>;
+  /** Where a phase's Adam step writes the new weights and moments; swapped in when it commits. */
+  private next!: Record<Net, { w: Float32Array; m: Float32Array; v: Float32Array }>;
+  /** The phase being reduced (its frames go there), and the relay chains of the last committed one. */
+  private reduction: Reduction | null = null;
+  private lastChains: number[][] = [];
   private weightFrames: Record<Net, Uint8Array | null> = { D: null, G: null };
   private joinedThisRound: number[] = [];
   private droppedThisRound: number[] = [];
@@ -108,7 +124,7 @@ export class Coordinator {
     this.log = opts.log ?? (() => {});
     this.layouts = { G: netLayout(this.cfg.model, 'G'), D: netLayout(this.cfg.model, 'D') };
     this.signature = modelSignature(this.cfg.model);
-    this.avg = { G: new Float32Array(this.layouts.G.total), D: new Float32Array(this.layouts.D.total) };
+    this.acc = { G: new Float32Array(this.layouts.G.total), D: new Float32Array(this.layouts.D.total) };
     this.runDir = new RunDir(opts.out);
     this.pool = new WorkerPool({
       host: opts.host, port: opts.port, token: opts.token, tls: opts.tls, heartbeatMs: opts.heartbeatMs ?? 10_000,
@@ -118,6 +134,8 @@ export class Coordinator {
       if (!wasLive) return;
       this.needsDeal = true;
       this.droppedThisRound.push(c.id);
+      this.reduction?.lost(c);
+      this.repairRelays(c.id);
     });
   }
 
@@ -152,23 +170,22 @@ export class Coordinator {
         continue;
       }
 
-      // D phase: gradients of D's loss on real rows and fresh fakes; one Adam step on D.
+      // D phase: gradients of D's loss on real rows and fresh fakes, summed and stepped into D.
       const d = await this.phase('D', assigned);
-      if (d.length === 0) {
+      if (d.applied.length === 0) {
         this.log(`round ${this.round}: no D gradient arrived; retrying the round`);
         this.needsDeal = true;
         continue;
       }
-      let reduceMs = this.step('D', d);
-      for (const { worker, grad } of d) plan.commit(worker.id, grad.count);
+      for (const { worker, report } of d.applied) plan.commit(worker.id, report.count);
 
       // G phase: the workers whose D gradient was applied, on the same samples' noise.
-      const gAssigned = d.filter((x) => x.worker.state === 'live').map((x) => ({ worker: x.worker, ids: assigned.find((a) => a.worker === x.worker)!.ids.subarray(0, x.grad.count) }));
-      const g = gAssigned.length ? await this.phase('G', gAssigned) : [];
-      if (g.length) reduceMs += this.step('G', g);
+      const gAssigned = d.applied.filter((x) => x.worker.state === 'live').map((x) => ({ worker: x.worker, ids: assigned.find((a) => a.worker === x.worker)!.ids.subarray(0, x.report.count) }));
+      const g = gAssigned.length ? await this.phase('G', gAssigned) : { applied: [], busyMs: 0 };
+      const reduceMs = d.busyMs + g.busyMs;
 
       this.logRound(roundMetrics({
-        round: this.round, epoch: this.epoch, d: d.map((x) => x.grad), g: g.map((x) => x.grad),
+        round: this.round, epoch: this.epoch, d: d.applied.map((x) => x.report), g: g.applied.map((x) => x.report),
         liveWorkers: this.pool.live().length, batchSize: cfg.batchSize, roundMs: performance.now() - t0, reduceMs,
         bytesIn: this.pool.bytes.in - bytes0.in, bytesOut: this.pool.bytes.out - bytes0.out,
         dropped: this.droppedThisRound, joined: this.joinedThisRound, epochUsed: plan.used, epochSamples: plan.n,
@@ -255,31 +272,81 @@ export class Coordinator {
     }
   }
 
-  /** Send each assigned worker its task and collect the gradients that arrive, in worker-id order. */
-  private async phase(net: Net, assigned: Assignment[]): Promise<Contribution[]> {
+  /**
+   * One phase: tasks out, gradients summed in worker-id order as their chunks arrive (directly or
+   * relayed), Adam stepped and the new weights sent chunk by chunk (reduction.ts); then the step is
+   * committed here. Returns whose gradients were applied and the coordinator's own time.
+   */
+  private async phase(net: Net, assigned: Assignment[]): Promise<{ applied: Contribution[]; busyMs: number }> {
     await this.opts.testBeforePhase?.(this.round, net);
-    const got = await Promise.all(assigned.map(async ({ worker, ids }) => {
-      const task = { k: Kind.Task, round: this.round, epoch: this.epoch, phase: net, dVersion: this.versions.D, gVersion: this.versions.G, ids } as const;
-      const grad = await this.pool.request(worker, task, this.cfg.roundTimeoutMs);
-      return grad ? { worker, grad: grad as Contribution['grad'] } : null;
-    }));
-    return got.filter((x): x is Contribution => x !== null).sort((a, b) => a.worker.id - b.worker.id);
+    const live = assigned.filter((a) => a.worker.state === 'live');
+    if (live.length === 0) return { applied: [], busyMs: 0 };
+    const relay = this.relayMembers(live.map((a) => a.worker));
+    const adam = this.adam[net];
+    this.next ??= {
+      D: { w: new Float32Array(this.layouts.D.total), m: new Float32Array(this.layouts.D.total), v: new Float32Array(this.layouts.D.total) },
+      G: { w: new Float32Array(this.layouts.G.total), m: new Float32Array(this.layouts.G.total), v: new Float32Array(this.layouts.G.total) },
+    };
+    const reduction = new Reduction({
+      net, round: this.round, epoch: this.epoch, versions: { ...this.versions },
+      members: live.map((a, i) => ({ member: { conn: a.worker, count: a.ids.length, relay: relay[i]! }, ids: a.ids })),
+      chunk: this.opts.reduceChunk ?? REDUCE_CHUNK, fp16: this.cfg.fp16,
+      current: { w: this.weights[net], m: adam.m, v: adam.v }, next: this.next[net], acc: this.acc[net],
+      hyper: adamHyper(adam.t + 1, { lr: net === 'D' ? this.cfg.lrD : this.cfg.lrG, beta1: this.cfg.beta1, beta2: this.cfg.beta2, epsilon: this.cfg.epsilon }),
+      reportTimeoutMs: this.cfg.roundTimeoutMs, stallMs: Math.min(this.cfg.roundTimeoutMs, 10_000),
+      send: (c, f) => this.pool.send(c, f), drop: (c, e) => this.pool.drop(c, e), log: this.log,
+    });
+    this.reduction = reduction;
+    this.pool.route((c, m) => reduction.onMessage(c, m));
+    const r = await reduction.run();
+    this.reduction = null;
+    this.pool.route(null);
+    if (r.applied.length > 0) this.commit(net, r.chains);
+    const applied = r.applied.map(({ conn, report }) => ({ worker: conn, report }));
+    return { applied, busyMs: r.busyMs };
   }
 
-  /** Average in worker-id order, one Adam step, broadcast the new weights. Returns the milliseconds it took. */
-  private step(net: Net, contributions: Contribution[]): number {
-    const t0 = performance.now();
-    weightedAverage(this.avg[net], contributions.map(({ grad }) => ({ count: grad.count, data: grad.data })));
-    adamStep(this.weights[net], this.avg[net], this.adam[net], {
-      lr: net === 'D' ? this.cfg.lrD : this.cfg.lrG, beta1: this.cfg.beta1, beta2: this.cfg.beta2, epsilon: this.cfg.epsilon,
-    });
+  /** The phase's step took: the next weights and moments become the current ones. */
+  private commit(net: Net, chains: number[][]): void {
+    const next = this.next[net];
+    const adam = this.adam[net];
+    this.next[net] = { w: this.weights[net], m: adam.m, v: adam.v };
+    this.weights[net] = next.w;
+    adam.m = next.m;
+    adam.v = next.v;
+    adam.t++;
     this.versions[net]++;
     this.weightFrames[net] = null;
-    const frame = this.weightsFrame(net);
-    for (const c of this.pool.live()) this.pool.send(c, frame);
-    // Workers never see the average: it is updated while the new weights are on their way.
-    if (net === 'G' && this.emaG) emaUpdate(this.emaG, this.weights.G, this.cfg.emaDecay, this.adam.G.t);
-    return performance.now() - t0;
+    this.lastChains = chains;
+    // Workers never see the average.
+    if (net === 'G' && this.emaG) emaUpdate(this.emaG, this.weights.G, this.cfg.emaDecay, adam.t);
+  }
+
+  /** Which of these workers relay partial sums in this phase (see RelayPolicy). */
+  private relayMembers(workers: WorkerConn[]): boolean[] {
+    const policy = this.opts.relay ?? 'auto';
+    const able = workers.map((w) => w.peerUrl !== '');
+    if (policy === 'never') return workers.map(() => false);
+    if (policy === 'always') return able;
+    const remote = workers.map((w, i) => able[i]! && !isLoopbackIp(w.remoteIp));
+    return remote.filter(Boolean).length >= 3 ? remote : workers.map(() => false);
+  }
+
+  /**
+   * A worker that relayed weights in the last phase is gone: the members it forwarded to may be
+   * missing them, so they get both nets' current weights directly (a worker keeps the newest).
+   */
+  private repairRelays(id: number): void {
+    for (const chain of this.lastChains) {
+      const at = chain.indexOf(id);
+      if (at <= 0) continue;
+      const orphans = new Set(chain.slice(0, at));
+      for (const c of this.pool.live()) {
+        if (!orphans.has(c.id)) continue;
+        this.pool.send(c, this.weightsFrame('D'));
+        this.pool.send(c, this.weightsFrame('G'));
+      }
+    }
   }
 
   private logRound(m: RoundMetrics): void {
@@ -403,6 +470,8 @@ export class Coordinator {
     await this.pool.close(encode({ k: Kind.Stop, reason }), reason);
   }
 }
+
+const isLoopbackIp = (ip: string) => ip === '::1' || ip.startsWith('127.') || ip.startsWith('::ffff:127.');
 
 export interface GridNoise {
   noise: Float32Array;

@@ -11,8 +11,9 @@
  *   live at once; one more is refused with E_FULL.
  * - Every inbound frame is decoded and validated before use. Anything invalid closes that
  *   connection with its code and reason and never reaches the round loop.
- * - A gradient is accepted only for the (round, phase) the worker was asked for, only once, with
- *   the task's sample count, the run's precision, the model's size and finite values.
+ * - After its handshake a worker's frames go to the handler of the open phase (reduction.ts), which
+ *   accepts a report or a chunk only for the (round, phase) the worker was asked for, only once, of
+ *   the model's size and with finite values; outside a phase they are refused.
  */
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { EventEmitter } from 'node:events';
@@ -20,10 +21,9 @@ import { type IncomingMessage, type Server, type ServerResponse, createServer as
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import { WebSocket, WebSocketServer } from 'ws';
-import { Kind, PROTOCOL_VERSION, type GradMsg, type Message, type TaskMsg, decode, encode, fromHalf } from '../shared/codec.js';
+import { Kind, PROTOCOL_VERSION, type Message, type ReportMsg, decode, encode } from '../shared/codec.js';
 import { GanError, closeReason } from '../shared/errors.js';
 import { type ModelConfig, type Net, netLayout } from '../shared/model.js';
-import { allFinite } from './optimizer.js';
 
 export interface PoolOptions {
   host: string;
@@ -46,14 +46,6 @@ export interface PoolOptions {
 
 export type WorkerState = 'handshake' | 'joining' | 'live' | 'dead';
 
-interface Pending {
-  round: number;
-  phase: Net;
-  count: number;
-  resolve: (m: GradMsg | null) => void;
-  timer: NodeJS.Timeout;
-}
-
 /** One worker connection as the round loop sees it. */
 export class WorkerConn {
   id = -1;
@@ -64,11 +56,11 @@ export class WorkerConn {
   /** Samples shipped to this worker in epoch `heldEpoch` (the round loop's bookkeeping). */
   held = new Set<number>();
   heldEpoch = -1;
+  /** ws(s)://host:port where peers reach this worker's relay listener ('' when it has none). */
+  peerUrl = '';
   readonly nonce = randomBytes(32);
-  pending: Pending | null = null;
   missedPongs = 0;
-  halfBuf: Float32Array | null = null;
-  constructor(readonly ws: WebSocket, readonly addr: string) {}
+  constructor(readonly ws: WebSocket, readonly addr: string, readonly remoteIp: string) {}
   get label(): string {
     return `worker ${this.id} (${this.host}/${this.pid}, ${this.backend})`;
   }
@@ -77,8 +69,8 @@ export class WorkerConn {
 export interface PoolEvents {
   /** A connection finished its handshake and waits to be admitted. */
   connected: [c: WorkerConn];
-  /** A gradient arrived from a worker, before validation (observers, tests). */
-  gradient: [c: WorkerConn, m: GradMsg];
+  /** A worker reported a computed phase, before validation (observers, tests). */
+  report: [c: WorkerConn, m: ReportMsg];
   /** A connection ended (dropped by us or closed by the peer); `wasLive` if it was a member of the run. */
   left: [c: WorkerConn, wasLive: boolean];
 }
@@ -103,6 +95,8 @@ export class WorkerPool extends EventEmitter<PoolEvents> {
   private wake: (() => void) | null = null;
   private bytesIn = 0;
   private bytesOut = 0;
+  /** Where frames of live workers go: the open phase, or nothing between phases. */
+  private handler: ((c: WorkerConn, m: Message) => void) | null = null;
 
   constructor(private readonly o: PoolOptions) {
     super();
@@ -150,7 +144,8 @@ export class WorkerPool extends EventEmitter<PoolEvents> {
       res.end('This is a gan-ddp coordinator: workers connect with a WebSocket.\n');
     });
     server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
-      this.wss!.handleUpgrade(req, socket, head, (ws) => this.accept(ws, `${req.socket.remoteAddress}:${req.socket.remotePort}`));
+      const ip = req.socket.remoteAddress ?? '?';
+      this.wss!.handleUpgrade(req, socket, head, (ws) => this.accept(ws, `${ip}:${req.socket.remotePort}`, ip));
     });
     this.heartbeat = setInterval(() => this.beat(), this.o.heartbeatMs);
     this.heartbeat.unref();
@@ -176,17 +171,11 @@ export class WorkerPool extends EventEmitter<PoolEvents> {
   }
 
   /**
-   * Send `task` to a live worker and wait for its gradient: the validated message, or null when
-   * the worker was dropped (disconnect, invalid message, no answer within `timeoutMs`).
+   * Frames from joined workers go to `handler` (the open phase) until it is replaced; it throws a
+   * GanError to refuse a frame, which drops the sender. With no handler, frames are refused.
    */
-  request(c: WorkerConn, task: TaskMsg, timeoutMs: number): Promise<GradMsg | null> {
-    return new Promise((resolve) => {
-      if (c.state !== 'live') return resolve(null);
-      const timer = setTimeout(() => this.drop(c, new GanError('E_TIMEOUT', `no ${task.phase} gradient for round ${task.round} within ${timeoutMs} ms`)), timeoutMs);
-      timer.unref();
-      c.pending = { round: task.round, phase: task.phase, count: task.ids.length, timer, resolve };
-      this.send(c, encode(task));
-    });
+  route(handler: ((c: WorkerConn, m: Message) => void) | null): void {
+    this.handler = handler;
   }
 
   /** Close a worker's connection with the error's code and reason; it leaves the run. */
@@ -224,8 +213,8 @@ export class WorkerPool extends EventEmitter<PoolEvents> {
     w?.();
   }
 
-  private accept(ws: WebSocket, addr: string): void {
-    const c = new WorkerConn(ws, addr);
+  private accept(ws: WebSocket, addr: string, remoteIp: string): void {
+    const c = new WorkerConn(ws, addr, remoteIp);
     this.conns.add(c);
     const handshakeTimer = setTimeout(() => this.drop(c, new GanError('E_TIMEOUT', `no Hello within ${HANDSHAKE_TIMEOUT_MS / 1000} s`)), HANDSHAKE_TIMEOUT_MS);
     handshakeTimer.unref();
@@ -239,7 +228,7 @@ export class WorkerPool extends EventEmitter<PoolEvents> {
         if (c.state === 'handshake') {
           clearTimeout(handshakeTimer);
           this.onHello(c, m);
-        } else this.onGradient(c, m);
+        } else this.dispatch(c, m);
       } catch (e) {
         this.drop(c, e instanceof GanError ? e : new GanError('E_MALFORMED', (e as Error).message));
       }
@@ -267,6 +256,10 @@ export class WorkerPool extends EventEmitter<PoolEvents> {
     c.host = m.host.slice(0, 64);
     c.pid = m.pid;
     c.backend = m.backend.slice(0, 64);
+    if (m.peerPort !== undefined && m.peerPort > 0 && m.peerPort < 65536) {
+      const host = m.peerHost?.slice(0, 255) || c.remoteIp.replace(/^::ffff:/, '');
+      c.peerUrl = `${this.o.tls ? 'wss' : 'ws'}://${host.includes(':') ? `[${host}]` : host}:${m.peerPort}`;
+    }
     c.state = 'joining';
     this.send(c, encode({ k: Kind.Welcome, workerId: c.id, seed: this.o.seed, fp16: this.o.fp16, maxPayload: this.maxOutbound }));
     this.o.log(`${c.label} connected from ${c.addr}; joins at the next round`);
@@ -274,30 +267,15 @@ export class WorkerPool extends EventEmitter<PoolEvents> {
     this.poke();
   }
 
-  private onGradient(c: WorkerConn, m: Message): void {
-    if (m.k !== Kind.Grad) throw new GanError('E_UNEXPECTED', `workers may only send Grad after the handshake, got ${Kind[m.k] ?? m.k}`);
-    this.emit('gradient', c, m);
-    const p = c.pending;
-    if (!p || p.round !== m.round || p.phase !== m.phase) {
-      throw new GanError('E_STALE', `gradient for round ${m.round} phase ${m.phase} is not open for this worker (duplicate or stale)`);
+  private dispatch(c: WorkerConn, m: Message): void {
+    if (m.k === Kind.Report) this.emit('report', c, m);
+    if (c.state !== 'live') throw new GanError('E_UNEXPECTED', `${Kind[m.k] ?? m.k} before this worker was admitted to a round`);
+    if (!this.handler) {
+      // A peer link can break between phases; the next phase's plan will route around it.
+      if (m.k === Kind.PeerLost) return this.o.log(`${c.label} lost its link to worker ${m.peer}: ${m.code} ${m.reason}`);
+      throw new GanError('E_STALE', `${Kind[m.k] ?? m.k} while no phase is open`);
     }
-    if (m.count !== p.count) throw new GanError('E_SHAPE', `gradient says ${m.count} samples, the task had ${p.count}`);
-    if (m.fp16 !== this.o.fp16) throw new GanError('E_SHAPE', `gradient precision ${m.fp16 ? 'fp16' : 'fp32'} differs from the run's`);
-    const total = this.layouts[m.phase].total;
-    if (m.data.length !== total) throw new GanError('E_SHAPE', `gradient for ${m.phase} has ${m.data.length} values, the model has ${total}`);
-    let data: Float32Array;
-    if (m.data instanceof Uint16Array) {
-      if (!c.halfBuf || c.halfBuf.length < total) c.halfBuf = new Float32Array(Math.max(this.layouts.G.total, this.layouts.D.total));
-      data = fromHalf(m.data, c.halfBuf.subarray(0, total));
-    } else data = m.data;
-    if (!allFinite(data)) throw new GanError('E_NONFINITE', `gradient for ${m.phase} has NaN or Inf values`);
-    // The G phase has no real rows: its dReal is NaN by definition and not checked.
-    const stats = m.phase === 'D' ? { loss: m.loss, dReal: m.dReal, dFake: m.dFake } : { loss: m.loss, dFake: m.dFake };
-    for (const [k, v] of Object.entries(stats)) if (!Number.isFinite(v)) throw new GanError('E_NONFINITE', `${m.phase} ${k} is not finite`);
-    if (!Number.isFinite(m.computeMs) || m.computeMs < 0) throw new GanError('E_NONFINITE', 'computeMs is not a finite non-negative number');
-    c.pending = null;
-    clearTimeout(p.timer);
-    p.resolve({ ...m, data });
+    this.handler(c, m);
   }
 
   private markDead(c: WorkerConn): void {
@@ -306,12 +284,6 @@ export class WorkerPool extends EventEmitter<PoolEvents> {
     const wasWorker = c.state !== 'handshake';
     c.state = 'dead';
     this.conns.delete(c);
-    if (c.pending) {
-      clearTimeout(c.pending.timer);
-      const r = c.pending.resolve;
-      c.pending = null;
-      r(null);
-    }
     if (wasWorker) this.emit('left', c, wasLive);
     this.poke();
   }

@@ -1,110 +1,20 @@
 /**
- * The wire protocol. Every frame is one binary WebSocket message holding one msgpack map with a
- * numeric `k` (Kind). Tensors cross as raw little-endian bytes in msgpack `bin` fields and come
- * out as typed-array views of the received frame when aligned (a single memcpy when not).
+ * Frames: how a protocol message (protocol.ts) becomes bytes and back. Tensors cross as raw
+ * little-endian bytes in msgpack `bin` fields and come out as typed-array views of the received
+ * frame when aligned (a single memcpy when not).
  *
  * Invariants:
  * - decode() checks the kind and every field's type before anything uses the message; sizes
  *   against the model are checked by the receiver, which knows the model.
  * - Encoders are stateless (no msgpack records), so a reconnecting peer needs no shared state.
- * - Protocol version and model signature are exchanged once, in Hello; a mismatch closes the
- *   connection with E_VERSION / E_MODEL.
+ * - The same module runs in Node and in a browser: no Buffer, no Node imports.
  */
 import { Packr } from 'msgpackr';
 import { GanError } from './errors.js';
-import { type ModelConfig, modelConfigProblem } from './model.js';
-import { type NativeMath, nativeMath } from './backend/addon.js';
+import { modelConfigProblem } from './model.js';
+import { type ChallengeMsg, type FieldType, Kind, type Message, SPECS, type ShardMsg, type TaskMsg, type WeightsMsg } from './protocol.js';
 
-export const PROTOCOL_VERSION = 1;
-
-export enum Kind {
-  /** coordinator -> worker, first frame: protocol version and a nonce to prove the token over. */
-  Challenge = 1,
-  /** worker -> coordinator: version, model signature, backend, token proof. */
-  Hello = 2,
-  /** coordinator -> worker: accepted; id and training config. */
-  Welcome = 3,
-  /** coordinator -> worker: sample images (and labels) the worker will be asked to use. */
-  Shard = 4,
-  /** coordinator -> workers: one net's weights at a version (same bytes to every worker). */
-  Weights = 5,
-  /** coordinator -> worker: compute this phase of this round on these samples. */
-  Task = 6,
-  /** worker -> coordinator: mean gradient of a phase and its sample count. */
-  Grad = 7,
-  /** coordinator -> worker: the run is over. */
-  Stop = 8,
-}
-
-export type NetName = 'D' | 'G';
-export type PhaseName = 'D' | 'G';
-
-/** The model configuration as it crosses the wire (validated field by field in decode). */
-export type WireModelConfig = ModelConfig;
-
-export interface ChallengeMsg {
-  k: Kind.Challenge;
-  v: number;
-  nonce: Uint8Array;
-  auth: boolean;
-  /** The model the coordinator trains; the worker answers with the signature its own code derives. */
-  model: WireModelConfig;
-}
-export interface HelloMsg {
-  k: Kind.Hello;
-  v: number;
-  signature: string;
-  backend: string;
-  host: string;
-  pid: number;
-  /** HMAC-SHA256(token, nonce) when the coordinator asks for auth. */
-  proof?: Uint8Array;
-}
-export interface WelcomeMsg {
-  k: Kind.Welcome;
-  workerId: number;
-  seed: number;
-  /** Send gradients as 16-bit floats. */
-  fp16: boolean;
-  /** The largest frame the coordinator will send. */
-  maxPayload: number;
-}
-export interface ShardMsg {
-  k: Kind.Shard;
-  epoch: number;
-  /** Drop every sample held so far (a new epoch) before adding these. */
-  reset: boolean;
-  ids: Uint32Array;
-  images: Uint8Array;
-  labels: Uint8Array;
-}
-export interface WeightsMsg { k: Kind.Weights; net: NetName; version: number; data: Float32Array }
-export interface TaskMsg {
-  k: Kind.Task;
-  round: number;
-  epoch: number;
-  phase: PhaseName;
-  /** Versions of D and G the worker must hold. */
-  dVersion: number;
-  gVersion: number;
-  ids: Uint32Array;
-}
-export interface GradMsg {
-  k: Kind.Grad;
-  round: number;
-  phase: PhaseName;
-  count: number;
-  loss: number;
-  dReal: number;
-  dFake: number;
-  computeMs: number;
-  /** Float32 (fp16 false) or IEEE half bits (fp16 true). */
-  fp16: boolean;
-  data: Float32Array | Uint16Array;
-}
-export interface StopMsg { k: Kind.Stop; reason: string }
-
-export type Message = ChallengeMsg | HelloMsg | WelcomeMsg | ShardMsg | WeightsMsg | TaskMsg | GradMsg | StopMsg;
+export * from './protocol.js';
 
 const packr = new Packr({ useRecords: false, moreTypes: false, variableMapSize: true });
 
@@ -172,27 +82,11 @@ function view<T extends Float32Array | Uint32Array | Uint16Array>(
   return new Ctor(copy.buffer, 0, copy.byteLength / size);
 }
 
-type Spec = Record<string, 'uint' | 'int' | 'number' | 'string' | 'bool' | 'bin' | 'net' | 'object' | 'uint?' | 'bin?'>;
-
-const specs: Record<Kind, Spec> = {
-  [Kind.Challenge]: { v: 'uint', nonce: 'bin', auth: 'bool', model: 'object' },
-  [Kind.Hello]: { v: 'uint', signature: 'string', backend: 'string', host: 'string', pid: 'uint', proof: 'bin?' },
-  [Kind.Welcome]: { workerId: 'uint', seed: 'uint', fp16: 'bool', maxPayload: 'uint' },
-  [Kind.Shard]: { epoch: 'uint', reset: 'bool', ids: 'bin', images: 'bin', labels: 'bin' },
-  [Kind.Weights]: { net: 'net', version: 'uint', data: 'bin' },
-  [Kind.Task]: { round: 'uint', epoch: 'uint', phase: 'net', dVersion: 'uint', gVersion: 'uint', ids: 'bin' },
-  [Kind.Grad]: {
-    round: 'uint', phase: 'net', count: 'uint', loss: 'number', dReal: 'number', dFake: 'number',
-    computeMs: 'number', fp16: 'bool', data: 'bin',
-  },
-  [Kind.Stop]: { reason: 'string' },
-};
-
-function checkField(kind: Kind, key: string, type: Spec[string], val: unknown): void {
+function checkField(kind: Kind, key: string, type: FieldType, val: unknown): void {
   const where = `${Kind[kind]}.${key}`;
   if (type.endsWith('?')) {
     if (val === undefined || val === null) return;
-    type = type.slice(0, -1) as Spec[string];
+    type = type.slice(0, -1) as FieldType;
   }
   switch (type) {
     case 'uint':
@@ -237,8 +131,8 @@ export function decode(frame: Uint8Array): Message {
   if (m.p !== undefined && (typeof m.p !== 'string' || m.p.length > 3)) fail('padding field "p" must be a string of at most 3 characters');
   delete m.p;
   const kind = m.k;
-  if (typeof kind !== 'number' || !(kind in specs)) fail(`unknown message kind ${JSON.stringify(kind)}`);
-  const spec = specs[kind as Kind];
+  if (typeof kind !== 'number' || !(kind in SPECS)) fail(`unknown message kind ${JSON.stringify(kind)}`);
+  const spec = SPECS[kind as Kind];
   for (const key of Object.keys(m)) {
     if (key !== 'k' && key !== 'p' && !(key in spec)) fail(`${Kind[kind as Kind]}: unknown field "${key.slice(0, 40)}"`);
   }
@@ -257,11 +151,14 @@ export function decode(frame: Uint8Array): Message {
       return { ...(m as object), data: view(m.data as Uint8Array, Float32Array, 'Weights.data') } as WeightsMsg;
     case Kind.Task:
       return { ...(m as object), ids: view(m.ids as Uint8Array, Uint32Array, 'Task.ids') } as TaskMsg;
-    case Kind.Grad: {
+    case Kind.Chunk: {
       const bin = m.data as Uint8Array;
-      const data = m.fp16 ? view(bin, Uint16Array, 'Grad.data') : view(bin, Float32Array, 'Grad.data');
-      return { ...(m as object), data } as GradMsg;
+      if (m.fp16 && m.partial) fail('Chunk: partial sums are float32, never fp16');
+      const data = m.fp16 ? view(bin, Uint16Array, 'Chunk.data') : view(bin, Float32Array, 'Chunk.data');
+      return { ...(m as object), data } as Message;
     }
+    case Kind.WeightsChunk:
+      return { ...(m as object), data: view(m.data as Uint8Array, Float32Array, 'WeightsChunk.data') } as Message;
     case Kind.Challenge: {
       const problem = modelConfigProblem(m.model);
       if (problem) fail(`Challenge.model: not a valid model configuration (${problem})`);
@@ -272,73 +169,3 @@ export function decode(frame: Uint8Array): Message {
   }
 }
 
-/**
- * Float32 -> IEEE 754 half (round to nearest even), for 16-bit gradient upload. `math` is the
- * addon (the default when built) or null for this JavaScript loop, the reference it matches bit
- * for bit.
- */
-export function toHalf(src: Float32Array, dst: Uint16Array = new Uint16Array(src.length), math: NativeMath | null = nativeMath()): Uint16Array {
-  // A shorter dst drops the excess here, as typed-array stores do below; the addon refuses it.
-  if (math && dst.length >= src.length) {
-    math.floatToHalf(src, dst);
-    return dst;
-  }
-  const u32 = new Uint32Array(src.buffer, src.byteOffset, src.length);
-  for (let i = 0; i < src.length; i++) {
-    const x = u32[i]!;
-    const sign = (x >>> 16) & 0x8000;
-    const exp = (x >>> 23) & 0xff;
-    let mant = x & 0x7fffff;
-    if (exp === 0xff) {
-      dst[i] = sign | 0x7c00 | (mant ? 0x200 : 0);
-      continue;
-    }
-    const e = exp - 127 + 15;
-    if (e >= 0x1f) {
-      dst[i] = sign | 0x7c00;
-    } else if (e <= 0) {
-      if (e < -10) {
-        dst[i] = sign;
-      } else {
-        mant |= 0x800000;
-        const shift = 14 - e;
-        let h = mant >>> shift;
-        const rem = mant & ((1 << shift) - 1);
-        const half = 1 << (shift - 1);
-        if (rem > half || (rem === half && (h & 1))) h++;
-        dst[i] = sign | h;
-      }
-    } else {
-      let h = (e << 10) | (mant >>> 13);
-      const rem = mant & 0x1fff;
-      if (rem > 0x1000 || (rem === 0x1000 && (h & 1))) h++;
-      dst[i] = sign | h;
-    }
-  }
-  return dst;
-}
-
-const halfTable = (() => {
-  const t = new Float32Array(65536);
-  for (let h = 0; h < 65536; h++) {
-    const sign = h & 0x8000 ? -1 : 1;
-    const e = (h >>> 10) & 0x1f;
-    const m = h & 0x3ff;
-    t[h] = e === 0 ? sign * m * 2 ** -24 : e === 31 ? (m ? NaN : sign * Infinity) : sign * (1 + m / 1024) * 2 ** (e - 15);
-  }
-  return t;
-})();
-
-/** IEEE half bits -> float value. */
-export function halfToFloat(h: number): number {
-  return halfTable[h & 0xffff]!;
-}
-
-export function fromHalf(src: Uint16Array, dst: Float32Array = new Float32Array(src.length), math: NativeMath | null = nativeMath()): Float32Array {
-  if (math && dst.length >= src.length) {
-    math.halfToFloat(src, dst);
-    return dst;
-  }
-  for (let i = 0; i < src.length; i++) dst[i] = halfTable[src[i]!]!;
-  return dst;
-}

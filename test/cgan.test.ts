@@ -4,7 +4,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { TaskMsg } from '../shared/codec.js';
 import { GanModel } from '../shared/gan.js';
-import { buildBatch } from '../shared/batch.js';
+import { type SampleSource, buildBatch } from '../shared/batch.js';
 import { netLayout } from '../shared/model.js';
 import { smallData, startCluster, tinyConfig, tinyModel, useWasm } from './helpers.js';
 
@@ -48,10 +48,9 @@ describe('conditional GAN', () => {
     const wrongImages: number[] = [];
     const cluster = await startCluster(tinyConfig({ model: cgan, workers: 2, batchSize: 10, epochs: 1 }), data, { startWorkers: 0 });
     for (let i = 0; i < 2; i++) {
-      const w = cluster.addWorker({
-        testBeforeTask: (t: TaskMsg) => {
+      cluster.addWorker({
+        testBeforeTask: (t: TaskMsg, store: SampleSource) => {
           // Build the batch exactly as the worker will, from what the worker was shipped.
-          const store = (w as unknown as { store: { label(id: number): number; image(id: number): Uint8Array } }).store;
           const b = buildBatch(cgan, { seed: 1, epoch: t.epoch, phase: t.phase }, t.ids, store);
           seen.push({ ids: [...t.ids], labels: [...b.labels!] });
           for (const id of t.ids) {

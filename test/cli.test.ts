@@ -195,10 +195,11 @@ describe('--help lists every flag', () => {
       '--workers', '--min-workers', '--spawn', '--host', '--port', '--out', '--resume', '--data', '--model', '--epochs',
       '--max-rounds', '--batch-size', '--lr', '--lr-d', '--lr-g', '--beta1', '--beta2', '--eps', '--g-hidden', '--d-hidden',
       '--noise-dim', '--dropout', '--leak', '--seed', '--checkpoint-every', '--round-timeout', '--heartbeat', '--fp16',
-      '--token', '--insecure', '--tls-cert', '--tls-key', '--backend', '--threads', '--ema', '--eval-every', '--help',
+      '--token', '--insecure', '--tls-cert', '--tls-key', '--backend', '--threads', '--ema', '--eval-every', '--relay', '--help',
     ]],
     worker: [dist.worker, [
-      '--connect', '--token', '--ca', '--backend', '--threads', '--connect-timeout', '--max-payload', '--model', '--quiet', '--help',
+      '--connect', '--token', '--ca', '--backend', '--threads', '--connect-timeout', '--max-payload', '--model', '--no-relay', '--peer-host',
+      '--tls-cert', '--tls-key', '--quiet', '--help',
     ]],
     generate: [dist.generate, ['--checkpoint', '--out', '--count', '--digit', '--seed', '--cols', '--raw', '--backend', '--help']],
     evaluate: [dist.evaluate, ['--samples', '--data', '--seed', '--raw', '--backend', '--help']],

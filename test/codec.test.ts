@@ -1,8 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { Packr } from 'msgpackr';
-import {
-  Kind, PROTOCOL_VERSION, type Message, decode, encode, fromHalf, halfToFloat, toHalf,
-} from '../shared/codec.js';
+import { COORDINATOR, Kind, NOBODY, PROTOCOL_VERSION, type Message, decode, encode } from '../shared/codec.js';
+import { fromHalf, halfToFloat, toHalf } from '../shared/half.js';
 import { GanError } from '../shared/errors.js';
 import { defaultModelConfig } from '../shared/model.js';
 
@@ -33,8 +32,19 @@ const samples: Message[] = [
   { k: Kind.Shard, epoch: 0, reset: false, ids: new Uint32Array(0), images: new Uint8Array(0), labels: new Uint8Array(0) },
   { k: Kind.Weights, net: 'G', version: 17, data: randomFloats(1001) },
   { k: Kind.Task, round: 12, epoch: 1, phase: 'D', dVersion: 12, gVersion: 11, ids: new Uint32Array([7, 8, 9, 10]) },
-  { k: Kind.Grad, round: 12, phase: 'D', count: 50, loss: 1.25, dReal: 0.5, dFake: 0.25, computeMs: 12.5, fp16: false, data: randomFloats(333, 2) },
-  { k: Kind.Grad, round: 3, phase: 'G', count: 1, loss: 0.7, dReal: NaN, dFake: 0.1, computeMs: 0, fp16: true, data: new Uint16Array([0, 0x3c00, 0x8000, 0x7bff, 1]) },
+  { k: Kind.Report, round: 12, phase: 'D', count: 50, loss: 1.25, dReal: 0.5, dFake: 0.25, computeMs: 12.5 },
+  { k: Kind.Report, round: 3, phase: 'G', count: 1, loss: 0.7, dReal: NaN, dFake: 0.1, computeMs: 0 },
+  { k: Kind.Reduce, round: 3, phase: 'G', attempt: 2, total: 400, chunk: 65536, prev: COORDINATOR, next: 4, nextUrl: 'ws://10.0.0.4:40123', partial: true },
+  { k: Kind.Reduce, round: 3, phase: 'D', attempt: 0, total: 100, chunk: 1024, prev: NOBODY, next: COORDINATOR, nextUrl: '', partial: false },
+  { k: Kind.Chunk, round: 12, phase: 'D', attempt: 0, offset: 65536, partial: false, fp16: false, data: randomFloats(333, 2) },
+  { k: Kind.Chunk, round: 3, phase: 'G', attempt: 1, offset: 0, partial: false, fp16: true, data: new Uint16Array([0, 0x3c00, 0x8000, 0x7bff, 1]) },
+  { k: Kind.Chunk, round: 3, phase: 'G', attempt: 1, offset: 1024, partial: true, fp16: false, data: randomFloats(17, 5) },
+  { k: Kind.WeightsChunk, net: 'D', version: 9, attempt: 0, offset: 2048, data: randomFloats(100, 6) },
+  { k: Kind.PeerLost, peer: 3, code: 'E_CONNECT', reason: 'link to worker 3 closed (1006)' },
+  { k: Kind.PeerHello, v: PROTOCOL_VERSION, workerId: 2, signature: 'gan;x', proof: new Uint8Array(32).fill(1), nonce: new Uint8Array(32).fill(2) },
+  { k: Kind.PeerHello, v: PROTOCOL_VERSION, workerId: 0, signature: 'gan;x', nonce: new Uint8Array(32) },
+  { k: Kind.PeerWelcome, workerId: 5, proof: new Uint8Array(32).fill(3) },
+  { k: Kind.Hello, v: PROTOCOL_VERSION, signature: 'gan;x', backend: 'native', host: 'h3', pid: 7, peerPort: 40123, peerHost: 'gpu-box.lan' },
   { k: Kind.Stop, reason: 'run finished' },
 ];
 
@@ -93,7 +103,8 @@ describe('codec round trip', () => {
     data.set(randomFloats(4096, 7), special.length);
     for (const m of [
       { k: Kind.Weights, net: 'D', version: 1, data } as const,
-      { k: Kind.Grad, round: 0, phase: 'G', count: 2, loss: 0, dReal: 0, dFake: 0, computeMs: 0, fp16: false, data } as const,
+      { k: Kind.Chunk, round: 0, phase: 'G', attempt: 0, offset: 0, partial: true, fp16: false, data } as const,
+      { k: Kind.WeightsChunk, net: 'G', version: 3, attempt: 1, offset: 0, data } as const,
     ]) {
       const back = decode(encode(m));
       expect(back.k).toBe(m.k);
@@ -226,7 +237,8 @@ describe('codec rejects malformed frames with E_MALFORMED and a message naming t
     rejects(pack({ ...task, ids: [1, 2] }), /Task\.ids: expected binary data/);
     rejects(pack({ k: Kind.Weights, net: 'D', version: 1, data: 3 }), /Weights\.data: expected binary data/);
     rejects(pack({ k: Kind.Welcome, workerId: 0, seed: 1, fp16: 'yes', maxPayload: 10 }), /Welcome\.fp16: expected a boolean/);
-    rejects(pack({ k: Kind.Grad, round: 0, phase: 'D', count: 1, loss: '0.5', dReal: 0, dFake: 0, computeMs: 0, fp16: false, data: Buffer.alloc(4) }), /Grad\.loss: expected a number/);
+    rejects(pack({ k: Kind.Report, round: 0, phase: 'D', count: 1, loss: '0.5', dReal: 0, dFake: 0, computeMs: 0 }), /Report\.loss: expected a number/);
+    rejects(pack({ k: Kind.Reduce, round: 0, phase: 'D', attempt: 0, total: 1, chunk: 8, prev: 1.5, next: -2, nextUrl: '', partial: false }), /Reduce\.prev: expected an integer/);
     rejects(pack({ k: Kind.Hello, v: 1, signature: 's', backend: 'b', host: 'h', pid: 1, proof: 'abc' }), /Hello\.proof: expected binary data/);
     rejects(pack({ k: Kind.Challenge, v: 1, nonce: Buffer.alloc(4), auth: false, model: [1] }), /Challenge\.model: expected a map/);
   });
@@ -239,7 +251,8 @@ describe('codec rejects malformed frames with E_MALFORMED and a message naming t
   it('payloads whose size does not fit their element type or each other', () => {
     rejects(pack({ k: Kind.Weights, net: 'D', version: 1, data: Buffer.alloc(5) }), /Weights\.data: 5 bytes is not a whole number of 4-byte values/);
     rejects(pack({ ...task, ids: Buffer.alloc(6) }), /Task\.ids: 6 bytes/);
-    rejects(pack({ k: Kind.Grad, round: 0, phase: 'D', count: 1, loss: 0, dReal: 0, dFake: 0, computeMs: 0, fp16: true, data: Buffer.alloc(3) }), /Grad\.data: 3 bytes is not a whole number of 2-byte values/);
+    rejects(pack({ k: Kind.Chunk, round: 0, phase: 'D', attempt: 0, offset: 0, partial: false, fp16: true, data: Buffer.alloc(3) }), /Chunk\.data: 3 bytes is not a whole number of 2-byte values/);
+    rejects(pack({ k: Kind.Chunk, round: 0, phase: 'D', attempt: 0, offset: 0, partial: true, fp16: true, data: Buffer.alloc(4) }), /partial sums are float32/);
     rejects(pack({ k: Kind.Shard, epoch: 0, reset: true, ids: Buffer.alloc(8), images: Buffer.alloc(784), labels: Buffer.alloc(2) }), /Shard: 784 image bytes for 2 samples/);
     rejects(pack({ k: Kind.Shard, epoch: 0, reset: true, ids: Buffer.alloc(4), images: Buffer.alloc(784), labels: Buffer.alloc(2) }), /Shard: 2 labels for 1 samples/);
   });

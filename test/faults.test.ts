@@ -13,6 +13,7 @@ import { Coordinator, type RoundMetrics } from '../coordinator/coordinator.js';
 import { Kind, PROTOCOL_VERSION, type Message, decode, encode } from '../shared/codec.js';
 import { modelSignature } from '../shared/model.js';
 import { WorkerClient } from '../worker/worker.js';
+import { nodeWorker } from '../worker/node.js';
 import { smallData, startCluster, tempDir, tinyConfig, tinyModel } from './helpers.js';
 import {
   type EpochAccount, FaultCluster, Proc, TINY_MODEL_FLAGS, epochsOf, freePort, metricsOf, requireBuild, selfSignedCert,
@@ -359,7 +360,7 @@ describe('authentication', () => {
       expect((await noToken.waitExit(20_000)).code).toBe(1);
       expect(noToken.output).toMatch(/E_AUTH/);
       // A WorkerClient without a token refuses itself rather than send an empty proof.
-      await expect(new WorkerClient({ url: c.url, backend: 'wasm', connectTimeoutMs: 2000 }).run()).rejects.toMatchObject({ code: 'E_AUTH' });
+      await expect(nodeWorker({ url: c.url, backend: 'wasm', connectTimeoutMs: 2000 }).run()).rejects.toMatchObject({ code: 'E_AUTH' });
 
       c.addWorker({ token });
       c.addWorker({ token });
@@ -381,7 +382,7 @@ describe('authentication', () => {
       for (const m of hellos.slice(3)) {
         expect(m.proof).toBeInstanceOf(Uint8Array);
         expect(m.proof!.length).toBe(32);
-        expect(Object.keys(m).sort()).toEqual(['backend', 'host', 'k', 'pid', 'proof', 'signature', 'v']);
+        expect(Object.keys(m).sort()).toEqual(['backend', 'host', 'k', 'peerPort', 'pid', 'proof', 'signature', 'v']);
       }
     } finally {
       WebSocket.prototype.send = origSend;
@@ -418,7 +419,7 @@ describe('TLS', () => {
     });
     expect(h.url).toMatch(/^wss:\/\//);
     // A worker that does not trust the certificate never gets in.
-    const untrusting = new WorkerClient({ url: h.url, backend: 'wasm', connectTimeoutMs: 1500 });
+    const untrusting = nodeWorker({ url: h.url, backend: 'wasm', connectTimeoutMs: 1500 });
     const refused = untrusting.run().then(() => null, (e: Error) => e);
     await h.train();
     // An untrusted certificate is final: the worker says so at once instead of retrying.

@@ -9,7 +9,7 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { Packr } from 'msgpackr';
 import { WebSocket } from 'ws';
-import { Kind, PROTOCOL_VERSION, type GradMsg, type Message, type TaskMsg, decode, encode } from '../shared/codec.js';
+import { type ChunkMsg, Kind, PROTOCOL_VERSION, type Message, type ReduceMsg, type ReportMsg, type TaskMsg, decode, encode } from '../shared/codec.js';
 import { modelSignature } from '../shared/model.js';
 import { smallData, startCluster, tinyConfig, tinyModel } from './helpers.js';
 import { metricsOf } from './util-faults.js';
@@ -179,25 +179,28 @@ describe('fuzzing a live coordinator', () => {
     const maxInbound = coord.pool.maxInbound;
     const signature = modelSignature(fuzzModel);
     const hello = (over: Record<string, unknown> = {}) => ({ k: Kind.Hello, v: PROTOCOL_VERSION, signature, backend: 'fuzz', host: 'fuzz', pid: 1, ...over });
-    const grad = (over: Partial<GradMsg> = {}): GradMsg => ({
-      k: Kind.Grad, round: coord.round, phase: 'D', count: 10, loss: 0.7, dReal: 0.5, dFake: 0.5, computeMs: 1, fp16: false,
-      data: new Float32Array(dTotal), ...over,
+    const report = (over: Partial<ReportMsg> = {}): ReportMsg => ({
+      k: Kind.Report, round: coord.round, phase: 'D', count: 10, loss: 0.7, dReal: 0.5, dFake: 0.5, computeMs: 1, ...over,
+    });
+    const chunk = (over: Partial<ChunkMsg> = {}): ChunkMsg => ({
+      k: Kind.Chunk, round: coord.round, phase: 'D', attempt: 0, offset: 0, partial: false, fp16: false, data: new Float32Array(dTotal), ...over,
     });
     let valid: { round: number; frames: Uint8Array[] } = { round: -1, frames: [] };
     const validFrames = () => {
       if (valid.round !== coord.round) {
-        valid = { round: coord.round, frames: [encode(hello() as Message), encode(grad()), encode(grad({ phase: 'G', data: new Float32Array(gTotal) }))] };
+        valid = { round: coord.round, frames: [encode(hello() as Message), encode(report()), encode(chunk()), encode(chunk({ phase: 'G', data: new Float32Array(gTotal) }))] };
       }
       return valid.frames;
     };
 
     // Content mutations: each is valid msgpack that is wrong in exactly one way, or several.
     const wrongContents = (r: Rng): Uint8Array => {
-      const g = { ...grad({ data: new Float32Array(0) }), data: Buffer.alloc(dTotal * 4) } as Record<string, unknown>;
+      const g = { ...chunk({ data: new Float32Array(0) }), data: Buffer.alloc(dTotal * 4) } as Record<string, unknown>;
+      const rep = report() as unknown as Record<string, unknown>;
       const cases: (() => unknown)[] = [
         () => ({ k: r.pick([0, 9, 99, -1, 1.5, 2 ** 40]) }),
         () => ({ k: r.pick(['2', null, true, [2], { k: 2 }]) }),
-        () => ({ k: r.pick([Kind.Challenge, Kind.Welcome, Kind.Shard, Kind.Weights, Kind.Task, Kind.Stop, Kind.Grad]), v: 1 }),
+        () => ({ k: r.pick([Kind.Challenge, Kind.Welcome, Kind.Shard, Kind.Weights, Kind.Task, Kind.Stop, Kind.Report, Kind.Chunk, Kind.Reduce, Kind.WeightsChunk, Kind.PeerHello]), v: 1 }),
         () => hello({ v: r.pick([0, 2, 999, -1, '1', 1.5]) }),
         () => hello({ signature: r.pick(['', 'x'.repeat(5000), 42, null, signature + '!']) }),
         () => hello({ pid: r.pick([-1, 'one', 2 ** 60, NaN, {}]) }),
@@ -210,9 +213,11 @@ describe('fuzzing a live coordinator', () => {
         () => ({ ...g, data: r.pick([[1, 2, 3], 'bytes', 5, null]) }),
         () => ({ ...g, phase: r.pick(['X', 'd', 0, null]) }),
         () => ({ ...g, round: r.pick([-1, 1.5, 'r', 2 ** 60]) }),
-        () => ({ ...g, count: r.pick([-10, 0.5, 1e12]) }),
-        () => ({ ...g, loss: r.pick(['NaN', null, {}]) }),
+        () => ({ ...g, offset: r.pick([-10, 0.5, 'o']) }),
+        () => ({ ...g, partial: r.pick([1, 'true', null]) }),
         () => ({ ...g, fp16: r.pick([1, 'true', null]) }),
+        () => ({ ...rep, count: r.pick([-10, 0.5, 1e12]) }),
+        () => ({ ...rep, loss: r.pick(['NaN', null, {}]) }),
         () => r.pick([null, 0, 'Hello', [1, 2, 3], true, 1.5]),
         () => ({ [r.bytes(4).toString('hex')]: r.bytes(8) }),
       ];
@@ -291,35 +296,39 @@ describe('fuzzing a live coordinator', () => {
         stats.frames++;
       };
       if (r.next() < 0.3) {
-        send(r.pick([encode(hello() as Message), encode(grad()), wrongContents(r), r.bytes(64), ...replays.slice(0, 1)]));
+        send(r.pick([encode(hello() as Message), encode(report()), encode(chunk()), wrongContents(r), r.bytes(64), ...replays.slice(0, 1)]));
         await settle(conn, stats);
         return;
       }
       const task = (await conn.next((m) => m.k === Kind.Task, 3000)) as TaskMsg | null;
-      if (!task) {
+      const plan = task ? ((await conn.next((m) => m.k === Kind.Reduce, 3000)) as ReduceMsg | null) : null;
+      if (!task || !plan) {
         conn.ws.terminate();
         await settle(conn, stats);
         return;
       }
       stats.tasks++;
       const size = task.phase === 'D' ? dTotal : gTotal;
-      const base = { round: task.round, phase: task.phase, count: task.ids.length, data: new Float32Array(size) } as const;
-      const nan = new Float32Array(size);
-      nan[r.int(size)] = r.pick([NaN, Infinity, -Infinity]);
+      const rep = report({ round: task.round, phase: task.phase, count: task.ids.length, dReal: task.phase === 'D' ? 0.5 : NaN });
+      const whole = chunk({ round: task.round, phase: task.phase, attempt: plan.attempt, data: new Float32Array(Math.min(size, plan.chunk)) });
+      const nan = new Float32Array(whole.data.length);
+      nan[r.int(nan.length)] = r.pick([NaN, Infinity, -Infinity]);
       const attacks: (() => Uint8Array[])[] = [
-        () => [encode(grad({ ...base, data: new Float32Array(size + 1 + r.int(10)) }))],
-        () => [encode(grad({ ...base, data: new Float32Array(Math.max(0, size - 1 - r.int(10))) }))],
-        () => [encode(grad({ ...base, data: nan }))],
-        () => [encode(grad({ ...base, loss: task.phase === 'D' ? NaN : 0.5, data: task.phase === 'D' ? new Float32Array(size) : nan }))],
-        () => [encode(grad({ ...base, count: base.count + 1 }))],
-        () => [encode(grad({ ...base, fp16: true, data: new Uint16Array(size) }))],
-        () => [encode(grad({ ...base, round: Math.max(0, task.round - 1 - r.int(3)) }))],
-        () => [encode(grad({ ...base, phase: task.phase === 'D' ? 'G' : 'D', data: new Float32Array(task.phase === 'D' ? gTotal : dTotal) }))],
-        // A valid submission followed by the same frame again: the second must be refused.
+        () => [encode(rep), encode({ ...whole, data: new Float32Array(whole.data.length + 1 + r.int(10)) })],
+        () => [encode(rep), encode({ ...whole, data: new Float32Array(Math.max(0, whole.data.length - 1 - r.int(10))) })],
+        () => [encode(rep), encode({ ...whole, data: nan })],
+        () => [encode({ ...rep, loss: task.phase === 'D' ? NaN : Infinity })],
+        () => [encode({ ...rep, count: rep.count + 1 })],
+        () => [encode(rep), encode({ ...whole, fp16: true, data: new Uint16Array(whole.data.length) })],
+        () => [encode(rep), encode({ ...whole, offset: 1 + r.int(7) })],
+        () => [encode(rep), encode({ ...whole, partial: true })],
+        () => [encode({ ...rep, round: Math.max(0, task.round - 1 - r.int(3)) })],
+        () => [encode({ ...rep, phase: task.phase === 'D' ? 'G' : 'D' })],
+        // A valid report and chunk followed by the same chunk again: the second must be refused.
         () => {
-          const f = encode(grad({ ...base }));
+          const f = encode(whole);
           stats.acceptedGrads++;
-          return [f, f];
+          return [encode(rep), f, f];
         },
         () => replays.slice(0, 1 + r.int(2)),
         () => [wrongContents(r)],
@@ -334,7 +343,7 @@ describe('fuzzing a live coordinator', () => {
     WebSocket.prototype.send = function (this: WebSocket, data: unknown, ...rest: unknown[]) {
       if (replays.length < 8 && Buffer.isBuffer(data) && data.length > 1000) {
         try {
-          if (decode(data).k === Kind.Grad) replays.push(Buffer.from(data));
+          if (decode(data).k === Kind.Chunk) replays.push(Buffer.from(data));
         } catch {
           // Not a frame of ours to keep.
         }
@@ -417,20 +426,23 @@ describe('fuzzing a live coordinator', () => {
    * A member that answers every task with a well-formed zero gradient, except that `poison` may
    * alter one answer. Resolves with the close code once the coordinator ends the connection.
    */
-  function member(url: string, signature: string, poison: (t: TaskMsg, g: GradMsg) => GradMsg): Promise<{ code: number; reason: string }> {
+  function member(url: string, signature: string, poison: (t: TaskMsg, r: ReportMsg) => ReportMsg): Promise<{ code: number; reason: string }> {
     return new Promise((resolve) => {
       const ws = new WebSocket(url, { perMessageDeflate: false });
+      let task: TaskMsg | null = null;
       ws.on('message', (d) => {
         const m = decode(d as Buffer);
         if (m.k === Kind.Challenge) {
           ws.send(encode({ k: Kind.Hello, v: PROTOCOL_VERSION, signature, backend: 'member', host: 'member', pid: 2 }));
         } else if (m.k === Kind.Task) {
+          task = m;
+        } else if (m.k === Kind.Reduce && task) {
           const total = m.phase === 'D' ? sizes.D : sizes.G;
-          const g: GradMsg = {
-            k: Kind.Grad, round: m.round, phase: m.phase, count: m.ids.length, loss: 0.7, dReal: m.phase === 'D' ? 0.5 : NaN, dFake: 0.5,
-            computeMs: 1, fp16: false, data: new Float32Array(total),
-          };
-          ws.send(encode(poison(m, g)));
+          const rep: ReportMsg = { k: Kind.Report, round: m.round, phase: m.phase, count: task.ids.length, loss: 0.7, dReal: m.phase === 'D' ? 0.5 : NaN, dFake: 0.5, computeMs: 1 };
+          ws.send(encode(poison(task, rep)));
+          for (let off = 0; off < total; off += m.chunk) {
+            ws.send(encode({ k: Kind.Chunk, round: m.round, phase: m.phase, attempt: m.attempt, offset: off, partial: false, fp16: false, data: new Float32Array(Math.min(m.chunk, total - off)) }));
+          }
         }
       });
       ws.on('close', (code, reason) => resolve({ code, reason: reason.toString() }));
@@ -439,14 +451,14 @@ describe('fuzzing a live coordinator', () => {
   }
   const sizes = { D: 0, G: 0 };
 
-  const poisons: [string, (t: TaskMsg, g: GradMsg) => GradMsg][] = [
+  const poisons: [string, (t: TaskMsg, r: ReportMsg) => ReportMsg][] = [
     ['D-phase dReal NaN', (t, g) => (t.round === 1 && t.phase === 'D' ? { ...g, dReal: NaN } : g)],
     ['D-phase dFake Infinity', (t, g) => (t.round === 1 && t.phase === 'D' ? { ...g, dFake: Infinity } : g)],
     ['G-phase loss NaN', (t, g) => (t.round === 1 && t.phase === 'G' ? { ...g, loss: NaN } : g)],
     ['computeMs Infinity', (t, g) => (t.round === 1 && t.phase === 'D' ? { ...g, computeMs: Infinity } : g)],
   ];
 
-  it.each(poisons)('a gradient whose %s is refused (E_NONFINITE) and the metrics stay finite', async (_name, poison) => {
+  it.each(poisons)('a report whose %s is refused (E_NONFINITE) and the metrics stay finite', async (_name, poison) => {
     const c = await startCluster(tinyConfig({ model: fuzzModel, workers: 2, batchSize: 10, maxRounds: 4 }), smallData(100), { startWorkers: 1 });
     sizes.D = c.coord.layouts.D.total;
     sizes.G = c.coord.layouts.G.total;

@@ -7,7 +7,8 @@ import '@tensorflow/tfjs-backend-wasm';
 import { Coordinator, type CoordinatorOptions } from '../coordinator/coordinator.js';
 import { type TrainConfig, defaultTrainConfig } from '../coordinator/config.js';
 import { type Dataset, loadEmbedded } from '../shared/mnist.js';
-import { WorkerClient, type WorkerOptions } from '../worker/worker.js';
+import type { WorkerClient } from '../worker/worker.js';
+import { type NodeWorkerOptions, nodeWorker } from '../worker/node.js';
 
 export async function useWasm(): Promise<void> {
   if (tf.getBackend() !== 'wasm') {
@@ -55,7 +56,7 @@ export interface Cluster {
   workers: WorkerClient[];
   url: string;
   runs: Promise<void>[];
-  addWorker(over?: Partial<WorkerOptions>): WorkerClient;
+  addWorker(over?: Partial<NodeWorkerOptions>): WorkerClient;
   /** Train to the end and close everything; returns the coordinator. */
   finish(): Promise<Coordinator>;
 }
@@ -63,7 +64,7 @@ export interface Cluster {
 export async function startCluster(
   config: TrainConfig,
   data: Dataset,
-  opts: Partial<CoordinatorOptions> & { workerOpts?: Partial<WorkerOptions>; startWorkers?: number } = {},
+  opts: Partial<CoordinatorOptions> & { workerOpts?: Partial<NodeWorkerOptions>; startWorkers?: number } = {},
 ): Promise<Cluster> {
   await useWasm();
   const { workerOpts, startWorkers, ...coordOpts } = opts;
@@ -72,8 +73,8 @@ export async function startCluster(
   const url = `ws://127.0.0.1:${port}`;
   const workers: WorkerClient[] = [];
   const runs: Promise<void>[] = [];
-  const addWorker = (over: Partial<WorkerOptions> = {}) => {
-    const w = new WorkerClient({ url, backend: 'wasm', connectTimeoutMs: 5000, ...workerOpts, ...over });
+  const addWorker = (over: Partial<NodeWorkerOptions> = {}) => {
+    const w = nodeWorker({ url, backend: 'wasm', connectTimeoutMs: 5000, ...workerOpts, ...over });
     workers.push(w);
     runs.push(w.run());
     return w;

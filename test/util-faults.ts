@@ -251,7 +251,7 @@ export class FaultCluster {
       },
     });
     // Record every gradient that reaches validation, to tell "never arrived" from "arrived, refused".
-    h.coord.pool.on('gradient', (c, m) => h.received.push({ worker: c.id, round: m.round, phase: m.phase, count: m.count }));
+    h.coord.pool.on('report', (c, m) => h.received.push({ worker: c.id, round: m.round, phase: m.phase, count: m.count }));
     const port = await h.coord.start();
     h.url = `${opts.scheme ?? 'ws'}://127.0.0.1:${port}`;
     for (let i = 0; i < (opts.workers ?? config.workers); i++) h.addWorker();

@@ -103,38 +103,57 @@ napi_value math_weighted_sum(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-static void adam_loop(float* w, const float* g, float* m, float* v, size_t n, double b1, double b2, double omb1,
-                      double omb2, double c1, double c2, double lr, double eps) {
+static void adam_loop(const float* w, const float* g, const float* m, const float* v, float* wo, float* mo, float* vo,
+                      size_t n, double b1, double b2, double omb1, double omb2, double c1, double c2, double lr, double eps) {
   for (size_t i = 0; i < n; i++) {
     const double gi = g[i];
     const double mi = (double)m[i] * b1 + gi * omb1;
     const double vi = (double)v[i] * b2 + gi * gi * omb2;
-    m[i] = (float)mi;
-    v[i] = (float)vi;
+    const double wi = w[i];
+    mo[i] = (float)mi;
+    vo[i] = (float)vi;
     /* The unrounded moments feed the update, as in the JS loop. */
-    w[i] = (float)((double)w[i] - (lr * (mi / c1)) / (sqrt(vi / c2) + eps));
+    wo[i] = (float)(wi - (lr * (mi / c1)) / (sqrt(vi / c2) + eps));
   }
 }
 
-/* adamStep(w, g, m, v, b1, b2, omb1, omb2, c1, c2, lr, eps): one Adam update in place. */
+/*
+ * adamStep(w, g, m, v, b1, b2, omb1, omb2, c1, c2, lr, eps[, wOut, mOut, vOut]): one Adam update,
+ * in place or into the three outputs (a chunked step writes the next weights beside the current
+ * ones, so an aborted reduction leaves the current ones untouched). Each output is its input or
+ * shares memory with no other array.
+ */
 napi_value math_adam_step(napi_env env, napi_callback_info info) {
   Args a;
   if (!args_init(&a, env, info, 12, "adamStep")) return NULL;
-  static const char* const names[4] = {"w", "g", "m", "v"};
-  void* p[4];
-  size_t len[4];
+  static const char* const names[7] = {"w", "g", "m", "v", "wOut", "mOut", "vOut"};
+  float* p[7];
+  size_t len[7];
   for (int k = 0; k < 4; k++) p[k] = arg_typed(&a, (size_t)k, napi_float32_array, &len[k], names[k]);
   static const char* const hyper[8] = {"b1", "b2", "omb1", "omb2", "c1", "c2", "lr", "eps"};
   double h[8];
   for (int k = 0; k < 8; k++) h[k] = arg_num(&a, (size_t)(4 + k), hyper[k]);
+  /* The input each output replaces: w, m, v. */
+  static const int input_of[7] = {-1, -1, -1, -1, 0, 2, 3};
+  const int outs = a.argc >= 15;
+  for (int k = 4; k < 7; k++) {
+    if (outs) {
+      p[k] = arg_typed(&a, (size_t)(8 + k), napi_float32_array, &len[k], names[k]);
+    } else {
+      p[k] = p[input_of[k]];
+      len[k] = len[input_of[k]];
+    }
+  }
   if (a.failed) return NULL;
-  if (len[1] != len[0] || len[2] != len[0] || len[3] != len[0]) return args_fail(&a, "weight, gradient and state sizes differ");
-  for (int j = 0; j < 4; j++)
-    for (int k = j + 1; k < 4; k++)
-      if (ranges_overlap(p[j], len[j] * 4, p[k], len[k] * 4)) return args_fail(&a, "w, g, m and v must not share memory");
+  for (int k = 1; k < 7; k++)
+    if (len[k] != len[0]) return args_fail(&a, "weight, gradient and state sizes differ");
+  /* Inputs never share memory; an output may be exactly its own input and nothing else. */
+  for (int j = 0; j < 7; j++)
+    for (int k = j + 1; k < 7; k++)
+      if (!(k >= 4 && p[k] == p[input_of[k]] && j == input_of[k]) && ranges_overlap(p[j], len[j] * 4, p[k], len[k] * 4))
+        return args_fail(&a, "w, g, m, v and the outputs must not share memory (an output may be its own input)");
   clean_upper();
-  adam_loop((float*)p[0], (const float*)p[1], (float*)p[2], (float*)p[3], len[0], h[0], h[1], h[2], h[3], h[4], h[5],
-            h[6], h[7]);
+  adam_loop(p[0], p[1], p[2], p[3], p[4], p[5], p[6], len[0], h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]);
   return NULL;
 }
 

@@ -53,7 +53,7 @@ export interface NativeAddon {
 export interface NativeMath {
   /** out[i] = sum over k, in order, of scales[k] * parts[k][i]: double products and adds, rounded to float32 after each add. */
   weightedSum(out: Float32Array, parts: Float32Array[], scales: number[]): void;
-  /** One Adam update in place; the hyperparameters are the ones coordinator/optimizer.ts derives. */
+  /** One Adam update; the hyperparameters are the ones coordinator/optimizer.ts derives. */
   adamStep(
     w: Float32Array,
     g: Float32Array,
@@ -67,6 +67,10 @@ export interface NativeMath {
     c2: number,
     lr: number,
     eps: number,
+    /** Where the new weights and moments go (default: in place); each is its input or shares no memory with any array. */
+    wOut?: Float32Array,
+    mOut?: Float32Array,
+    vOut?: Float32Array,
   ): void;
   allFinite(a: Float32Array): boolean;
   /** Converts src.length values; dst may be longer. */

@@ -1,0 +1,34 @@
+/**
+ * The arithmetic every path of a reduction shares. The coordinator's sum of W gradients is, per
+ * element, acc = s0*g0, then acc += s1*g1, ..., in worker-id order, each product and add in double
+ * and acc rounded to float32 after every add (sk = countk / total). Folding chunk by chunk, on the
+ * coordinator or along a chain of workers, gives the same bits as folding whole vectors.
+ */
+import { type NativeMath, nativeMath } from './backend/addon.js';
+
+/** How many chunks of `chunk` floats a vector of `total` floats has. */
+export function chunkCount(total: number, chunk: number): number {
+  return Math.ceil(total / chunk);
+}
+
+/** [start, end) of chunk `c`. */
+export function chunkRange(total: number, chunk: number, c: number): [number, number] {
+  const start = c * chunk;
+  return [start, Math.min(total, start + chunk)];
+}
+
+/**
+ * acc = (first ? 0 : acc) + scale * g, elementwise, rounded to float32: one member's turn in the
+ * sum. `math` is the addon (the default when built) or null for the JavaScript loop it matches.
+ */
+export function foldInto(acc: Float32Array, g: Float32Array, scale: number, first: boolean, math: NativeMath | null = nativeMath()): void {
+  if (acc.length !== g.length) throw new Error(`fold: ${g.length} values into ${acc.length}`);
+  if (math) {
+    // acc is never -0 (0 + -0 is +0), so 1 * acc as the first term of the sum is acc itself.
+    if (first) math.weightedSum(acc, [g], [scale]);
+    else math.weightedSum(acc, [acc, g], [1, scale]);
+    return;
+  }
+  if (first) for (let i = 0; i < acc.length; i++) acc[i] = 0 + scale * g[i]!;
+  else for (let i = 0; i < acc.length; i++) acc[i] = acc[i]! + scale * g[i]!;
+}

@@ -1,0 +1,199 @@
+/**
+ * The messages of the wire protocol (codec.ts turns them into frames and back). Every frame is
+ * one binary WebSocket message holding one msgpack map with a numeric `k` (Kind).
+ *
+ * Invariants:
+ * - Protocol version and model signature are exchanged once, in Hello; a mismatch closes the
+ *   connection with E_VERSION / E_MODEL. Peer links (worker to worker) open with the same
+ *   challenge and token proof, in both directions.
+ * - A phase's gradients travel in chunks of `Reduce.chunk` floats at fixed offsets. A chunk is
+ *   either a worker's own gradient (to the coordinator: float32, or IEEE half with --fp16) or a
+ *   partial sum (float32): the weighted sum, in worker-id order, of the gradients of every member
+ *   before and including its sender. Whatever path the chunks take, the coordinator's sum is the
+ *   same bits.
+ * - A reduction attempt (round, phase, attempt) is all or nothing: weights chunks of an attempt
+ *   are applied by a worker only when every chunk of that version has arrived, and a later attempt
+ *   of the same phase supersedes them.
+ */
+import type { ModelConfig } from './model.js';
+
+export const PROTOCOL_VERSION = 2;
+
+export enum Kind {
+  /** coordinator -> worker (and listener -> dialer on a peer link), first frame: version and a nonce to prove the token over. */
+  Challenge = 1,
+  /** worker -> coordinator: version, model signature, backend, token proof, and where peers can reach it. */
+  Hello = 2,
+  /** coordinator -> worker: accepted; id and training config. */
+  Welcome = 3,
+  /** coordinator -> worker: sample images (and labels) the worker will be asked to use. */
+  Shard = 4,
+  /** coordinator -> worker: one net's whole weights at a version (at join, and where a relay broke). */
+  Weights = 5,
+  /** coordinator -> worker: compute this phase of this round on these samples. */
+  Task = 6,
+  /** worker -> coordinator: the phase is computed; its sample count and statistics. */
+  Report = 7,
+  /** coordinator -> worker: the run is over. */
+  Stop = 8,
+  /** coordinator -> worker: how this attempt's sum travels (where partial sums come from and go). */
+  Reduce = 9,
+  /** a piece of a gradient or of a partial sum, at an offset. */
+  Chunk = 10,
+  /** a piece of one net's new weights, coordinator -> worker and relayed worker -> worker. */
+  WeightsChunk = 11,
+  /** worker -> coordinator: a peer link failed (the phase is retried without it). */
+  PeerLost = 12,
+  /** dialer -> listener on a peer link: who it is and its token proof. */
+  PeerHello = 13,
+  /** listener -> dialer: accepted, with the listener's own proof over the dialer's nonce. */
+  PeerWelcome = 14,
+}
+
+export type NetName = 'D' | 'G';
+export type PhaseName = 'D' | 'G';
+
+/** Reduce.prev / Reduce.next: no one (start from zero) and the coordinator; peers are worker ids >= 0. */
+export const NOBODY = -1;
+export const COORDINATOR = -2;
+
+export interface ChallengeMsg {
+  k: Kind.Challenge;
+  v: number;
+  nonce: Uint8Array;
+  auth: boolean;
+  /** The model the coordinator trains; the worker answers with the signature its own code derives. */
+  model: ModelConfig;
+}
+export interface HelloMsg {
+  k: Kind.Hello;
+  v: number;
+  signature: string;
+  backend: string;
+  host: string;
+  pid: number;
+  /** HMAC-SHA256(token, nonce) when the coordinator asks for auth. */
+  proof?: Uint8Array;
+  /** The port of this worker's peer listener; absent when it relays nothing (behind NAT, a browser). */
+  peerPort?: number;
+  /** The address peers dial, when not the one the coordinator sees this connection come from. */
+  peerHost?: string;
+}
+export interface WelcomeMsg {
+  k: Kind.Welcome;
+  workerId: number;
+  seed: number;
+  /** Send gradients as 16-bit floats. */
+  fp16: boolean;
+  /** The largest frame the coordinator will send. */
+  maxPayload: number;
+}
+export interface ShardMsg {
+  k: Kind.Shard;
+  epoch: number;
+  /** Drop every sample held so far (a new epoch) before adding these. */
+  reset: boolean;
+  ids: Uint32Array;
+  images: Uint8Array;
+  labels: Uint8Array;
+}
+export interface WeightsMsg { k: Kind.Weights; net: NetName; version: number; data: Float32Array }
+export interface TaskMsg {
+  k: Kind.Task;
+  round: number;
+  epoch: number;
+  phase: PhaseName;
+  /** Versions of D and G the worker must hold (it waits for them when they are still on their way). */
+  dVersion: number;
+  gVersion: number;
+  ids: Uint32Array;
+}
+export interface ReportMsg {
+  k: Kind.Report;
+  round: number;
+  phase: PhaseName;
+  count: number;
+  loss: number;
+  dReal: number;
+  dFake: number;
+  computeMs: number;
+}
+export interface StopMsg { k: Kind.Stop; reason: string }
+export interface ReduceMsg {
+  k: Kind.Reduce;
+  round: number;
+  phase: PhaseName;
+  attempt: number;
+  /** Samples of every member of this attempt: this worker's scale is its count / total. */
+  total: number;
+  /** Floats per chunk. */
+  chunk: number;
+  /** Where partial sums come from: NOBODY (start from zero), COORDINATOR, or a peer's id. */
+  prev: number;
+  /** Where this worker's chunks go: COORDINATOR or a peer's id. */
+  next: number;
+  /** ws://host:port of the `next` peer ('' when next is the coordinator). */
+  nextUrl: string;
+  /** Send partial sums (a relay member) rather than the raw gradient. */
+  partial: boolean;
+}
+export interface ChunkMsg {
+  k: Kind.Chunk;
+  round: number;
+  phase: PhaseName;
+  attempt: number;
+  /** First float of this chunk in the net's flat layout (a multiple of the chunk size). */
+  offset: number;
+  /** A partial sum (float32) rather than one worker's gradient. */
+  partial: boolean;
+  /** Float32 (fp16 false) or IEEE half bits (fp16 true; raw gradients only). */
+  fp16: boolean;
+  data: Float32Array | Uint16Array;
+}
+export interface WeightsChunkMsg {
+  k: Kind.WeightsChunk;
+  net: NetName;
+  version: number;
+  attempt: number;
+  offset: number;
+  data: Float32Array;
+}
+export interface PeerLostMsg { k: Kind.PeerLost; peer: number; code: string; reason: string }
+export interface PeerHelloMsg {
+  k: Kind.PeerHello;
+  v: number;
+  /** The dialer's worker id. */
+  workerId: number;
+  signature: string;
+  /** HMAC-SHA256(token, listener's nonce) when the run has a token. */
+  proof?: Uint8Array;
+  /** A nonce the listener proves the token over in PeerWelcome. */
+  nonce: Uint8Array;
+}
+export interface PeerWelcomeMsg { k: Kind.PeerWelcome; workerId: number; proof?: Uint8Array }
+
+export type Message =
+  | ChallengeMsg | HelloMsg | WelcomeMsg | ShardMsg | WeightsMsg | TaskMsg | ReportMsg | StopMsg
+  | ReduceMsg | ChunkMsg | WeightsChunkMsg | PeerLostMsg | PeerHelloMsg | PeerWelcomeMsg;
+
+/** Field types decode() checks before anything uses a message. */
+export type FieldType = 'uint' | 'int' | 'number' | 'string' | 'bool' | 'bin' | 'net' | 'object' | 'uint?' | 'bin?' | 'string?';
+
+export const SPECS: Record<Kind, Record<string, FieldType>> = {
+  [Kind.Challenge]: { v: 'uint', nonce: 'bin', auth: 'bool', model: 'object' },
+  [Kind.Hello]: { v: 'uint', signature: 'string', backend: 'string', host: 'string', pid: 'uint', proof: 'bin?', peerPort: 'uint?', peerHost: 'string?' },
+  [Kind.Welcome]: { workerId: 'uint', seed: 'uint', fp16: 'bool', maxPayload: 'uint' },
+  [Kind.Shard]: { epoch: 'uint', reset: 'bool', ids: 'bin', images: 'bin', labels: 'bin' },
+  [Kind.Weights]: { net: 'net', version: 'uint', data: 'bin' },
+  [Kind.Task]: { round: 'uint', epoch: 'uint', phase: 'net', dVersion: 'uint', gVersion: 'uint', ids: 'bin' },
+  [Kind.Report]: { round: 'uint', phase: 'net', count: 'uint', loss: 'number', dReal: 'number', dFake: 'number', computeMs: 'number' },
+  [Kind.Stop]: { reason: 'string' },
+  [Kind.Reduce]: {
+    round: 'uint', phase: 'net', attempt: 'uint', total: 'uint', chunk: 'uint', prev: 'int', next: 'int', nextUrl: 'string', partial: 'bool',
+  },
+  [Kind.Chunk]: { round: 'uint', phase: 'net', attempt: 'uint', offset: 'uint', partial: 'bool', fp16: 'bool', data: 'bin' },
+  [Kind.WeightsChunk]: { net: 'net', version: 'uint', attempt: 'uint', offset: 'uint', data: 'bin' },
+  [Kind.PeerLost]: { peer: 'int', code: 'string', reason: 'string' },
+  [Kind.PeerHello]: { v: 'uint', workerId: 'uint', signature: 'string', proof: 'bin?', nonce: 'bin' },
+  [Kind.PeerWelcome]: { workerId: 'uint', proof: 'bin?' },
+};

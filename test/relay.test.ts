@@ -1,0 +1,181 @@
+/**
+ * Relayed reductions: partial sums worker to worker along a chain in id order, new weights back
+ * down the same links. They must give the direct reduction's bits, survive a relay dying at any
+ * point, refuse peers without the token, and route around a peer that sends garbage.
+ */
+import { createHash } from 'node:crypto';
+import { afterEach, describe, expect, it } from 'vitest';
+import { WebSocket } from 'ws';
+import type { Coordinator, RelayPolicy } from '../coordinator/coordinator.js';
+import { Kind, PROTOCOL_VERSION, decode, encode } from '../shared/codec.js';
+import { type Net, modelSignature } from '../shared/model.js';
+import { type Cluster, smallData, startCluster, tinyConfig, tinyModel } from './helpers.js';
+import type { RelaySeam } from '../worker/participant.js';
+
+const N = 120;
+/** Many chunks per net (the tiny model's D has about 52,000 parameters). */
+const CHUNK = 5000;
+
+interface RunOptions {
+  relay: RelayPolicy;
+  fp16?: boolean;
+  workers?: number;
+  token?: string;
+  /** Per worker index: the relay seam of that worker. */
+  seams?: Record<number, (w: { crash(): void }) => RelaySeam>;
+  /** Per worker index: crash it before it computes (round, phase). */
+  crashBefore?: Record<number, { round: number; phase: Net }>;
+}
+
+const clusters: Cluster[] = [];
+afterEach(async () => {
+  for (const c of clusters.splice(0)) await c.coord.close().catch(() => {});
+});
+
+async function run(o: RunOptions): Promise<{ coord: Coordinator; logs: string[] }> {
+  const logs: string[] = [];
+  const workers = o.workers ?? 4;
+  const c = await startCluster(tinyConfig({ workers, minWorkers: 1, batchSize: 10, epochs: 2, fp16: !!o.fp16 }), smallData(N), {
+    relay: o.relay, reduceChunk: CHUNK, token: o.token, log: (l) => logs.push(l), startWorkers: 0,
+  });
+  clusters.push(c);
+  for (let i = 0; i < workers; i++) {
+    const seam = o.seams?.[i];
+    const stop = o.crashBefore?.[i];
+    const holder: { w: { crash(): void } | null } = { w: null };
+    holder.w = c.addWorker({
+      token: o.token,
+      testBeforeRelay: seam ? (...a) => seam(holder.w!)(...a) : undefined,
+      testBeforeTask: stop ? (t) => {
+        if (t.round === stop.round && t.phase === stop.phase) {
+          holder.w!.crash();
+          throw new Error('crashed');
+        }
+      } : undefined,
+    });
+  }
+  const coord = await c.finish();
+  return { coord, logs };
+}
+
+/** A hash of every state the coordinator owns: equal bits, equal hash. */
+function fingerprint(c: Coordinator): string {
+  const h = createHash('sha256');
+  for (const a of [c.weights.D, c.weights.G, c.adam.D.m, c.adam.D.v, c.adam.G.m, c.adam.G.v, c.emaG!]) h.update(new Uint8Array(a.buffer, a.byteOffset, a.byteLength));
+  return h.digest('hex');
+}
+
+function expectExactEpochs(c: Coordinator): void {
+  expect(c.epochLog).toHaveLength(2);
+  for (const e of c.epochLog) expect(e).toMatchObject({ samples: N, usedOnce: N, missing: 0, duplicated: 0 });
+}
+
+describe('relayed reductions', () => {
+  it.each([false, true])('equal the direct reduction bit for bit over two epochs (fp16 %s)', async (fp16) => {
+    const direct = await run({ relay: 'never', fp16 });
+    const relayed = await run({ relay: 'always', fp16 });
+    expect(relayed.logs.filter((l) => /again|lost/.test(l))).toEqual([]);
+    expect(relayed.coord.round).toBe(direct.coord.round);
+    expect(relayed.coord.round).toBeGreaterThanOrEqual(6);
+    expect(fingerprint(relayed.coord)).toBe(fingerprint(direct.coord));
+    expectExactEpochs(relayed.coord);
+  }, 120_000);
+
+  // Worker 1 (the second of the chain 0 -> 1 -> 2 -> 3) dies in round 1's D phase at three points
+  // of its relay. In every case its gradient is never applied, the phase is reduced again among
+  // the others, and the result equals a direct run in which it died before computing that phase.
+  const points: [string, (w: { crash(): void }) => RelaySeam][] = [
+    ['before it forwards anything', (w) => (what, chunk, _of, round, phase) => {
+      if (round === 1 && phase === 'D' && what === 'partial' && chunk === 0) w.crash();
+    }],
+    ['halfway through its chunks', (w) => (what, chunk, of, round, phase) => {
+      if (round === 1 && phase === 'D' && what === 'partial' && chunk === Math.floor(of / 2)) w.crash();
+    }],
+    ['after it forwarded every partial sum, passing the last new weights down', (w) => (what, chunk, of, round, phase) => {
+      if (round === 1 && phase === 'D' && what === 'weights' && chunk === of - 1) w.crash();
+    }],
+  ];
+  it.each(points)('survive a relay that dies %s: exact accounting, the direct result', async (_name, seam) => {
+    const relayed = await run({ relay: 'always', seams: { 1: seam } });
+    expectExactEpochs(relayed.coord);
+    const died = relayed.coord.runDir.metrics().find((m) => m.dropped.length > 0)!;
+    expect(died.round).toBe(1);
+    const direct = await run({ relay: 'never', crashBefore: { 1: { round: 1, phase: 'D' } } });
+    expectExactEpochs(direct.coord);
+    if (_name.startsWith('after')) {
+      // Its D gradient went into round 1's step before it died: the same as dying before its G phase.
+      const late = await run({ relay: 'never', crashBefore: { 1: { round: 1, phase: 'G' } } });
+      expect(fingerprint(relayed.coord)).toBe(fingerprint(late.coord));
+    } else {
+      expect(fingerprint(relayed.coord)).toBe(fingerprint(direct.coord));
+    }
+  }, 180_000);
+});
+
+describe('peer links', () => {
+  /** Dial a worker's relay listener as a stranger and report how the link ended. */
+  function dialPeer(url: string, answer: (nonce: Uint8Array) => Uint8Array): Promise<{ code: number; reason: string }> {
+    return new Promise((resolve) => {
+      const ws = new WebSocket(url, { perMessageDeflate: false });
+      ws.on('message', (d) => {
+        const m = decode(d as Buffer);
+        if (m.k === Kind.Challenge) {
+          ws.send(encode({ k: Kind.PeerHello, v: PROTOCOL_VERSION, workerId: 99, signature: modelSignature(tinyModel), proof: answer(m.nonce), nonce: new Uint8Array(32) }));
+        }
+      });
+      ws.on('close', (code, reason) => resolve({ code, reason: reason.toString() }));
+      ws.on('error', () => {});
+    });
+  }
+
+  it('refuse a peer that cannot prove the token', async () => {
+    const token = 'peer-secret';
+    const c = await startCluster(tinyConfig({ workers: 3, batchSize: 10, maxRounds: 200, epochs: 100 }), smallData(N), {
+      relay: 'always', reduceChunk: CHUNK, token, startWorkers: 0,
+    });
+    clusters.push(c);
+    for (let i = 0; i < 3; i++) c.addWorker({ token });
+    const training = c.finish();
+    while (c.coord.round < 2) await new Promise((r) => setTimeout(r, 20));
+    const url = c.coord.pool.live()[1]!.peerUrl;
+    expect(url).toMatch(/^ws:\/\/127\.0\.0\.1:\d+$/);
+    const wrong = await dialPeer(url, () => new Uint8Array(32).fill(7));
+    expect(wrong.code).toBe(4003);
+    expect(wrong.reason).toMatch(/^E_AUTH: /);
+    const none = await dialPeer(url, () => new Uint8Array(0));
+    expect(none.code).toBe(4003);
+    c.coord.requestStop('test over');
+    await training;
+  }, 60_000);
+
+  it('close a link that carries a malformed chunk with its code, and the phase completes', async () => {
+    const direct = await run({ relay: 'never' });
+    const logs: string[] = [];
+    const c = await startCluster(tinyConfig({ workers: 4, minWorkers: 1, batchSize: 10, epochs: 2 }), smallData(N), {
+      relay: 'always', reduceChunk: CHUNK, log: (l) => logs.push(l), startWorkers: 0,
+    });
+    clusters.push(c);
+    for (let i = 0; i < 4; i++) {
+      // Worker 1 sends round 1's first D partial sum cut short: its peer must refuse it.
+      c.addWorker(i !== 1 ? {} : { testBeforeRelay: (what, chunk, _of, round, phase) => {
+        if (what === 'partial' && round === 1 && phase === 'D' && chunk === 0) truncateNextPeerFrame = true;
+      } });
+    }
+    const coord = await c.finish();
+    expect(logs.some((l) => /round 1 D: worker \d lost its link to worker \d \(E_SHAPE /.test(l)), logs.join('\n')).toBe(true);
+    expectExactEpochs(coord);
+    expect(fingerprint(coord)).toBe(fingerprint(direct.coord));
+  }, 120_000);
+});
+
+/** Set by a seam: the next frame a worker sends to a peer loses its last four bytes. */
+let truncateNextPeerFrame = false;
+const realSend = WebSocket.prototype.send;
+WebSocket.prototype.send = function (this: WebSocket, data: unknown, ...rest: unknown[]) {
+  if (truncateNextPeerFrame && data instanceof Uint8Array && data.length > 1000) {
+    truncateNextPeerFrame = false;
+    const frame = decode(data);
+    if (frame.k === Kind.Chunk) data = encode({ ...frame, data: frame.data.subarray(0, frame.data.length - 1) } as typeof frame);
+  }
+  return (realSend as (...a: unknown[]) => void).call(this, data, ...rest);
+} as typeof realSend;

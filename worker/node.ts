@@ -1,0 +1,36 @@
+/**
+ * A worker on Node: the WebSocket client of `ws`, this host's name and pid, and (unless turned off)
+ * a relay listener for relayed reductions. cli/worker.ts and the tests build workers here.
+ */
+import { hostname } from 'node:os';
+import { nodeConnect } from './node-transport.js';
+import { nodeRelay } from './peers.js';
+import { type Relay, WorkerClient, type WorkerOptions } from './worker.js';
+
+export interface NodeWorkerOptions extends Omit<WorkerOptions, 'connect' | 'host' | 'pid' | 'relay'> {
+  /** CA certificate(s) to trust for wss:// (the coordinator and peers). */
+  ca?: Buffer;
+  /** Take part in relayed reductions (default true). */
+  relay?: boolean;
+  /** Address peers dial, when not the one the coordinator sees. */
+  peerHost?: string;
+  /** Certificate and key of the relay listener; relays need them when the coordinator uses wss://. */
+  tls?: { cert: Buffer; key: Buffer };
+}
+
+export function nodeWorker(o: NodeWorkerOptions): WorkerClient {
+  const { ca, relay: wantRelay = true, peerHost, tls, ...rest } = o;
+  const maxPayload = o.maxPayload ?? 256 * 1024 * 1024;
+  const log = o.log ?? (() => {});
+  let relay: Relay | undefined;
+  if (wantRelay && o.url.startsWith('wss:') && !tls) {
+    log('relays off: the coordinator uses wss://, and relaying needs --tls-cert and --tls-key for this worker\'s listener');
+  } else if (wantRelay) {
+    const host = new URL(o.url.replace(/^ws/, 'http')).hostname;
+    relay = nodeRelay({
+      bindHost: '0.0.0.0', advertise: peerHost, coordinatorIsLocal: host === 'localhost' || host.startsWith('127.') || host === '[::1]',
+      tls, ca, token: o.token, maxPayload, log,
+    });
+  }
+  return new WorkerClient({ ...rest, connect: nodeConnect({ maxPayload, ca }), host: hostname(), pid: process.pid, relay });
+}

@@ -1,0 +1,286 @@
+/**
+ * A worker's part in the rounds: it holds the weights and the shard, computes the gradient of the
+ * phase it is asked for, and takes its place in the phase's reduction (sending its gradient to the
+ * coordinator, or folding it into the partial sum of a relay chain), then takes in the new weights.
+ * It never changes weights on its own authority: weights only come from the coordinator (directly
+ * or relayed), and it computes only on the versions a task names, waiting for them while they are
+ * still on their way and refusing a task that names older ones.
+ *
+ * Transport-free: frames go out through the `send` functions, so Node and browser workers share it.
+ */
+import { buildBatch, type SampleSource } from '../shared/batch.js';
+import {
+  COORDINATOR, type ChunkMsg, Kind, type Message, NOBODY, type ReduceMsg, type ShardMsg, type TaskMsg, type WeightsChunkMsg, encode,
+} from '../shared/codec.js';
+import { GanError } from '../shared/errors.js';
+import { chunkCount, chunkRange, foldInto } from '../shared/fold.js';
+import { GanModel } from '../shared/gan.js';
+import { fromHalf, toHalf } from '../shared/half.js';
+import type { ModelConfig, Net } from '../shared/model.js';
+
+export interface ParticipantOptions {
+  model: ModelConfig;
+  seed: number;
+  fp16: boolean;
+  /** A frame to the coordinator. */
+  toCoordinator(frame: Uint8Array): void;
+  /** A frame to a peer (dialing `url` when there is no link yet); absent for workers that do not relay. */
+  toPeer?(peer: number, url: string | null, frame: Uint8Array): void;
+  /** Test seam: awaited before computing a task; may throw or stall to simulate faults. */
+  testBeforeTask?: (t: TaskMsg, shard: SampleSource) => Promise<void> | void;
+  /** Test seam: called before each relayed frame goes out (fault injection at exact points of a relay). */
+  testBeforeRelay?: RelaySeam;
+}
+
+/** What a relay is about to send: chunk `chunk` of `of` of a partial sum, or of new weights passed down. */
+export type RelaySeam = (what: 'partial' | 'weights', chunk: number, of: number, round: number, phase: Net) => void;
+
+class ShardStore implements SampleSource {
+  private images = new Map<number, Uint8Array>();
+  private labels = new Map<number, number>();
+  add(m: ShardMsg): void {
+    if (m.reset) {
+      this.images.clear();
+      this.labels.clear();
+    }
+    m.ids.forEach((id, i) => {
+      this.images.set(id, m.images.subarray(i * 784, (i + 1) * 784));
+      this.labels.set(id, m.labels[i]!);
+    });
+  }
+  image(id: number): Uint8Array {
+    const img = this.images.get(id);
+    if (!img) throw new GanError('E_UNEXPECTED', `task names sample ${id}, which this worker was not sent`);
+    return img;
+  }
+  label(id: number): number {
+    return this.labels.get(id) ?? 0;
+  }
+}
+
+/** New weights arriving in chunks: applied when the last one is in. */
+interface Staging {
+  version: number;
+  attempt: number;
+  buf: Float32Array;
+  got: Uint8Array;
+  missing: number;
+  chunk: number;
+}
+
+/** A computed phase, held until the next task: a retried reduction folds it again without recomputing. */
+interface Held {
+  round: number;
+  phase: Net;
+  count: number;
+  /** The gradient as the sum will see it (rounded through fp16 when the run sends fp16). */
+  grads: Float32Array;
+  half: Uint16Array | null;
+  sentRaw: boolean;
+  /** Reduce plans by attempt (also kept in `routes`), partial sums received by attempt and chunk, chunks already sent. */
+  plans: Map<number, ReduceMsg>;
+  partials: Map<number, Map<number, Float32Array>>;
+  sent: Map<number, Set<number>>;
+}
+
+export class Participant {
+  readonly model: GanModel;
+  versions = { D: -1, G: -1 };
+  tasksDone = 0;
+  private store = new ShardStore();
+  private staging: Record<Net, Staging | null> = { D: null, G: null };
+  private waiting: TaskMsg | null = null;
+  private held: Held | null = null;
+  /** Plans and partials that arrived before their phase was computed. */
+  private early: { plans: ReduceMsg[]; partials: ChunkMsg[] } = { plans: [], partials: [] };
+  private scratch: Float32Array | null = null;
+  /**
+   * The plans of each net's latest reduction: they route its weights chunks, which may still be
+   * arriving down the chain after this worker has moved on to the next phase.
+   */
+  private routes: Record<Net, { round: number; plans: Map<number, ReduceMsg> }> = { D: { round: -1, plans: new Map() }, G: { round: -1, plans: new Map() } };
+
+  constructor(private readonly o: ParticipantOptions) {
+    this.model = new GanModel(o.model);
+  }
+
+  dispose(): void {
+    this.model.dispose();
+  }
+
+  /** A frame from the coordinator (or, for Chunk and WeightsChunk, from a peer: `from` >= 0). Throws GanError on anything invalid. */
+  async handle(m: Message, from: number = COORDINATOR): Promise<void> {
+    switch (m.k) {
+      case Kind.Shard:
+        return this.store.add(m);
+      case Kind.Weights:
+        return this.setWeights(m.net, m.version, m.data);
+      case Kind.WeightsChunk:
+        return this.onWeightsChunk(m, from);
+      case Kind.Task:
+        this.waiting = m;
+        this.held = null;
+        return this.startIfReady();
+      case Kind.Reduce:
+        return this.onReduce(m);
+      case Kind.Chunk:
+        return this.onPartial(m, from);
+      default:
+        throw new GanError('E_UNEXPECTED', `${Kind[m.k] ?? m.k} is not accepted here`);
+    }
+  }
+
+  private setWeights(net: Net, version: number, data: Float32Array): Promise<void> {
+    const l = this.model.layout(net);
+    if (data.length !== l.total) throw new GanError('E_SHAPE', `${net} weights have ${data.length} values, the model has ${l.total}`);
+    if (version > this.versions[net]) {
+      this.model.setWeights(net, data);
+      this.versions[net] = version;
+    }
+    if (this.staging[net] && this.staging[net].version <= version) this.staging[net] = null;
+    return this.startIfReady();
+  }
+
+  private async onWeightsChunk(m: WeightsChunkMsg, from: number): Promise<void> {
+    const total = this.model.layout(m.net).total;
+    const plan = this.routes[m.net].plans.get(m.attempt);
+    if (!plan) throw new GanError('E_STALE', `weights of ${m.net} attempt ${m.attempt} arrived outside its reduction`);
+    const chunk = plan.chunk;
+    if (from !== (plan.next === COORDINATOR ? COORDINATOR : plan.next)) throw new GanError('E_UNEXPECTED', `weights of ${m.net} from ${from}, expected them from ${plan.next}`);
+    if (m.offset % chunk !== 0 || m.offset >= total) throw new GanError('E_SHAPE', `weights chunk offset ${m.offset} is not a chunk boundary`);
+    const [start, end] = chunkRange(total, chunk, m.offset / chunk);
+    if (m.data.length !== end - start) throw new GanError('E_SHAPE', `weights chunk at ${m.offset} has ${m.data.length} values, expected ${end - start}`);
+    // Down the chain first: the members before this one wait for these bytes.
+    if (plan.prev >= 0) {
+      this.o.testBeforeRelay?.('weights', m.offset / chunk, chunkCount(total, chunk), this.routes[m.net].round, m.net);
+      this.o.toPeer?.(plan.prev, null, encode(m));
+    }
+    if (m.version <= this.versions[m.net]) return;
+    let st = this.staging[m.net];
+    if (st && (st.version < m.version || (st.version === m.version && st.attempt < m.attempt))) st = null;
+    if (st && (st.version > m.version || st.attempt > m.attempt)) return; // an attempt that was superseded
+    if (!st) {
+      const n = chunkCount(total, chunk);
+      st = { version: m.version, attempt: m.attempt, buf: new Float32Array(total), got: new Uint8Array(n), missing: n, chunk };
+      this.staging[m.net] = st;
+    }
+    const c = m.offset / chunk;
+    if (st.got[c]) throw new GanError('E_STALE', `weights chunk at ${m.offset} arrived twice`);
+    st.buf.set(m.data, start);
+    st.got[c] = 1;
+    if (--st.missing === 0) await this.setWeights(m.net, st.version, st.buf);
+  }
+
+  /** Compute the waiting task once the weights it names are here. */
+  private async startIfReady(): Promise<void> {
+    const t = this.waiting;
+    if (!t) return;
+    if (t.dVersion < this.versions.D || t.gVersion < this.versions.G) {
+      throw new GanError('E_STALE', `task wants D v${t.dVersion} / G v${t.gVersion}, worker holds newer D v${this.versions.D} / G v${this.versions.G}`);
+    }
+    if (t.dVersion !== this.versions.D || t.gVersion !== this.versions.G) return; // still on their way
+    this.waiting = null;
+    await this.o.testBeforeTask?.(t, this.store);
+    this.compute(t);
+  }
+
+  private compute(t: TaskMsg): void {
+    const t0 = performance.now();
+    const batch = buildBatch(this.model.cfg, { seed: this.o.seed, epoch: t.epoch, phase: t.phase }, t.ids, this.store);
+    const r = t.phase === 'D' ? this.model.dStep(batch) : this.model.gStep(batch);
+    const computeMs = performance.now() - t0;
+    let grads = r.grads;
+    let half: Uint16Array | null = null;
+    if (this.o.fp16) {
+      half = toHalf(r.grads);
+      // What the coordinator will fold is the half value: a relayed sum must fold the same.
+      grads = fromHalf(half);
+    }
+    this.held = { round: t.round, phase: t.phase, count: t.ids.length, grads, half, sentRaw: false, plans: new Map(), partials: new Map(), sent: new Map() };
+    this.tasksDone++;
+    this.o.toCoordinator(encode({ k: Kind.Report, round: t.round, phase: t.phase, count: t.ids.length, loss: r.loss, dReal: r.dReal, dFake: r.dFake, computeMs }));
+    const early = this.early;
+    this.early = { plans: [], partials: [] };
+    for (const p of early.plans) this.onReduce(p);
+    for (const x of early.partials) this.onPartial(x, x.partial ? -3 : COORDINATOR, true);
+  }
+
+  private isCurrent(round: number, phase: Net): boolean {
+    return !!this.held && this.held.round === round && this.held.phase === phase;
+  }
+
+  private isWaitingFor(round: number, phase: Net): boolean {
+    return !!this.waiting && this.waiting.round === round && this.waiting.phase === phase;
+  }
+
+  private onReduce(r: ReduceMsg): void {
+    if (!this.isCurrent(r.round, r.phase)) {
+      if (this.isWaitingFor(r.round, r.phase)) this.early.plans.push(r);
+      return;
+    }
+    const h = this.held!;
+    if (r.chunk < 1 || r.total < h.count) throw new GanError('E_MALFORMED', `reduce plan with chunk ${r.chunk} and total ${r.total}`);
+    h.plans.set(r.attempt, r);
+    const route = this.routes[r.phase];
+    if (route.round !== r.round) this.routes[r.phase] = { round: r.round, plans: new Map() };
+    this.routes[r.phase].plans.set(r.attempt, r);
+    if (!r.partial) return this.sendRaw(h, r);
+    for (let c = 0; c < chunkCount(h.grads.length, r.chunk); c++) this.fold(h, r, c);
+  }
+
+  /** This worker sends its own gradient to the coordinator (once per phase, whatever the attempt). */
+  private sendRaw(h: Held, r: ReduceMsg): void {
+    if (h.sentRaw) return;
+    h.sentRaw = true;
+    const n = h.grads.length;
+    for (let c = 0; c < chunkCount(n, r.chunk); c++) {
+      const [start, end] = chunkRange(n, r.chunk, c);
+      const data = h.half ? h.half.subarray(start, end) : h.grads.subarray(start, end);
+      this.o.toCoordinator(encode({ k: Kind.Chunk, round: h.round, phase: h.phase, attempt: r.attempt, offset: start, partial: false, fp16: !!h.half, data }));
+    }
+  }
+
+  /** A partial sum from the member before this one (or the coordinator's seed). */
+  private onPartial(x: ChunkMsg, from: number, replay = false): void {
+    if (!x.partial) throw new GanError('E_UNEXPECTED', 'only partial sums reach a worker');
+    if (!this.isCurrent(x.round, x.phase)) {
+      if (!replay && (this.isWaitingFor(x.round, x.phase) || (this.held && x.round > this.held.round))) this.early.partials.push(x);
+      return;
+    }
+    const h = this.held!;
+    const plan = h.plans.get(x.attempt);
+    if (!replay && plan && from !== plan.prev) throw new GanError('E_UNEXPECTED', `partial sum from ${from}, expected one from ${plan.prev}`);
+    const chunk = plan?.chunk ?? 0;
+    if (plan && (x.offset % chunk !== 0 || x.offset >= h.grads.length)) throw new GanError('E_SHAPE', `partial sum offset ${x.offset} is not a chunk boundary`);
+    if (plan) {
+      const [start, end] = chunkRange(h.grads.length, chunk, x.offset / chunk);
+      if (x.data.length !== end - start) throw new GanError('E_SHAPE', `partial sum at ${x.offset} has ${x.data.length} values, expected ${end - start}`);
+    }
+    const data = x.data as Float32Array;
+    for (let i = 0; i < data.length; i++) if (!Number.isFinite(data[i]!)) throw new GanError('E_NONFINITE', 'partial sum has NaN or Inf values');
+    let byChunk = h.partials.get(x.attempt);
+    if (!byChunk) h.partials.set(x.attempt, (byChunk = new Map()));
+    if (byChunk.has(x.offset)) throw new GanError('E_STALE', `partial sum at ${x.offset} arrived twice`);
+    byChunk.set(x.offset, data);
+    if (plan) this.fold(h, plan, x.offset / chunk);
+  }
+
+  /** Fold this worker's gradient into chunk c of the sum and pass it on, once its input is here. */
+  private fold(h: Held, r: ReduceMsg, c: number): void {
+    let sent = h.sent.get(r.attempt);
+    if (!sent) h.sent.set(r.attempt, (sent = new Set()));
+    if (sent.has(c)) return;
+    const [start, end] = chunkRange(h.grads.length, r.chunk, c);
+    const before = r.prev === NOBODY ? null : h.partials.get(r.attempt)?.get(start);
+    if (r.prev !== NOBODY && !before) return;
+    if (!this.scratch || this.scratch.length < r.chunk) this.scratch = new Float32Array(r.chunk);
+    const out = this.scratch.subarray(0, end - start);
+    if (before) out.set(before);
+    foldInto(out, h.grads.subarray(start, end), h.count / r.total, !before);
+    sent.add(c);
+    const frame = encode({ k: Kind.Chunk, round: h.round, phase: h.phase, attempt: r.attempt, offset: start, partial: true, fp16: false, data: out });
+    this.o.testBeforeRelay?.('partial', c, chunkCount(h.grads.length, r.chunk), h.round, h.phase);
+    if (r.next === COORDINATOR) this.o.toCoordinator(frame);
+    else this.o.toPeer?.(r.next, r.nextUrl, frame);
+  }
+}

@@ -1,0 +1,271 @@
+/**
+ * Peer links between Node workers, for relayed reductions: each relaying worker listens, dials the
+ * next member of its chain, and both directions of a link carry frames (partial sums forward, new
+ * weights back).
+ *
+ * Invariants:
+ * - A link is used only after both ends proved the run's token (when it has one): the listener
+ *   sends a Challenge, the dialer answers PeerHello with its proof and a nonce of its own, the
+ *   listener answers PeerWelcome with its proof over that nonce. The model signature must match.
+ * - Every frame is decoded before use; after the handshake only Chunk and WeightsChunk may cross,
+ *   and their contents are validated by the worker (participant.ts). Anything invalid closes that
+ *   link with its code and reason, and the coordinator is told (PeerLost); the phase is retried
+ *   without the link.
+ * - Without a token the listener binds to loopback unless the coordinator itself is remote, as the
+ *   coordinator refuses to listen beyond loopback without a token.
+ */
+import { createServer as createHttpServer, type Server } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import type { AddressInfo } from 'node:net';
+import { WebSocketServer } from 'ws';
+import { checkProof, proveToken, randomNonce } from '../shared/auth.js';
+import { Kind, type Message, PROTOCOL_VERSION, decode, encode } from '../shared/codec.js';
+import { type ErrorCode, GanError, closeReason } from '../shared/errors.js';
+import { type ModelConfig, modelSignature } from '../shared/model.js';
+import { nodeConnect, wrapSocket } from './node-transport.js';
+import type { Link } from './transport.js';
+import type { Relay } from './worker.js';
+
+export interface PeerHubOptions {
+  /** Interface to listen on. */
+  bindHost: string;
+  /** Serve wss:// with this certificate (the run uses TLS). */
+  tls?: { cert: Buffer; key: Buffer };
+  /** CA to trust when dialing wss:// peers. */
+  ca?: Buffer;
+  token?: string;
+  model: ModelConfig;
+  signature: string;
+  maxPayload: number;
+  /** This worker's id in the run (it changes when it rejoins). */
+  selfId(): number;
+  /** A validated-to-kind frame from a peer; throw a GanError to refuse it (the link closes). */
+  onFrame(from: number, m: Message): void;
+  /** A link to `peer` failed or was refused. */
+  onLost(peer: number, code: ErrorCode, reason: string): void;
+  log(line: string): void;
+}
+
+interface PeerLink {
+  peer: number;
+  link: Link;
+  ready: boolean;
+  queue: Uint8Array[];
+  /** The nonce this side sent (listener: in the Challenge; dialer: in PeerHello). */
+  nonce: Uint8Array;
+  closed: boolean;
+  /** Frames are handled one after another, in order (the handshake awaits its proofs). */
+  chain: Promise<void>;
+}
+
+const HANDSHAKE_MS = 10_000;
+
+export class PeerHub {
+  private server: Server | null = null;
+  private wss: WebSocketServer | null = null;
+  private links = new Map<number, PeerLink>();
+  private killed = false;
+  private readonly connect;
+
+  constructor(private readonly o: PeerHubOptions) {
+    this.connect = nodeConnect({ maxPayload: o.maxPayload, ca: o.ca });
+  }
+
+  /** Listen; resolves to the port peers dial. */
+  async start(): Promise<number> {
+    const server = this.o.tls ? createHttpsServer({ cert: this.o.tls.cert, key: this.o.tls.key }) : createHttpServer();
+    this.server = server;
+    this.wss = new WebSocketServer({ server, maxPayload: this.o.maxPayload, perMessageDeflate: false, clientTracking: false });
+    this.wss.on('connection', (ws) => this.accept(wrapSocketLater(ws)));
+    return new Promise((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(0, this.o.bindHost, () => resolve((server.address() as AddressInfo).port));
+    });
+  }
+
+  /**
+   * Send a frame to `peer`: over the link that exists, or over a new one dialed to `url` (frames
+   * wait until its handshake is done). Without a link and without a url the frame is dropped.
+   */
+  send(peer: number, url: string | null, frame: Uint8Array): void {
+    if (this.killed) return;
+    let p = this.links.get(peer);
+    if (!p && url) p = this.dial(peer, url);
+    if (!p) return;
+    if (p.ready) p.link.send(frame);
+    else p.queue.push(frame);
+  }
+
+  /** Close the link to `peer` with a coded reason, as an invalid frame from it does; the coordinator is told. */
+  drop(peer: number, code: ErrorCode, reason: string): void {
+    const p = this.links.get(peer);
+    if (p) this.fail(p, code, reason, new GanError(code, reason).closeCode);
+  }
+
+  /** Close every link except those to `keep` (the neighbours of the current chain). */
+  retain(keep: Set<number>): void {
+    for (const [peer, p] of this.links) if (!keep.has(peer)) this.end(p, 1000, 'no longer neighbours', false);
+  }
+
+  /** Drop every link and the listener at once, as a crash would. */
+  kill(): void {
+    this.killed = true;
+    for (const p of [...this.links.values()]) {
+      p.closed = true;
+      p.link.terminate();
+    }
+    this.links.clear();
+    this.server?.closeAllConnections();
+    this.server?.close();
+    this.server = null;
+  }
+
+  async close(): Promise<void> {
+    for (const p of this.links.values()) this.end(p, 1000, 'worker stopping', false);
+    const server = this.server;
+    this.server = null;
+    if (server) await new Promise<void>((r) => server.close(() => r()));
+  }
+
+  private dial(peer: number, url: string): PeerLink {
+    const p: PeerLink = { peer, link: null as unknown as Link, ready: false, queue: [], nonce: randomNonce(), closed: false, chain: Promise.resolve() };
+    const timer = setTimeout(() => this.fail(p, 'E_TIMEOUT', `no handshake with worker ${peer} within ${HANDSHAKE_MS / 1000} s`), HANDSHAKE_MS);
+    timer.unref();
+    p.link = this.connect(url, {
+      onMessage: (frame, binary) => this.guard(p, async () => {
+        if (!binary) throw new GanError('E_MALFORMED', 'text frames are not part of the protocol');
+        const m = decode(frame);
+        if (p.ready) return this.o.onFrame(peer, m);
+        if (m.k === Kind.Challenge) {
+          if (m.v !== PROTOCOL_VERSION) throw new GanError('E_VERSION', `peer speaks protocol ${m.v}, this worker ${PROTOCOL_VERSION}`);
+          const proof = this.o.token ? await proveToken(this.o.token, m.nonce) : undefined;
+          p.link.send(encode({ k: Kind.PeerHello, v: PROTOCOL_VERSION, workerId: this.o.selfId(), signature: this.o.signature, proof, nonce: p.nonce }));
+          return;
+        }
+        if (m.k !== Kind.PeerWelcome) throw new GanError('E_UNEXPECTED', `expected PeerWelcome, got ${Kind[m.k] ?? m.k}`);
+        if (m.workerId !== peer) throw new GanError('E_AUTH', `dialed worker ${peer}, reached worker ${m.workerId}`);
+        if (this.o.token && !(await checkProof(this.o.token, p.nonce, m.proof))) throw new GanError('E_AUTH', `worker ${peer} did not prove the token`);
+        clearTimeout(timer);
+        this.ready(p);
+      }),
+      onClose: (code, reason) => this.fail(p, 'E_CONNECT', `link to worker ${peer} closed (${code}${reason ? ` ${reason}` : ''})`),
+      onError: (message, tls) => this.fail(p, tls ? 'E_TLS' : 'E_CONNECT', `link to worker ${peer} (${url}): ${message}`),
+    });
+    this.links.set(peer, p);
+    return p;
+  }
+
+  private accept(later: (h: Parameters<typeof wrapSocket>[1]) => Link): void {
+    const p: PeerLink = { peer: -1, link: null as unknown as Link, ready: false, queue: [], nonce: randomNonce(), closed: false, chain: Promise.resolve() };
+    const timer = setTimeout(() => this.fail(p, 'E_TIMEOUT', `no peer handshake within ${HANDSHAKE_MS / 1000} s`), HANDSHAKE_MS);
+    timer.unref();
+    p.link = later({
+      onMessage: (frame, binary) => this.guard(p, async () => {
+        if (!binary) throw new GanError('E_MALFORMED', 'text frames are not part of the protocol');
+        const m = decode(frame);
+        if (p.ready) return this.o.onFrame(p.peer, m);
+        if (m.k !== Kind.PeerHello) throw new GanError('E_UNEXPECTED', `expected PeerHello, got ${Kind[m.k] ?? m.k}`);
+        if (m.v !== PROTOCOL_VERSION) throw new GanError('E_VERSION', `peer speaks protocol ${m.v}, this worker ${PROTOCOL_VERSION}`);
+        if (m.signature !== this.o.signature) throw new GanError('E_MODEL', 'peer trains another model');
+        if (this.o.token && !(await checkProof(this.o.token, p.nonce, m.proof))) throw new GanError('E_AUTH', 'peer token proof missing or wrong');
+        clearTimeout(timer);
+        p.peer = m.workerId;
+        const old = this.links.get(p.peer);
+        if (old && old !== p) this.end(old, 1000, 'replaced by a new link', false);
+        this.links.set(p.peer, p);
+        const proof = this.o.token ? await proveToken(this.o.token, m.nonce) : undefined;
+        p.link.send(encode({ k: Kind.PeerWelcome, workerId: this.o.selfId(), proof }));
+        this.ready(p);
+      }),
+      onClose: (code, reason) => this.fail(p, 'E_CONNECT', `link from worker ${p.peer} closed (${code}${reason ? ` ${reason}` : ''})`),
+      onError: (message) => this.fail(p, 'E_CONNECT', `link from worker ${p.peer}: ${message}`),
+    });
+    p.link.send(encode({ k: Kind.Challenge, v: PROTOCOL_VERSION, nonce: p.nonce, auth: !!this.o.token, model: this.o.model }));
+  }
+
+  private ready(p: PeerLink): void {
+    p.ready = true;
+    for (const f of p.queue.splice(0)) p.link.send(f);
+  }
+
+  /** Run a frame handler; a GanError (or any failure) closes the link with its code. */
+  private guard(p: PeerLink, f: () => Promise<void> | void): void {
+    p.chain = p.chain
+      .then(() => (p.closed ? undefined : f()))
+      .catch((e: unknown) => {
+        const err = e instanceof GanError ? e : new GanError('E_MALFORMED', (e as Error).message);
+        this.fail(p, err.code, err.message, err.closeCode);
+      });
+  }
+
+  private fail(p: PeerLink, code: ErrorCode, reason: string, closeCode = 4000): void {
+    if (p.closed) return;
+    this.end(p, closeCode, `${code}: ${reason}`, true);
+    if (p.peer >= 0) {
+      this.o.log(`peer link: ${code} ${reason}`);
+      this.o.onLost(p.peer, code, reason);
+    }
+  }
+
+  private end(p: PeerLink, closeCode: number, reason: string, failed: boolean): void {
+    if (p.closed) return;
+    p.closed = true;
+    if (this.links.get(p.peer) === p) this.links.delete(p.peer);
+    try {
+      if (failed) p.link.close(closeCode, closeReason({ message: reason }));
+      else p.link.close(1000, reason);
+    } catch {
+      p.link.terminate();
+    }
+  }
+}
+
+/** An accepted ws socket, wrapped once its handlers are known. */
+function wrapSocketLater(ws: import('ws').WebSocket): (h: Parameters<typeof wrapSocket>[1]) => Link {
+  return (h) => wrapSocket(ws, h);
+}
+
+export interface NodeRelayOptions {
+  /** Interface the peer listener binds to when the run has a token (or the coordinator is remote). */
+  bindHost: string;
+  /** The address peers dial, when not the one the coordinator sees. */
+  advertise?: string;
+  /** The coordinator is on this host: without a token, peers listen on loopback only. */
+  coordinatorIsLocal: boolean;
+  tls?: { cert: Buffer; key: Buffer };
+  ca?: Buffer;
+  token?: string;
+  maxPayload: number;
+  log(line: string): void;
+}
+
+/** A Relay (worker.ts) on a PeerHub: one listener for the worker's life, whatever its sessions. */
+export function nodeRelay(o: NodeRelayOptions): Relay {
+  let hub: PeerHub | null = null;
+  let port: Promise<{ port: number; host?: string }> | null = null;
+  let session: Parameters<Relay['listen']>[0] | null = null;
+  return {
+    listen(s) {
+      session = s;
+      if (!port) {
+        // Without a token a listener beyond loopback would let anyone feed partial sums.
+        const bindHost = s.auth || !o.coordinatorIsLocal ? o.bindHost : '127.0.0.1';
+        hub = new PeerHub({
+          bindHost, tls: o.tls, ca: o.ca, token: o.token, model: s.model, signature: modelSignature(s.model), maxPayload: o.maxPayload,
+          selfId: () => session!.selfId(),
+          onFrame: (from, m) => session!.onFrame(from, m),
+          onLost: (peer, code, reason) => session!.onLost(peer, code, reason),
+          log: o.log,
+        });
+        port = hub.start().then((p) => ({ port: p, host: o.advertise }));
+      }
+      return port;
+    },
+    send: (peer, url, frame) => hub?.send(peer, url, frame),
+    drop: (peer, code, reason) => hub?.drop(peer, code, reason),
+    close: async () => {
+      await hub?.close();
+    },
+    kill: () => hub?.kill(),
+  };
+}
