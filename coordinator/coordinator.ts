@@ -18,23 +18,23 @@
 import { Kind, type ReportMsg, encode } from '../shared/codec.js';
 import { GanError } from '../shared/errors.js';
 import { type Dataset, loadMnist } from '../shared/mnist.js';
-import { type Net, type NetLayout, initWeights, isConditional, modelSignature, netLayout } from '../shared/model.js';
+import { type Net, type NetLayout, isConditional, modelSignature, netLayout } from '../shared/model.js';
 import { gridPng } from '../shared/png.js';
 import { fixedNoise, sampleGenerator } from '../shared/sampling.js';
 import type { TrainState } from './checkpoint.js';
 import type { TrainConfig } from './config.js';
 import { type RoundMetrics, roundMetrics } from './metrics.js';
-import { type AdamState, adamHyper, adamState, emaUpdate } from './optimizer.js';
-import { Reduction } from './reduction.js';
+import { ModelState } from './model-state.js';
+import type { AdamState } from './optimizer.js';
+import { Reduction, type RelayPolicy, relayRoles } from './reduction.js';
 import { type EpochAccount, RunDir } from './run-dir.js';
-import { EpochPlan } from './sharding.js';
-import { SHARD_CHUNK, type WorkerConn, WorkerPool } from './worker-pool.js';
+import { EpochPlan, shardFrames } from './sharding.js';
+import { type WorkerConn, WorkerPool } from './worker-pool.js';
 
 /** Floats per chunk of a reduction: small enough to pipeline over a few hops, large enough that per-chunk costs vanish. */
 export const REDUCE_CHUNK = 65536;
 
-/** When workers relay partial sums to each other: `auto` when at least three can and sit on other hosts than the coordinator. */
-export type RelayPolicy = 'auto' | 'always' | 'never';
+export type { RelayPolicy } from './reduction.js';
 
 export type { RoundMetrics } from './metrics.js';
 
@@ -88,11 +88,8 @@ export class Coordinator {
   readonly runDir: RunDir;
   /** Connections to the workers: membership, byte counters, and the `gradient` event for observers. */
   readonly pool: WorkerPool;
-  weights!: Record<Net, Float32Array>;
-  adam!: Record<Net, AdamState>;
-  /** Moving average of G's weights (null with --ema 0), updated after every G step. */
-  emaG: Float32Array | null = null;
-  versions = { D: 0, G: 0 };
+  /** Both nets' weights and versions, both Adam states, the moving average of G. */
+  model!: ModelState;
   round = 0;
   epoch = 0;
   /** Who uses which samples in the current epoch; null between epochs. */
@@ -105,14 +102,9 @@ export class Coordinator {
   private needsDeal = true;
   private stopping: string | null = null;
   private started = false;
-  /** Scratch for a phase's running sums. */
-  private acc: Record<Net, Float32Array>;
-  /** Where a phase's Adam step writes the new weights and moments; swapped in when it commits. */
-  private next!: Record<Net, { w: Float32Array; m: Float32Array; v: Float32Array }>;
   /** The phase being reduced (its frames go there), and the relay chains of the last committed one. */
   private reduction: Reduction | null = null;
   private lastChains: number[][] = [];
-  private weightFrames: Record<Net, Uint8Array | null> = { D: null, G: null };
   private joinedThisRound: number[] = [];
   private droppedThisRound: number[] = [];
   private epochStartRound = 0;
@@ -124,7 +116,6 @@ export class Coordinator {
     this.log = opts.log ?? (() => {});
     this.layouts = { G: netLayout(this.cfg.model, 'G'), D: netLayout(this.cfg.model, 'D') };
     this.signature = modelSignature(this.cfg.model);
-    this.acc = { G: new Float32Array(this.layouts.G.total), D: new Float32Array(this.layouts.D.total) };
     this.runDir = new RunDir(opts.out);
     this.pool = new WorkerPool({
       host: opts.host, port: opts.port, token: opts.token, tls: opts.tls, heartbeatMs: opts.heartbeatMs ?? 10_000,
@@ -237,8 +228,8 @@ export class Coordinator {
   /** Joiners get both nets' weights and become live; then the epoch's unused samples are dealt again if membership changed. */
   private admit(): void {
     for (const c of this.pool.joining()) {
-      this.pool.send(c, this.weightsFrame('D'));
-      this.pool.send(c, this.weightsFrame('G'));
+      this.pool.send(c, this.model.weightsFrame('D'));
+      this.pool.send(c, this.model.weightsFrame('G'));
       this.pool.activate(c);
       this.joinedThisRound.push(c.id);
       this.needsDeal = true;
@@ -246,30 +237,8 @@ export class Coordinator {
     if (!this.needsDeal) return;
     const live = this.pool.live();
     const queues = this.plan!.deal(live.map((c) => c.id));
-    for (const c of live) this.ship(c, queues.get(c.id)!);
+    for (const c of live) for (const f of shardFrames(c.shard, queues.get(c.id)!, this.epoch, this.data)) this.pool.send(c, f);
     this.needsDeal = false;
-  }
-
-  /** Send a worker the images of its queue that it does not hold yet. */
-  private ship(c: WorkerConn, queue: Uint32Array): void {
-    const reset = c.heldEpoch !== this.epoch;
-    if (reset) {
-      c.held.clear();
-      c.heldEpoch = this.epoch;
-    }
-    const missing = queue.filter((id) => !c.held.has(id));
-    for (let off = 0; off < missing.length || (reset && off === 0); off += SHARD_CHUNK) {
-      const ids = missing.subarray(off, off + SHARD_CHUNK);
-      const images = new Uint8Array(ids.length * 784);
-      const labels = new Uint8Array(ids.length);
-      ids.forEach((id, i) => {
-        images.set(this.data.images.subarray(id * 784, (id + 1) * 784), i * 784);
-        labels[i] = this.data.labels[id]!;
-        c.held.add(id);
-      });
-      this.pool.send(c, encode({ k: Kind.Shard, epoch: this.epoch, reset: reset && off === 0, ids, images, labels }));
-      if (ids.length === 0) break;
-    }
   }
 
   /**
@@ -281,18 +250,12 @@ export class Coordinator {
     await this.opts.testBeforePhase?.(this.round, net);
     const live = assigned.filter((a) => a.worker.state === 'live');
     if (live.length === 0) return { applied: [], busyMs: 0 };
-    const relay = this.relayMembers(live.map((a) => a.worker));
-    const adam = this.adam[net];
-    this.next ??= {
-      D: { w: new Float32Array(this.layouts.D.total), m: new Float32Array(this.layouts.D.total), v: new Float32Array(this.layouts.D.total) },
-      G: { w: new Float32Array(this.layouts.G.total), m: new Float32Array(this.layouts.G.total), v: new Float32Array(this.layouts.G.total) },
-    };
+    const relay = relayRoles(live.map((a) => a.worker), this.opts.relay ?? 'auto');
     const reduction = new Reduction({
-      net, round: this.round, epoch: this.epoch, versions: { ...this.versions },
+      net, round: this.round, epoch: this.epoch, versions: { ...this.model.versions },
       members: live.map((a, i) => ({ member: { conn: a.worker, count: a.ids.length, relay: relay[i]! }, ids: a.ids })),
       chunk: this.opts.reduceChunk ?? REDUCE_CHUNK, fp16: this.cfg.fp16,
-      current: { w: this.weights[net], m: adam.m, v: adam.v }, next: this.next[net], acc: this.acc[net],
-      hyper: adamHyper(adam.t + 1, { lr: net === 'D' ? this.cfg.lrD : this.cfg.lrG, beta1: this.cfg.beta1, beta2: this.cfg.beta2, epsilon: this.cfg.epsilon }),
+      current: this.model.current(net), next: this.model.next[net], acc: this.model.acc[net], hyper: this.model.nextStep(net),
       reportTimeoutMs: this.cfg.roundTimeoutMs, stallMs: Math.min(this.cfg.roundTimeoutMs, 10_000),
       send: (c, f) => this.pool.send(c, f), drop: (c, e) => this.pool.drop(c, e), log: this.log,
     });
@@ -301,35 +264,12 @@ export class Coordinator {
     const r = await reduction.run();
     this.reduction = null;
     this.pool.route(null);
-    if (r.applied.length > 0) this.commit(net, r.chains);
+    if (r.applied.length > 0) {
+      this.model.commit(net);
+      this.lastChains = r.chains;
+    }
     const applied = r.applied.map(({ conn, report }) => ({ worker: conn, report }));
     return { applied, busyMs: r.busyMs };
-  }
-
-  /** The phase's step took: the next weights and moments become the current ones. */
-  private commit(net: Net, chains: number[][]): void {
-    const next = this.next[net];
-    const adam = this.adam[net];
-    this.next[net] = { w: this.weights[net], m: adam.m, v: adam.v };
-    this.weights[net] = next.w;
-    adam.m = next.m;
-    adam.v = next.v;
-    adam.t++;
-    this.versions[net]++;
-    this.weightFrames[net] = null;
-    this.lastChains = chains;
-    // Workers never see the average.
-    if (net === 'G' && this.emaG) emaUpdate(this.emaG, this.weights.G, this.cfg.emaDecay, adam.t);
-  }
-
-  /** Which of these workers relay partial sums in this phase (see RelayPolicy). */
-  private relayMembers(workers: WorkerConn[]): boolean[] {
-    const policy = this.opts.relay ?? 'auto';
-    const able = workers.map((w) => w.peerUrl !== '');
-    if (policy === 'never') return workers.map(() => false);
-    if (policy === 'always') return able;
-    const remote = workers.map((w, i) => able[i]! && !isLoopbackIp(w.remoteIp));
-    return remote.filter(Boolean).length >= 3 ? remote : workers.map(() => false);
   }
 
   /**
@@ -343,8 +283,8 @@ export class Coordinator {
       const orphans = new Set(chain.slice(0, at));
       for (const c of this.pool.live()) {
         if (!orphans.has(c.id)) continue;
-        this.pool.send(c, this.weightsFrame('D'));
-        this.pool.send(c, this.weightsFrame('G'));
+        this.pool.send(c, this.model.weightsFrame('D'));
+        this.pool.send(c, this.model.weightsFrame('G'));
       }
     }
   }
@@ -379,9 +319,7 @@ export class Coordinator {
     if (this.runDir.holdsRun()) {
       throw new GanError('E_EXISTS', `${this.runDir.path} already holds a run; use --resume ${this.runDir.path} to continue it or choose another --out`);
     }
-    this.weights = { G: initWeights(this.layouts.G, this.cfg.seed), D: initWeights(this.layouts.D, this.cfg.seed) };
-    this.adam = { G: adamState(this.layouts.G.total), D: adamState(this.layouts.D.total) };
-    this.emaG = this.cfg.emaDecay > 0 ? this.weights.G.slice() : null;
+    this.model = ModelState.fresh(this.cfg, this.layouts);
   }
 
   private restore(): void {
@@ -390,11 +328,8 @@ export class Coordinator {
     if (sig !== this.signature) throw new GanError('E_CHECKPOINT', `checkpoint in ${this.runDir.path} is for model ${sig}, this run is ${this.signature}`);
     if (s.config.seed !== this.cfg.seed) throw new GanError('E_CHECKPOINT', `checkpoint seed ${s.config.seed} differs from --seed ${this.cfg.seed}`);
     if (s.epochUses.length !== this.data.n) throw new GanError('E_CHECKPOINT', `checkpoint was made on ${s.epochUses.length} samples, the data has ${this.data.n}`);
-    this.weights = s.weights;
-    this.adam = { G: { ...s.adam.G, t: s.adamSteps.G }, D: { ...s.adam.D, t: s.adamSteps.D } };
-    this.emaG = this.cfg.emaDecay > 0 ? (s.emaG ?? s.weights.G.slice()) : null;
-    if (this.emaG && !s.emaG) this.log(`the checkpoint kept no moving average of G: starting one (decay ${this.cfg.emaDecay}) from the current weights`);
-    this.versions = { ...s.versions };
+    this.model = ModelState.restore(this.cfg, this.layouts, s);
+    if (this.model.emaG && !s.emaG) this.log(`the checkpoint kept no moving average of G: starting one (decay ${this.cfg.emaDecay}) from the current weights`);
     this.round = s.round;
     this.epoch = s.epoch;
     this.plan = s.epochUses.some((u) => u > 0) ? new EpochPlan(this.data.n, this.cfg.seed, this.epoch, s.epochUses) : null;
@@ -408,28 +343,34 @@ export class Coordinator {
 
   state(): TrainState {
     return {
-      config: this.cfg,
-      round: this.round,
-      epoch: this.epoch,
-      versions: { ...this.versions },
-      adamSteps: { D: this.adam.D.t, G: this.adam.G.t },
+      config: this.cfg, round: this.round, epoch: this.epoch,
       epochUses: this.plan ? this.plan.uses : new Uint8Array(this.data.n),
-      weights: this.weights,
-      emaG: this.emaG ?? undefined,
-      adam: { G: { m: this.adam.G.m, v: this.adam.G.v }, D: { m: this.adam.D.m, v: this.adam.D.v } },
+      ...this.model.checkpointParts(),
     };
+  }
+
+  // Read-only views of the model state, for callers that only look (evaluation, tests).
+  get weights(): Record<Net, Float32Array> {
+    return this.model.weights;
+  }
+
+  get adam(): Record<Net, AdamState> {
+    return this.model.adam;
+  }
+
+  get emaG(): Float32Array | null {
+    return this.model.emaG;
+  }
+
+  get versions(): { D: number; G: number } {
+    return this.model.versions;
   }
 
   // ---- Weights as frames, sample grids, the end of the run.
 
-  private weightsFrame(net: Net): Uint8Array {
-    this.weightFrames[net] ??= encode({ k: Kind.Weights, net, version: this.versions[net], data: this.weights[net] });
-    return this.weightFrames[net];
-  }
-
   /** The generator weights to sample from: the moving average when kept, else the latest. */
   sampleWeights(): Float32Array {
-    return this.emaG ?? this.weights.G;
+    return this.model.sampleWeights();
   }
 
   /** The run's fixed noise: an 8x8 grid, or 10x10 with one row per digit for conditional models. */
@@ -470,8 +411,6 @@ export class Coordinator {
     await this.pool.close(encode({ k: Kind.Stop, reason }), reason);
   }
 }
-
-const isLoopbackIp = (ip: string) => ip === '::1' || ip.startsWith('127.') || ip.startsWith('::ffff:127.');
 
 export interface GridNoise {
   noise: Float32Array;

@@ -311,3 +311,21 @@ export class Reduction {
     }
   }
 }
+
+/** When workers relay partial sums to each other: `auto` when at least three can and sit on other hosts than the coordinator. */
+export type RelayPolicy = 'auto' | 'always' | 'never';
+
+const isLoopbackIp = (ip: string) => ip === '::1' || ip.startsWith('127.') || ip.startsWith('::ffff:127.');
+
+/**
+ * Which of these workers relay in a phase. On one host relaying only adds copies, so `auto` relays
+ * among workers on other hosts, and only when there are at least three of them (with two, a chain
+ * saves the coordinator's link one copy of the model and costs each worker's link one).
+ */
+export function relayRoles(workers: WorkerConn[], policy: RelayPolicy): boolean[] {
+  const able = workers.map((w) => w.peerUrl !== '');
+  if (policy === 'never') return workers.map(() => false);
+  if (policy === 'always') return able;
+  const remote = workers.map((w, i) => able[i]! && !isLoopbackIp(w.remoteIp));
+  return remote.filter(Boolean).length >= 3 ? remote : workers.map(() => false);
+}

@@ -12,6 +12,8 @@
  *   the workers now live; nothing a dead worker was given and did not finish is lost.
  * - The last round of an epoch uses what is left (smaller batches, never repeated samples).
  */
+import { Kind, encode } from '../shared/codec.js';
+import type { Dataset } from '../shared/mnist.js';
 import { Stream, permutation } from '../shared/rng.js';
 
 export class EpochPlan {
@@ -81,4 +83,40 @@ export class EpochPlan {
     }
     return { samples: this.n, usedOnce: once, missing, duplicated: dup };
   }
+}
+
+/** Shards go out in pieces of this many samples. */
+export const SHARD_CHUNK = 4096;
+
+/** The samples a worker holds in an epoch (so a re-deal ships only what it lacks). */
+export interface HeldShard {
+  ids: Set<number>;
+  epoch: number;
+}
+
+/**
+ * Frames carrying the images (and labels) of `queue` that the worker does not hold yet; the first
+ * frame of a new epoch tells it to drop what it held before.
+ */
+export function shardFrames(held: HeldShard, queue: Uint32Array, epoch: number, data: Dataset): Uint8Array[] {
+  const reset = held.epoch !== epoch;
+  if (reset) {
+    held.ids.clear();
+    held.epoch = epoch;
+  }
+  const missing = queue.filter((id) => !held.ids.has(id));
+  const frames: Uint8Array[] = [];
+  for (let off = 0; off < missing.length || (reset && off === 0); off += SHARD_CHUNK) {
+    const ids = missing.subarray(off, off + SHARD_CHUNK);
+    const images = new Uint8Array(ids.length * 784);
+    const labels = new Uint8Array(ids.length);
+    ids.forEach((id, i) => {
+      images.set(data.images.subarray(id * 784, (id + 1) * 784), i * 784);
+      labels[i] = data.labels[id]!;
+      held.ids.add(id);
+    });
+    frames.push(encode({ k: Kind.Shard, epoch, reset: reset && off === 0, ids, images, labels }));
+    if (ids.length === 0) break;
+  }
+  return frames;
 }

@@ -24,6 +24,7 @@ import { WebSocket, WebSocketServer } from 'ws';
 import { Kind, PROTOCOL_VERSION, type Message, type ReportMsg, decode, encode } from '../shared/codec.js';
 import { GanError, closeReason } from '../shared/errors.js';
 import { type ModelConfig, type Net, netLayout } from '../shared/model.js';
+import { type HeldShard, SHARD_CHUNK } from './sharding.js';
 
 export interface PoolOptions {
   host: string;
@@ -53,9 +54,8 @@ export class WorkerConn {
   host = '?';
   pid = 0;
   backend = '?';
-  /** Samples shipped to this worker in epoch `heldEpoch` (the round loop's bookkeeping). */
-  held = new Set<number>();
-  heldEpoch = -1;
+  /** Samples shipped to this worker in the current epoch (the round loop's bookkeeping). */
+  readonly shard: HeldShard = { ids: new Set(), epoch: -1 };
   /** ws(s)://host:port where peers reach this worker's relay listener ('' when it has none). */
   peerUrl = '';
   readonly nonce = randomBytes(32);
@@ -76,8 +76,6 @@ export interface PoolEvents {
 }
 
 const HANDSHAKE_TIMEOUT_MS = 10_000;
-/** Shards go out in pieces of this many samples. */
-export const SHARD_CHUNK = 4096;
 const isLoopback = (h: string) => h === 'localhost' || h === '::1' || h.startsWith('127.');
 
 export class WorkerPool extends EventEmitter<PoolEvents> {

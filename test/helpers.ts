@@ -3,18 +3,16 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import '@tensorflow/tfjs-backend-wasm';
+import { initBackend } from '../shared/backend/choose.js';
 import { Coordinator, type CoordinatorOptions } from '../coordinator/coordinator.js';
 import { type TrainConfig, defaultTrainConfig } from '../coordinator/config.js';
 import { type Dataset, loadEmbedded } from '../shared/mnist.js';
 import type { WorkerClient } from '../worker/worker.js';
 import { type NodeWorkerOptions, nodeWorker } from '../worker/node.js';
 
+/** The wasm backend as the product sets it up (with its fast matrix products). */
 export async function useWasm(): Promise<void> {
-  if (tf.getBackend() !== 'wasm') {
-    await tf.setBackend('wasm');
-    await tf.ready();
-  }
+  if (tf.getBackend() !== 'wasm') await initBackend('wasm', { log: () => {} });
 }
 
 export const tinyModel = {

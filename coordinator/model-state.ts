@@ -1,0 +1,108 @@
+/**
+ * What the coordinator is the authority for: both nets' weights and versions, both Adam states,
+ * the moving average of G, and the buffers a phase's step is written into before it commits.
+ */
+import { Kind, encode } from '../shared/codec.js';
+import { type Net, type NetLayout, initWeights } from '../shared/model.js';
+import type { TrainState } from './checkpoint.js';
+import type { TrainConfig } from './config.js';
+import { type AdamHyper, type AdamState, adamHyper, adamState, emaUpdate } from './optimizer.js';
+
+/** Weights and moments of one net, as a phase's step writes them. */
+export interface NetBuffers {
+  w: Float32Array;
+  m: Float32Array;
+  v: Float32Array;
+}
+
+export class ModelState {
+  weights: Record<Net, Float32Array>;
+  adam: Record<Net, AdamState>;
+  /** Moving average of G's weights (null with --ema 0), updated after every G step. */
+  emaG: Float32Array | null;
+  versions: { D: number; G: number };
+  /** Where a phase's Adam step writes the new weights and moments; swapped in when it commits. */
+  readonly next: Record<Net, NetBuffers>;
+  /** Scratch for a phase's running sums. */
+  readonly acc: Record<Net, Float32Array>;
+  private frames: Record<Net, Uint8Array | null> = { D: null, G: null };
+
+  private constructor(private readonly cfg: TrainConfig, layouts: Record<Net, NetLayout>, s: Pick<ModelState, 'weights' | 'adam' | 'emaG' | 'versions'>) {
+    this.weights = s.weights;
+    this.adam = s.adam;
+    this.emaG = s.emaG;
+    this.versions = s.versions;
+    const buffers = (n: number): NetBuffers => ({ w: new Float32Array(n), m: new Float32Array(n), v: new Float32Array(n) });
+    this.next = { D: buffers(layouts.D.total), G: buffers(layouts.G.total) };
+    this.acc = { D: new Float32Array(layouts.D.total), G: new Float32Array(layouts.G.total) };
+  }
+
+  /** A new run: seeded initial weights, fresh Adam states, the average starting at G's weights. */
+  static fresh(cfg: TrainConfig, layouts: Record<Net, NetLayout>): ModelState {
+    const weights = { G: initWeights(layouts.G, cfg.seed), D: initWeights(layouts.D, cfg.seed) };
+    return new ModelState(cfg, layouts, {
+      weights,
+      adam: { G: adamState(layouts.G.total), D: adamState(layouts.D.total) },
+      emaG: cfg.emaDecay > 0 ? weights.G.slice() : null,
+      versions: { D: 0, G: 0 },
+    });
+  }
+
+  /** From a checkpoint; a run that kept no average but wants one now starts it from G's weights. */
+  static restore(cfg: TrainConfig, layouts: Record<Net, NetLayout>, s: TrainState): ModelState {
+    return new ModelState(cfg, layouts, {
+      weights: s.weights,
+      adam: { G: { ...s.adam.G, t: s.adamSteps.G }, D: { ...s.adam.D, t: s.adamSteps.D } },
+      emaG: cfg.emaDecay > 0 ? (s.emaG ?? s.weights.G.slice()) : null,
+      versions: { ...s.versions },
+    });
+  }
+
+  /** The constants of the next Adam step of `net`. */
+  nextStep(net: Net): AdamHyper {
+    const c = this.cfg;
+    return adamHyper(this.adam[net].t + 1, { lr: net === 'D' ? c.lrD : c.lrG, beta1: c.beta1, beta2: c.beta2, epsilon: c.epsilon });
+  }
+
+  /** The current weights and moments of `net` (read only during a phase). */
+  current(net: Net): NetBuffers {
+    return { w: this.weights[net], m: this.adam[net].m, v: this.adam[net].v };
+  }
+
+  /** A phase's step took: the next weights and moments become the current ones. */
+  commit(net: Net): void {
+    const next = this.next[net];
+    const adam = this.adam[net];
+    this.next[net] = { w: this.weights[net], m: adam.m, v: adam.v };
+    this.weights[net] = next.w;
+    adam.m = next.m;
+    adam.v = next.v;
+    adam.t++;
+    this.versions[net]++;
+    this.frames[net] = null;
+    // Workers never see the average.
+    if (net === 'G' && this.emaG) emaUpdate(this.emaG, this.weights.G, this.cfg.emaDecay, adam.t);
+  }
+
+  /** One net's whole current weights as a frame, packed once per version. */
+  weightsFrame(net: Net): Uint8Array {
+    this.frames[net] ??= encode({ k: Kind.Weights, net, version: this.versions[net], data: this.weights[net] });
+    return this.frames[net];
+  }
+
+  /** The generator weights to sample from: the moving average when kept, else the latest. */
+  sampleWeights(): Float32Array {
+    return this.emaG ?? this.weights.G;
+  }
+
+  /** The parts of a checkpoint this state holds. */
+  checkpointParts(): Pick<TrainState, 'versions' | 'adamSteps' | 'weights' | 'emaG' | 'adam'> {
+    return {
+      versions: { ...this.versions },
+      adamSteps: { D: this.adam.D.t, G: this.adam.G.t },
+      weights: this.weights,
+      emaG: this.emaG ?? undefined,
+      adam: { G: { m: this.adam.G.m, v: this.adam.G.v }, D: { m: this.adam.D.m, v: this.adam.D.v } },
+    };
+  }
+}
