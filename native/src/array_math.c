@@ -22,6 +22,18 @@
 #endif
 
 /*
+ * The hot loops are compiled three times, for AVX-512, AVX2 and baseline x86-64, and the loader
+ * picks one for the CPU (GNU ifunc, Linux): wider vectors for the same IEEE operations. Double
+ * division and square root are correctly rounded at every width and -ffp-contract=off keeps
+ * multiply and add apart, so every clone gives the same bits.
+ */
+#if defined(__x86_64__) && defined(__GNUC__) && defined(__linux__)
+#define SIMD_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define SIMD_CLONES
+#endif
+
+/*
  * The loops below are compiled for baseline x86-64 (SSE2) so the binary runs on any machine that
  * shares the checkout. On an AVX CPU, legacy SSE instructions run two to four times slower while
  * something else in the process (JIT or library code) has left the upper halves of the YMM
@@ -36,6 +48,14 @@ static inline void clean_upper(void) {
 #else
 static inline void clean_upper(void) {}
 #endif
+
+SIMD_CLONES static void sum_first(float* restrict acc, const float* restrict p, double s, size_t len) {
+  for (size_t i = 0; i < len; i++) acc[i] = (float)(0.0 + s * (double)p[i]);
+}
+
+SIMD_CLONES static void sum_more(float* restrict acc, const float* restrict p, double s, size_t len) {
+  for (size_t i = 0; i < len; i++) acc[i] = (float)((double)acc[i] + s * (double)p[i]);
+}
 
 /* Big enough to amortise the per-part loop setup, small enough that the accumulator stays in L1. */
 #define SUM_BLOCK 2048
@@ -86,16 +106,8 @@ napi_value math_weighted_sum(napi_env env, napi_callback_info info) {
   clean_upper();
   for (size_t b = 0; b < n; b += SUM_BLOCK) {
     const size_t len = n - b < SUM_BLOCK ? n - b : SUM_BLOCK;
-    {
-      const float* p = parts[0] + b;
-      const double s = scales[0];
-      for (size_t i = 0; i < len; i++) acc[i] = (float)(0.0 + s * (double)p[i]);
-    }
-    for (uint32_t k = 1; k < np; k++) {
-      const float* p = parts[k] + b;
-      const double s = scales[k];
-      for (size_t i = 0; i < len; i++) acc[i] = (float)((double)acc[i] + s * (double)p[i]);
-    }
+    sum_first(acc, parts[0] + b, scales[0], len);
+    for (uint32_t k = 1; k < np; k++) sum_more(acc, parts[k] + b, scales[k], len);
     memcpy(out + b, acc, len * sizeof(float));
   }
   free(parts);
@@ -103,18 +115,29 @@ napi_value math_weighted_sum(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-static void adam_loop(const float* w, const float* g, const float* m, const float* v, float* wo, float* mo, float* vo,
-                      size_t n, double b1, double b2, double omb1, double omb2, double c1, double c2, double lr, double eps) {
-  for (size_t i = 0; i < n; i++) {
-    const double gi = g[i];
-    const double mi = (double)m[i] * b1 + gi * omb1;
-    const double vi = (double)v[i] * b2 + gi * gi * omb2;
-    const double wi = w[i];
-    mo[i] = (float)mi;
-    vo[i] = (float)vi;
-    /* The unrounded moments feed the update, as in the JS loop. */
-    wo[i] = (float)(wi - (lr * (mi / c1)) / (sqrt(vi / c2) + eps));
-  }
+/* One Adam element, in double between float32 loads and stores, as the JS loop computes it. */
+#define ADAM_ELEMENT(W_IN, M_IN, V_IN, W_OUT, M_OUT, V_OUT)                            \
+  do {                                                                                 \
+    const double gi = g[i];                                                            \
+    const double mi = (double)(M_IN) * b1 + gi * omb1;                                 \
+    const double vi = (double)(V_IN) * b2 + gi * gi * omb2;                            \
+    const double wi = (W_IN);                                                          \
+    (M_OUT) = (float)mi;                                                               \
+    (V_OUT) = (float)vi;                                                               \
+    /* The unrounded moments feed the update, as in the JS loop. */                    \
+    (W_OUT) = (float)(wi - (lr * (mi / c1)) / (sqrt(vi / c2) + eps));                  \
+  } while (0)
+
+/* Two loops rather than one with aliased pointers: restrict is what lets the compiler vectorise. */
+SIMD_CLONES static void adam_in_place(float* restrict w, const float* restrict g, float* restrict m, float* restrict v, size_t n, double b1,
+                                      double b2, double omb1, double omb2, double c1, double c2, double lr, double eps) {
+  for (size_t i = 0; i < n; i++) ADAM_ELEMENT(w[i], m[i], v[i], w[i], m[i], v[i]);
+}
+
+SIMD_CLONES static void adam_to(const float* restrict w, const float* restrict g, const float* restrict m, const float* restrict v,
+                                float* restrict wo, float* restrict mo, float* restrict vo, size_t n, double b1, double b2, double omb1,
+                                double omb2, double c1, double c2, double lr, double eps) {
+  for (size_t i = 0; i < n; i++) ADAM_ELEMENT(w[i], m[i], v[i], wo[i], mo[i], vo[i]);
 }
 
 /*
@@ -153,7 +176,12 @@ napi_value math_adam_step(napi_env env, napi_callback_info info) {
       if (!(k >= 4 && p[k] == p[input_of[k]] && j == input_of[k]) && ranges_overlap(p[j], len[j] * 4, p[k], len[k] * 4))
         return args_fail(&a, "w, g, m, v and the outputs must not share memory (an output may be its own input)");
   clean_upper();
-  adam_loop(p[0], p[1], p[2], p[3], p[4], p[5], p[6], len[0], h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]);
+  if (p[4] == p[0] && p[5] == p[2] && p[6] == p[3])
+    adam_in_place(p[0], p[1], p[2], p[3], len[0], h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]);
+  else if (p[4] != p[0] && p[5] != p[2] && p[6] != p[3])
+    adam_to(p[0], p[1], p[2], p[3], p[4], p[5], p[6], len[0], h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]);
+  else
+    return args_fail(&a, "wOut, mOut and vOut must all be their inputs or none of them");
   return NULL;
 }
 
