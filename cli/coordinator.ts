@@ -140,7 +140,7 @@ export async function run(o: CliOptions, explicit: Set<string>): Promise<number>
     if (epoch % config.evalEvery !== 0) return;
     evaluator ??= await makeEvaluator(loadMnist(config.data ?? undefined), log);
     const r = evaluator.evaluate(config.model, c.sampleWeights(), 1000, config.seed);
-    c.runDir.appendEval({ epoch, round: c.round, weights: c.emaG ? 'average' : 'latest', ...r });
+    c.recordEval({ epoch, round: c.round, weights: c.emaG ? 'average' : 'latest', ...r });
     log(`epoch ${epoch} eval: FD ${r.fd.toFixed(2)} (floor ${r.fdFloor?.toFixed(2)}), classifier score ${r.classifierScore.toFixed(2)}, digits ${r.coverage}/10, KL ${r.klUniform.toFixed(3)}` +
       (r.conditionalAccuracy !== undefined ? `, conditional accuracy ${(r.conditionalAccuracy * 100).toFixed(1)}%` : ''));
   };
@@ -150,6 +150,8 @@ export async function run(o: CliOptions, explicit: Set<string>): Promise<number>
   bar = new Progress(totalRounds);
   const scheme = o.tlsCert ? 'wss' : 'ws';
   log(`listening on ${scheme}://${o.host}:${port}; run directory ${out}`);
+  const web = `${o.tlsCert ? 'https' : 'http'}://${o.host === '0.0.0.0' ? '127.0.0.1' : o.host}:${port}/`;
+  log(`dashboard: ${web}${token ? '#token=<the token>' : ''}`);
   log(`global batch ${config.workers * config.batchSize} (${config.workers} workers x ${config.batchSize}); ${perEpoch} rounds per epoch, ${totalRounds} rounds planned`);
 
   let local: LocalWorkers | null = null;
@@ -170,12 +172,11 @@ export async function run(o: CliOptions, explicit: Set<string>): Promise<number>
   } catch (e) {
     failed = e;
   } finally {
-    await coord.close(failed ? 'coordinator failed' : 'run finished');
+    await coord.close(failed ? 'coordinator failed' : 'run finished', failed ? (failed as Error) : undefined);
     await local?.stop();
     (evaluator as Evaluator | null)?.dispose();
   }
   const summary = coord.summary();
-  coord.runDir.writeSummary(summary);
   if (failed) throw failed;
   log(`done: ${coord.round} rounds, ${coord.epoch} epochs in ${(summary.seconds as number).toFixed(0)} s`);
   log(`metrics: ${coord.runDir.file('metrics.jsonl')}`);

@@ -16,6 +16,7 @@
  *   up to --round-timeout for workers to come (back), then checkpoints and fails.
  */
 import { Kind, type ReportMsg, encode } from '../shared/codec.js';
+import type { EvalLine } from '../shared/observe.js';
 import { GanError } from '../shared/errors.js';
 import { type Dataset, loadMnist } from '../shared/mnist.js';
 import { type Net, type NetLayout, isConditional, modelSignature, netLayout } from '../shared/model.js';
@@ -26,48 +27,17 @@ import type { TrainConfig } from './config.js';
 import { type RoundMetrics, roundMetrics } from './metrics.js';
 import { ModelState } from './model-state.js';
 import type { AdamState } from './optimizer.js';
-import { Reduction, type RelayPolicy, relayRoles } from './reduction.js';
+import { type CoordinatorOptions, REDUCE_CHUNK } from './options.js';
+import { Reduction, relayRoles } from './reduction.js';
 import { type EpochAccount, RunDir } from './run-dir.js';
 import { EpochPlan, shardFrames } from './sharding.js';
+import { ObserverHub, RunView, noteRound, watchWorkers } from './observers.js';
+import { serveWeb } from './web.js';
 import { type WorkerConn, WorkerPool } from './worker-pool.js';
 
-/** Floats per chunk of a reduction: small enough to pipeline over a few hops, large enough that per-chunk costs vanish. */
-export const REDUCE_CHUNK = 65536;
-
+export { type CoordinatorOptions, REDUCE_CHUNK } from './options.js';
 export type { RelayPolicy } from './reduction.js';
-
 export type { RoundMetrics } from './metrics.js';
-
-export interface CoordinatorOptions {
-  config: TrainConfig;
-  host: string;
-  /** 0 picks a free port. */
-  port: number;
-  /** Run directory. */
-  out: string;
-  /** Continue the run in `out` from its checkpoint. */
-  resume?: boolean;
-  token?: string;
-  /** Allow listening beyond loopback without a token. */
-  insecure?: boolean;
-  tls?: { cert: Buffer; key: Buffer };
-  /** Interval of WebSocket pings; a worker that misses three in a row is dropped. */
-  heartbeatMs?: number;
-  /** Data already loaded (tests), instead of config.data / the embedded digits. */
-  dataset?: Dataset;
-  /** Human-readable progress lines. */
-  log?: (line: string) => void;
-  /** Called after every round with its metrics (progress bar). */
-  onRound?: (m: RoundMetrics, c: Coordinator) => void;
-  /** Called at the end of every epoch, before the next begins (evaluation). */
-  onEpoch?: (epoch: number, c: Coordinator) => Promise<void> | void;
-  /** When workers relay partial sums (default auto). */
-  relay?: RelayPolicy;
-  /** Floats per reduction chunk (default REDUCE_CHUNK). */
-  reduceChunk?: number;
-  /** Test seam: awaited at each phase boundary before that phase's tasks go out (fault injection). */
-  testBeforePhase?: (round: number, phase: Net) => Promise<void> | void;
-}
 
 /** One worker's applied gradient in a phase. */
 interface Contribution {
@@ -102,6 +72,10 @@ export class Coordinator {
   private needsDeal = true;
   private stopping: string | null = null;
   private started = false;
+  /** What the dashboard shows of this run, and the observers watching it (after start()). */
+  view: RunView | null = null;
+  /** The dashboard's observers (after start(), unless the dashboard is off). */
+  hub: ObserverHub | null = null;
   /** The phase being reduced (its frames go there), and the relay chains of the last committed one. */
   private reduction: Reduction | null = null;
   private lastChains: number[][] = [];
@@ -109,6 +83,7 @@ export class Coordinator {
   private droppedThisRound: number[] = [];
   private epochStartRound = 0;
   private readonly startedAt = Date.now();
+  private closed = false;
   private readonly log: (line: string) => void;
 
   constructor(readonly opts: CoordinatorOptions) {
@@ -120,6 +95,8 @@ export class Coordinator {
     this.pool = new WorkerPool({
       host: opts.host, port: opts.port, token: opts.token, tls: opts.tls, heartbeatMs: opts.heartbeatMs ?? 10_000,
       model: this.cfg.model, signature: this.signature, seed: this.cfg.seed, fp16: this.cfg.fp16, capacity: this.cfg.workers, log: this.log,
+      onHttp: opts.dashboard === false ? undefined : serveWeb,
+      onObserver: opts.dashboard === false ? undefined : (ws) => this.hub?.accept(ws),
     });
     this.pool.on('left', (c, wasLive) => {
       if (!wasLive) return;
@@ -137,8 +114,20 @@ export class Coordinator {
     else this.fresh();
     // Listen before writing anything: a port in use must leave no half-made run directory.
     const port = await this.pool.listen(this.opts.insecure);
-    this.runDir.create({ ...this.cfg, signature: this.signature, dataset: this.data.source, samples: this.data.n });
+    const config = { ...this.cfg, signature: this.signature, dataset: this.data.source, samples: this.data.n };
+    this.runDir.create(config);
+    this.watch(config);
     return port;
+  }
+
+  /** The dashboard's view of this run: fed from here and from the pool's events. */
+  private watch(config: Record<string, unknown>): void {
+    const { cfg } = this;
+    const perEpoch = Math.ceil(this.data.n / (cfg.workers * cfg.batchSize));
+    const total = cfg.maxRounds > 0 ? Math.min(cfg.maxRounds, perEpoch * cfg.epochs) : perEpoch * cfg.epochs;
+    this.view = RunView.live(config, { round: this.round, epoch: this.epoch, totalRounds: total, roundsPerEpoch: perEpoch }, this.runDir, !!this.opts.resume);
+    watchWorkers(this.view, this.pool);
+    if (this.opts.dashboard !== false) this.hub = new ObserverHub({ token: this.opts.token, model: cfg.model, runs: [this.view], log: this.log });
   }
 
   /** Run until the epochs (or --max-rounds) are done, or a stop is requested. */
@@ -147,6 +136,7 @@ export class Coordinator {
     await this.waitForWorkers();
     const grid = this.gridNoise();
     this.log(`training ${cfg.model.kind}: ${this.data.n} samples, ${cfg.workers} workers x batch ${cfg.batchSize} = global batch ${cfg.workers * cfg.batchSize}, ${cfg.epochs} epochs`);
+    if (this.view) this.view.data.status.state = 'training';
     while (this.epoch < cfg.epochs && !(cfg.maxRounds > 0 && this.round >= cfg.maxRounds) && !this.stopping) {
       await this.waitForWorkers();
       if (this.stopping) break;
@@ -180,7 +170,7 @@ export class Coordinator {
         liveWorkers: this.pool.live().length, batchSize: cfg.batchSize, roundMs: performance.now() - t0, reduceMs,
         bytesIn: this.pool.bytes.in - bytes0.in, bytesOut: this.pool.bytes.out - bytes0.out,
         dropped: this.droppedThisRound, joined: this.joinedThisRound, epochUsed: plan.used, epochSamples: plan.n,
-      }));
+      }), new Map(d.applied.map((x) => [x.worker.id, x.report.count])));
       if (plan.remaining === 0) await this.endEpoch(grid);
       if (cfg.checkpointEvery > 0 && this.round % cfg.checkpointEvery === 0) this.checkpoint();
     }
@@ -289,10 +279,11 @@ export class Coordinator {
     }
   }
 
-  private logRound(m: RoundMetrics): void {
+  private logRound(m: RoundMetrics, counts: Map<number, number>): void {
     this.droppedThisRound = [];
     this.joinedThisRound = [];
     this.runDir.appendMetrics(m);
+    if (this.view) noteRound(this.view, this.pool, m, counts);
     this.round++;
     this.opts.onRound?.(m, this);
   }
@@ -304,13 +295,24 @@ export class Coordinator {
     this.epochLog.push(acc);
     this.runDir.appendEpoch(acc);
     this.writeGrid(grid, `epoch-${String(this.epoch + 1).padStart(3, '0')}.png`);
+    this.view?.addEpoch(acc);
+    this.view?.addEvent({ kind: 'epoch', text: `epoch ${this.epoch + 1}: ${acc.usedOnce}/${acc.samples} samples used once in ${acc.rounds} rounds` });
     this.epoch++;
     this.plan = null;
     await this.opts.onEpoch?.(this.epoch, this);
   }
 
   checkpoint(): string {
-    return this.runDir.saveCheckpoint(this.state());
+    const file = this.runDir.saveCheckpoint(this.state());
+    this.view?.addEvent({ kind: 'checkpoint', text: `checkpoint at round ${this.round}` });
+    return file;
+  }
+
+  /** An evaluation of the generator (--eval-every): into eval.jsonl and the dashboard. */
+  recordEval(line: EvalLine & Record<string, unknown>): void {
+    this.runDir.appendEval(line);
+    this.view?.addEval(line);
+    this.view?.addEvent({ kind: 'eval', text: `epoch ${line.epoch}: FD ${line.fd.toFixed(2)}, classifier score ${line.classifierScore.toFixed(2)}, ${line.coverage}/10 digits` });
   }
 
   // ---- State: a fresh run, a resumed one, and what a checkpoint holds.
@@ -382,7 +384,9 @@ export class Coordinator {
   /** Sample the generator on the run's fixed noise into RUN/samples/NAME. */
   writeGrid(grid: GridNoise, name: string): string {
     const images = sampleGenerator(this.cfg.model, this.sampleWeights(), grid.noise, isConditional(this.cfg.model) ? grid.labels : undefined);
-    return this.runDir.writeGrid(name, gridPng(images, grid.cols * grid.cols, grid.cols));
+    const png = gridPng(images, grid.cols * grid.cols, grid.cols);
+    this.view?.addGrid(name, png);
+    return this.runDir.writeGrid(name, png);
   }
 
   /** Ask the run to end at the next round boundary (SIGINT / SIGTERM): it checkpoints and returns. */
@@ -407,8 +411,16 @@ export class Coordinator {
   }
 
   /** Tell workers the run is over and close everything. */
-  async close(reason = 'run finished'): Promise<void> {
+  /** Tell workers and observers the run is over and close everything; `failure` marks a run that failed. */
+  async close(reason = 'run finished', failure?: Error): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    const state = failure ? 'failed' : this.stopping || !this.started ? 'stopped' : 'finished';
+    this.view?.end(state, failure ? `${(failure as { code?: string }).code ?? 'error'}: ${failure.message}` : this.stopping ? `stopped: ${this.stopping}` : undefined);
+    this.hub?.close();
     await this.pool.close(encode({ k: Kind.Stop, reason }), reason);
+    // Only a run whose directory exists has a summary to write (a port in use stops it before that).
+    if (this.view) this.runDir.writeSummary({ ...this.summary(), state, error: failure ? { code: (failure as { code?: string }).code, message: failure.message } : undefined });
   }
 }
 

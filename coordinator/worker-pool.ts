@@ -42,6 +42,10 @@ export interface PoolOptions {
   fp16: boolean;
   /** Most workers joining or live at once (--workers). */
   capacity: number;
+  /** Plain HTTP requests (the dashboard and browser-worker pages). */
+  onHttp?: (req: IncomingMessage, res: ServerResponse) => void;
+  /** A WebSocket opened at /observe (the dashboard watching the run). */
+  onObserver?: (ws: WebSocket) => void;
   log: (line: string) => void;
 }
 
@@ -60,6 +64,9 @@ export class WorkerConn {
   peerUrl = '';
   readonly nonce = randomBytes(32);
   missedPongs = 0;
+  /** Frame bytes from and to this worker. */
+  bytesIn = 0;
+  bytesOut = 0;
   constructor(readonly ws: WebSocket, readonly addr: string, readonly remoteIp: string) {}
   get label(): string {
     return `worker ${this.id} (${this.host}/${this.pid}, ${this.backend})`;
@@ -71,8 +78,11 @@ export interface PoolEvents {
   connected: [c: WorkerConn];
   /** A worker reported a computed phase, before validation (observers, tests). */
   report: [c: WorkerConn, m: ReportMsg];
-  /** A connection ended (dropped by us or closed by the peer); `wasLive` if it was a member of the run. */
-  left: [c: WorkerConn, wasLive: boolean];
+  /**
+   * A connection ended; `wasLive` if it was a member of the run. `reason` is the error code it was
+   * dropped with (E_TIMEOUT, ...), or how its peer closed it.
+   */
+  left: [c: WorkerConn, wasLive: boolean, reason: string];
 }
 
 const HANDSHAKE_TIMEOUT_MS = 10_000;
@@ -138,12 +148,14 @@ export class WorkerPool extends EventEmitter<PoolEvents> {
     this.server = server;
     this.wss = new WebSocketServer({ noServer: true, maxPayload: this.maxInbound, perMessageDeflate: false, clientTracking: false });
     server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+      if (this.o.onHttp) return this.o.onHttp(req, res);
       res.writeHead(426, { 'Content-Type': 'text/plain', Upgrade: 'websocket' });
       res.end('This is a gan-ddp coordinator: workers connect with a WebSocket.\n');
     });
     server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
       const ip = req.socket.remoteAddress ?? '?';
-      this.wss!.handleUpgrade(req, socket, head, (ws) => this.accept(ws, `${ip}:${req.socket.remotePort}`, ip));
+      const observer = (req.url ?? '/').split('?')[0] === '/observe' && this.o.onObserver;
+      this.wss!.handleUpgrade(req, socket, head, (ws) => (observer ? observer(ws) : this.accept(ws, `${ip}:${req.socket.remotePort}`, ip)));
     });
     this.heartbeat = setInterval(() => this.beat(), this.o.heartbeatMs);
     this.heartbeat.unref();
@@ -160,6 +172,7 @@ export class WorkerPool extends EventEmitter<PoolEvents> {
   send(c: WorkerConn, frame: Uint8Array): void {
     if (c.ws.readyState !== WebSocket.OPEN) return;
     this.bytesOut += frame.length;
+    c.bytesOut += frame.length;
     c.ws.send(frame);
   }
 
@@ -187,7 +200,7 @@ export class WorkerPool extends EventEmitter<PoolEvents> {
     }
     // A peer that ignores the close handshake must not hold the round.
     setTimeout(() => c.ws.terminate(), 2000).unref();
-    this.markDead(c);
+    this.markDead(c, e.code);
   }
 
   /** Resolve when membership may have changed (a join, a drop), or after `ms`. */
@@ -220,6 +233,7 @@ export class WorkerPool extends EventEmitter<PoolEvents> {
     ws.on('message', (data, isBinary) => {
       const buf = data as Buffer;
       this.bytesIn += buf.length;
+      c.bytesIn += buf.length;
       try {
         if (!isBinary) throw new GanError('E_MALFORMED', 'text frames are not part of the protocol');
         const m = decode(buf);
@@ -234,9 +248,9 @@ export class WorkerPool extends EventEmitter<PoolEvents> {
     ws.on('close', (code, reason) => {
       clearTimeout(handshakeTimer);
       if (c.state !== 'dead' && c.id >= 0 && !this.closing) this.o.log(`${c.label} disconnected (${code}${reason.length ? ` ${reason.toString()}` : ''})`);
-      this.markDead(c);
+      this.markDead(c, reason.length ? reason.toString().split(':')[0]! : `closed ${code}`);
     });
-    ws.on('error', () => this.markDead(c));
+    ws.on('error', () => this.markDead(c, 'socket error'));
     this.send(c, encode({ k: Kind.Challenge, v: PROTOCOL_VERSION, nonce: c.nonce, auth: !!this.o.token, model: this.o.model }));
   }
 
@@ -276,13 +290,13 @@ export class WorkerPool extends EventEmitter<PoolEvents> {
     this.handler(c, m);
   }
 
-  private markDead(c: WorkerConn): void {
+  private markDead(c: WorkerConn, reason: string): void {
     if (c.state === 'dead') return;
     const wasLive = c.state === 'live';
     const wasWorker = c.state !== 'handshake';
     c.state = 'dead';
     this.conns.delete(c);
-    if (wasWorker) this.emit('left', c, wasLive);
+    if (wasWorker) this.emit('left', c, wasLive, reason);
     this.poke();
   }
 
@@ -297,7 +311,7 @@ export class WorkerPool extends EventEmitter<PoolEvents> {
       try {
         c.ws.ping();
       } catch {
-        this.markDead(c);
+        this.markDead(c, 'socket error');
       }
     }
   }

@@ -4,13 +4,23 @@
  * 1. One process, one GAN iteration (D and G gradients at batch 100), for every backend that
  *    initialises here; also with the coordinator's Adam step on both nets.
  * 2. The real coordinator with 1, 2 and 4 local worker processes: samples/s, the round split into
- *    compute / transfer / reduce+Adam+pack, and bytes per round beside the theoretical minimum
- *    (4 bytes x parameters x workers, each way, per phase). Then the same with 16-bit gradients.
+ *    compute / transfer / the coordinator's own work, and bytes per round beside the theoretical
+ *    minimum (4 bytes x parameters x workers, each way, per phase). Then the same with 16-bit
+ *    gradients.
+ * 3. The PyTorch anchor (bench/pytorch_gan.py), when a Python that imports torch is found ($PYTHON,
+ *    python3, /usr/bin/python3; Debian: apt-get install python3-torch): one process with 1 and 2
+ *    threads, and a gloo world of 2 processes on loopback with 1 thread each. Ratios: 2 workers
+ *    vs PyTorch world 2, and 1 worker through the coordinator vs the best single process here.
  *
  * Each backend is measured in a child process of its own so that one backend's setup cannot
  * affect another's figures.
+ *
+ * `npm run bench -- --hosts [flags]` (or `npm run bench:hosts -- [flags]`) runs the multi-host
+ * benchmark instead: hosts in network namespaces behind rate-limited links (scripts/bench-hosts.ts,
+ * which documents its flags; needs root).
  */
 import { execFileSync, spawnSync } from 'node:child_process';
+import { createServer } from 'node:net';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -26,6 +36,8 @@ import { die, intArg } from '../cli/args.js';
 import { GanModel } from '../shared/gan.js';
 import { loadEmbedded } from '../shared/mnist.js';
 import { defaultModelConfig, initWeights, netLayout } from '../shared/model.js';
+import { hostsMain } from './bench-hosts.js';
+import { type TorchInfo, type TorchResult, findTorch, runTorch } from './bench-torch.js';
 
 interface SingleResult {
   backend: string;
@@ -155,7 +167,73 @@ const f1 = (x: number) => x.toFixed(1);
 const pct = (x: number) => `${(x * 100).toFixed(1)}%`;
 const mib = (x: number) => `${(x / 2 ** 20).toFixed(2)} MiB`;
 
-function markdown(m: string, singles: SingleResult[], dists: DistResult[]): string {
+interface TorchRow {
+  label: string;
+  processes: number;
+  threads: number;
+  result: TorchResult;
+}
+
+type TorchSection = { info: TorchInfo; rows: TorchRow[]; failed: string[] } | { missing: string };
+
+interface Ratios {
+  /** This project's 2 workers (fp32) over PyTorch gloo world 2. */
+  twoWorkersVsTorchWorld2: number | null;
+  /** 1 worker through the coordinator over the best single process of this project (with Adam). */
+  oneWorkerVsBestSingle: number | null;
+  bestSingle: string | null;
+}
+
+function ratiosOf(singles: SingleResult[], dists: DistResult[], torch: TorchSection): Ratios {
+  const dist = (w: number) => dists.find((d) => d.workers === w && !d.fp16);
+  const t2 = 'rows' in torch ? torch.rows.find((r) => r.processes === 2)?.result : undefined;
+  const best = [...singles].sort((a, b) => b.samplesPerSecWithAdam - a.samplesPerSecWithAdam)[0];
+  const two = dist(2);
+  const one = dist(1);
+  return {
+    twoWorkersVsTorchWorld2: two && t2 ? two.samplesPerSec / t2.samplesPerSec : null,
+    oneWorkerVsBestSingle: one && best ? one.samplesPerSec / best.samplesPerSecWithAdam : null,
+    bestSingle: best ? `${best.backend} (${best.detail})` : null,
+  };
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const port = (srv.address() as { port: number }).port;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/** PyTorch world 1 with 1 and 2 threads, then a gloo world of 2 on loopback, 1 thread each. */
+async function pytorchAnchor(found: TorchInfo, iters: number): Promise<TorchSection> {
+  const rows: TorchRow[] = [];
+  const failed: string[] = [];
+  const runs = [
+    { label: 'PyTorch, one process', processes: 1, threads: 1 },
+    { label: 'PyTorch, one process', processes: 1, threads: 2 },
+    { label: 'PyTorch DDP, gloo on loopback', processes: 2, threads: 1 },
+  ];
+  for (const r of runs) {
+    try {
+      const result = await runTorch({
+        python: found.python, world: r.processes, threads: r.threads, iters, warmup: 5,
+        master: `127.0.0.1:${await freePort()}`, ifname: 'lo', timeoutMs: 60_000 + iters * 5_000,
+      });
+      rows.push({ ...r, result });
+      process.stdout.write(`${r.label}, world ${r.processes}, ${r.threads} thread(s): ${f0(result.samplesPerSec)} samples/s (${f1(result.msPerIter)} ms/iteration)\n`);
+    } catch (e) {
+      failed.push((e as Error).message);
+      process.stdout.write(`${r.label}, world ${r.processes}: failed: ${(e as Error).message}\n`);
+    }
+  }
+  return { info: found, rows, failed };
+}
+
+function markdown(m: string, singles: SingleResult[], dists: DistResult[], torch: TorchSection): string {
   const rows = [
     `Machine: ${m}`,
     '',
@@ -167,16 +245,40 @@ function markdown(m: string, singles: SingleResult[], dists: DistResult[]): stri
     '',
     'Real coordinator and local worker processes, batch 100 per worker (round = D phase + G phase):',
     '',
-    '| workers | gradients | samples/s | round ms | compute ms | transfer ms | reduce+Adam+pack ms (share) | bytes in / round (x min) | bytes out / round (x min) |',
+    '| workers | gradients | samples/s | round ms | compute ms | transfer ms | coordinator work ms (share of round) | bytes in / round (x min) | bytes out / round (x min) |',
     '|---:|---|---:|---:|---:|---:|---:|---:|---:|',
     ...dists.map((d) => `| ${d.workers} | ${d.fp16 ? 'fp16' : 'fp32'} | ${f0(d.samplesPerSec)} | ${f1(d.roundMs)} | ${f1(d.computeMs)} | ${f1(d.transferMs)} | ${f1(d.reduceMs)} (${pct(d.reduceShare)}) | ${mib(d.bytesInPerRound)} (${d.inOverMin.toFixed(3)}) | ${mib(d.bytesOutPerRound)} (${d.outOverMin.toFixed(3)}) |`),
     '',
-    'Minimum bytes per round each way = 4 bytes x (D + G parameters) x workers.',
+    'Minimum bytes per round each way = 4 bytes x (D + G parameters) x workers. Coordinator work = its own CPU time in a round (folding gradient chunks, Adam, packing, handing frames to the sockets); it overlaps with the transfers, so the columns do not add up to the round.',
   ];
+  rows.push('');
+  if ('missing' in torch) {
+    rows.push(`PyTorch anchor: not run (${torch.missing}).`);
+  } else {
+    rows.push(
+      `PyTorch anchor (bench/pytorch_gan.py, PyTorch ${torch.info.version}, ${torch.info.python}): the same model, loss, Adam and batch 100 per process; world 2 = DistributedDataParallel on gloo over loopback:`,
+      '',
+      '| run | processes x threads | ms / iteration | samples/s |',
+      '|---|---:|---:|---:|',
+      ...torch.rows.map((r) => `| ${r.label} | ${r.processes} x ${r.threads} | ${f1(r.result.msPerIter)} | ${f0(r.result.samplesPerSec)} |`),
+      ...torch.failed.map((f) => `| failed: ${f.replace(/\|/g, '/').slice(0, 300)} | | | |`),
+    );
+  }
+  const q = ratiosOf(singles, dists, torch);
+  const x = (v: number | null) => (v === null ? 'n/a' : `${v.toFixed(2)} x`);
+  rows.push(
+    '',
+    'Ratios:',
+    '',
+    `- this project's 2 workers (fp32) vs PyTorch gloo world 2: ${x(q.twoWorkersVsTorchWorld2)}`,
+    `- 1 worker through the coordinator vs the best single process of this project (${q.bestSingle ?? 'none'}, with Adam): ${x(q.oneWorkerVsBestSingle)}`,
+  );
   return rows.join('\n') + '\n';
 }
 
 async function main(): Promise<void> {
+  const at = process.argv.indexOf('--hosts');
+  if (at >= 2) return hostsMain(process.argv.filter((_, i) => i !== at));
   const cmd = new Command('bench')
     .description('Measure the seed model: one process per backend, then the real coordinator with 1, 2 and 4 local workers.')
     .option('--out <dir>', 'where bench.md and bench.json go', 'bench')
@@ -184,10 +286,12 @@ async function main(): Promise<void> {
     .option('--rounds <n>', 'timed rounds per distributed configuration', intArg(3, 10000), 20)
     .option('--workers <list>', 'worker counts for the distributed part', '1,2,4')
     .option('--backends <list>', 'backends for the single-process part', 'tensorflow,native,wasm,cpu')
+    .option('--torch-iters <n>', 'timed iterations per PyTorch anchor run (0: skip the anchor)', intArg(0, 100000), 50)
+    .option('--hosts', 'run the multi-host benchmark in network namespaces instead (see scripts/bench-hosts.ts)')
     .option('--single <backend>', '(internal) time one backend in this process and print JSON')
     .option('--threads <n>', '(internal) threads for --single', intArg(1, 256));
   cmd.parse();
-  const o = cmd.opts<{ out: string; seconds: number; rounds: number; workers: string; backends: string; single?: string; threads?: number }>();
+  const o = cmd.opts<{ out: string; seconds: number; rounds: number; workers: string; backends: string; torchIters: number; single?: string; threads?: number }>();
   if (o.single) {
     const r = await single(o.single as BackendName, o.seconds, o.threads ?? availableParallelism());
     process.stdout.write(JSON.stringify(r) + '\n');
@@ -195,6 +299,8 @@ async function main(): Promise<void> {
   }
   const m = machine();
   process.stdout.write(`machine: ${m}\n`);
+  const found = o.torchIters > 0 ? findTorch() : { missing: 'skipped (--torch-iters 0)' };
+  if ('missing' in found) process.stdout.write(`PyTorch anchor rows skipped: ${found.missing}\n`);
   const self = fileURLToPath(import.meta.url);
   const singles: SingleResult[] = [];
   for (const b of o.backends.split(',')) {
@@ -220,10 +326,15 @@ async function main(): Promise<void> {
     dists.push(d);
     process.stdout.write(`${w} workers (${fp16 ? 'fp16' : 'fp32'}): ${f0(d.samplesPerSec)} samples/s, round ${f1(d.roundMs)} ms = compute ${f1(d.computeMs)} + transfer ${f1(d.transferMs)} + reduce ${f1(d.reduceMs)}; bytes in ${d.inOverMin.toFixed(3)}x min, out ${d.outOverMin.toFixed(3)}x min\n`);
   }
+  const torch: TorchSection = 'python' in found ? await pytorchAnchor(found, o.torchIters) : found;
   mkdirSync(o.out, { recursive: true });
-  const md = markdown(m, singles, dists);
+  const md = markdown(m, singles, dists, torch);
   writeFileSync(join(o.out, 'bench.md'), md);
-  writeFileSync(join(o.out, 'bench.json'), JSON.stringify({ machine: m, date: new Date().toISOString(), single: singles, distributed: dists }, null, 2) + '\n');
+  writeFileSync(join(o.out, 'bench.json'), JSON.stringify({
+    machine: m, date: new Date().toISOString(), single: singles, distributed: dists,
+    pytorch: 'rows' in torch ? { python: torch.info.python, version: torch.info.version, runs: torch.rows, failed: torch.failed } : { skipped: torch.missing },
+    ratios: ratiosOf(singles, dists, torch),
+  }, null, 2) + '\n');
   process.stdout.write(`\n${md}\nwrote ${join(o.out, 'bench.md')} and ${join(o.out, 'bench.json')}\n`);
 }
 

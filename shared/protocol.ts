@@ -48,6 +48,12 @@ export enum Kind {
   PeerHello = 13,
   /** listener -> dialer: accepted, with the listener's own proof over the dialer's nonce. */
   PeerWelcome = 14,
+  /** observer -> coordinator, after the Challenge: an observer (the dashboard) with its token proof. */
+  Observe = 15,
+  /** coordinator -> observer: a snapshot or a delta of the runs watched (observe.ts), as JSON. */
+  Update = 16,
+  /** coordinator -> observer: one sample grid's PNG. */
+  Grid = 17,
 }
 
 export type NetName = 'D' | 'G';
@@ -172,9 +178,18 @@ export interface PeerHelloMsg {
 }
 export interface PeerWelcomeMsg { k: Kind.PeerWelcome; workerId: number; proof?: Uint8Array }
 
+export interface ObserveMsg { k: Kind.Observe; v: number; proof?: Uint8Array }
+export interface UpdateMsg {
+  k: Kind.Update;
+  /** UTF-8 JSON of an ObserverUpdate. */
+  body: Uint8Array;
+}
+export interface GridMsg { k: Kind.Grid; run: number; name: string; png: Uint8Array }
+
 export type Message =
   | ChallengeMsg | HelloMsg | WelcomeMsg | ShardMsg | WeightsMsg | TaskMsg | ReportMsg | StopMsg
-  | ReduceMsg | ChunkMsg | WeightsChunkMsg | PeerLostMsg | PeerHelloMsg | PeerWelcomeMsg;
+  | ReduceMsg | ChunkMsg | WeightsChunkMsg | PeerLostMsg | PeerHelloMsg | PeerWelcomeMsg
+  | ObserveMsg | UpdateMsg | GridMsg;
 
 /** Field types decode() checks before anything uses a message. */
 export type FieldType = 'uint' | 'int' | 'number' | 'string' | 'bool' | 'bin' | 'net' | 'object' | 'uint?' | 'bin?' | 'string?';
@@ -196,4 +211,7 @@ export const SPECS: Record<Kind, Record<string, FieldType>> = {
   [Kind.PeerLost]: { peer: 'int', code: 'string', reason: 'string' },
   [Kind.PeerHello]: { v: 'uint', workerId: 'uint', signature: 'string', proof: 'bin?', nonce: 'bin' },
   [Kind.PeerWelcome]: { workerId: 'uint', proof: 'bin?' },
+  [Kind.Observe]: { v: 'uint', proof: 'bin?' },
+  [Kind.Update]: { body: 'bin' },
+  [Kind.Grid]: { run: 'uint', name: 'string', png: 'bin' },
 };

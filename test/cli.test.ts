@@ -203,6 +203,7 @@ describe('--help lists every flag', () => {
     ]],
     generate: [dist.generate, ['--checkpoint', '--out', '--count', '--digit', '--seed', '--cols', '--raw', '--backend', '--help']],
     evaluate: [dist.evaluate, ['--samples', '--data', '--seed', '--raw', '--backend', '--help']],
+    dashboard: [dist.dashboard, ['--host', '--port', '--token', '--insecure', '--help']],
   };
   for (const [name, [script, expected]] of Object.entries(flags)) {
     it(name, async () => {

@@ -45,6 +45,10 @@ const samples: Message[] = [
   { k: Kind.PeerHello, v: PROTOCOL_VERSION, workerId: 0, signature: 'gan;x', nonce: new Uint8Array(32) },
   { k: Kind.PeerWelcome, workerId: 5, proof: new Uint8Array(32).fill(3) },
   { k: Kind.Hello, v: PROTOCOL_VERSION, signature: 'gan;x', backend: 'native', host: 'h3', pid: 7, peerPort: 40123, peerHost: 'gpu-box.lan' },
+  { k: Kind.Observe, v: PROTOCOL_VERSION, proof: new Uint8Array(32).fill(4) },
+  { k: Kind.Observe, v: PROTOCOL_VERSION },
+  { k: Kind.Update, body: new TextEncoder().encode('{"type":"delta"}') },
+  { k: Kind.Grid, run: 0, name: 'epoch-001.png', png: new Uint8Array([0x89, 0x50, 0x4e, 0x47]) },
   { k: Kind.Stop, reason: 'run finished' },
 ];
 

@@ -11,6 +11,7 @@ export const dist = {
   worker: join(repoRoot, 'dist', 'cli', 'worker.js'),
   generate: join(repoRoot, 'dist', 'cli', 'generate.js'),
   evaluate: join(repoRoot, 'dist', 'cli', 'evaluate.js'),
+  dashboard: join(repoRoot, 'dist', 'cli', 'dashboard.js'),
 };
 
 /** The CLI tests run the compiled programs: `npm test` builds first. */

@@ -1,0 +1,44 @@
+/** How a coordinator runs: its address, security, transport and hooks (the training itself is TrainConfig). */
+import type { Dataset } from '../shared/mnist.js';
+import type { Net } from '../shared/model.js';
+import type { TrainConfig } from './config.js';
+import type { Coordinator } from './coordinator.js';
+import type { RoundMetrics } from './metrics.js';
+import type { RelayPolicy } from './reduction.js';
+
+/** Floats per chunk of a reduction: small enough to pipeline over a few hops, large enough that per-chunk costs vanish. */
+export const REDUCE_CHUNK = 65536;
+
+export interface CoordinatorOptions {
+  config: TrainConfig;
+  host: string;
+  /** 0 picks a free port. */
+  port: number;
+  /** Run directory. */
+  out: string;
+  /** Continue the run in `out` from its checkpoint. */
+  resume?: boolean;
+  token?: string;
+  /** Allow listening beyond loopback without a token. */
+  insecure?: boolean;
+  tls?: { cert: Buffer; key: Buffer };
+  /** Interval of WebSocket pings; a worker that misses three in a row is dropped. */
+  heartbeatMs?: number;
+  /** Data already loaded (tests), instead of config.data / the embedded digits. */
+  dataset?: Dataset;
+  /** Human-readable progress lines. */
+  log?: (line: string) => void;
+  /** Called after every round with its metrics (progress bar). */
+  onRound?: (m: RoundMetrics, c: Coordinator) => void;
+  /** Called at the end of every epoch, before the next begins (evaluation). */
+  onEpoch?: (epoch: number, c: Coordinator) => Promise<void> | void;
+  /** When workers relay partial sums (default auto). */
+  relay?: RelayPolicy;
+  /** Floats per reduction chunk (default REDUCE_CHUNK). */
+  reduceChunk?: number;
+  /** Serve the dashboard and observers on the coordinator's port (default true). */
+  dashboard?: boolean;
+  /** Test seam: awaited at each phase boundary before that phase's tasks go out (fault injection). */
+  testBeforePhase?: (round: number, phase: Net) => Promise<void> | void;
+}
+

@@ -1,0 +1,489 @@
+/**
+ * `npm run bench:hosts` (same as `npm run bench -- --hosts`): the seed model across several "hosts"
+ * on one LAN switch, built from Linux network namespaces. Needs root and iproute2 (ip, tc).
+ *
+ *   npm run bench:hosts                                   # rates 200mbit,1gbit; W = 1, 2, 4; 20 rounds
+ *   npm run bench:hosts -- --rates 1gbit --workers 1,2 --rounds 3    # a quick smoke run
+ *
+ * Topology: namespace gbh-sw holds a Linux bridge (the switch); gbh-c (the coordinator, 10.77.0.1)
+ * and gbh-w1..gbh-wW (workers, 10.77.0.11...) each reach it over one veth pair (eth0 in the host,
+ * p-c / p-wI on the switch). Both ends of every veth carry an htb qdisc limited to RATE, so each
+ * direction of each link is limited, as a machine's link to its switch is. No netem (this kernel
+ * has none): the links add bandwidth limits and queueing only.
+ *
+ * For each rate and each W: the real coordinator (dist/cli/coordinator.js) in gbh-c and W real
+ * workers (dist/cli/worker.js, --threads 1) in gbh-w1..gbh-wW, batch 100 per worker, 3 warm-up
+ * rounds then --rounds timed rounds, once with --relay never (direct) and once with --relay always
+ * (relayed; with W = 1 relays do nothing, so that runs once). From metrics.jsonl: median round ms
+ * and samples/s (sum of samples / sum of round seconds over the timed rounds). Link bytes are the
+ * kernel's counters of each host's eth0 (the ones /sys/class/net/eth0/statistics/{rx,tx}_bytes
+ * shows inside that namespace), read through /proc/PID/net/dev of a process parked in each
+ * namespace so that no process has to start at the instant the timed rounds begin and end: read
+ * when metrics.jsonl gets its 3rd line and its last, divided by the rounds in between. (A round
+ * ends when the coordinator has handed the last weights to its sockets; what is still in flight
+ * then, up to a few MB on a slow link, is counted in the next round, so single rounds wobble by
+ * that much and the average over N rounds by that / N. The counters count a GSO packet's headers
+ * once, so they show slightly less than a wire would.)
+ * Then the PyTorch anchor (bench/pytorch_gan.py) on the same links when torch imports: rank R in
+ * gbh-w(R+1), gloo master 10.77.0.11, W = 1 (one plain process), 2, 4; bytes per iteration.
+ *
+ * Writes bench/hosts.md and bench/hosts.json. Namespaces named gbh-* are deleted at the start
+ * (left by an interrupted run), at the end, on failure and on SIGINT/SIGTERM.
+ */
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { availableParallelism, cpus, release, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Command } from 'commander';
+import { type BackendName, BACKEND_NAMES, initBackend } from '../shared/backend/choose.js';
+import { defaultModelConfig, netLayout } from '../shared/model.js';
+import { die, intArg, isMain } from '../cli/args.js';
+import type { RoundMetrics } from '../coordinator/metrics.js';
+import { type TorchInfo, findTorch, runTorch } from './bench-torch.js';
+
+const PREFIX = 'gbh-';
+const SW = `${PREFIX}sw`;
+const COORD = `${PREFIX}c`;
+const workerNs = (i: number) => `${PREFIX}w${i}`;
+const SUBNET = '10.77.0';
+const COORD_IP = `${SUBNET}.1`;
+const workerIp = (i: number) => `${SUBNET}.${10 + i}`;
+const PORT = 8765;
+const BATCH = 100;
+const WARMUP = 3;
+const DEV = 'eth0';
+const modelBytes = () => 4 * (netLayout(defaultModelConfig, 'D').total + netLayout(defaultModelConfig, 'G').total);
+const CLI = (name: string) => fileURLToPath(new URL(`../cli/${name}.js`, import.meta.url));
+
+type Mode = 'direct' | 'relayed' | 'pytorch';
+
+interface LinkBytes {
+  /** Bytes into the host (rx of its eth0) and out of it (tx), per round. */
+  in: number;
+  out: number;
+}
+
+interface HostRow {
+  rate: string;
+  workers: number;
+  mode: Mode;
+  /** Runs with W = 1 are direct and relayed at once. */
+  note?: string;
+  error?: string;
+  rounds: number;
+  samplesPerSec: number;
+  /** Median round (PyTorch: mean iteration) in ms. */
+  roundMs: number;
+  coordinator: LinkBytes | null;
+  workerLinks: LinkBytes[];
+  busiest: (LinkBytes & { worker: number }) | null;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes and namespaces
+
+const children = new Set<ChildProcess>();
+/** The processes parked in the namespaces (live for the whole run, see park()). */
+const parked = new Set<ChildProcess>();
+
+function track(p: ChildProcess): void {
+  children.add(p);
+  p.on('exit', () => children.delete(p));
+}
+
+function sh(cmd: string[]): string {
+  return execFileSync(cmd[0]!, cmd.slice(1), { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
+function nsList(): string[] {
+  return sh(['ip', 'netns', 'list']).split('\n').map((l) => l.split(' ')[0]!).filter((n) => n.startsWith(PREFIX));
+}
+
+/** Kills what the current configuration started (and, with `everything`, the parked processes too). */
+function killAll(everything = false): void {
+  for (const p of children) if (everything || !parked.has(p)) p.kill('SIGKILL');
+}
+
+function removeNamespaces(): void {
+  for (const ns of nsList()) {
+    try {
+      sh(['ip', 'netns', 'del', ns]);
+    } catch {
+      // Gone meanwhile.
+    }
+  }
+}
+
+/** A process parked in `ns`: /proc/PID/net/dev shows that namespace's interface counters. */
+async function park(ns: string): Promise<number> {
+  const p = spawn('ip', ['netns', 'exec', ns, 'sleep', 'infinity'], { stdio: 'ignore' });
+  track(p);
+  parked.add(p);
+  const pid = p.pid;
+  if (pid === undefined) throw new Error(`could not start a process in ${ns}`);
+  const want = statSync(`/run/netns/${ns}`).ino;
+  for (let i = 0; i < 500; i++) {
+    try {
+      if (statSync(`/proc/${pid}/ns/net`).ino === want && readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'sleep') return pid;
+    } catch {
+      // Not there yet.
+    }
+    await sleep(10);
+  }
+  throw new Error(`the process parked in ${ns} never entered it`);
+}
+
+/** rx and tx bytes of `dev` in the namespace of `pid`. */
+function counters(pid: number, dev: string): { rx: number; tx: number } {
+  for (const line of readFileSync(`/proc/${pid}/net/dev`, 'utf8').split('\n')) {
+    const [name, rest] = line.split(':');
+    if (name?.trim() !== dev || rest === undefined) continue;
+    const f = rest.trim().split(/\s+/).map(Number);
+    return { rx: f[0]!, tx: f[8]! };
+  }
+  throw new Error(`no ${dev} in /proc/${pid}/net/dev`);
+}
+
+interface Net {
+  /** Parked process per host: the coordinator's, then worker 1..max. */
+  coordPid: number;
+  workerPids: number[];
+}
+
+async function buildNet(maxWorkers: number): Promise<Net> {
+  const hosts = [COORD, ...Array.from({ length: maxWorkers }, (_, i) => workerNs(i + 1))];
+  for (const ns of [SW, ...hosts]) {
+    sh(['ip', 'netns', 'add', ns]);
+    sh(['ip', '-n', ns, 'link', 'set', 'lo', 'up']);
+    // IPv4 only: no IPv6 neighbour discovery chatter in the link counters.
+    sh(['ip', 'netns', 'exec', ns, 'sysctl', '-qw', 'net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1']);
+  }
+  sh(['ip', '-n', SW, 'link', 'add', 'br0', 'type', 'bridge']);
+  sh(['ip', '-n', SW, 'link', 'set', 'br0', 'up']);
+  hosts.forEach((ns, i) => {
+    const port = portOf(ns);
+    sh(['ip', '-n', SW, 'link', 'add', port, 'type', 'veth', 'peer', 'name', DEV, 'netns', ns]);
+    sh(['ip', '-n', SW, 'link', 'set', port, 'master', 'br0']);
+    sh(['ip', '-n', SW, 'link', 'set', port, 'up']);
+    sh(['ip', '-n', ns, 'addr', 'add', `${i === 0 ? COORD_IP : workerIp(i)}/24`, 'dev', DEV]);
+    sh(['ip', '-n', ns, 'link', 'set', DEV, 'up']);
+  });
+  const coordPid = await park(COORD);
+  const workerPids: number[] = [];
+  for (let i = 1; i <= maxWorkers; i++) workerPids.push(await park(workerNs(i)));
+  return { coordPid, workerPids };
+}
+
+const portOf = (ns: string) => `p-${ns.slice(PREFIX.length)}`;
+
+/** Limits both ends of every link (each direction) to `rate`. */
+function shape(maxWorkers: number, rate: string): void {
+  const hosts = [COORD, ...Array.from({ length: maxWorkers }, (_, i) => workerNs(i + 1))];
+  const ends = hosts.flatMap((ns) => [[ns, DEV], [SW, portOf(ns)]] as const);
+  for (const [ns, dev] of ends) {
+    try {
+      sh(['tc', '-n', ns, 'qdisc', 'del', 'dev', dev, 'root']);
+    } catch {
+      // None yet.
+    }
+    sh(['tc', '-n', ns, 'qdisc', 'add', 'dev', dev, 'root', 'handle', '1:', 'htb', 'default', '10']);
+    sh(['tc', '-n', ns, 'class', 'add', 'dev', dev, 'parent', '1:', 'classid', '1:10', 'htb', 'rate', rate, 'ceil', rate]);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// One configuration
+
+interface Snapshot {
+  round: number;
+  coord: { rx: number; tx: number };
+  workers: { rx: number; tx: number }[];
+}
+
+function snapshot(net: Net, w: number, round: number): Snapshot {
+  return { round, coord: counters(net.coordPid, DEV), workers: net.workerPids.slice(0, w).map((pid) => counters(pid, DEV)) };
+}
+
+/** Per-round link bytes between two snapshots, from each host's side. */
+function perRound(a: Snapshot, b: Snapshot, withCoordinator: boolean): Pick<HostRow, 'coordinator' | 'workerLinks' | 'busiest'> {
+  const n = Math.max(1, b.round - a.round);
+  const link = (x: { rx: number; tx: number }, y: { rx: number; tx: number }) => ({ in: (y.rx - x.rx) / n, out: (y.tx - x.tx) / n });
+  const workerLinks = b.workers.map((y, i) => link(a.workers[i]!, y));
+  let busiest: HostRow['busiest'] = null;
+  workerLinks.forEach((l, i) => {
+    if (!busiest || l.in + l.out > busiest.in + busiest.out) busiest = { ...l, worker: i + 1 };
+  });
+  return { coordinator: withCoordinator ? link(a.coord, b.coord) : null, workerLinks, busiest };
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+interface Spawned {
+  proc: ChildProcess;
+  output: () => string;
+  exit: Promise<number | null>;
+}
+
+function spawnIn(ns: string, cmd: string[]): Spawned {
+  const proc = spawn('ip', ['netns', 'exec', ns, ...cmd], { stdio: ['ignore', 'pipe', 'pipe'] });
+  track(proc);
+  let out = '';
+  const keep = (b: Buffer) => {
+    out = (out + b.toString()).slice(-6000);
+  };
+  proc.stdout!.on('data', keep);
+  proc.stderr!.on('data', keep);
+  const exit = new Promise<number | null>((res) => proc.on('exit', (code) => res(code)));
+  return { proc, output: () => out, exit };
+}
+
+const lastLines = (s: string, n = 4) => s.trim().split('\n').slice(-n).join(' | ').slice(0, 800);
+
+async function withTimeout<T>(p: Promise<T>, ms: number, onTimeout: () => void): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const t = new Promise<never>((_, rej) => {
+    timer = setTimeout(() => {
+      onTimeout();
+      rej(new Error(`timed out after ${Math.round(ms / 1000)} s`));
+    }, ms);
+  });
+  try {
+    return await Promise.race([p, t]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+async function runProject(net: Net, rate: string, w: number, mode: 'direct' | 'relayed', rounds: number, backend: string, timeoutMs: number): Promise<HostRow> {
+  const out = mkdtempSync(join(tmpdir(), 'gan-bench-hosts-'));
+  const metricsFile = join(out, 'metrics.jsonl');
+  const coord = spawnIn(COORD, [process.execPath, CLI('coordinator'), '--workers', String(w), '--host', '0.0.0.0', '--port', String(PORT),
+    '--insecure', '--relay', mode === 'relayed' ? 'always' : 'never', '--batch-size', String(BATCH), '--epochs', '1000',
+    '--max-rounds', String(WARMUP + rounds), '--checkpoint-every', '0', '--round-timeout', '120', '--out', out]);
+  const workers = Array.from({ length: w }, (_, i) => spawnIn(workerNs(i + 1), [process.execPath, CLI('worker'),
+    '--connect', `ws://${COORD_IP}:${PORT}`, '--backend', backend, '--threads', '1', '--quiet']));
+  // Counters at the end of the warm-up rounds and of the last round, as metrics.jsonl grows.
+  const snap: { first?: Snapshot; last?: Snapshot } = {};
+  let size = -1;
+  const poll = setInterval(() => {
+    let s: number;
+    try {
+      s = statSync(metricsFile).size;
+    } catch {
+      return;
+    }
+    if (s === size) return;
+    size = s;
+    const lines = readFileSync(metricsFile, 'utf8').split('\n').filter((l) => l.trim()).length;
+    if (!snap.first && lines >= WARMUP) snap.first = snapshot(net, w, lines);
+    if (!snap.last && lines >= WARMUP + rounds) snap.last = snapshot(net, w, lines);
+  }, 2);
+  try {
+    const code = await withTimeout(coord.exit, timeoutMs, () => killAll());
+    if (code !== 0) throw new Error(`coordinator exited ${code}: ${lastLines(coord.output())}`);
+    const codes = await withTimeout(Promise.all(workers.map((x) => x.exit)), 20_000, () => workers.forEach((x) => x.proc.kill('SIGKILL')));
+    const bad = codes.findIndex((c) => c !== 0);
+    if (bad >= 0) throw new Error(`worker ${bad + 1} exited ${codes[bad]}: ${lastLines(workers[bad]!.output())}`);
+  } finally {
+    clearInterval(poll);
+    for (const x of [coord, ...workers]) x.proc.kill('SIGKILL');
+  }
+  let ms: RoundMetrics[];
+  try {
+    if (!snap.first || !snap.last) throw new Error(`metrics.jsonl never reached ${WARMUP + rounds} lines`);
+    ms = readFileSync(metricsFile, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as RoundMetrics);
+  } finally {
+    rmSync(out, { recursive: true, force: true });
+  }
+  const timed = ms.slice(WARMUP);
+  const links = perRound(snap.first, snap.last, true);
+  // Relayed, the coordinator receives one partial sum per chain instead of one gradient per worker.
+  const unrelayed = mode === 'relayed' && links.coordinator!.in > 1.5 * modelBytes();
+  const secs = timed.reduce((a, m) => a + m.round_ms, 0) / 1000;
+  const dropped = timed.filter((m) => m.dropped.length > 0 || m.joined.length > 0).length;
+  return {
+    rate, workers: w, mode, rounds: timed.length,
+    note: [w === 1 ? 'direct = relayed with one worker' : '', dropped ? `${dropped} rounds with drops or joins` : '',
+      unrelayed ? 'relays did not engage: the coordinator received more than one model per round' : ''].filter(Boolean).join('; ') || undefined,
+    samplesPerSec: timed.reduce((a, m) => a + m.samples, 0) / secs,
+    roundMs: median(timed.map((m) => m.round_ms)),
+    ...links,
+  };
+}
+
+/** A fresh gloo master port for every world, so that no run waits on the last one's sockets. */
+let masterPort = 29500;
+
+async function runPytorch(net: Net, torch: TorchInfo, rate: string, w: number, rounds: number, timeoutMs: number): Promise<HostRow> {
+  const snap: { first?: Snapshot } = {};
+  const r = await runTorch({
+    python: torch.python, world: w, threads: 1, iters: rounds, warmup: WARMUP,
+    master: `${workerIp(1)}:${masterPort++}`, ifname: DEV, wrap: (rank) => ['ip', 'netns', 'exec', workerNs(rank + 1)],
+    onTimedStart: () => {
+      snap.first = snapshot(net, w, 0);
+    },
+    track, timeoutMs,
+  });
+  const last = snapshot(net, w, r.iters);
+  if (!snap.first) throw new Error('rank 0 never started its timed iterations');
+  return {
+    rate, workers: w, mode: 'pytorch', rounds: r.iters,
+    note: w === 1 ? 'one process, no torch.distributed' : undefined,
+    samplesPerSec: r.samplesPerSec, roundMs: r.msPerIter,
+    ...perRound(snap.first, last, false),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Report
+
+const MB = (x: number) => (x / 1e6).toFixed(2);
+const xm = (x: number, model: number) => (x / model).toFixed(2);
+
+function linkCell(l: LinkBytes | null, model: number): string {
+  return l ? `${MB(l.in)} / ${MB(l.out)} (${xm(l.in, model)} / ${xm(l.out, model)})` : '–';
+}
+
+function ratios(rows: HostRow[], rate: string): { name: string; value: number | null }[] {
+  const ok = rows.filter((r) => r.rate === rate && !r.error);
+  const ws = [...new Set(ok.map((r) => r.workers))];
+  const top = Math.max(...ws);
+  const find = (w: number, modes: Mode[]) => ok.find((r) => r.workers === w && modes.includes(r.mode));
+  const relayedTop = find(top, top === 1 ? ['direct'] : ['relayed']);
+  const one = find(1, ['direct']);
+  const torchTop = find(top, ['pytorch']);
+  return [
+    { name: `relayed W=${top} vs W=1 samples/s`, value: relayedTop && one ? relayedTop.samplesPerSec / one.samplesPerSec : null },
+    { name: `relayed W=${top} vs PyTorch W=${top} samples/s`, value: relayedTop && torchTop ? relayedTop.samplesPerSec / torchTop.samplesPerSec : null },
+  ];
+}
+
+function markdown(machine: string, rates: string[], rows: HostRow[], modelBytes: number, torchLine: string, rounds: number): string {
+  const out = [
+    `Machine: ${machine}`,
+    '',
+    `Hosts in network namespaces on one bridge, each behind its own link limited to RATE in each direction (htb on both veth ends, no added latency); one host per worker or rank, workers as on the machine line; batch 100 per worker or rank; ${rounds} timed rounds after ${WARMUP} warm-up rounds. ${torchLine}`,
+    '',
+    `Link MB are per round (PyTorch: per iteration), in / out as the host sees them, and in parentheses as multiples of the model (4 bytes x (D + G parameters) = ${MB(modelBytes)} MB, one copy of both nets). Samples/s = samples / round time over the timed rounds; PyTorch: W x 100 x iterations / seconds, and its round is the mean iteration.`,
+  ];
+  for (const rate of rates) {
+    out.push('', `### ${rate} per link`, '', '| W | run | samples/s | median round ms | coordinator link MB in / out (x model) | busiest worker link MB in / out (x model) |', '|---:|---|---:|---:|---:|---:|');
+    for (const r of rows.filter((x) => x.rate === rate)) {
+      const run = `${r.mode}${r.note ? ` (${r.note})` : ''}`;
+      if (r.error) out.push(`| ${r.workers} | ${run} | failed: ${r.error.replace(/\|/g, '/').slice(0, 300)} | | | |`);
+      else out.push(`| ${r.workers} | ${run} | ${r.samplesPerSec.toFixed(0)} | ${r.roundMs.toFixed(1)} | ${linkCell(r.coordinator, modelBytes)} | ${r.busiest ? `w${r.busiest.worker}: ${linkCell(r.busiest, modelBytes)}` : '–'} |`);
+    }
+    out.push('');
+    for (const q of ratios(rows, rate)) out.push(`- ${q.name}: ${q.value === null ? 'n/a' : `${q.value.toFixed(2)} x`}`);
+  }
+  return out.join('\n') + '\n';
+}
+
+// ---------------------------------------------------------------------------------------------
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+function cleanup(): void {
+  killAll(true);
+  try {
+    removeNamespaces();
+  } catch {
+    // ip itself failed: nothing more to do.
+  }
+}
+
+export async function hostsMain(argv: string[]): Promise<void> {
+  const cmd = new Command('bench:hosts')
+    .description('Coordinator and workers (and the PyTorch anchor) in network namespaces behind rate-limited links to one bridge.')
+    .option('--rates <list>', 'link rates (tc syntax), each run in turn', '200mbit,1gbit')
+    .option('--workers <list>', 'worker counts', '1,2,4')
+    .option('--rounds <n>', 'timed rounds (PyTorch: iterations) after 3 warm-up rounds', intArg(1, 10000), 20)
+    .option('--backend <name>', 'worker backend (default: the best that initialises here)')
+    .option('--no-pytorch', 'skip the PyTorch anchor')
+    .option('--out <dir>', 'where hosts.md and hosts.json go', 'bench')
+    .option('--timeout <s>', 'give up on one configuration after this many seconds (default 120 + 30 x rounds)', intArg(10));
+  cmd.parse(argv);
+  const o = cmd.opts<{ rates: string; workers: string; rounds: number; backend?: string; pytorch: boolean; out: string; timeout?: number }>();
+  if (process.platform !== 'linux' || process.getuid?.() !== 0) throw new Error('needs Linux and root (network namespaces)');
+  const rates = o.rates.split(',').map((s) => s.trim()).filter(Boolean);
+  const counts = o.workers.split(',').map(Number);
+  if (counts.some((w) => !Number.isInteger(w) || w < 1 || w > 200)) throw new Error(`--workers ${o.workers}: expected a list of counts from 1 to 200`);
+  const maxW = Math.max(...counts);
+  const timeoutMs = (o.timeout ?? 120 + 30 * o.rounds) * 1000;
+  const perEpoch = Math.floor(10000 / (BATCH * maxW));
+  if (WARMUP + o.rounds > perEpoch) process.stdout.write(`note: with ${maxW} workers an epoch of the embedded 10,000 digits is ${perEpoch} rounds; the timed rounds cross an epoch boundary, whose new shards add to the link bytes\n`);
+
+  if (o.backend && !BACKEND_NAMES.includes(o.backend as BackendName)) throw new Error(`unknown backend ${o.backend}`);
+  const info = await initBackend((o.backend ?? 'auto') as BackendName, { threads: 1, log: () => {} });
+  const backend = info.name;
+  const torch = o.pytorch ? findTorch() : { missing: 'skipped (--no-pytorch)' };
+  const torchLine = 'python' in torch ? `PyTorch ${torch.version} (${torch.python}), gloo, 1 thread per rank.` : `PyTorch rows skipped: ${torch.missing}.`;
+  const machine = `${cpus()[0]?.model ?? 'unknown CPU'}, ${availableParallelism()} cores, Linux ${release()}, Node ${process.version}; workers: ${info.name} (${info.detail}), 1 thread each`;
+  process.stdout.write(`machine: ${machine}\n${torchLine}\n`);
+
+  const onSignal = (sig: NodeJS.Signals) => {
+    process.stderr.write(`\nbench:hosts: ${sig}: removing the namespaces\n`);
+    cleanup();
+    process.exit(sig === 'SIGINT' ? 130 : 143);
+  };
+  const onCrash = (e: unknown) => {
+    cleanup();
+    die('bench:hosts', e);
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  process.once('uncaughtException', onCrash);
+  const rows: HostRow[] = [];
+  try {
+    for (const ns of nsList()) process.stdout.write(`removing stale namespace ${ns}\n`);
+    removeNamespaces();
+    const net = await buildNet(maxW);
+    for (const rate of rates) {
+      shape(maxW, rate);
+      for (const w of counts) {
+        const jobs: { mode: Mode; run: () => Promise<HostRow> }[] = [
+          { mode: 'direct', run: () => runProject(net, rate, w, 'direct', o.rounds, backend, timeoutMs) },
+          ...(w > 1 ? [{ mode: 'relayed' as const, run: () => runProject(net, rate, w, 'relayed', o.rounds, backend, timeoutMs) }] : []),
+          ...('python' in torch ? [{ mode: 'pytorch' as const, run: () => runPytorch(net, torch, rate, w, o.rounds, timeoutMs) }] : []),
+        ];
+        for (const job of jobs) {
+          let row: HostRow;
+          try {
+            row = await job.run();
+            const l = (x: LinkBytes | null) => (x ? `${MB(x.in)}/${MB(x.out)} MB` : '–');
+            process.stdout.write(`${rate} W=${w} ${job.mode}: ${row.samplesPerSec.toFixed(0)} samples/s, median round ${row.roundMs.toFixed(1)} ms; per round: coordinator link in/out ${l(row.coordinator)}, busiest worker link ${l(row.busiest)}\n`);
+          } catch (e) {
+            const error = (e as Error).message;
+            row = { rate, workers: w, mode: job.mode, error, rounds: 0, samplesPerSec: NaN, roundMs: NaN, coordinator: null, workerLinks: [], busiest: null };
+            process.stdout.write(`${rate} W=${w} ${job.mode}: FAILED: ${error}\n`);
+          }
+          rows.push(row);
+          killAll();
+        }
+      }
+    }
+  } finally {
+    cleanup();
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    process.off('uncaughtException', onCrash);
+  }
+  mkdirSync(o.out, { recursive: true });
+  const md = markdown(machine, rates, rows, modelBytes(), torchLine, o.rounds);
+  writeFileSync(join(o.out, 'hosts.md'), md);
+  writeFileSync(join(o.out, 'hosts.json'), JSON.stringify({
+    machine, date: new Date().toISOString(), rates, workers: counts, rounds: o.rounds, warmup: WARMUP, backend: info,
+    pytorch: 'python' in torch ? torch : null, modelBytes: modelBytes(), rows,
+    ratios: Object.fromEntries(rates.map((r) => [r, ratios(rows, r)])),
+  }, null, 2) + '\n');
+  process.stdout.write(`\n${md}\nwrote ${join(o.out, 'hosts.md')} and ${join(o.out, 'hosts.json')}\n`);
+}
+
+if (isMain(import.meta.url)) hostsMain(process.argv).then(() => process.exit(0), (e) => { cleanup(); die('bench:hosts', e); });
