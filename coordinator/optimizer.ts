@@ -178,3 +178,28 @@ export function allFinite(a: Float32Array, math: NativeMath | null = nativeMath(
   for (let i = 0; i < a.length; i++) probe += a[i]! * 0;
   return probe === 0;
 }
+
+const magnitudeOut = new Float64Array(2);
+
+/**
+ * How big a gradient (chunk) is: its largest |value| and its root mean square, NaN when it holds a
+ * NaN or an infinity. The addon does it in one pass when built.
+ */
+export function magnitude(a: Float32Array, math: NativeMath | null = nativeMath()): { maxAbs: number; rms: number } {
+  let maxAbs = 0;
+  let sumSq = 0;
+  if (math) {
+    math.magnitude(a, magnitudeOut);
+    maxAbs = magnitudeOut[0]!;
+    sumSq = magnitudeOut[1]!;
+  } else {
+    for (let i = 0; i < a.length; i++) {
+      const x = a[i]!;
+      const ax = Math.abs(x);
+      if (ax > maxAbs) maxAbs = ax;
+      sumSq += x * x;
+    }
+  }
+  const rms = a.length ? Math.sqrt(sumSq / a.length) : 0;
+  return { maxAbs: Number.isFinite(sumSq) ? maxAbs : NaN, rms };
+}

@@ -19,14 +19,34 @@
  *   chunks supersede the last one's on every worker. A dropped member's gradient is never applied.
  * - Relays that stall (no progress for the stall time) are given up for this phase: the retry
  *   sends every gradient here directly.
+ * - No step can poison the state. A gradient value beyond GRADIENT_LIMIT (where float32 squares
+ *   would overflow Adam's second moment) or a direct member's chunk more than PEER_FACTOR times
+ *   larger (root mean square) than the median of the others' is refused and its sender dropped
+ *   (E_BOUNDS). A chain's partial sum out of bounds cannot name its culprit: the phase is reduced
+ *   again with every gradient sent here, where it can. A step whose new weights or moments are not
+ *   finite is never committed.
+ * - A member that has not reported long after the others did is a straggler: once half have
+ *   reported, it gets STRAGGLER_FACTOR times their median time (at least STRAGGLER_MIN_MS), then it
+ *   is dropped (E_TIMEOUT) instead of holding the phase for the whole --round-timeout.
  */
 import { GanError } from '../shared/errors.js';
 import { chunkCount, chunkRange, foldInto } from '../shared/fold.js';
 import { fromHalf } from '../shared/half.js';
 import type { Net } from '../shared/model.js';
 import { COORDINATOR, type ChunkMsg, Kind, type Message, NOBODY, type ReportMsg, encode } from '../shared/codec.js';
-import { type AdamHyper, adamApply, allFinite } from './optimizer.js';
+import { type AdamHyper, adamApply, allFinite, magnitude } from './optimizer.js';
 import type { WorkerConn } from './worker-pool.js';
+
+/** Largest gradient value accepted: its square (about 1e30) stays far inside float32. */
+export const GRADIENT_LIMIT = 1e15;
+/** A direct member's chunk may be at most this many times larger than the median of its peers'. */
+export const PEER_FACTOR = 1000;
+/** Below this root mean square a chunk is never called too large (peers whose gradients vanish). */
+const PEER_FLOOR = 1e-6;
+/** Stragglers get this many times the median report time of the members that reported, ... */
+export const STRAGGLER_FACTOR = 8;
+/** ... but never less than this. */
+export const STRAGGLER_MIN_MS = 3000;
 
 export interface ReductionMember {
   conn: WorkerConn;
@@ -71,8 +91,11 @@ export interface ReductionResult {
 
 interface Member extends ReductionMember {
   report: ReportMsg | null;
-  /** Its own gradient's chunks received here (float32), by chunk index. */
+  /** When its report arrived (ms after the tasks went out). */
+  reportedAfter: number;
+  /** Its own gradient's chunks received here (float32), by chunk index, and their root mean squares. */
   raw: (Float32Array | null)[];
+  rms: Float64Array;
   timer: NodeJS.Timeout | null;
   alive: boolean;
 }
@@ -96,13 +119,16 @@ export class Reduction {
   private watchdog: NodeJS.Timeout | null = null;
   private settle: ((r: ReductionResult) => void) | null = null;
   private finished = false;
+  private readonly startedAt = performance.now();
 
   constructor(private readonly o: ReductionOptions) {
     this.size = o.current.w.length;
     this.chunks = chunkCount(this.size, o.chunk);
     this.pos = new Int32Array(this.chunks);
     this.seeded = new Uint8Array(this.chunks);
-    this.members = o.members.map(({ member }) => ({ ...member, report: null, raw: new Array<Float32Array | null>(this.chunks).fill(null), timer: null, alive: true }));
+    this.members = o.members.map(({ member }) => ({
+      ...member, report: null, reportedAfter: 0, raw: new Array<Float32Array | null>(this.chunks).fill(null), rms: new Float64Array(this.chunks), timer: null, alive: true,
+    }));
   }
 
   /** Send the tasks and the first plan; resolves when the step is committed or no member is left. */
@@ -151,6 +177,7 @@ export class Reduction {
     for (const [k, v] of Object.entries(stats)) if (!Number.isFinite(v)) throw new GanError('E_NONFINITE', `${r.phase} ${k} is not finite`);
     if (!Number.isFinite(r.computeMs) || r.computeMs < 0) throw new GanError('E_NONFINITE', 'computeMs is not a finite non-negative number');
     m.report = r;
+    m.reportedAfter = performance.now() - this.startedAt;
     if (m.timer) clearTimeout(m.timer);
     m.timer = null;
     this.maybeCommit();
@@ -171,14 +198,24 @@ export class Reduction {
       if (x.fp16) throw new GanError('E_SHAPE', 'partial sums are float32');
       if (seg.tail[c]) throw new GanError('E_STALE', `second partial sum for chunk ${c}`);
       data = x.data as Float32Array;
-      if (!allFinite(data)) throw new GanError('E_NONFINITE', `partial sum of ${this.o.net} has NaN or Inf values`);
+      const { maxAbs } = magnitude(data);
+      if (Number.isNaN(maxAbs)) throw new GanError('E_NONFINITE', `partial sum of ${this.o.net} has NaN or Inf values`);
+      if (maxAbs > GRADIENT_LIMIT) {
+        // Someone in the chain sent an outsized gradient; only a direct reduction can tell who.
+        this.relayAllowed = false;
+        this.restart(`a relayed partial sum of ${this.o.net} is out of bounds (|value| ${maxAbs.toExponential(2)}); reducing directly to find its source`);
+        return;
+      }
       seg.tail[c] = data;
     } else {
       if (x.fp16 !== this.o.fp16) throw new GanError('E_SHAPE', `gradient precision ${x.fp16 ? 'fp16' : 'fp32'} differs from the run's`);
       if (m.raw[c]) throw new GanError('E_STALE', `second gradient chunk at ${x.offset}`);
       data = x.data instanceof Uint16Array ? fromHalf(x.data) : x.data;
-      if (!allFinite(data)) throw new GanError('E_NONFINITE', `gradient for ${this.o.net} has NaN or Inf values`);
+      const { maxAbs, rms } = magnitude(data);
+      if (Number.isNaN(maxAbs)) throw new GanError('E_NONFINITE', `gradient for ${this.o.net} has NaN or Inf values`);
+      if (maxAbs > GRADIENT_LIMIT) throw new GanError('E_BOUNDS', `gradient for ${this.o.net} has a value of ${maxAbs.toExponential(2)}, beyond ${GRADIENT_LIMIT.toExponential(0)}`);
       m.raw[c] = data;
+      m.rms[c] = rms;
     }
     this.lastProgress = performance.now();
     this.busyMs += this.lastProgress - t0;
@@ -228,6 +265,16 @@ export class Reduction {
     const t0 = performance.now();
     const [start, end] = chunkRange(this.size, this.o.chunk, c);
     const acc = this.o.acc.subarray(start, end);
+    if (this.pos[c] === 0) {
+      // Every direct member's chunk is here before any is folded: they are judged against each other.
+      const direct = this.segments.flatMap((s) => (s.kind === 'direct' ? [s.m] : []));
+      if (direct.some((m) => !m.raw[c])) return;
+      const outlier = this.outlier(direct, c);
+      if (outlier) {
+        this.o.drop(outlier.conn, new GanError('E_BOUNDS', `${this.o.net} gradient chunk ${c} is ${(outlier.rms[c]! / this.medianRms(direct, c, outlier)).toExponential(1)} times its peers' (root mean square)`));
+        return;
+      }
+    }
     while (this.pos[c]! < this.segments.length) {
       const k = this.pos[c]!;
       const s = this.segments[k]!;
@@ -251,11 +298,32 @@ export class Reduction {
     this.busyMs += performance.now() - t0;
   }
 
+  /** The direct member whose chunk c is far larger than its peers', if one is. */
+  private outlier(direct: Member[], c: number): Member | null {
+    if (direct.length < 2) return null;
+    const biggest = direct.reduce((a, m) => (m.rms[c]! > a.rms[c]! ? m : a));
+    const median = this.medianRms(direct, c, biggest);
+    return biggest.rms[c]! > PEER_FLOOR && biggest.rms[c]! > PEER_FACTOR * median ? biggest : null;
+  }
+
+  private medianRms(direct: Member[], c: number, except: Member): number {
+    const others = direct.filter((m) => m !== except).map((m) => m.rms[c]!).sort((a, b) => a - b);
+    return others[Math.floor((others.length - 1) / 2)]!;
+  }
+
   /** Adam on one chunk, into the next buffers, and its new weights out to every direct member and chain end. */
   private step(c: number, start: number, end: number): void {
     const { current: cur, next } = this.o;
-    adamApply(cur.w.subarray(start, end), this.o.acc.subarray(start, end), cur.m.subarray(start, end), cur.v.subarray(start, end), this.o.hyper,
-      { w: next.w.subarray(start, end), m: next.m.subarray(start, end), v: next.v.subarray(start, end) });
+    const g = this.o.acc.subarray(start, end);
+    const out = { w: next.w.subarray(start, end), m: next.m.subarray(start, end), v: next.v.subarray(start, end) };
+    adamApply(cur.w.subarray(start, end), g, cur.m.subarray(start, end), cur.v.subarray(start, end), this.o.hyper, out);
+    if (!allFinite(out.w) || !allFinite(out.m) || !allFinite(out.v)) {
+      // Bounded inputs cannot get here; if they ever do, this step must not be the one that poisons the state.
+      const all = this.members.filter((m) => m.alive);
+      const culprit = all.reduce((a, m) => (m.rms[c]! > a.rms[c]! ? m : a));
+      this.o.drop(culprit.conn, new GanError('E_BOUNDS', `the ${this.o.net} step on chunk ${c} gave NaN or Inf weights or moments`));
+      return;
+    }
     this.pos[c] = this.segments.length + 1;
     const frame = encode({ k: Kind.WeightsChunk, net: this.o.net, version: this.o.versions[this.o.net] + 1, attempt: this.attempt, offset: start, data: next.w.subarray(start, end) });
     for (const s of this.segments) this.o.send(s.kind === 'direct' ? s.m.conn : s.ms[s.ms.length - 1]!.conn, frame);
@@ -298,8 +366,22 @@ export class Reduction {
     this.restart(`worker ${c.id} lost its link to worker ${peer} (${why})`);
   }
 
+  /** Drop members that are far behind those that reported; then relays or sends that stopped moving. */
   private checkStall(): void {
-    if (this.finished || performance.now() - this.lastProgress < this.o.stallMs) return;
+    if (this.finished) return;
+    const alive = this.members.filter((m) => m.alive);
+    const reported = alive.filter((m) => m.report).map((m) => m.reportedAfter).sort((a, b) => a - b);
+    if (reported.length > 0 && reported.length * 2 >= alive.length && reported.length < alive.length) {
+      const limit = Math.max(STRAGGLER_MIN_MS, STRAGGLER_FACTOR * reported[Math.floor((reported.length - 1) / 2)]!);
+      const now = performance.now() - this.startedAt;
+      if (now > limit) {
+        for (const m of alive) {
+          if (!m.report) this.o.drop(m.conn, new GanError('E_TIMEOUT', `straggler: no ${this.o.net} gradient ${Math.round(now)} ms after the task, ${reported.length} of ${alive.length} workers reported within ${Math.round(reported[reported.length - 1]!)} ms`));
+        }
+        return;
+      }
+    }
+    if (performance.now() - this.lastProgress < this.o.stallMs) return;
     if (this.members.some((m) => m.alive && !m.report)) return; // still computing: the report timeout decides
     if (this.segments.some((s) => s.kind === 'chain')) {
       this.relayAllowed = false;

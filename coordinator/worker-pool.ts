@@ -11,6 +11,12 @@
  *   live at once; one more is refused with E_FULL.
  * - Every inbound frame is decoded and validated before use. Anything invalid closes that
  *   connection with its code and reason and never reaches the round loop.
+ * - Before a connection has proved the token it can make this process read at most
+ *   PRE_AUTH_BYTES (a handshake's worth) before its socket is destroyed, and what it makes the
+ *   coordinator print is rate-limited.
+ * - A worker dropped for a timeout waits before it is admitted again: 1 s after its first such
+ *   drop, doubling with each next one, up to BACKOFF_MAX_MS (E_BACKOFF), so a worker that holds
+ *   rounds and rejoins cannot hold the run.
  * - After its handshake a worker's frames go to the handler of the open phase (reduction.ts), which
  *   accepts a report or a chunk only for the (round, phase) the worker was asked for, only once, of
  *   the model's size and with finite values; outside a phase they are refused.
@@ -24,6 +30,7 @@ import { WebSocket, WebSocketServer } from 'ws';
 import { Kind, PROTOCOL_VERSION, type Message, type ReportMsg, decode, encode } from '../shared/codec.js';
 import { GanError, closeReason } from '../shared/errors.js';
 import { type ModelConfig, type Net, netLayout } from '../shared/model.js';
+import { LogLimiter } from './log-limit.js';
 import { type HeldShard, SHARD_CHUNK } from './sharding.js';
 
 export interface PoolOptions {
@@ -44,8 +51,8 @@ export interface PoolOptions {
   capacity: number;
   /** Plain HTTP requests (the dashboard and browser-worker pages). */
   onHttp?: (req: IncomingMessage, res: ServerResponse) => void;
-  /** A WebSocket opened at /observe (the dashboard watching the run). */
-  onObserver?: (ws: WebSocket) => void;
+  /** A WebSocket opened at /observe (the dashboard watching the run), and its raw socket. */
+  onObserver?: (ws: WebSocket, socket: Socket) => void;
   log: (line: string) => void;
 }
 
@@ -86,6 +93,30 @@ export interface PoolEvents {
 }
 
 const HANDSHAKE_TIMEOUT_MS = 10_000;
+/** The most a connection may send before proving the token: a Hello is well under 1 KiB. */
+export const PRE_AUTH_BYTES = 64 * 1024;
+export const BACKOFF_MAX_MS = 300_000;
+/** A worker with no timeout for this long starts again from the shortest wait. */
+const BACKOFF_FORGET_MS = 600_000;
+
+/**
+ * Destroy `socket` once it has sent more than PRE_AUTH_BYTES while `pending()` says its peer has
+ * not proved itself; `refused` is told. Counts raw bytes, before any framing, so a huge frame is
+ * cut off as it arrives rather than buffered whole.
+ */
+export function limitPreAuth(socket: Socket, pending: () => boolean, refused: (bytes: number) => void): void {
+  let bytes = 0;
+  const onData = (b: Buffer) => {
+    if (!pending()) return socket.off('data', onData);
+    bytes += b.length;
+    if (bytes > PRE_AUTH_BYTES) {
+      socket.off('data', onData);
+      socket.destroy();
+      refused(bytes);
+    }
+  };
+  socket.on('data', onData);
+}
 const isLoopback = (h: string) => h === 'localhost' || h === '::1' || h.startsWith('127.');
 
 export class WorkerPool extends EventEmitter<PoolEvents> {
@@ -103,6 +134,9 @@ export class WorkerPool extends EventEmitter<PoolEvents> {
   private wake: (() => void) | null = null;
   private bytesIn = 0;
   private bytesOut = 0;
+  /** Timeout drops by worker identity: how many, and until when it is refused. */
+  private backoff = new Map<string, { count: number; until: number; last: number }>();
+  private readonly limited: LogLimiter;
   /** Where frames of live workers go: the open phase, or nothing between phases. */
   private handler: ((c: WorkerConn, m: Message) => void) | null = null;
 
@@ -112,6 +146,7 @@ export class WorkerPool extends EventEmitter<PoolEvents> {
     const biggest = Math.max(this.layouts.G.total, this.layouts.D.total) * 4;
     this.maxInbound = biggest + 64 * 1024;
     this.maxOutbound = Math.max(biggest, SHARD_CHUNK * (784 + 1 + 4)) + 64 * 1024;
+    this.limited = new LogLimiter(o.log);
   }
 
   /** Bytes read from and written to every connection so far (frames, not TCP overhead). */
@@ -155,7 +190,7 @@ export class WorkerPool extends EventEmitter<PoolEvents> {
     server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
       const ip = req.socket.remoteAddress ?? '?';
       const observer = (req.url ?? '/').split('?')[0] === '/observe' && this.o.onObserver;
-      this.wss!.handleUpgrade(req, socket, head, (ws) => (observer ? observer(ws) : this.accept(ws, `${ip}:${req.socket.remotePort}`, ip)));
+      this.wss!.handleUpgrade(req, socket, head, (ws) => (observer ? observer(ws, socket) : this.accept(ws, socket, `${ip}:${req.socket.remotePort}`, ip)));
     });
     this.heartbeat = setInterval(() => this.beat(), this.o.heartbeatMs);
     this.heartbeat.unref();
@@ -192,7 +227,9 @@ export class WorkerPool extends EventEmitter<PoolEvents> {
   /** Close a worker's connection with the error's code and reason; it leaves the run. */
   drop(c: WorkerConn, e: GanError): void {
     if (c.state === 'dead') return;
-    this.o.log(`${c.id >= 0 ? c.label : `connection from ${c.addr}`} dropped: ${e.code} ${e.message}`);
+    if (c.id >= 0) this.o.log(`${c.label} dropped: ${e.code} ${e.message}`);
+    else this.limited.line(`refused connections (${e.code})`, `connection from ${c.addr} refused: ${e.code} ${e.message}`);
+    if (e.code === 'E_TIMEOUT' && c.id >= 0) this.noteTimeout(c);
     try {
       c.ws.close(e.closeCode, closeReason(e));
     } catch {
@@ -224,9 +261,13 @@ export class WorkerPool extends EventEmitter<PoolEvents> {
     w?.();
   }
 
-  private accept(ws: WebSocket, addr: string, remoteIp: string): void {
+  private accept(ws: WebSocket, socket: Socket, addr: string, remoteIp: string): void {
     const c = new WorkerConn(ws, addr, remoteIp);
     this.conns.add(c);
+    limitPreAuth(socket, () => c.state === 'handshake', (bytes) => {
+      this.limited.line('oversized handshakes', `connection from ${addr} destroyed: ${bytes} bytes before proving the token (limit ${PRE_AUTH_BYTES})`);
+      this.markDead(c, 'E_TOO_BIG');
+    });
     const handshakeTimer = setTimeout(() => this.drop(c, new GanError('E_TIMEOUT', `no Hello within ${HANDSHAKE_TIMEOUT_MS / 1000} s`)), HANDSHAKE_TIMEOUT_MS);
     handshakeTimer.unref();
     ws.on('pong', () => (c.missedPongs = 0));
@@ -250,8 +291,27 @@ export class WorkerPool extends EventEmitter<PoolEvents> {
       if (c.state !== 'dead' && c.id >= 0 && !this.closing) this.o.log(`${c.label} disconnected (${code}${reason.length ? ` ${reason.toString()}` : ''})`);
       this.markDead(c, reason.length ? reason.toString().split(':')[0]! : `closed ${code}`);
     });
-    ws.on('error', () => this.markDead(c, 'socket error'));
+    ws.on('error', (err: Error & { code?: string }) => {
+      // ws closes a peer itself for a frame over the limit (1009) or a broken frame (1002, 1007, 1008).
+      const what = `${c.id >= 0 ? c.label : `connection from ${c.addr}`}: ${err.message}${err.code ? ` (${err.code})` : ''}`;
+      if (c.id >= 0) this.o.log(what);
+      else this.limited.line(`protocol errors before a handshake`, what);
+      this.markDead(c, err.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH' ? 'E_TOO_BIG' : 'E_MALFORMED');
+    });
     this.send(c, encode({ k: Kind.Challenge, v: PROTOCOL_VERSION, nonce: c.nonce, auth: !!this.o.token, model: this.o.model }));
+  }
+
+  /** Who a worker is across reconnections, as far as this side can tell. */
+  private identity(c: WorkerConn): string {
+    return `${c.remoteIp}/${c.host}/${c.pid}`;
+  }
+
+  private noteTimeout(c: WorkerConn): void {
+    const now = Date.now();
+    const key = this.identity(c);
+    const prev = this.backoff.get(key);
+    const count = prev && now - prev.last < BACKOFF_FORGET_MS ? prev.count + 1 : 1;
+    this.backoff.set(key, { count, last: now, until: now + Math.min(BACKOFF_MAX_MS, 1000 * 2 ** (count - 1)) });
   }
 
   private onHello(c: WorkerConn, m: Message): void {
@@ -262,11 +322,16 @@ export class WorkerPool extends EventEmitter<PoolEvents> {
       const want = createHmac('sha256', this.o.token).update(c.nonce).digest();
       if (!m.proof || m.proof.length !== want.length || !timingSafeEqual(m.proof, want)) throw new GanError('E_AUTH', 'token proof missing or wrong');
     }
+    c.host = m.host.slice(0, 64);
+    c.pid = m.pid;
+    const wait = this.backoff.get(this.identity(c));
+    if (wait && Date.now() < wait.until) {
+      const s = Math.ceil((wait.until - Date.now()) / 1000);
+      throw new GanError('E_BACKOFF', `dropped for timeouts ${wait.count} time${wait.count === 1 ? '' : 's'}; come back in ${s} s`);
+    }
     const active = [...this.conns].filter((x) => x.state === 'live' || x.state === 'joining').length;
     if (active >= this.o.capacity) throw new GanError('E_FULL', `already ${this.o.capacity} workers (--workers)`);
     c.id = this.nextId++;
-    c.host = m.host.slice(0, 64);
-    c.pid = m.pid;
     c.backend = m.backend.slice(0, 64);
     if (m.peerPort !== undefined && m.peerPort > 0 && m.peerPort < 65536) {
       const host = m.peerHost?.slice(0, 255) || c.remoteIp.replace(/^::ffff:/, '');
@@ -336,6 +401,7 @@ export class WorkerPool extends EventEmitter<PoolEvents> {
       this.send(c, stop);
       c.ws.close(1000, `E_DONE: ${reason.slice(0, 100)}`);
     })));
+    this.limited.flush();
     const server = this.server;
     this.server = null;
     this.wss = null;

@@ -32,6 +32,10 @@ export const ErrorCodes = {
   E_DONE: 4009,
   /** The worker's compute failed. */
   E_COMPUTE: 4010,
+  /** A gradient out of bounds: beyond the overflow limit, or far larger than its peers'. */
+  E_BOUNDS: 4011,
+  /** Dropped for timeouts too often: come back later (the wait grows with each drop). */
+  E_BACKOFF: 4012,
 
   // ---- Process level: printed as "PROGRAM: error [CODE]: message".
   /** A wrong or inconsistent command-line flag. */
@@ -60,6 +64,8 @@ export const ErrorCodes = {
   E_NATIVE: 4000,
   /** An MNIST download failed or did not match its checksum. */
   E_DOWNLOAD: 4000,
+  /** The run directory's disk is full (or the quota reached). */
+  E_DISK: 4000,
   /** A bug: something the program did not expect. */
   E_INTERNAL: 4000,
 } as const;

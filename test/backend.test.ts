@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs-core';
 import { nativeAvailable } from '../shared/backend/addon.js';
@@ -110,7 +111,7 @@ describe('backend selection', () => {
     }
     expect(info.name).toBe('native');
     expect(tf.getBackend()).toBe('native');
-    expect(info.detail).toMatch(/OpenBLAS [\d.]+.*1 thread$/);
+    expect(info.detail).toMatch(/(built-in GEMM|OpenBLAS [\d.]+).*1 thread$/);
     expect(lines).toHaveLength(1);
     expect(lines[0]).toMatch(/^backend: native .*tfjs-node not installed/);
     // Idempotent: the same request again changes nothing and logs nothing.
@@ -124,6 +125,17 @@ describe('backend selection', () => {
     const info = await initBackend('auto', { log: (l) => lines.push(l) });
     expect(info.name).toBe('wasm');
     expect(lines).toHaveLength(1);
+  });
+
+  it('without the addon, the one-line fallback notice says what builds it and what it needs', () => {
+    // A process of its own: the addon is looked for once per process.
+    const r = spawnSync(process.execPath, ['-e', "import('./dist/shared/backend/choose.js').then((m) => m.initBackend('auto')).then((i) => console.log(i.name))"], {
+      encoding: 'utf8', cwd: process.cwd(), env: { ...process.env, GAN_NATIVE_ADDON: '/nonexistent/gan_native.node' },
+    });
+    expect(r.stdout.trim()).toBe('wasm');
+    const notice = r.stderr.split('\n').filter((l) => l.startsWith('backend:'));
+    expect(notice).toHaveLength(1);
+    expect(notice[0]).toMatch(/^backend: wasm; .*native addon not built .*npm run build:native.*C compiler: apt-get install build-essential/);
   });
 
   it.skipIf(noNative)(`the thread count can be changed on the native backend${needs}`, async () => {

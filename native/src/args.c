@@ -92,6 +92,7 @@ static const char* type_name(napi_typedarray_type t) {
     case napi_float32_array: return "a Float32Array";
     case napi_uint16_array: return "a Uint16Array";
     case napi_uint8_array: return "a Uint8Array";
+    case napi_float64_array: return "a Float64Array";
     default: return "a typed array";
   }
 }

@@ -206,6 +206,36 @@ napi_value math_all_finite(napi_env env, napi_callback_info info) {
   return out;
 }
 
+SIMD_CLONES static void magnitude_loop(const float* restrict a, size_t n, double* max_abs, double* sum_sq) {
+  float m = 0.f;
+  double s = 0.0;
+  for (size_t i = 0; i < n; i++) {
+    const float x = fabsf(a[i]);
+    /* NaN compares false: the max ignores it, the sum of squares keeps it. */
+    m = x > m ? x : m;
+    s += (double)a[i] * (double)a[i];
+  }
+  *max_abs = m;
+  *sum_sq = s;
+}
+
+/*
+ * magnitude(a: Float32Array, out: Float64Array): out[0] = the largest |a[i]|, out[1] = the sum of
+ * squares in double (NaN or Infinity when a holds one). How big a gradient is, in one pass.
+ */
+napi_value math_magnitude(napi_env env, napi_callback_info info) {
+  Args a;
+  if (!args_init(&a, env, info, 2, "magnitude")) return NULL;
+  size_t n = 0, no = 0;
+  const float* x = arg_typed(&a, 0, napi_float32_array, &n, "a");
+  double* out = arg_typed(&a, 1, napi_float64_array, &no, "out");
+  if (a.failed) return NULL;
+  if (no < 2) return args_fail(&a, "out needs two values");
+  clean_upper();
+  magnitude_loop(x, n, &out[0], &out[1]);
+  return NULL;
+}
+
 /*
  * Half bits -> float32 bits, as shared/codec.ts's table: every NaN becomes the canonical quiet NaN
  * 0x7fc00000 without sign or payload, because the table stores JS's NaN.

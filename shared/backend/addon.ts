@@ -40,6 +40,7 @@ export interface NativeAddon {
   weightedSum: NativeMath['weightedSum'];
   adamStep: NativeMath['adamStep'];
   allFinite: NativeMath['allFinite'];
+  magnitude: NativeMath['magnitude'];
   halfToFloat: NativeMath['halfToFloat'];
   floatToHalf: NativeMath['floatToHalf'];
 }
@@ -73,6 +74,8 @@ export interface NativeMath {
     vOut?: Float32Array,
   ): void;
   allFinite(a: Float32Array): boolean;
+  /** out[0] = largest |a[i]|, out[1] = sum of squares in double (NaN or Infinity when a holds one). */
+  magnitude(a: Float32Array, out: Float64Array): void;
   /** Converts src.length values; dst may be longer. */
   halfToFloat(src: Uint16Array, dst: Float32Array): void;
   /** Converts src.length values; dst may be longer. */
@@ -87,9 +90,12 @@ let addonState: { addon: NativeAddon } | { error: string } | null = null;
 export function loadAddon(): { addon: NativeAddon } | { error: string } {
   if (addonState) return addonState;
   const root = packageRoot();
-  const file = root ? join(root, ADDON_FILE) : null;
+  // GAN_NATIVE_ADDON names another build of the addon (the benchmark compares its GEMMs this way).
+  const file = process.env.GAN_NATIVE_ADDON ?? (root ? join(root, ADDON_FILE) : null);
   if (!file || !existsSync(file)) {
-    addonState = { error: `native addon not built (${ADDON_FILE} missing)` };
+    addonState = {
+      error: `native addon not built (${ADDON_FILE} missing; \`npm run build:native\` builds it, needing only a C compiler: apt-get install build-essential)`,
+    };
   } else {
     try {
       addonState = { addon: createRequire(import.meta.url)(file) as NativeAddon };
@@ -113,11 +119,12 @@ export function nativeMath(): NativeMath | null {
   if ('addon' in s) {
     const a = s.addon;
     // An addon compiled from an older checkout loads fine but lacks these.
-    if ([a.weightedSum, a.adamStep, a.allFinite, a.halfToFloat, a.floatToHalf].every((f) => typeof f === 'function')) {
+    if ([a.weightedSum, a.adamStep, a.allFinite, a.magnitude, a.halfToFloat, a.floatToHalf].every((f) => typeof f === 'function')) {
       math = {
         weightedSum: a.weightedSum,
         adamStep: a.adamStep,
         allFinite: a.allFinite,
+        magnitude: a.magnitude,
         halfToFloat: a.halfToFloat,
         floatToHalf: a.floatToHalf,
       };
