@@ -18,6 +18,7 @@ import { createHash } from 'node:crypto';
 import { modelConfigProblem, modelSignature, netLayout } from '../shared/model.js';
 import type { TrainConfig } from './config.js';
 import { GanError } from '../shared/errors.js';
+import { allFinite } from './optimizer.js';
 
 const MAGIC = Buffer.from('GANDDP01', 'ascii');
 export const CHECKPOINT_FILE = 'checkpoint.bin';
@@ -52,6 +53,10 @@ function sections(s: TrainState): Float32Array[] {
 export function encodeCheckpoint(s: TrainState): Buffer {
   if (!!s.emaG !== s.config.emaDecay > 0) throw new Error(`checkpoint: emaDecay ${s.config.emaDecay} ${s.emaG ? 'with' : 'without'} a moving average`);
   const secs = sections(s);
+  sectionNames(!!s.emaG).forEach((name, i) => {
+    // The state must never carry a NaN or an infinity forward, not even into a file.
+    if (!allFinite(secs[i]!)) throw new GanError('E_CHECKPOINT', `refusing to write a checkpoint holding NaN or Inf in ${name}`);
+  });
   const meta = {
     format: s.emaG ? 2 : 1,
     signature: modelSignature(s.config.model),

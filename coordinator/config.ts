@@ -1,5 +1,5 @@
 /** The coordinator's effective configuration: saved to config.json and inside every checkpoint. */
-import { type ModelConfig, defaultModelConfig } from '../shared/model.js';
+import { type DLabel, type ModelConfig, type ModelKind, defaultModelConfig } from '../shared/model.js';
 
 export interface TrainConfig {
   model: ModelConfig;
@@ -55,4 +55,29 @@ export const defaultTrainConfig: TrainConfig = {
   fp16: false,
   evalEvery: 0,
   emaDecay: 0.999,
+};
+
+/**
+ * What each model kind trains with when the flag is not given (`coordinator --model KIND` alone).
+ * The seed's settings (defaultTrainConfig: batch 100, 2e-4 for both nets, 30 epochs) stay the base
+ * for everything else; these were chosen by measurement (README, "Judging a GAN").
+ */
+export interface KindDefaults {
+  epochs: number;
+  batchSize: number;
+  lrD: number;
+  lrG: number;
+  beta1: number;
+  beta2: number;
+  emaDecay: number;
+  dropout: number;
+  labelSmoothing: number;
+  /** cgan only: how D sees the label. */
+  dLabel?: DLabel;
+}
+
+export const kindDefaults: Record<ModelKind, KindDefaults> = {
+  gan: { epochs: 30, batchSize: 50, lrD: 1e-3, lrG: 2e-3, beta1: 0.5, beta2: 0.999, emaDecay: 0.999, dropout: 0.3, labelSmoothing: 0 },
+  cgan: { epochs: 30, batchSize: 50, lrD: 1e-3, lrG: 2e-3, beta1: 0.5, beta2: 0.999, emaDecay: 0.999, dropout: 0.3, labelSmoothing: 0, dLabel: 'projection' },
+  acgan: { epochs: 30, batchSize: 50, lrD: 1e-3, lrG: 2e-3, beta1: 0.5, beta2: 0.999, emaDecay: 0.999, dropout: 0.3, labelSmoothing: 0 },
 };

@@ -115,7 +115,10 @@ export class Coordinator {
     // Listen before writing anything: a port in use must leave no half-made run directory.
     const port = await this.pool.listen(this.opts.insecure);
     const config = { ...this.cfg, signature: this.signature, dataset: this.data.source, samples: this.data.n };
-    this.runDir.create(config);
+    // Room for two checkpoints: the new one is written beside the last before it replaces it.
+    const params = this.layouts.G.total + this.layouts.D.total;
+    const checkpointBytes = 4 * (3 * params + (this.cfg.emaDecay > 0 ? this.layouts.G.total : 0)) + 64 * 1024;
+    this.runDir.create(config, 2 * checkpointBytes);
     this.watch(config);
     return port;
   }
@@ -418,9 +421,15 @@ export class Coordinator {
     const state = failure ? 'failed' : this.stopping || !this.started ? 'stopped' : 'finished';
     this.view?.end(state, failure ? `${(failure as { code?: string }).code ?? 'error'}: ${failure.message}` : this.stopping ? `stopped: ${this.stopping}` : undefined);
     this.hub?.close();
-    await this.pool.close(encode({ k: Kind.Stop, reason }), reason);
+    await this.pool.close(encode({ k: Kind.Stop, reason, code: failure ? ((failure as { code?: string }).code ?? 'E_INTERNAL') : undefined }), reason);
     // Only a run whose directory exists has a summary to write (a port in use stops it before that).
-    if (this.view) this.runDir.writeSummary({ ...this.summary(), state, error: failure ? { code: (failure as { code?: string }).code, message: failure.message } : undefined });
+    if (!this.view) return;
+    try {
+      this.runDir.writeSummary({ ...this.summary(), state, error: failure ? { code: (failure as { code?: string }).code, message: failure.message } : undefined });
+    } catch (e) {
+      // A full disk that ended the run may refuse the summary too; the checkpoint already holds the state.
+      this.log(`summary.json not written: ${(e as Error).message}`);
+    }
   }
 }
 

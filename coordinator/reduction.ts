@@ -41,8 +41,11 @@ import type { WorkerConn } from './worker-pool.js';
 export const GRADIENT_LIMIT = 1e15;
 /** A direct member's chunk may be at most this many times larger than the median of its peers'. */
 export const PEER_FACTOR = 1000;
-/** Below this root mean square a chunk is never called too large (peers whose gradients vanish). */
-const PEER_FLOOR = 1e-6;
+/**
+ * The smallest reference a chunk is compared with: peers whose gradients vanish (or are zero on
+ * purpose) must not make an ordinary gradient look like an outlier.
+ */
+const PEER_FLOOR = 1e-3;
 /** Stragglers get this many times the median report time of the members that reported, ... */
 export const STRAGGLER_FACTOR = 8;
 /** ... but never less than this. */
@@ -271,7 +274,7 @@ export class Reduction {
       if (direct.some((m) => !m.raw[c])) return;
       const outlier = this.outlier(direct, c);
       if (outlier) {
-        this.o.drop(outlier.conn, new GanError('E_BOUNDS', `${this.o.net} gradient chunk ${c} is ${(outlier.rms[c]! / this.medianRms(direct, c, outlier)).toExponential(1)} times its peers' (root mean square)`));
+        this.o.drop(outlier.conn, new GanError('E_BOUNDS', `${this.o.net} gradient chunk ${c} has root mean square ${outlier.rms[c]!.toExponential(2)}, over ${PEER_FACTOR} times its peers' median (${this.medianRms(direct, c, outlier).toExponential(2)})`));
         return;
       }
     }
@@ -302,8 +305,7 @@ export class Reduction {
   private outlier(direct: Member[], c: number): Member | null {
     if (direct.length < 2) return null;
     const biggest = direct.reduce((a, m) => (m.rms[c]! > a.rms[c]! ? m : a));
-    const median = this.medianRms(direct, c, biggest);
-    return biggest.rms[c]! > PEER_FLOOR && biggest.rms[c]! > PEER_FACTOR * median ? biggest : null;
+    return biggest.rms[c]! > PEER_FACTOR * Math.max(PEER_FLOOR, this.medianRms(direct, c, biggest)) ? biggest : null;
   }
 
   private medianRms(direct: Member[], c: number, except: Member): number {

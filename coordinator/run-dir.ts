@@ -14,7 +14,7 @@
  * a crash leaves the previous version. On resume, lines logged after the checkpoint (rounds and
  * epochs that will run again) are cut from the logs, so each round appears once.
  */
-import { appendFileSync, closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
+import { appendFileSync, closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, statSync, statfsSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { CHECKPOINT_FILE, type TrainState, decodeCheckpoint, encodeCheckpoint } from './checkpoint.js';
 import { GanError } from '../shared/errors.js';
@@ -30,19 +30,41 @@ export interface EpochAccount {
   rounds: number;
 }
 
-/** Write `data` to `file` atomically: temporary file, fsync, rename, fsync of the directory. */
+/** Space errors: the disk is full, or the user's quota is. */
+const NO_SPACE = new Set(['ENOSPC', 'EDQUOT']);
+
+/** The error a failed write of `file` becomes: E_DISK, naming the file and what it needed, when space ran out. */
+function writeError(e: unknown, file: string, bytes: number): Error {
+  const code = (e as NodeJS.ErrnoException).code ?? '';
+  if (NO_SPACE.has(code)) return new GanError('E_DISK', `${file}: no space left on its disk (${code}) for ${formatBytes(bytes)}; free some space, then --resume`, { cause: e });
+  return e as Error;
+}
+
+export function formatBytes(n: number): string {
+  return n >= 2 ** 20 ? `${(n / 2 ** 20).toFixed(1)} MiB` : n >= 1024 ? `${(n / 1024).toFixed(1)} KiB` : `${n} bytes`;
+}
+
+/**
+ * Write `data` to `file` atomically: temporary file, fsync, rename, fsync of the directory. If the
+ * write fails (a full disk: E_DISK) the temporary file is removed and `file` keeps its last version.
+ */
 export function writeFileAtomic(file: string, data: Uint8Array | string): void {
   const bytes = typeof data === 'string' ? Buffer.from(data) : data;
   const tmp = `${file}.tmp-${process.pid}`;
-  const fd = openSync(tmp, 'w');
   try {
-    let off = 0;
-    while (off < bytes.length) off += writeSync(fd, bytes, off, bytes.length - off);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
+    const fd = openSync(tmp, 'w');
+    try {
+      let off = 0;
+      while (off < bytes.length) off += writeSync(fd, bytes, off, bytes.length - off);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(tmp, file);
+  } catch (e) {
+    rmSync(tmp, { force: true });
+    throw writeError(e, file, bytes.length);
   }
-  renameSync(tmp, file);
   try {
     const dfd = openSync(dirname(file), 'r');
     try {
@@ -52,6 +74,15 @@ export function writeFileAtomic(file: string, data: Uint8Array | string): void {
     }
   } catch {
     // Some filesystems refuse fsync on directories; the rename itself is still atomic.
+  }
+}
+
+/** Append a line; on a full disk, E_DISK naming the file (a partial line is dropped on resume). */
+function appendLine(file: string, line: string): void {
+  try {
+    appendFileSync(file, line + '\n');
+  } catch (e) {
+    throw writeError(e, file, line.length + 1);
   }
 }
 
@@ -71,7 +102,9 @@ export function readJsonl<T>(file: string): T[] {
 
 /** Load a checkpoint from a run directory, or a checkpoint file given directly. */
 export function loadCheckpoint(path: string): TrainState {
-  const file = existsSync(join(path, CHECKPOINT_FILE)) ? join(path, CHECKPOINT_FILE) : path;
+  const isDir = existsSync(path) && statSync(path).isDirectory();
+  if (isDir && !existsSync(join(path, CHECKPOINT_FILE))) throw new GanError('E_CHECKPOINT', `${path} holds no ${CHECKPOINT_FILE}: nothing to resume or read`);
+  const file = isDir ? join(path, CHECKPOINT_FILE) : path;
   let buf: Buffer;
   try {
     buf = readFileSync(file);
@@ -79,6 +112,16 @@ export function loadCheckpoint(path: string): TrainState {
     throw new GanError('E_CHECKPOINT', `${file}: cannot read checkpoint (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
   }
   return decodeCheckpoint(buf, file);
+}
+
+/** Bytes free for this user on the disk holding `path` (null where the platform cannot tell). */
+export function freeBytes(path: string): number | null {
+  try {
+    const st = statfsSync(path);
+    return st.bavail * st.bsize;
+  } catch {
+    return null;
+  }
 }
 
 export class RunDir {
@@ -97,9 +140,24 @@ export class RunDir {
     return existsSync(this.checkpointFile);
   }
 
-  /** Create the directory (and samples/) and write config.json. */
-  create(config: object): void {
-    mkdirSync(join(this.path, 'samples'), { recursive: true });
+  /**
+   * Create the directory (and samples/) and write config.json. Refuses (E_DISK) when its disk has
+   * no room for `reserve` bytes (two checkpoints: the one written and the one it replaces), and
+   * removes temporary files a process killed mid-write left behind.
+   */
+  create(config: object, reserve = 0): void {
+    try {
+      mkdirSync(join(this.path, 'samples'), { recursive: true });
+    } catch (e) {
+      throw writeError(e, this.path, 0);
+    }
+    const free = freeBytes(this.path);
+    if (free !== null && free < reserve) {
+      throw new GanError('E_DISK', `${this.path}: ${formatBytes(free)} free on its disk, a run needs at least ${formatBytes(reserve)} (two checkpoints); free some space or choose another --out`);
+    }
+    for (const dir of [this.path, join(this.path, 'samples')]) {
+      for (const name of readdirSync(dir)) if (/\.tmp-\d+$/.test(name)) rmSync(join(dir, name), { force: true });
+    }
     writeFileAtomic(this.file('config.json'), JSON.stringify(config, null, 2) + '\n');
   }
 
@@ -113,7 +171,7 @@ export class RunDir {
   }
 
   appendMetrics(m: RoundMetrics): void {
-    appendFileSync(this.file('metrics.jsonl'), JSON.stringify(m) + '\n');
+    appendLine(this.file('metrics.jsonl'), JSON.stringify(m));
   }
 
   metrics(): RoundMetrics[] {
@@ -121,7 +179,7 @@ export class RunDir {
   }
 
   appendEpoch(e: EpochAccount): void {
-    appendFileSync(this.file('epochs.jsonl'), JSON.stringify(e) + '\n');
+    appendLine(this.file('epochs.jsonl'), JSON.stringify(e));
   }
 
   epochs(): EpochAccount[] {
@@ -129,7 +187,7 @@ export class RunDir {
   }
 
   appendEval(line: object): void {
-    appendFileSync(this.file('eval.jsonl'), JSON.stringify(line) + '\n');
+    appendLine(this.file('eval.jsonl'), JSON.stringify(line));
   }
 
   /** `evaluate RUN_DIR` writes eval.json, or eval-raw.json for G's latest weights. */

@@ -134,6 +134,8 @@ export class WorkerPool extends EventEmitter<PoolEvents> {
   private wake: (() => void) | null = null;
   private bytesIn = 0;
   private bytesOut = 0;
+  /** Connections destroyed for sending too much before proving the token, and the most bytes any of them got read. */
+  readonly preAuth = { refused: 0, maxBytes: 0 };
   /** Timeout drops by worker identity: how many, and until when it is refused. */
   private backoff = new Map<string, { count: number; until: number; last: number }>();
   private readonly limited: LogLimiter;
@@ -265,6 +267,8 @@ export class WorkerPool extends EventEmitter<PoolEvents> {
     const c = new WorkerConn(ws, addr, remoteIp);
     this.conns.add(c);
     limitPreAuth(socket, () => c.state === 'handshake', (bytes) => {
+      this.preAuth.refused++;
+      this.preAuth.maxBytes = Math.max(this.preAuth.maxBytes, bytes);
       this.limited.line('oversized handshakes', `connection from ${addr} destroyed: ${bytes} bytes before proving the token (limit ${PRE_AUTH_BYTES})`);
       this.markDead(c, 'E_TOO_BIG');
     });

@@ -6,7 +6,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 // Registers the gradient functions (tfjs-core alone ships them only as ES modules).
 import '@tensorflow/tfjs';
-import { type ModelConfig, type Net, type NetLayout, auxClasses, conditionDim, isConditional, netLayout } from './model.js';
+import { type ModelConfig, type Net, type NetLayout, auxClasses, conditionDim, dTakesLabel, isConditional, isProjection, labelSmoothing, netLayout } from './model.js';
 
 /** What one worker computes on for one phase. Every array is row-major, n rows. */
 export interface Batch {
@@ -84,13 +84,15 @@ export class GanModel {
 
   /**
    * The MLP both nets are: input (+ condition) through LeakyReLU hidden layers, each followed by
-   * its dropout mask when given, to a linear output layer.
+   * its dropout mask when given, to a linear output layer. `features` hands back the last hidden
+   * layer (after its mask) as well.
    */
-  private mlp(w: tf.Tensor[], x: Tensor2D, cond: Tensor2D | null, masks: Tensor2D[] | null): Tensor2D {
+  private mlp(w: tf.Tensor[], x: Tensor2D, cond: Tensor2D | null, masks: Tensor2D[] | null, features?: (h: Tensor2D) => void): Tensor2D {
     let h: Tensor2D = cond ? tf.concat2d([x, cond], 1) : x;
     const layers = w.length / 2;
     for (let i = 0; i < layers; i++) {
       const last = i === layers - 1;
+      if (last) features?.(h);
       h = tf.fused.matMul({
         a: h,
         b: w[2 * i] as Tensor2D,
@@ -109,11 +111,18 @@ export class GanModel {
   }
 
   /**
-   * D: image (+ condition for cgan) -> n x (1 + auxClasses) logits: real/fake first, then (acgan)
-   * the class logits. `cond` is the one-hot label; only cgan's D reads it.
+   * D: image (+ condition for a concat cgan) -> n x (1 + auxClasses) logits: real/fake first, then
+   * (acgan) the class logits. `cond` is the one-hot label; only cgan's D reads it. A projection
+   * cgan adds <embed(y), phi(x)> to the logit, phi(x) the last hidden layer (Miyato & Koyama 2018);
+   * its embedding is the last weight tensor.
    */
   private dForward(w: tf.Tensor[], x: Tensor2D, cond: Tensor2D | null, masks: Tensor2D[] | null): Tensor2D {
-    return this.mlp(w, x, conditionDim(this.cfg, 'D') > 0 ? cond : null, masks);
+    if (!isProjection(this.cfg)) return this.mlp(w, x, conditionDim(this.cfg, 'D') > 0 ? cond : null, masks);
+    if (!cond) throw new Error('a projection discriminator needs the labels');
+    let phi: Tensor2D | null = null;
+    const out = this.mlp(w.slice(0, -1), x, null, masks, (h) => (phi = h));
+    const embed = tf.matMul(cond, w[w.length - 1] as Tensor2D);
+    return tf.add(out, tf.sum(tf.mul(embed, phi!), 1, true)) as Tensor2D;
   }
 
   /**
@@ -143,7 +152,8 @@ export class GanModel {
   }
 
   /**
-   * D phase: gradient of BCE(D(x), 1) + BCE(D(G(z)), 0) w.r.t. D's weights only; for acgan plus
+   * D phase: gradient of BCE(D(x), 1 - s) + BCE(D(G(z)), 0) w.r.t. D's weights only (s the
+   * one-sided label smoothing, 0 unless set); for acgan plus
    * the class cross-entropy on real and fake rows (Odena et al.: D and G both maximise the
    * log-likelihood of the right class). G runs forward to make the fakes, outside the gradient.
    */
@@ -162,7 +172,8 @@ export class GanModel {
       const mReal = this.masks(n, b.masksReal);
       const mFake = this.masks(n, b.masksFake);
       const masks = mReal && mFake ? mReal.map((m, i) => tf.concat2d([m, mFake[i]!], 0)) : null;
-      const target = tf.concat2d([tf.ones([n, 1]), tf.zeros([n, 1])], 0);
+      // One-sided label smoothing (Salimans et al. 2016): real rows aim at 1 - s, fakes at 0.
+      const target = tf.concat2d([tf.fill([n, 1], 1 - labelSmoothing(this.cfg)), tf.zeros([n, 1])], 0);
       const { value, grads } = tf.valueAndGrads((...w: tf.Tensor[]) => {
         const { loss, p } = this.dLoss(this.dForward(w, x, c2, masks), target, c2);
         kept.push(tf.keep(tf.mean(p.slice([0, 0], [n, 1]))), tf.keep(tf.mean(p.slice([n, 0], [n, 1]))));
@@ -225,7 +236,7 @@ export class GanModel {
   discriminate(images: Float32Array, labels?: Uint8Array): Float32Array {
     const n = images.length / this.cfg.imageDim;
     return tf.tidy(() => {
-      const cond = conditionDim(this.cfg, 'D') > 0 ? this.condition(labels, n) : null;
+      const cond = dTakesLabel(this.cfg) ? this.condition(labels, n) : null;
       const logits = this.dForward(this.weights.D, tf.tensor2d(images, [n, this.cfg.imageDim]), cond, null);
       return tf.sigmoid(logits.slice([0, 0], [n, 1])).dataSync() as Float32Array;
     });

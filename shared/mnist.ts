@@ -6,7 +6,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
-import { gunzipSync } from 'node:zlib';
+import { constants as zlibConstants, gunzipSync } from 'node:zlib';
 import { GanError } from './errors.js';
 
 export interface Dataset {
@@ -34,7 +34,24 @@ export const IDX_FILES = {
 const IMAGE_MAGIC = 0x00000803;
 const LABEL_MAGIC = 0x00000801;
 
-/** Read an IDX file's bytes; gunzip when it starts with the gzip magic. */
+/** The largest IDX file read (after decompression): far above MNIST's 47 MB, far below trouble. */
+export const IDX_MAX_BYTES = 2 ** 30;
+
+/** The size an IDX file's header says the whole file has, or why it cannot be an IDX file. */
+function idxSizeFromHeader(head: Uint8Array, file: string): number {
+  if (head.length < 8) throw new GanError('E_DATA', `${file}: too short for an IDX header`);
+  const dv = new DataView(head.buffer, head.byteOffset, head.byteLength);
+  const magic = dv.getUint32(0);
+  if (magic === LABEL_MAGIC) return 8 + dv.getUint32(4);
+  if (magic === IMAGE_MAGIC && head.length >= 16) return 16 + dv.getUint32(4) * dv.getUint32(8) * dv.getUint32(12);
+  throw new GanError('E_DATA', `${file}: bad magic 0x${magic.toString(16).padStart(8, '0')}, expected an IDX image (0x00000803) or label (0x00000801) file`);
+}
+
+/**
+ * Read an IDX file's bytes; gunzip when it starts with the gzip magic. A compressed file is read
+ * header first, then inflated with its output capped at the size that header implies, so a
+ * decompression bomb costs no more memory than an honest file of its declared size.
+ */
 export function readIdxBytes(file: string): Buffer {
   let raw: Buffer;
   try {
@@ -42,14 +59,32 @@ export function readIdxBytes(file: string): Buffer {
   } catch (e) {
     throw new GanError('E_DATA', `${file}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
   }
-  if (raw.length >= 2 && raw[0] === 0x1f && raw[1] === 0x8b) {
-    try {
-      return gunzipSync(raw);
-    } catch (e) {
-      throw new GanError('E_DATA', `${file}: corrupt gzip data (${(e as Error).message})`);
-    }
+  if (raw.length < 2 || raw[0] !== 0x1f || raw[1] !== 0x8b) return raw;
+  let head: Buffer;
+  try {
+    // The first KiB of a deflate stream inflates to at most about a MiB: enough for the header, bounded.
+    head = gunzipSync(raw.subarray(0, 1024), { finishFlush: zlibConstants.Z_SYNC_FLUSH, maxOutputLength: 2 ** 20 });
+  } catch (e) {
+    throw new GanError('E_DATA', `${file}: corrupt gzip data (${(e as Error).message})`);
   }
-  return raw;
+  const size = idxSizeFromHeader(head, file);
+  if (size > IDX_MAX_BYTES) {
+    // A damaged stream can inflate to a nonsense header: tell that apart, reading at most a MiB.
+    try {
+      gunzipSync(raw, { maxOutputLength: 2 ** 20 });
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ERR_BUFFER_TOO_LARGE') throw new GanError('E_DATA', `${file}: corrupt gzip data (${(e as Error).message})`);
+    }
+    throw new GanError('E_DATA', `${file}: its header declares ${size} bytes, more than the ${IDX_MAX_BYTES} this program reads`);
+  }
+  try {
+    return gunzipSync(raw, { maxOutputLength: size });
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE') {
+      throw new GanError('E_DATA', `${file}: inflates to more than the ${size} bytes its header declares (a damaged file or a decompression bomb)`);
+    }
+    throw new GanError('E_DATA', `${file}: corrupt gzip data (${(e as Error).message})`);
+  }
 }
 
 export function parseIdxImages(buf: Uint8Array, file: string): { n: number; rows: number; cols: number; images: Uint8Array } {

@@ -4,11 +4,15 @@
  * signatures so a worker built for another model is refused.
  *
  *   G: z(100) [+ one-hot label(10) for cgan, acgan] -> 256 -> 512 -> 1024 -> 784, LeakyReLU(0.2), tanh out
- *   D: x(784) [+ one-hot label(10) for cgan] -> 1024 -> 512 -> 256 -> 1 logit [+ 10 class logits for acgan],
- *      LeakyReLU(0.2) and dropout after each hidden layer
+ *   D: x(784) -> 1024 -> 512 -> 256 (= phi(x)) -> 1 logit [+ 10 class logits for acgan],
+ *      LeakyReLU(0.2) and dropout after each hidden layer;
+ *      cgan with dLabel 'projection': logit + <embed(y), phi(x)>, embed a 10 x 256 matrix (D.embed);
+ *      cgan with dLabel 'concat' (older builds): x(784) + one-hot label(10) -> 1024 -> ...
  *
- * gan is Goodfellow et al. (2014); cgan is Mirza & Osindero (2014), the label joining G's noise and
- * D's image; acgan is Odena et al. (2017), the label joining G's noise while D predicts it.
+ * gan is Goodfellow et al. (2014); cgan is the conditional GAN of Mirza & Osindero (2014), the label
+ * joining G's noise, with D seeing the label either through the projection of Miyato & Koyama
+ * (2018) or, as in Mirza & Osindero, concatenated to its input; acgan is Odena et al. (2017), the
+ * label joining G's noise while D predicts it.
  */
 import { Rng, Stream } from './rng.js';
 
@@ -27,7 +31,22 @@ export interface ModelConfig {
   dropout: number;
   /** LeakyReLU negative slope. */
   leak: number;
+  /**
+   * How a cgan's D sees the label: 'projection' (Miyato & Koyama 2018: the logit gains
+   * <embed(y), phi(x)>, phi D's last hidden layer) or 'concat' (Mirza & Osindero: one-hot label
+   * beside the image at D's input). Absent means 'concat', what builds before the field wrote.
+   * Other kinds ignore it.
+   */
+  dLabel?: DLabel;
+  /**
+   * One-sided label smoothing (Salimans et al. 2016): D's target for real rows is 1 - this
+   * (fakes stay 0). Absent means 0.
+   */
+  labelSmoothing?: number;
 }
+
+export type DLabel = 'concat' | 'projection';
+export const D_LABELS: readonly DLabel[] = ['concat', 'projection'];
 
 export const defaultModelConfig: ModelConfig = {
   kind: 'gan',
@@ -56,7 +75,8 @@ export interface NetLayout {
   total: number;
 }
 
-function layout(net: Net, widths: number[]): NetLayout {
+/** Dense layers through `widths`; `embed` appends a classes x (last hidden width) matrix, D.embed. */
+function layout(net: Net, widths: number[], embed = 0): NetLayout {
   const params: ParamShape[] = [];
   let offset = 0;
   for (let i = 0; i + 1 < widths.length; i++) {
@@ -67,6 +87,11 @@ function layout(net: Net, widths: number[]): NetLayout {
     params.push({ name: `${net}.${i}.b`, shape: [fanOut], offset, size: fanOut });
     offset += fanOut;
   }
+  if (embed > 0) {
+    const width = widths[widths.length - 2]!;
+    params.push({ name: `${net}.embed`, shape: [embed, width], offset, size: embed * width });
+    offset += embed * width;
+  }
   return { net, widths, params, total: offset };
 }
 
@@ -75,10 +100,20 @@ export function isConditional(cfg: ModelConfig): boolean {
   return cfg.kind === 'cgan' || cfg.kind === 'acgan';
 }
 
+/** Whether D reads the label through a projection (cgan with dLabel 'projection'). */
+export function isProjection(cfg: ModelConfig): boolean {
+  return cfg.kind === 'cgan' && cfg.dLabel === 'projection';
+}
+
+/** Whether D is given the label of each row (cgan, either way). */
+export function dTakesLabel(cfg: ModelConfig): boolean {
+  return cfg.kind === 'cgan';
+}
+
 /** Width of the one-hot label a net takes beside its input (0: none). */
 export function conditionDim(cfg: ModelConfig, net: Net): number {
   if (net === 'G') return isConditional(cfg) ? cfg.numClasses : 0;
-  return cfg.kind === 'cgan' ? cfg.numClasses : 0;
+  return cfg.kind === 'cgan' && !isProjection(cfg) ? cfg.numClasses : 0;
 }
 
 /** Class logits D outputs after its real/fake logit (acgan only). */
@@ -90,26 +125,37 @@ export function netLayout(cfg: ModelConfig, net: Net): NetLayout {
   const c = conditionDim(cfg, net);
   return net === 'G'
     ? layout('G', [cfg.noiseDim + c, ...cfg.gHidden, cfg.imageDim])
-    : layout('D', [cfg.imageDim + c, ...cfg.dHidden, 1 + auxClasses(cfg)]);
+    : layout('D', [cfg.imageDim + c, ...cfg.dHidden, 1 + auxClasses(cfg)], isProjection(cfg) ? cfg.numClasses : 0);
 }
 
-/** What the handshake compares: model kind and every parameter shape in order. */
+/** One-sided label smoothing in force (0: none). */
+export function labelSmoothing(cfg: ModelConfig): number {
+  return cfg.labelSmoothing ?? 0;
+}
+
+/**
+ * What the handshake compares: model kind, every parameter shape in order, and what else changes
+ * the gradients a worker computes (label smoothing, when on), so a build that would ignore it
+ * is refused instead of computing another loss.
+ */
 export function modelSignature(cfg: ModelConfig): string {
   const g = netLayout(cfg, 'G');
   const d = netLayout(cfg, 'D');
   const shapes = (l: NetLayout) => l.params.map((p) => p.shape.join('x')).join(',');
-  return `${cfg.kind};G:${shapes(g)};D:${shapes(d)}`;
+  const ls = labelSmoothing(cfg) > 0 ? `;ls=${labelSmoothing(cfg)}` : '';
+  return `${cfg.kind}${ls};G:${shapes(g)};D:${shapes(d)}`;
 }
 
 /**
  * Initial weights as PyTorch's nn.Linear does it: W and b ~ U(-1/sqrt(fanIn), 1/sqrt(fanIn)).
- * Seeded, so every run with the same seed starts from the same point.
+ * A projection's embedding (classes x width) is drawn like the output layer it adds to, whose
+ * fan-in is that width. Seeded, so every run with the same seed starts from the same point.
  */
 export function initWeights(l: NetLayout, seed: number): Float32Array {
   const out = new Float32Array(l.total);
   l.params.forEach((p, i) => {
     const rng = new Rng(seed, Stream.init, l.net === 'G' ? 0 : 1, i);
-    const fanIn = p.shape.length === 2 ? p.shape[0]! : l.params[i - 1]!.shape[0]!;
+    const fanIn = p.name.endsWith('.embed') ? p.shape[1]! : p.shape.length === 2 ? p.shape[0]! : l.params[i - 1]!.shape[0]!;
     const bound = 1 / Math.sqrt(fanIn);
     for (let k = 0; k < p.size; k++) out[p.offset + k] = (rng.uniform() * 2 - 1) * bound;
   });
@@ -133,6 +179,8 @@ export function modelConfigProblem(x: unknown): string | null {
   for (const k of ['gHidden', 'dHidden'] as const) if (!widths(m[k])) return `${k} must be 1 to ${MODEL_LIMITS.maxLayers} layer widths from 1 to ${MODEL_LIMITS.maxWidth}`;
   if (typeof m.dropout !== 'number' || !(m.dropout >= 0 && m.dropout < 1)) return 'dropout must be a number in [0, 1)';
   if (typeof m.leak !== 'number' || !Number.isFinite(m.leak)) return 'leak must be a finite number';
+  if (m.dLabel !== undefined && !D_LABELS.includes(m.dLabel as DLabel)) return `dLabel must be one of ${D_LABELS.join(', ')}`;
+  if (m.labelSmoothing !== undefined && (typeof m.labelSmoothing !== 'number' || !(m.labelSmoothing >= 0 && m.labelSmoothing < 0.5))) return 'labelSmoothing must be a number in [0, 0.5)';
   const cfg = m as unknown as ModelConfig;
   const params = netLayout(cfg, 'G').total + netLayout(cfg, 'D').total;
   if (params > MODEL_LIMITS.maxParams) return `${params} parameters is above the limit of ${MODEL_LIMITS.maxParams}`;

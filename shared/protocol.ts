@@ -124,7 +124,8 @@ export interface ReportMsg {
   dFake: number;
   computeMs: number;
 }
-export interface StopMsg { k: Kind.Stop; reason: string }
+/** The run is over; `code` names the error when it ended in failure (the worker then exits non-zero). */
+export interface StopMsg { k: Kind.Stop; reason: string; code?: string }
 export interface ReduceMsg {
   k: Kind.Reduce;
   round: number;
@@ -202,7 +203,7 @@ export const SPECS: Record<Kind, Record<string, FieldType>> = {
   [Kind.Weights]: { net: 'net', version: 'uint', data: 'bin' },
   [Kind.Task]: { round: 'uint', epoch: 'uint', phase: 'net', dVersion: 'uint', gVersion: 'uint', ids: 'bin' },
   [Kind.Report]: { round: 'uint', phase: 'net', count: 'uint', loss: 'number', dReal: 'number', dFake: 'number', computeMs: 'number' },
-  [Kind.Stop]: { reason: 'string' },
+  [Kind.Stop]: { reason: 'string', code: 'string?' },
   [Kind.Reduce]: {
     round: 'uint', phase: 'net', attempt: 'uint', total: 'uint', chunk: 'uint', prev: 'int', next: 'int', nextUrl: 'string', partial: 'bool',
   },

@@ -13,7 +13,10 @@ export function wrapSocket(ws: WebSocket, h: LinkHandlers): Link {
   ws.on('open', () => h.onOpen?.());
   ws.on('message', (data, isBinary) => h.onMessage(data as Buffer, isBinary));
   ws.on('close', (code, reason) => h.onClose(code, reason.toString()));
-  ws.on('error', (e) => h.onError(e.message, TLS_ERRORS.has((e as NodeJS.ErrnoException).code ?? '')));
+  ws.on('error', (e) => {
+    const code = (e as NodeJS.ErrnoException).code ?? '';
+    h.onError(e.message, TLS_ERRORS.has(code) ? 'tls' : /^Unexpected server response/.test(e.message) ? 'http' : 'network');
+  });
   return {
     send(frame) {
       if (ws.readyState === WebSocket.OPEN) ws.send(frame);

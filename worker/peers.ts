@@ -149,7 +149,7 @@ export class PeerHub {
         this.ready(p);
       }),
       onClose: (code, reason) => this.fail(p, 'E_CONNECT', `link to worker ${peer} closed (${code}${reason ? ` ${reason}` : ''})`),
-      onError: (message, tls) => this.fail(p, tls ? 'E_TLS' : 'E_CONNECT', `link to worker ${peer} (${url}): ${message}`),
+      onError: (message, kind) => this.fail(p, kind === 'tls' ? 'E_TLS' : 'E_CONNECT', `link to worker ${peer} (${url}): ${message}`),
     });
     this.links.set(peer, p);
     return p;

@@ -16,8 +16,12 @@ export interface LinkHandlers {
   onOpen?(): void;
   onMessage(frame: Uint8Array, binary: boolean): void;
   onClose(code: number, reason: string): void;
-  /** A failure to connect or a broken connection; `tls` when the server's certificate is not trusted. */
-  onError(message: string, tls: boolean): void;
+  /**
+   * A failure to connect or a broken connection: `tls` when the server's certificate is not
+   * trusted, `http` when the server answered the upgrade with a plain HTTP response (it is not a
+   * coordinator), `network` otherwise.
+   */
+  onError(message: string, kind: 'tls' | 'http' | 'network'): void;
 }
 
 /** Open a link to `url` (ws:// or wss://). */

@@ -107,7 +107,16 @@ export class WorkerClient {
           delay = 250;
         }
         if (this.stopped) return;
+        // Told to come back later: the coordinator is there, so this is no reason to give up.
+        const backoffS = outcome.code === 'E_BACKOFF' ? Number(/come back in (\d+) s/.exec(outcome.message)?.[1] ?? 1) : 0;
+        if (backoffS > 0) {
+          this.log(`coordinator asks this worker to wait: ${outcome.message}`);
+          await new Promise((r) => setTimeout(r, backoffS * 1000));
+          since = Date.now();
+          continue;
+        }
         if (Date.now() - since >= timeout) {
+          if (outcome.code === 'E_FULL') throw new GanError('E_FULL', `the coordinator at ${this.opts.url} kept refusing this worker: ${outcome.message}; gave up after ${Math.round(timeout / 1000)} s`);
           throw new GanError('E_CONNECT', `cannot reach a coordinator at ${this.opts.url} (${outcome.message}); gave up after ${Math.round(timeout / 1000)} s`);
         }
         const wait = Math.min(delay, timeout - (Date.now() - since));
@@ -145,17 +154,31 @@ export class WorkerClient {
       this.welcome = null;
       const link = this.opts.connect(this.opts.url, {
         onMessage: (frame, binary) => {
-          // Frames are handled strictly in order; compute is synchronous inside handle().
+          // Stop is acted on as it arrives (a hung task must not keep the worker from ending); every
+          // other frame is handled strictly in order, compute being synchronous inside handle().
+          let m: Message | null = null;
+          let bad: unknown = null;
+          try {
+            if (!binary) throw new GanError('E_MALFORMED', 'text frame from coordinator');
+            m = decode(frame);
+          } catch (e) {
+            bad = e;
+          }
+          if (m?.k === Kind.Stop) {
+            this.stopped = true;
+            link.close(1000, 'done');
+            // A run that ended in failure is not this worker's success either.
+            if (m.code) finish('fatal', isErrorCode(m.code) ? m.code : 'E_INTERNAL', `the coordinator's run failed: ${m.reason}`);
+            else finish('stop', 'E_DONE', 'coordinator finished the run');
+            return;
+          }
+          const msg = m;
           this.queue = this.queue.then(async () => {
             if (finished) return;
             try {
-              if (!binary) throw new GanError('E_MALFORMED', 'text frame from coordinator');
-              const m = decode(frame);
-              if (m.k === Kind.Welcome) handshook = true;
-              if ((await this.handle(m)) === 'stop') {
-                finish('stop', 'E_DONE', 'coordinator finished the run');
-                link.close(1000, 'done');
-              }
+              if (bad || !msg) throw bad;
+              if (msg.k === Kind.Welcome) handshook = true;
+              await this.handle(msg);
             } catch (e) {
               const err = e instanceof GanError ? e : new GanError('E_COMPUTE', (e as Error).message);
               this.log(`error: ${err.code} ${err.message}`);
@@ -168,11 +191,13 @@ export class WorkerClient {
           if (code === 1000 && reason.startsWith('E_DONE')) return finish('stop', 'E_DONE', reason);
           const said = reason.split(':')[0];
           if (FATAL.has(code)) return finish('fatal', isErrorCode(said) ? said : 'E_CONNECT', `coordinator refused this worker: ${reason}`);
+          if (code === ErrorCodes.E_FULL || code === ErrorCodes.E_BACKOFF) return finish('retry', code === ErrorCodes.E_FULL ? 'E_FULL' : 'E_BACKOFF', reason);
           finish('retry', 'E_CONNECT', reason ? `closed ${code}: ${reason}` : `closed ${code}`);
         },
-        onError: (message, tls) => {
-          // A certificate this worker does not trust will not become trusted by retrying.
-          if (tls) finish('fatal', 'E_TLS', `${this.opts.url}: ${message} (pass the CA with --ca)`);
+        onError: (message, kind) => {
+          // A certificate this worker does not trust, or a server that is not a coordinator, will not change by retrying.
+          if (kind === 'tls') finish('fatal', 'E_TLS', `${this.opts.url}: ${message} (pass the CA with --ca)`);
+          else if (kind === 'http') finish('fatal', 'E_CONNECT', `${this.opts.url} is not a gan-ddp coordinator (${message})`);
           else finish('retry', 'E_CONNECT', message);
         },
       });
@@ -184,15 +209,12 @@ export class WorkerClient {
     this.link?.send(encode(m));
   }
 
-  private async handle(m: Message): Promise<'stop' | void> {
+  private async handle(m: Message): Promise<void> {
     switch (m.k) {
       case Kind.Challenge:
         return this.onChallenge(m);
       case Kind.Welcome:
         return this.onWelcome(m);
-      case Kind.Stop:
-        this.stopped = true;
-        return 'stop';
       case Kind.Shard:
       case Kind.Weights:
       case Kind.WeightsChunk:
