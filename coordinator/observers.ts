@@ -76,6 +76,12 @@ export class RunView {
     st.elapsedS = (Date.now() - st.startedAt) / 1000;
     st.etaS = null;
     st.detail = detail;
+    for (const w of this.data.workers) {
+      if (w.state !== 'live' && w.state !== 'joining') continue;
+      w.state = 'left';
+      w.reason = `run ${state}`;
+      w.leftAt = Date.now();
+    }
     this.addEvent({ kind: 'stop', text: detail ?? `run ${state}` });
   }
 

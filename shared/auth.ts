@@ -1,8 +1,10 @@
 /**
  * The token proof, with WebCrypto so that Node and browser workers share it: a peer proves it
  * knows the token by answering HMAC-SHA256(token, nonce) over a fresh random nonce; the token itself
- * never crosses the wire.
+ * never crosses the wire. Where a browser hides WebCrypto (plain http beyond localhost) the same
+ * HMAC comes from sha256.ts.
  */
+import { hmacSha256 } from './sha256.js';
 
 const keys = new Map<string, Promise<CryptoKey>>();
 
@@ -17,6 +19,7 @@ function keyOf(token: string): Promise<CryptoKey> {
 
 /** HMAC-SHA256(token, nonce). */
 export async function proveToken(token: string, nonce: Uint8Array): Promise<Uint8Array> {
+  if (!globalThis.crypto?.subtle) return hmacSha256(new TextEncoder().encode(token), nonce);
   return new Uint8Array(await crypto.subtle.sign('HMAC', await keyOf(token), nonce as Uint8Array<ArrayBuffer>));
 }
 
