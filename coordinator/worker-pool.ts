@@ -27,7 +27,7 @@ import { type IncomingMessage, type Server, type ServerResponse, createServer as
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import { WebSocket, WebSocketServer } from 'ws';
-import { Kind, PROTOCOL_VERSION, type Message, type ReportMsg, decode, encode } from '../shared/codec.js';
+import { type ChunkMsg, Kind, PROTOCOL_VERSION, type Message, type ReportMsg, decode, encode } from '../shared/codec.js';
 import { GanError, closeReason } from '../shared/errors.js';
 import { type ModelConfig, type Net, netLayout } from '../shared/model.js';
 import { LogLimiter } from './log-limit.js';
@@ -85,6 +85,8 @@ export interface PoolEvents {
   connected: [c: WorkerConn];
   /** A worker reported a computed phase, before validation (observers, tests). */
   report: [c: WorkerConn, m: ReportMsg];
+  /** A chunk of a gradient or partial sum arrived, before validation (observers, tests). */
+  chunk: [c: WorkerConn, m: ChunkMsg];
   /**
    * A connection ended; `wasLive` if it was a member of the run. `reason` is the error code it was
    * dropped with (E_TIMEOUT, ...), or how its peer closed it.
@@ -350,6 +352,7 @@ export class WorkerPool extends EventEmitter<PoolEvents> {
 
   private dispatch(c: WorkerConn, m: Message): void {
     if (m.k === Kind.Report) this.emit('report', c, m);
+    else if (m.k === Kind.Chunk) this.emit('chunk', c, m);
     if (c.state !== 'live') throw new GanError('E_UNEXPECTED', `${Kind[m.k] ?? m.k} before this worker was admitted to a round`);
     if (!this.handler) {
       // A peer link can break between phases; the next phase's plan will route around it.

@@ -26,6 +26,8 @@ export interface ParticipantOptions {
   toCoordinator(frame: Uint8Array): void;
   /** A frame to a peer (dialing `url` when there is no link yet); absent for workers that do not relay. */
   toPeer?(peer: number, url: string | null, frame: Uint8Array): void;
+  /** Told after each phase this worker computed (a page's status line). */
+  onComputed?: (c: { round: number; phase: Net; count: number; computeMs: number }) => void;
   /** Test seam: awaited before computing a task; may throw or stall to simulate faults. */
   testBeforeTask?: (t: TaskMsg, shard: SampleSource) => Promise<void> | void;
   /** Test seam: called before each relayed frame goes out (fault injection at exact points of a relay). */
@@ -198,6 +200,7 @@ export class Participant {
     }
     this.held = { round: t.round, phase: t.phase, count: t.ids.length, grads, half, sentRaw: false, plans: new Map(), partials: new Map(), sent: new Map() };
     this.tasksDone++;
+    this.o.onComputed?.({ round: t.round, phase: t.phase, count: t.ids.length, computeMs });
     this.o.toCoordinator(encode({ k: Kind.Report, round: t.round, phase: t.phase, count: t.ids.length, loss: r.loss, dReal: r.dReal, dFake: r.dFake, computeMs }));
     const early = this.early;
     this.early = { plans: [], partials: [] };

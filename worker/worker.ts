@@ -17,7 +17,7 @@ import { type ErrorCode, ErrorCodes, GanError, closeReason, isErrorCode } from '
 import type { GanModel } from '../shared/gan.js';
 import { type ModelConfig, type ModelKind, modelSignature } from '../shared/model.js';
 import type { SampleSource } from '../shared/batch.js';
-import { Participant, type RelaySeam } from './participant.js';
+import { Participant, type ParticipantOptions, type RelaySeam } from './participant.js';
 import type { Connect, Link } from './transport.js';
 
 /** A relay listener: how this worker takes part in relayed reductions (Node workers that can listen). */
@@ -52,6 +52,10 @@ export interface WorkerOptions {
   /** Take part in relayed reductions (absent: this worker sends its gradients to the coordinator). */
   relay?: Relay;
   log?: (line: string) => void;
+  /** Told after each phase this worker computed. */
+  onComputed?: ParticipantOptions['onComputed'];
+  /** Told when the worker joins a coordinator (its id) or loses it. */
+  onJoined?: (workerId: number) => void;
   /** Test seam: awaited before computing a task; may throw or stall to simulate faults. */
   testBeforeTask?: (t: TaskMsg, shard: SampleSource) => Promise<void> | void;
   /** Test seam: called before each relayed frame goes out (a partial sum, or weights passed down the chain). */
@@ -275,9 +279,11 @@ export class WorkerClient {
       model: this.pendingModel, seed: m.seed, fp16: m.fp16,
       toCoordinator: (f) => this.link?.send(f),
       toPeer: relay ? (peer, url, f) => relay.send(peer, url, f) : undefined,
+      onComputed: this.opts.onComputed,
       testBeforeTask: this.opts.testBeforeTask,
       testBeforeRelay: this.opts.testBeforeRelay,
     });
     this.log(`joined as worker ${m.workerId}`);
+    this.opts.onJoined?.(m.workerId);
   }
 }

@@ -1,0 +1,99 @@
+/**
+ * Browser workers (the /worker page in Debian's chromium): they train beside Node workers with
+ * exact accounting, compute the same gradients as a Node worker on the same backend, leave the run
+ * like a killed process when the page closes, and show a refused token on the page.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Browser } from 'playwright-core';
+import type { ChunkMsg } from '../shared/codec.js';
+import { type Cluster, smallData, startCluster, tinyConfig } from './helpers.js';
+import { browserAvailable, launchBrowser, openPage } from './browser.js';
+import { requireBuild } from './util-faults.js';
+
+const noBrowser = !browserAvailable();
+const why = noBrowser ? ' [skipped: no /usr/bin/chromium: apt-get install chromium]' : '';
+const pageUrl = (c: Cluster, query = '', hash = '') => `${c.url.replace(/^ws/, 'http')}/worker${query}${hash}`;
+
+describe.skipIf(noBrowser)(`browser workers${why}`, () => {
+  let browser: Browser;
+  const clusters: Cluster[] = [];
+  beforeAll(async () => {
+    requireBuild();
+    browser = await launchBrowser();
+  });
+  afterAll(async () => {
+    for (const c of clusters) await c.coord.close().catch(() => {});
+    await browser?.close();
+  });
+
+  it('train beside a Node worker with exact per-epoch accounting, reporting their backend', async () => {
+    const n = 60;
+    const c = await startCluster(tinyConfig({ workers: 2, batchSize: 10, epochs: 2 }), smallData(n), { startWorkers: 1 });
+    clusters.push(c);
+    const page = await openPage(browser, pageUrl(c));
+    const coord = await c.finish();
+    expect(coord.epochLog.map((e) => [e.usedOnce, e.missing, e.duplicated])).toEqual([[n, 0, 0], [n, 0, 0]]);
+    expect(coord.runDir.metrics().every((m) => m.workers === 2)).toBe(true);
+    await page.waitForFunction(() => document.querySelector('#state')?.textContent === 'run finished', null, { timeout: 20_000 });
+    expect(await page.locator('#rounds').getAttribute('data-value')).toBe(String(coord.round));
+    expect(await page.locator('#backend').textContent()).toMatch(/^(WebGPU|WebGL|wasm)/);
+    expect(coord.view!.data.workers.find((w) => w.id === 1)!.backend).toMatch(/in Chrom/);
+    expect(page.errors).toEqual([]);
+    await page.context().close();
+  }, 120_000);
+
+  it('compute the gradient a Node worker computes for the same task on the same backend', async () => {
+    /** Round 0's D gradient of a one-worker run, as the coordinator receives it. */
+    const firstGradient = async (join: (c: Cluster) => Promise<unknown>): Promise<Float32Array> => {
+      const c = await startCluster(tinyConfig({ workers: 1, batchSize: 20, maxRounds: 1 }), smallData(40), { startWorkers: 0 });
+      clusters.push(c);
+      const g = new Float32Array(c.coord.layouts.D.total);
+      c.coord.pool.on('chunk', (_w, m: ChunkMsg) => {
+        if (m.round === 0 && m.phase === 'D' && !m.partial) g.set(m.data as Float32Array, m.offset);
+      });
+      const joined = await join(c);
+      await c.finish();
+      if (joined && typeof (joined as { context?: unknown }).context === 'function') await (joined as { context(): { close(): Promise<void> } }).context().close();
+      return g;
+    };
+    const fromNode = await firstGradient(async (c) => c.addWorker());
+    const fromBrowser = await firstGradient((c) => openPage(browser, pageUrl(c, '?backend=wasm')));
+    const scale = fromNode.reduce((a, x) => Math.max(a, Math.abs(x)), 0);
+    expect(scale).toBeGreaterThan(0);
+    let worst = 0;
+    for (let i = 0; i < fromNode.length; i++) worst = Math.max(worst, Math.abs(fromNode[i]! - fromBrowser[i]!));
+    // Threads and summation order differ; the values agree to float precision.
+    expect(worst / scale).toBeLessThan(1e-4);
+  }, 120_000);
+
+  it('leave the run when the page closes mid-phase: its samples are dealt again, none lost or repeated', async () => {
+    const n = 80;
+    let page: Awaited<ReturnType<typeof openPage>> | null = null;
+    const c = await startCluster(tinyConfig({ workers: 3, minWorkers: 1, batchSize: 10, epochs: 2 }), smallData(n), {
+      startWorkers: 2,
+      // Round 2: the tasks go out, then the tab is closed while it computes.
+      testBeforePhase: (round, phase) => {
+        if (round === 2 && phase === 'D') setTimeout(() => void page?.close(), 0);
+      },
+    });
+    clusters.push(c);
+    page = await openPage(browser, pageUrl(c));
+    const coord = await c.finish();
+    const dropped = coord.runDir.metrics().find((m) => m.dropped.length > 0);
+    expect(dropped?.round).toBe(2);
+    expect(coord.epochLog.map((e) => [e.usedOnce, e.missing, e.duplicated])).toEqual([[n, 0, 0], [n, 0, 0]]);
+  }, 120_000);
+
+  it('show a wrong token on the page and stay out of the run', async () => {
+    const c = await startCluster(tinyConfig({ workers: 1, batchSize: 10, maxRounds: 3 }), smallData(30), { token: 'bw-secret', startWorkers: 0 });
+    clusters.push(c);
+    const wrong = await openPage(browser, pageUrl(c, '', '#token=nope'));
+    await wrong.waitForSelector('#error:not([hidden])', { timeout: 30_000 });
+    expect(await wrong.locator('#error-text').textContent()).toMatch(/wrong token.*E_AUTH/);
+    expect(await wrong.locator('#state').getAttribute('data-state')).toBe('refused');
+    c.addWorker({ token: 'bw-secret' });
+    const coord = await c.finish();
+    expect(coord.view!.data.workers.filter((w) => /in Chrom/.test(w.backend))).toEqual([]);
+    await wrong.context().close();
+  }, 120_000);
+});
