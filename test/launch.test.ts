@@ -55,7 +55,7 @@ function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
 beforeAll(() => requireDist());
 
 describe('scripts/launch-workers.sh', () => {
-  it('launches one worker per host over ssh, GAN_DDP_TOKEN sent on stdin; they train a run to completion', async () => {
+  it('--per-host 1 launches one worker per host over ssh, GAN_DDP_TOKEN sent on stdin; they train a run to completion', async () => {
     const token = "s3cret token with 'quotes'";
     const perRound: number[] = [];
     const cluster = await startCluster(tinyConfig({ workers: 2, batchSize: 10, maxRounds: 4 }), smallData(100), {
@@ -68,7 +68,7 @@ describe('scripts/launch-workers.sh', () => {
     const ssh = fakeSsh(root);
     let trained = false;
     try {
-      const r = await run('bash', [script, '--coordinator', cluster.url, '--dir', dir, '--backend', 'wasm', '--connect-timeout', '20', 'host-a', 'host-b'], {
+      const r = await run('bash', [script, '--coordinator', cluster.url, '--per-host', '1', '--dir', dir, '--backend', 'wasm', '--connect-timeout', '20', 'host-a', 'host-b'], {
         env: { ...process.env, SSH: ssh.cmd, GAN_DDP_TOKEN: token },
         timeoutMs: 30_000,
       });
@@ -133,6 +133,32 @@ describe('scripts/launch-workers.sh', () => {
     }
   });
 
+  it('by default each host runs one worker on every core with the native addon, and one wasm worker per core without it, saying so', async () => {
+    const ssh = fakeSsh(join(root, 'ssh-auto'));
+    const fakeNode = join(root, 'fake-node-auto');
+    writeFileSync(fakeNode, '#!/usr/bin/env bash\necho "started $*"\n');
+    chmodSync(fakeNode, 0o755);
+    const cores = Number((await run('nproc', [])).stdout.trim());
+    const bare = join(root, 'auto-bare');
+    const built = join(root, 'auto-built');
+    mkdirSync(bare);
+    mkdirSync(join(built, 'native', 'build', 'Release'), { recursive: true });
+    writeFileSync(join(built, 'native', 'build', 'Release', 'gan_native.node'), '');
+    for (const [dir, n, threads] of [[bare, cores, 1], [built, 1, cores]] as const) {
+      const r = await run('bash', [script, '--coordinator', 'ws://10.0.0.1:8765', '--dir', dir, '--node', fakeNode, 'h1'], { env: { ...process.env, SSH: ssh.cmd } });
+      expect(r.code, r.stderr).toBe(0);
+      expect(lines(r.stdout)).toEqual([`h1: started its workers (logs ${dir}/worker-0-*.log)`]);
+      if (dir === bare) expect(r.stderr).toMatch(new RegExp(`no native addon here: one wasm worker per core \\(${cores}\\)`));
+      else expect(r.stderr).toBe('');
+      for (let j = 0; j < n; j++) {
+        const log = join(dir, `worker-0-${j}.log`);
+        expect(await waitFor(() => existsSync(log) && readFileSync(log, 'utf8').includes('started'), 5000), log).toBe(true);
+        expect(readFileSync(log, 'utf8').trim()).toBe(`started dist/cli/worker.js --connect ws://10.0.0.1:8765 --threads ${threads}`);
+      }
+      expect(existsSync(join(dir, `worker-0-${n}.log`))).toBe(false);
+    }
+  });
+
   it('without a token nothing goes to ssh\'s stdin and the workers get none', async () => {
     const dir = join(root, 'no-token');
     mkdirSync(dir);
@@ -142,7 +168,7 @@ describe('scripts/launch-workers.sh', () => {
     chmodSync(fakeNode, 0o755);
     const env: NodeJS.ProcessEnv = { ...process.env, SSH: ssh.cmd };
     delete env.GAN_DDP_TOKEN;
-    const r = await run('bash', [script, '--coordinator', 'ws://127.0.0.1:9', '--dir', dir, '--node', fakeNode, 'h1'], { env });
+    const r = await run('bash', [script, '--coordinator', 'ws://127.0.0.1:9', '--per-host', '1', '--dir', dir, '--node', fakeNode, 'h1'], { env });
     expect(r.code, r.stderr).toBe(0);
     const calls = invocations(ssh.record);
     expect(calls).toHaveLength(1);
@@ -157,10 +183,14 @@ describe('scripts/launch-workers.sh', () => {
     const ssh = join(root, 'half-ssh');
     writeFileSync(ssh, '#!/usr/bin/env bash\n[ "$1" = bad ] && { echo "ssh: connect to host bad: Connection refused" >&2; exit 255; }\nexit 0\n');
     chmodSync(ssh, 0o755);
-    const r = await run('bash', [script, '--coordinator', 'ws://127.0.0.1:9', 'bad', 'good'], { env: { ...process.env, SSH: ssh } });
+    const r = await run('bash', [script, '--coordinator', 'ws://127.0.0.1:9', '--per-host', '1', 'bad', 'good'], { env: { ...process.env, SSH: ssh } });
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/bad: ssh failed with status 255; workers 0 not started/);
     expect(r.stdout).toMatch(/good: started worker 1/);
+    const auto = await run('bash', [script, '--coordinator', 'ws://127.0.0.1:9', 'bad', 'good'], { env: { ...process.env, SSH: ssh } });
+    expect(auto.code).toBe(1);
+    expect(auto.stderr).toMatch(/bad: ssh failed with status 255; workers 0-\* not started/);
+    expect(auto.stdout).toMatch(/good: started its workers/);
   });
 
   it('rejects bad usage with one clear line and runs no ssh', async () => {
