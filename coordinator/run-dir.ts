@@ -18,17 +18,11 @@ import { appendFileSync, closeSync, existsSync, fsyncSync, mkdirSync, openSync, 
 import { dirname, join } from 'node:path';
 import { CHECKPOINT_FILE, type TrainState, decodeCheckpoint, encodeCheckpoint } from './checkpoint.js';
 import { GanError } from '../shared/errors.js';
+import type { EpochLine } from '../shared/observe.js';
 import type { RoundMetrics } from './metrics.js';
 
-/** Per-epoch accounting: every sample must be used exactly once. */
-export interface EpochAccount {
-  epoch: number;
-  samples: number;
-  usedOnce: number;
-  missing: number;
-  duplicated: number;
-  rounds: number;
-}
+/** Per-epoch accounting (epochs.jsonl): every sample must be used exactly once. */
+export type EpochAccount = EpochLine;
 
 /** Space errors: the disk is full, or the user's quota is. */
 const NO_SPACE = new Set(['ENOSPC', 'EDQUOT']);

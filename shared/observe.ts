@@ -49,6 +49,7 @@ export interface RunStatus {
   detail?: string;
 }
 
+/** One finished epoch's accounting: every sample must be used exactly once. */
 export interface EpochLine {
   epoch: number;
   samples: number;
