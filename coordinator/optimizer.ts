@@ -162,11 +162,12 @@ export function emaDecayAt(decay: number, t: number): number {
   return Math.min(decay, (1 + t) / (10 + t));
 }
 
-/** avg = d * avg + (1 - d) * w, in place, with d = emaDecayAt(decay, t). */
-export function emaUpdate(avg: Float32Array, w: Float32Array, decay: number, t: number): void {
+/** avg = d * avg + (1 - d) * w, in place, with d = emaDecayAt(decay, t); the addon does it when built, to the same bits. */
+export function emaUpdate(avg: Float32Array, w: Float32Array, decay: number, t: number, math: NativeMath | null = nativeMath()): void {
   if (avg.length !== w.length) throw new Error('moving average and weights differ in size');
   const d = emaDecayAt(decay, t);
   const e = 1 - d;
+  if (math) return math.emaUpdate(avg, w, d, e);
   for (let i = 0; i < avg.length; i++) avg[i] = d * avg[i]! + e * w[i]!;
 }
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { type AdamConfig, adamState, adamStep, allFinite, weightedAverage } from '../coordinator/optimizer.js';
+import { type AdamConfig, adamApply, adamHyper, adamState, adamStep, allFinite, emaUpdate, magnitude, weightedAverage } from '../coordinator/optimizer.js';
 import { nativeAvailable, nativeMath } from '../shared/backend/addon.js';
 import { fromHalf, toHalf } from '../shared/half.js';
 
@@ -103,6 +103,34 @@ describe(title, () => {
         expect(firstDiff(bits(sN.v), bits(sJ.v)), `config ${ci} step ${t}: v`).toBe(-1);
       }
     }
+  });
+
+  it.skipIf(!math)('adamApply out of place, chunk by chunk, equals the whole step in place; emaUpdate and magnitude match', () => {
+    const r = rng(11);
+    const n = 70_001;
+    const w = gradients(n, r), g = gradients(n, r), m = gradients(n, r), v = gradients(n, r).map(Math.abs);
+    const h = adamHyper(3, { lr: 2e-4, beta1: 0.5, beta2: 0.999, epsilon: 1e-8 });
+    const ref = { w: w.slice(), m: m.slice(), v: v.slice() };
+    adamApply(ref.w, g, ref.m, ref.v, h, undefined, null);
+    const out = { w: new Float32Array(n), m: new Float32Array(n), v: new Float32Array(n) };
+    for (let s = 0; s < n; s += 5000) {
+      const e = Math.min(n, s + 5000);
+      adamApply(w.subarray(s, e), g.subarray(s, e), m.subarray(s, e), v.subarray(s, e), h, { w: out.w.subarray(s, e), m: out.m.subarray(s, e), v: out.v.subarray(s, e) }, math);
+    }
+    for (const k of ['w', 'm', 'v'] as const) expect(firstDiff(bits(out[k]), bits(ref[k])), k).toBe(-1);
+    const avgJs = w.slice();
+    const avgNat = w.slice();
+    for (let t = 0; t < 5; t++) {
+      emaUpdate(avgJs, g, 0.999, t, null);
+      emaUpdate(avgNat, g, 0.999, t, math);
+    }
+    expect(firstDiff(bits(avgNat), bits(avgJs))).toBe(-1);
+    const big = g.slice();
+    big[123] = 3e20;
+    expect(magnitude(big, math).maxAbs).toBe(magnitude(big, null).maxAbs);
+    expect(magnitude(big, math).rms).toBeCloseTo(magnitude(big, null).rms, 6);
+    big[5] = NaN;
+    expect(Number.isNaN(magnitude(big, math).maxAbs) && Number.isNaN(magnitude(big, null).maxAbs)).toBe(true);
   });
 
   it.skipIf(!math)('fromHalf: all 65536 half values', () => {

@@ -52,6 +52,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"adamStep", NULL, math_adam_step, NULL, NULL, NULL, napi_default, NULL},
       {"allFinite", NULL, math_all_finite, NULL, NULL, NULL, napi_default, NULL},
       {"magnitude", NULL, math_magnitude, NULL, NULL, NULL, napi_default, NULL},
+      {"emaUpdate", NULL, math_ema_update, NULL, NULL, NULL, napi_default, NULL},
       {"halfToFloat", NULL, math_half_to_float, NULL, NULL, NULL, napi_default, NULL},
       {"floatToHalf", NULL, math_float_to_half, NULL, NULL, NULL, napi_default, NULL},
   };

@@ -206,6 +206,26 @@ napi_value math_all_finite(napi_env env, napi_callback_info info) {
   return out;
 }
 
+SIMD_CLONES static void ema_loop(float* restrict avg, const float* restrict w, double d, double e, size_t n) {
+  for (size_t i = 0; i < n; i++) avg[i] = (float)(d * (double)avg[i] + e * (double)w[i]);
+}
+
+/* emaUpdate(avg, w, d, e): avg = d * avg + e * w in place, in double, as the JS loop. */
+napi_value math_ema_update(napi_env env, napi_callback_info info) {
+  Args a;
+  if (!args_init(&a, env, info, 4, "emaUpdate")) return NULL;
+  size_t na = 0, nw = 0;
+  float* avg = arg_typed(&a, 0, napi_float32_array, &na, "avg");
+  const float* w = arg_typed(&a, 1, napi_float32_array, &nw, "w");
+  const double d = arg_num(&a, 2, "d"), e = arg_num(&a, 3, "e");
+  if (a.failed) return NULL;
+  if (na != nw) return args_fail(&a, "the average and the weights differ in size");
+  if (ranges_overlap(avg, na * 4, w, nw * 4)) return args_fail(&a, "avg and w must not share memory");
+  clean_upper();
+  ema_loop(avg, w, d, e, na);
+  return NULL;
+}
+
 SIMD_CLONES static void magnitude_loop(const float* restrict a, size_t n, double* max_abs, double* sum_sq) {
   float m = 0.f;
   double s = 0.0;

@@ -11,6 +11,8 @@ void array_math_init(void);
 napi_value math_weighted_sum(napi_env env, napi_callback_info info);
 /* adamStep(w, g, m, v: Float32Array, b1, b2, omb1, omb2, c1, c2, lr, eps: number) */
 napi_value math_adam_step(napi_env env, napi_callback_info info);
+/* emaUpdate(avg, w: Float32Array, d, e: number): avg = d * avg + e * w */
+napi_value math_ema_update(napi_env env, napi_callback_info info);
 /* magnitude(a: Float32Array, out: Float64Array): largest |a[i]| and the sum of squares */
 napi_value math_magnitude(napi_env env, napi_callback_info info);
 /* allFinite(a: Float32Array): boolean */

@@ -41,6 +41,7 @@ export interface NativeAddon {
   adamStep: NativeMath['adamStep'];
   allFinite: NativeMath['allFinite'];
   magnitude: NativeMath['magnitude'];
+  emaUpdate: NativeMath['emaUpdate'];
   halfToFloat: NativeMath['halfToFloat'];
   floatToHalf: NativeMath['floatToHalf'];
 }
@@ -76,6 +77,8 @@ export interface NativeMath {
   allFinite(a: Float32Array): boolean;
   /** out[0] = largest |a[i]|, out[1] = sum of squares in double (NaN or Infinity when a holds one). */
   magnitude(a: Float32Array, out: Float64Array): void;
+  /** avg = d * avg + e * w in place, each element in double then rounded once. */
+  emaUpdate(avg: Float32Array, w: Float32Array, d: number, e: number): void;
   /** Converts src.length values; dst may be longer. */
   halfToFloat(src: Uint16Array, dst: Float32Array): void;
   /** Converts src.length values; dst may be longer. */
@@ -119,12 +122,13 @@ export function nativeMath(): NativeMath | null {
   if ('addon' in s) {
     const a = s.addon;
     // An addon compiled from an older checkout loads fine but lacks these.
-    if ([a.weightedSum, a.adamStep, a.allFinite, a.magnitude, a.halfToFloat, a.floatToHalf].every((f) => typeof f === 'function')) {
+    if ([a.weightedSum, a.adamStep, a.allFinite, a.magnitude, a.emaUpdate, a.halfToFloat, a.floatToHalf].every((f) => typeof f === 'function')) {
       math = {
         weightedSum: a.weightedSum,
         adamStep: a.adamStep,
         allFinite: a.allFinite,
         magnitude: a.magnitude,
+        emaUpdate: a.emaUpdate,
         halfToFloat: a.halfToFloat,
         floatToHalf: a.floatToHalf,
       };
