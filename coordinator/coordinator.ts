@@ -410,6 +410,7 @@ export class Coordinator {
       epochs: this.epochLog,
       checkpoint: this.runDir.checkpointFile,
       final_grid: this.runDir.existing(finalGrid),
+      workers: this.view?.data.workers ?? [],
     };
   }
 

@@ -38,6 +38,8 @@ export class RunView {
   /** Lengths of the append-only lists; an observer's cursor is a copy of these. */
   private droppedEvents = 0;
   private recent: number[] = [];
+  /** Where each new event is also written (the live run's events.jsonl). */
+  private eventSink: ((e: RunEvent) => void) | null = null;
 
   constructor(id: number, name: string, live: boolean, config: Record<string, unknown>, status: RunStatus) {
     const model = config.model as ModelConfig | undefined;
@@ -61,6 +63,17 @@ export class RunView {
       for (const e of past.data.epochs) view.addEpoch(e);
       for (const e of past.data.evals) view.addEval(e);
       for (const g of past.data.grids) view.addGrid(g, past.pngs.get(g)!);
+      for (const e of past.data.events) view.addEvent(e);
+    }
+    view.eventSink = (e) => {
+      try {
+        dir.appendEvent(e);
+      } catch {
+        // The event log is a record for the dashboard; a full disk is reported (E_DISK) by the
+        // metrics and checkpoint writes that end the run, not by this one.
+      }
+    };
+    if (resumed) {
       view.addEvent({ kind: 'resume', text: `resumed at round ${at.round}, epoch ${at.epoch + 1}` });
     } else {
       const m = config.model as ModelConfig;
@@ -115,6 +128,8 @@ export class RunView {
     for (const e of readJsonl<EpochLine>(join(dir, 'epochs.jsonl'))) v.addEpoch(e);
     v.data.status.epoch = v.data.epochs.length;
     for (const e of readJsonl<EvalLine>(join(dir, 'eval.jsonl'))) v.addEval(e);
+    for (const e of readJsonl<RunEvent>(join(dir, 'events.jsonl'))) v.addEvent(e);
+    if (Array.isArray(summary?.workers)) v.data.workers.push(...(summary.workers as WorkerRow[]));
     let names: string[] = [];
     try {
       names = readdirSync(join(dir, 'samples')).filter((n) => n.endsWith('.png')).sort();
@@ -155,8 +170,11 @@ export class RunView {
     this.pngs.set(name, png);
   }
 
-  addEvent(e: Omit<RunEvent, 't'>): void {
-    this.data.events.push({ t: Date.now(), ...e });
+  /** Adds an event, stamped now unless it carries its own time (one read back from a run directory). */
+  addEvent(e: Omit<RunEvent, 't'> & { t?: number }): void {
+    const ev: RunEvent = { ...e, t: e.t ?? Date.now() };
+    this.data.events.push(ev);
+    this.eventSink?.(ev);
     if (this.data.events.length > MAX_EVENTS) {
       this.data.events.shift();
       this.droppedEvents++;

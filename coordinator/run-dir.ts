@@ -5,10 +5,12 @@
  *   metrics.jsonl      one line per round (RoundMetrics)
  *   epochs.jsonl       one line per finished epoch (EpochAccount)
  *   eval.jsonl         one line per --eval-every evaluation
+ *   events.jsonl       what the dashboard's event log showed: joins, drops with their codes,
+ *                      checkpoints, resumes, evaluations, the end (RunEvent)
  *   eval.json          `evaluate RUN_DIR` (eval-raw.json with --raw)
  *   samples/*.png      sample grids: epoch-NNN.png after each epoch, final.png at the end
  *   checkpoint.bin     the whole training state (checkpoint.ts), written atomically
- *   summary.json       written when the run ends
+ *   summary.json       written when the run ends (with the final worker table)
  *
  * Single files are replaced atomically (temporary file, fsync, rename, fsync of the directory), so
  * a crash leaves the previous version. On resume, lines logged after the checkpoint (rounds and
@@ -18,7 +20,7 @@ import { appendFileSync, closeSync, existsSync, fsyncSync, mkdirSync, openSync, 
 import { dirname, join } from 'node:path';
 import { CHECKPOINT_FILE, type TrainState, decodeCheckpoint, encodeCheckpoint } from './checkpoint.js';
 import { GanError } from '../shared/errors.js';
-import type { EpochLine } from '../shared/observe.js';
+import type { EpochLine, RunEvent } from '../shared/observe.js';
 import type { RoundMetrics } from './metrics.js';
 
 /** Per-epoch accounting (epochs.jsonl): every sample must be used exactly once. */
@@ -182,6 +184,10 @@ export class RunDir {
 
   appendEval(line: object): void {
     appendLine(this.file('eval.jsonl'), JSON.stringify(line));
+  }
+
+  appendEvent(e: RunEvent): void {
+    appendLine(this.file('events.jsonl'), JSON.stringify(e));
   }
 
   /** `evaluate RUN_DIR` writes eval.json, or eval-raw.json for G's latest weights. */

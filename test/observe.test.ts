@@ -183,6 +183,14 @@ describe('dashboard RUN_DIR...', () => {
       expect(snap.runs.map((r) => r.status.state)).toEqual(['finished', 'finished']);
       expect(snap.runs[0]!.grids).toEqual(['epoch-001.png', 'epoch-002.png', 'final.png']);
       expect(w.grids.filter((g) => g.run === 1).map((g) => g.name)).toEqual(['epoch-001.png', 'final.png']);
+      // The worker table and the event log as the live page last showed them.
+      expect(snap.runs[1]!.workers.map((x) => [x.id, x.state])).toEqual([[0, 'left'], [1, 'left']]);
+      expect(snap.runs[1]!.workers.every((x) => x.phases > 0 && x.backend !== '')).toBe(true);
+      const kinds = snap.runs[0]!.events.map((e) => e.kind);
+      expect(kinds[0]).toBe('start');
+      expect(kinds.indexOf('stop')).toBeGreaterThan(kinds.lastIndexOf('epoch'));
+      expect(kinds.filter((k) => k === 'epoch')).toHaveLength(2);
+      expect(snap.runs[0]!.events.find((e) => e.kind === 'join')).toMatchObject({ worker: 0 });
       w.ws.close();
     } finally {
       await close();
