@@ -10,7 +10,7 @@ import { Command, Option } from 'commander';
 import { BACKEND_NAMES, type BackendName, initBackend } from '../shared/backend/choose.js';
 import { die, floatArg, intArg, isMain, listArg } from './args.js';
 import { Coordinator, type CoordinatorOptions, type RelayPolicy } from '../coordinator/coordinator.js';
-import { type TrainConfig, defaultTrainConfig } from '../coordinator/config.js';
+import { CGAN_D, RECIPES, type Recipe, type TrainConfig, defaultTrainConfig, kindDefaults, recipeDefaults } from '../coordinator/config.js';
 import { Progress } from '../coordinator/progress.js';
 import { LocalWorkers } from '../coordinator/spawn.js';
 import { loadCheckpoint } from '../coordinator/run-dir.js';
@@ -24,11 +24,11 @@ const m = d.model;
 
 export interface CliOptions {
   workers: number; minWorkers: number; spawn: boolean; host: string; port: number; out?: string; resume?: string;
-  data?: string; model: ModelKind; epochs: number; maxRounds: number; batchSize: number;
+  data?: string; model: ModelKind; recipe: Recipe; epochs?: number; maxRounds: number; batchSize?: number;
   lr?: number; lrD?: number; lrG?: number; beta1: number; beta2: number; eps: number;
-  gHidden: number[]; dHidden: number[]; noiseDim: number; dropout: number; leak: number; seed: number;
+  gHidden: number[]; dHidden: number[]; noiseDim: number; dropout?: number; leak: number; seed: number;
   checkpointEvery: number; roundTimeout: number; fp16: boolean; token?: string; insecure: boolean;
-  tlsCert?: string; tlsKey?: string; relay: RelayPolicy; backend: BackendName; threads?: number; evalEvery: number; heartbeat: number; ema: number;
+  tlsCert?: string; tlsKey?: string; relay: RelayPolicy; backend: BackendName; threads?: number; evalEvery: number; heartbeat: number; ema?: number;
 }
 
 export function program(): Command {
@@ -42,20 +42,21 @@ export function program(): Command {
     .option('--out <dir>', 'run directory (default runs/<date-time>)')
     .option('--resume <run_dir>', 'continue the run in RUN_DIR from its checkpoint')
     .option('--data <dir>', 'MNIST IDX files (train-images-idx3-ubyte[.gz] etc.); default: the embedded 10,000 digits')
-    .addOption(new Option('--model <kind>', 'gan (Goodfellow et al.), cgan (conditional, Mirza & Osindero) or acgan (conditional, D also classifies: Odena et al.)').choices([...MODEL_KINDS]).default(m.kind))
-    .option('--epochs <n>', 'passes over the training data', intArg(0), d.epochs)
+    .addOption(new Option('--model <kind>', 'gan (Goodfellow et al.), cgan (conditional, Mirza & Osindero; D sees the label through a projection, Miyato & Koyama, and is matching-aware, Reed et al.) or acgan (conditional, D also classifies: Odena et al.)').choices([...MODEL_KINDS]).default(m.kind))
+    .addOption(new Option('--recipe <name>', 'defaults for what no flag sets: tuned (per model kind, below) or seed (the seed\'s settings: batch 100, both rates 2e-4, 30 epochs, dropout 0.3, no moving average)').choices([...RECIPES]).default('tuned'))
+    .option('--epochs <n>', `passes over the training data (default per model: ${perKind('epochs')})`, intArg(0))
     .option('--max-rounds <n>', 'stop after this many rounds (0: no limit)', intArg(0), 0)
-    .option('--batch-size <n>', 'samples per worker per round (global batch = this x workers)', intArg(1, 100000), d.batchSize)
+    .option('--batch-size <n>', `samples per worker per round, global batch = this x workers (default per model: ${perKind('batchSize')})`, intArg(1, 100000))
     .option('--lr <x>', 'learning rate of both nets', floatArg(0, 10, { exclusiveMin: true }))
-    .option('--lr-d <x>', `discriminator learning rate (default ${d.lrD})`, floatArg(0, 10, { exclusiveMin: true }))
-    .option('--lr-g <x>', `generator learning rate (default ${d.lrG})`, floatArg(0, 10, { exclusiveMin: true }))
+    .option('--lr-d <x>', `discriminator learning rate (default per model: ${perKind('lrD')})`, floatArg(0, 10, { exclusiveMin: true }))
+    .option('--lr-g <x>', `generator learning rate (default per model: ${perKind('lrG')})`, floatArg(0, 10, { exclusiveMin: true }))
     .option('--beta1 <x>', 'Adam beta1 (0.5 as in DCGAN: 0.9 makes GAN training oscillate)', floatArg(0, 0.999999), d.beta1)
     .option('--beta2 <x>', 'Adam beta2', floatArg(0, 0.999999), d.beta2)
     .option('--eps <x>', 'Adam epsilon', floatArg(0, 1, { exclusiveMin: true }), d.epsilon)
     .option('--g-hidden <widths>', 'generator hidden layer widths', listArg, m.gHidden)
     .option('--d-hidden <widths>', 'discriminator hidden layer widths', listArg, m.dHidden)
     .option('--noise-dim <n>', 'size of the noise vector z', intArg(1, 4096), m.noiseDim)
-    .option('--dropout <p>', 'dropout rate after each hidden layer of D (0 turns it off)', floatArg(0, 0.95), m.dropout)
+    .option('--dropout <p>', `dropout rate after each hidden layer of D, 0 turns it off (default per model: ${perKind('dropout')})`, floatArg(0, 0.95))
     .option('--leak <x>', 'LeakyReLU negative slope', floatArg(0, 1), m.leak)
     .option('--seed <n>', 'seed for data order, noise, dropout and initial weights', intArg(0, 2 ** 32 - 1), d.seed)
     .option('--checkpoint-every <n>', 'checkpoint every N rounds (0: only at the end and on SIGINT/SIGTERM)', intArg(0), d.checkpointEvery)
@@ -68,22 +69,33 @@ export function program(): Command {
     .option('--tls-key <file>', 'private key (PEM) for --tls-cert')
     .addOption(new Option('--backend <name>', 'TensorFlow.js backend for spawned workers and for sampling').choices(BACKEND_NAMES as string[]).default('auto'))
     .option('--threads <n>', 'compute threads per spawned worker (default: cores / workers, at least 1)', intArg(1, 256))
-    .option('--ema <decay>', 'keep a moving average of G\'s weights with this decay for sample grids, evaluation and generate (0: off)', floatArg(0, 0.999999), d.emaDecay)
+    .option('--ema <decay>', `keep a moving average of G's weights with this decay for sample grids, evaluation and generate, 0: off (default per model: ${perKind('emaDecay')})`, floatArg(0, 0.999999))
     .addOption(new Option('--relay <when>', 'relay partial sums and weights through workers: auto (3+ workers on other hosts), always, never').choices(['auto', 'always', 'never']).default('auto'))
-    .option('--eval-every <k>', 'score the generator every K epochs into eval.jsonl (FD, classifier score, coverage; 0: never)', intArg(0), d.evalEvery);
+    .option('--eval-every <k>', 'score the generator every K epochs and after the last into eval.jsonl (FD, classifier score, coverage; 0: never)', intArg(0), d.evalEvery);
 }
 
+/** A kind default as help text: `gan X, cgan Y, acgan Z`, or one value when all agree. */
+function perKind(key: keyof typeof kindDefaults.gan): string {
+  const v = MODEL_KINDS.map((k) => kindDefaults[k][key]);
+  return v.every((x) => x === v[0]) ? String(v[0]) : MODEL_KINDS.map((k, i) => `${k} ${v[i]}`).join(', ');
+}
+
+/** The run's configuration: each flag given, else the recipe's default for the model kind. */
 export function trainConfig(o: CliOptions): TrainConfig {
+  const k = recipeDefaults(o.recipe ?? 'tuned', o.model);
   return {
-    model: { ...m, kind: o.model, gHidden: o.gHidden, dHidden: o.dHidden, noiseDim: o.noiseDim, dropout: o.dropout, leak: o.leak },
+    model: {
+      ...m, kind: o.model, gHidden: o.gHidden, dHidden: o.dHidden, noiseDim: o.noiseDim, dropout: o.dropout ?? k.dropout, leak: o.leak,
+      ...(o.model === 'cgan' ? CGAN_D : {}),
+    },
     seed: o.seed,
     workers: o.workers,
     minWorkers: o.minWorkers,
-    batchSize: o.batchSize,
-    epochs: o.epochs,
+    batchSize: o.batchSize ?? k.batchSize,
+    epochs: o.epochs ?? k.epochs,
     maxRounds: o.maxRounds,
-    lrD: o.lrD ?? o.lr ?? d.lrD,
-    lrG: o.lrG ?? o.lr ?? d.lrG,
+    lrD: o.lrD ?? o.lr ?? k.lrD,
+    lrG: o.lrG ?? o.lr ?? k.lrG,
     beta1: o.beta1,
     beta2: o.beta2,
     epsilon: o.eps,
@@ -92,7 +104,7 @@ export function trainConfig(o: CliOptions): TrainConfig {
     roundTimeoutMs: Math.round(o.roundTimeout * 1000),
     fp16: o.fp16,
     evalEvery: o.evalEvery,
-    emaDecay: o.ema,
+    emaDecay: o.ema ?? k.emaDecay,
   };
 }
 
@@ -137,7 +149,7 @@ export async function run(o: CliOptions, explicit: Set<string>): Promise<number>
   // The classifier is built (or loaded from its cache) at the first evaluation, not before.
   let evaluator: Evaluator | null = null;
   const evalEpoch = async (epoch: number, c: Coordinator) => {
-    if (epoch % config.evalEvery !== 0) return;
+    if (!evalDue(epoch, config.evalEvery, config.epochs)) return;
     evaluator ??= await makeEvaluator(loadMnist(config.data ?? undefined), log);
     const r = evaluator.evaluate(config.model, c.sampleWeights(), 1000, config.seed);
     c.recordEval({ epoch, round: c.round, weights: c.emaG ? 'average' : 'latest', ...r });
@@ -157,6 +169,7 @@ export async function run(o: CliOptions, explicit: Set<string>): Promise<number>
   let local: LocalWorkers | null = null;
   if (o.spawn) {
     const threads = o.threads ?? Math.max(1, Math.floor(availableParallelism() / config.workers));
+    log(spawnNotice(config.workers, threads, backend.name));
     local = new LocalWorkers({ url: `${scheme}://127.0.0.1:${port}`, count: config.workers, backend: o.backend, threads, token, log });
     local.start();
   }
@@ -183,6 +196,23 @@ export async function run(o: CliOptions, explicit: Set<string>): Promise<number>
   if (summary.final_grid) log(`samples: ${summary.final_grid as string}`);
   log(`checkpoint: ${summary.checkpoint as string}`);
   return 0;
+}
+
+/** Whether `--eval-every K` scores the generator after this epoch: every K-th, and the last. */
+export function evalDue(epoch: number, every: number, epochs: number): boolean {
+  return every > 0 && (epoch % every === 0 || epoch === epochs);
+}
+
+/**
+ * One line on how spawned workers use this host: without the native backend each worker computes
+ * on one thread (wasm), so the machine is used in full only with a worker per core.
+ */
+export function spawnNotice(workers: number, threads: number, backend: string): string {
+  const cores = availableParallelism();
+  if (backend === 'native' || backend === 'tensorflow') return `spawning ${workers} workers x ${threads} thread(s) on ${cores} cores, ${backend} backend`;
+  const use = Math.min(workers, cores);
+  return `spawning ${workers} workers on ${cores} cores with the ${backend} backend, one thread each (${use} of ${cores} cores busy)` +
+    '; for the faster native backend run `npm run build:native` (needs only a C compiler)';
 }
 
 export function main(argv: string[]): void {

@@ -6,7 +6,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 // Registers the gradient functions (tfjs-core alone ships them only as ES modules).
 import '@tensorflow/tfjs';
-import { type ModelConfig, type Net, type NetLayout, auxClasses, conditionDim, dTakesLabel, isConditional, isProjection, labelSmoothing, netLayout } from './model.js';
+import { type ModelConfig, type Net, type NetLayout, auxClasses, conditionDim, dTakesLabel, isConditional, isProjection, matchingAware, netLayout } from './model.js';
 
 /** What one worker computes on for one phase. Every array is row-major, n rows. */
 export interface Batch {
@@ -152,8 +152,7 @@ export class GanModel {
   }
 
   /**
-   * D phase: gradient of BCE(D(x), 1 - s) + BCE(D(G(z)), 0) w.r.t. D's weights only (s the
-   * one-sided label smoothing, 0 unless set); for acgan plus
+   * D phase: gradient of BCE(D(x), 1) + BCE(D(G(z)), 0) w.r.t. D's weights only; for acgan plus
    * the class cross-entropy on real and fake rows (Odena et al.: D and G both maximise the
    * log-likelihood of the right class). G runs forward to make the fakes, outside the gradient.
    */
@@ -172,8 +171,8 @@ export class GanModel {
       const mReal = this.masks(n, b.masksReal);
       const mFake = this.masks(n, b.masksFake);
       const masks = mReal && mFake ? mReal.map((m, i) => tf.concat2d([m, mFake[i]!], 0)) : null;
-      // One-sided label smoothing (Salimans et al. 2016): real rows aim at 1 - s, fakes at 0.
-      const target = tf.concat2d([tf.fill([n, 1], 1 - labelSmoothing(this.cfg)), tf.zeros([n, 1])], 0);
+      if (matchingAware(this.cfg)) return this.matchingAwareGrads(b, x, cond!, masks, kept);
+      const target = tf.concat2d([tf.ones([n, 1]), tf.zeros([n, 1])], 0);
       const { value, grads } = tf.valueAndGrads((...w: tf.Tensor[]) => {
         const { loss, p } = this.dLoss(this.dForward(w, x, c2, masks), target, c2);
         kept.push(tf.keep(tf.mean(p.slice([0, 0], [n, 1]))), tf.keep(tf.mean(p.slice([n, 0], [n, 1]))));
@@ -183,6 +182,32 @@ export class GanModel {
       return grads;
     });
     return this.finish('D', grads, kept);
+  }
+
+  /**
+   * The matching-aware D phase of a cgan (Reed et al. 2016, GAN-CLS): besides real digits with
+   * their own label (target 1) and fakes with the label asked (target 0), D sees each real
+   * digit again with a wrong label (target 0), so it learns directly that image and label must
+   * agree. Loss BCE(real) + (BCE(fake) + BCE(real, wrong label)) / 2, each a mean over n rows.
+   * The wrong label of a row is drawn from that row's own noise (never from other rows), so W
+   * workers at batch b still compute what one worker at W*b would.
+   */
+  private matchingAwareGrads(b: Batch, x2: Tensor2D, cond: Tensor2D, masks2: Tensor2D[] | null, kept: tf.Tensor[]): tf.Tensor[] {
+    const { n } = b;
+    const wrong = wrongLabels(b.labels!, b.noise, this.cfg.noiseDim, this.cfg.numClasses);
+    const x = tf.concat2d([x2, x2.slice([0, 0], [n, this.cfg.imageDim])], 0);
+    const c3 = tf.concat2d([cond, cond, this.condition(wrong, n)!], 0);
+    const masks = masks2 ? masks2.map((m) => tf.concat2d([m, m.slice([0, 0], [n, m.shape[1]])], 0)) : null;
+    const target = tf.concat2d([tf.ones([n, 1]), tf.zeros([2 * n, 1])], 0);
+    const weight = tf.concat2d([tf.fill([n, 1], 1 / n), tf.fill([2 * n, 1], 0.5 / n)], 0);
+    const { value, grads } = tf.valueAndGrads((...w: tf.Tensor[]) => {
+      const logits = this.dForward(w, x, c3, masks);
+      const p = tf.sigmoid(logits) as Tensor2D;
+      kept.push(tf.keep(tf.mean(p.slice([0, 0], [n, 1]))), tf.keep(tf.mean(p.slice([n, 0], [n, 1]))));
+      return tf.losses.sigmoidCrossEntropy(target, logits, weight, 0, tf.Reduction.SUM) as tf.Scalar;
+    })(this.weights.D);
+    kept.push(tf.keep(value));
+    return grads;
   }
 
   /**
@@ -241,4 +266,18 @@ export class GanModel {
       return tf.sigmoid(logits.slice([0, 0], [n, 1])).dataSync() as Float32Array;
     });
   }
+}
+
+/**
+ * A wrong label for each row, for the matching-aware D: label + 1 + k (mod classes), k in
+ * 0..classes-2 taken from the low bits of the row's first noise value, so it depends on that row
+ * alone and is never the row's own label.
+ */
+export function wrongLabels(labels: Uint8Array, noise: Float32Array, noiseDim: number, classes: number): Uint8Array {
+  const out = new Uint8Array(labels.length);
+  for (let i = 0; i < labels.length; i++) {
+    const k = Math.floor(Math.abs(noise[i * noiseDim]!) * 65536) % (classes - 1);
+    out[i] = (labels[i]! + 1 + k) % classes;
+  }
+  return out;
 }

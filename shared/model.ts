@@ -39,10 +39,10 @@ export interface ModelConfig {
    */
   dLabel?: DLabel;
   /**
-   * One-sided label smoothing (Salimans et al. 2016): D's target for real rows is 1 - this
-   * (fakes stay 0). Absent means 0.
+   * cgan only: matching-aware D (Reed et al. 2016): D also sees each real digit with a wrong
+   * label, as fake. Absent means off.
    */
-  labelSmoothing?: number;
+  matchingAware?: boolean;
 }
 
 export type DLabel = 'concat' | 'projection';
@@ -128,22 +128,22 @@ export function netLayout(cfg: ModelConfig, net: Net): NetLayout {
     : layout('D', [cfg.imageDim + c, ...cfg.dHidden, 1 + auxClasses(cfg)], isProjection(cfg) ? cfg.numClasses : 0);
 }
 
-/** One-sided label smoothing in force (0: none). */
-export function labelSmoothing(cfg: ModelConfig): number {
-  return cfg.labelSmoothing ?? 0;
+/** Whether a cgan's D also learns from real digits with wrong labels (other kinds: never). */
+export function matchingAware(cfg: ModelConfig): boolean {
+  return cfg.kind === 'cgan' && cfg.matchingAware === true;
 }
 
 /**
  * What the handshake compares: model kind, every parameter shape in order, and what else changes
- * the gradients a worker computes (label smoothing, when on), so a build that would ignore it
- * is refused instead of computing another loss.
+ * the gradients a worker computes (a matching-aware D), so a build that would ignore it is refused
+ * instead of computing another loss.
  */
 export function modelSignature(cfg: ModelConfig): string {
   const g = netLayout(cfg, 'G');
   const d = netLayout(cfg, 'D');
   const shapes = (l: NetLayout) => l.params.map((p) => p.shape.join('x')).join(',');
-  const ls = labelSmoothing(cfg) > 0 ? `;ls=${labelSmoothing(cfg)}` : '';
-  return `${cfg.kind}${ls};G:${shapes(g)};D:${shapes(d)}`;
+  const ma = matchingAware(cfg) ? ';matching-aware' : '';
+  return `${cfg.kind}${ma};G:${shapes(g)};D:${shapes(d)}`;
 }
 
 /**
@@ -180,7 +180,7 @@ export function modelConfigProblem(x: unknown): string | null {
   if (typeof m.dropout !== 'number' || !(m.dropout >= 0 && m.dropout < 1)) return 'dropout must be a number in [0, 1)';
   if (typeof m.leak !== 'number' || !Number.isFinite(m.leak)) return 'leak must be a finite number';
   if (m.dLabel !== undefined && !D_LABELS.includes(m.dLabel as DLabel)) return `dLabel must be one of ${D_LABELS.join(', ')}`;
-  if (m.labelSmoothing !== undefined && (typeof m.labelSmoothing !== 'number' || !(m.labelSmoothing >= 0 && m.labelSmoothing < 0.5))) return 'labelSmoothing must be a number in [0, 0.5)';
+  if (m.matchingAware !== undefined && typeof m.matchingAware !== 'boolean') return 'matchingAware must be true or false';
   const cfg = m as unknown as ModelConfig;
   const params = netLayout(cfg, 'G').total + netLayout(cfg, 'D').total;
   if (params > MODEL_LIMITS.maxParams) return `${params} parameters is above the limit of ${MODEL_LIMITS.maxParams}`;

@@ -50,6 +50,8 @@ describe('a real coordinator process with --spawn', () => {
   it('finishes with exit 0', () => {
     expect(result.code, result.stdout + result.stderr).toBe(0);
     expect(result.stdout).toMatch(/done: 4 rounds/);
+    // One line says how the spawned workers use the host, and how to get the faster backend.
+    expect(result.stdout).toMatch(/spawning 3 workers on \d+ cores with the wasm backend, one thread each .*npm run build:native/);
   });
 
   it('writes metrics.jsonl: one JSON line per round with the documented fields', () => {
@@ -192,7 +194,7 @@ describe('bad invocations exit non-zero with one clear line', () => {
 describe('--help lists every flag', () => {
   const flags: Record<string, [string, string[]]> = {
     coordinator: [dist.coordinator, [
-      '--workers', '--min-workers', '--spawn', '--host', '--port', '--out', '--resume', '--data', '--model', '--epochs',
+      '--workers', '--min-workers', '--spawn', '--host', '--port', '--out', '--resume', '--data', '--model', '--recipe', '--epochs',
       '--max-rounds', '--batch-size', '--lr', '--lr-d', '--lr-g', '--beta1', '--beta2', '--eps', '--g-hidden', '--d-hidden',
       '--noise-dim', '--dropout', '--leak', '--seed', '--checkpoint-every', '--round-timeout', '--heartbeat', '--fp16',
       '--token', '--insecure', '--tls-cert', '--tls-key', '--backend', '--threads', '--ema', '--eval-every', '--relay', '--help',
