@@ -85,8 +85,8 @@ export interface KindDefaults {
  * average of G's weights.
  */
 export const kindDefaults: Record<ModelKind, KindDefaults> = {
-  gan: { epochs: 120, batchSize: 50, lrD: 5e-4, lrG: 1e-3, emaDecay: 0.999, dropout: 0.3 },
-  cgan: { epochs: 20, batchSize: 50, lrD: 1e-3, lrG: 2e-3, emaDecay: 0.999, dropout: 0 },
+  gan: { epochs: 80, batchSize: 50, lrD: 5e-4, lrG: 1e-3, emaDecay: 0.999, dropout: 0.3 },
+  cgan: { epochs: 15, batchSize: 50, lrD: 1e-3, lrG: 2e-3, emaDecay: 0.999, dropout: 0 },
   acgan: { epochs: 40, batchSize: 50, lrD: 5e-4, lrG: 1e-3, emaDecay: 0.999, dropout: 0.3 },
 };
 

@@ -16,7 +16,7 @@ export const BACKEND_NAMES: readonly BackendName[] = ['auto', 'tensorflow', 'nat
 
 export interface BackendInfo {
   name: Exclude<BackendName, 'auto'>;
-  /** What runs the kernels, e.g. 'OpenBLAS 0.3.21 (SkylakeX), 1 thread'. */
+  /** What runs the kernels, e.g. 'built-in GEMM (AVX-512, 14x32), 1 thread'. */
   detail: string;
 }
 
