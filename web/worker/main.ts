@@ -45,7 +45,8 @@ async function main(): Promise<void> {
   let phases = 0;
   const w = new WorkerClient({
     url, token, connect: browserConnect,
-    backend: `${backend.name} (${backend.detail}) in ${browserName()}`,
+    // The detail names the backend already: 'wasm (XNNPACK SIMD, 2 threads)', 'WebGL (...)'.
+    backend: `${backend.detail} in ${browserName()}`,
     host: `browser (${browserName()})`,
     pid: Math.floor(Math.random() * 2 ** 31),
     // A laptop that sleeps or loses its network comes back: keep retrying for a day.
