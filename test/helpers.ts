@@ -95,3 +95,12 @@ export async function startCluster(
     },
   };
 }
+
+/** Largest elementwise difference of two weight vectors, relative to their largest magnitude. */
+export function maxRelDiff(a: Float32Array, b: Float32Array): number {
+  let worst = 0;
+  let scale = 0;
+  for (let i = 0; i < a.length; i++) scale = Math.max(scale, Math.abs(a[i]!), Math.abs(b[i]!));
+  for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i]! - b[i]!) / scale);
+  return worst;
+}

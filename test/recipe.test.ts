@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { modelConfigProblem } from '../shared/model.js';
 import { CGAN_D, defaultTrainConfig, kindDefaults, seedRecipe } from '../coordinator/config.js';
 import { evalDue, program, trainConfig, type CliOptions } from '../cli/coordinator.js';
-import { smallData, startCluster, tempDir, tinyConfig, tinyModel } from './helpers.js';
+import { maxRelDiff, smallData, startCluster, tempDir, tinyConfig, tinyModel } from './helpers.js';
 import { dist, repoRoot, requireDist, runNode } from './util-proc.js';
 
 /** The coordinator flags `npm start` runs with, from package.json. */
@@ -17,14 +17,6 @@ function startArgs(): string[] {
   const m = /^node dist\/cli\/coordinator\.js (.*)$/.exec(pkg.scripts.start!);
   if (!m) throw new Error(`npm start is not the coordinator: ${pkg.scripts.start}`);
   return m[1]!.split(' ');
-}
-
-function maxRelDiff(a: Float32Array, b: Float32Array): number {
-  let worst = 0;
-  let scale = 0;
-  for (let i = 0; i < a.length; i++) scale = Math.max(scale, Math.abs(a[i]!), Math.abs(b[i]!));
-  for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i]! - b[i]!) / scale);
-  return worst;
 }
 
 function parse(args: string[]): CliOptions {
@@ -74,6 +66,21 @@ describe('per-kind defaults of the coordinator command', () => {
     const help = program().helpInformation().replace(/\s+/g, ' ');
     for (const kind of ['gan', 'cgan', 'acgan'] as const) expect(help).toContain(`${kind} ${kindDefaults[kind].epochs}`);
   });
+});
+
+describe('each kind\'s defaults, end to end', () => {
+  it.each(['gan', 'cgan', 'acgan'] as const)('--model %s alone trains the real model: 2 rounds, finite losses and weights', async (kind) => {
+    const config = { ...trainConfig(parse(['--model', kind, '--workers', '2', '--max-rounds', '2'])), checkpointEvery: 0 };
+    const coord = await (await startCluster(config, smallData(400))).finish();
+    expect(coord.round).toBe(2);
+    const rounds = coord.runDir.metrics();
+    expect(rounds).toHaveLength(2);
+    for (const m of rounds) {
+      expect(m.global_batch).toBe(2 * kindDefaults[kind].batchSize);
+      expect(Number.isFinite(m.d_loss) && Number.isFinite(m.g_loss)).toBe(true);
+    }
+    for (const net of ['D', 'G'] as const) expect(coord.weights[net].every(Number.isFinite)).toBe(true);
+  }, 120_000);
 });
 
 describe('data parallelism with the cgan discriminator', () => {

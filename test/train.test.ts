@@ -1,15 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { smallData, startCluster, tinyConfig } from './helpers.js';
-
-function maxRelDiff(a: Float32Array, b: Float32Array): number {
-  let worst = 0;
-  let scale = 0;
-  for (let i = 0; i < a.length; i++) scale = Math.max(scale, Math.abs(a[i]!), Math.abs(b[i]!));
-  for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i]! - b[i]!) / scale);
-  return worst;
-}
+import { maxRelDiff, smallData, startCluster, tinyConfig } from './helpers.js';
 
 describe('data-parallel training', () => {
   it.each(['gan', 'acgan'] as const)('%s: two workers at batch b/2 give the same weights after 5 rounds as one worker at batch b (dropout off)', async (kind) => {
