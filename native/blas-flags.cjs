@@ -1,6 +1,6 @@
 // What binding.gyp compiles and links for the matrix products: GAN_GEMM=openblas links the
 // system OpenBLAS (pkg-config knows where Debian's alternatives put the pthread flavour; without
-// it, the default search paths); anything else builds the project's own GEMM (src/gemm.c and gemm_kernels.c), which
+// it, the default search paths); anything else builds the project's own GEMM (src/gemm.c, gemm_blocked.c and gemm_kernels.c), which
 // needs no library at all. scripts/build-native.mjs sets GAN_GEMM after probing.
 'use strict';
 const { execFileSync } = require('node:child_process');
@@ -14,7 +14,7 @@ function pkg(flag) {
   }
 }
 if (what === 'sources') {
-  process.stdout.write(openblas ? 'src/gemm_openblas.c' : 'src/gemm.c src/gemm_kernels.c');
+  process.stdout.write(openblas ? 'src/gemm_openblas.c' : 'src/gemm.c src/gemm_blocked.c src/gemm_kernels.c');
 } else if (what === 'include') {
   const f = openblas ? pkg('--cflags-only-I') : null;
   // gyp wants bare directories here; an empty answer still has to be a valid list entry.

@@ -2,9 +2,10 @@
  * gemm.c - self-contained single-precision matrix product, a drop-in for the cblas_sgemm calls of
  * the gan_native addon (row-major, alpha = 1, beta = 0). See gemm.h for the interface.
  *
- * Build: cc -O3 -std=c11 -ffp-contract=off -fno-trapping-math -fno-math-errno -fPIC -c gemm.c gemm_kernels.c
+ * Build: cc -O3 -std=c11 -ffp-contract=off -fno-trapping-math -fno-math-errno -fPIC -c gemm.c gemm_blocked.c gemm_kernels.c
  * (no -march: the x86-64 kernels carry their own target attributes and are picked at run time).
- * This file is the driver (blocking, packing order, threads); gemm_kernels.c holds what the CPU runs.
+ * This file drives the threads and holds the public interface; gemm_blocked.c does the product on one
+ * thread (blocking, packing order); gemm_kernels.c holds what the CPU runs.
  *
  * Layout (the usual Goto/BLIS scheme):
  *   for each NC-wide column block of C
@@ -31,7 +32,7 @@
 #endif
 
 #include "gemm.h"
-#include "gemm_kernels.h"
+#include "gemm_blocked.h"
 
 #include <pthread.h>
 #include <signal.h>
@@ -49,158 +50,6 @@ static char g_name[64];
 static void choose_arch(void) {
   g_arch = gemm_arch();
   snprintf(g_name, sizeof g_name, "built-in GEMM (%s, %dx%d)", g_arch->name, g_arch->mr, g_arch->nr);
-}
-
-/* ------------------------------------------------------------------------------------------ */
-/* Single-threaded driver                                                                      */
-/* ------------------------------------------------------------------------------------------ */
-typedef struct {
-  float* a;
-  size_t acap;
-  float* b;
-  size_t bcap;
-} bufs_t;
-
-static float* grow(float** p, size_t* cap, size_t n) {
-  if (n <= *cap) return *p;
-  free(*p);
-  *p = NULL;
-  *cap = 0;
-  n = (n + 1023) & ~(size_t)1023;
-  void* q = NULL;
-  if (posix_memalign(&q, 64, n * sizeof(float)) != 0) return NULL;
-  *p = (float*)q;
-  *cap = n;
-  return *p;
-}
-
-static int imin(int a, int b) { return a < b ? a : b; }
-static int round_up(int x, int m) { return (x + m - 1) / m * m; }
-
-static void zero_c(int M, int N, float* C, int ldc) {
-  for (int i = 0; i < M; i++) memset(C + (idx_t)i * ldc, 0, (size_t)N * sizeof(float));
-}
-
-/* Packs w rows/columns (the panel dimension) by kc into panels of P. copy: element (r, k) is
-   src[k * ld + r]; otherwise src[r * ld + k] (transposing pack). */
-static void pack_panels(const arch_t* ar, int copy, const float* src, idx_t ld, int w, int kc, int P, float* dst) {
-  if (copy) {
-    gemm_pack_copy(src, ld, w, kc, P, dst);
-  } else {
-    for (int q = 0; q < w; q += P) ar->tpack(src + (idx_t)q * ld, ld, imin(P, w - q), kc, P, dst + (idx_t)q * kc);
-  }
-}
-/* op(A) rows [i0, i0 + w) x k [k0, k0 + kc) into MR panels; op(B) columns [j0, j0 + w) into NR panels. */
-static void pack_a(const arch_t* ar, int tA, const float* A, idx_t lda, int i0, int w, int k0, int kc, float* dst) {
-  if (tA)
-    pack_panels(ar, 1, A + (idx_t)k0 * lda + i0, lda, w, kc, ar->mr, dst);
-  else
-    pack_panels(ar, 0, A + (idx_t)i0 * lda + k0, lda, w, kc, ar->mr, dst);
-}
-static void pack_b(const arch_t* ar, int tB, const float* B, idx_t ldb, int j0, int w, int k0, int kc, float* dst) {
-  if (tB)
-    pack_panels(ar, 0, B + (idx_t)j0 * ldb + k0, ldb, w, kc, ar->nr, dst);
-  else
-    pack_panels(ar, 1, B + (idx_t)k0 * ldb + j0, ldb, w, kc, ar->nr, dst);
-}
-
-/* Plain loops, used only if a packing buffer cannot be allocated. */
-static void gemm_naive(int tA, int tB, int M, int N, int K, const float* A, idx_t lda, const float* B, idx_t ldb,
-                       float* C, idx_t ldc) {
-  for (int i = 0; i < M; i++) {
-    float* c = C + i * ldc;
-    for (int j = 0; j < N; j++) c[j] = 0.f;
-    for (int k = 0; k < K; k++) {
-      const float a = tA ? A[(idx_t)k * lda + i] : A[(idx_t)i * lda + k];
-      if (!tB) {
-        const float* b = B + (idx_t)k * ldb;
-        for (int j = 0; j < N; j++) c[j] += a * b[j];
-      } else {
-        for (int j = 0; j < N; j++) c[j] += a * B[(idx_t)j * ldb + k];
-      }
-    }
-  }
-}
-
-/* K slice depth: even slices (K = 300 with KC = 256 gives 2 x 150, not 256 + 44). */
-static int k_slice(const arch_t* ar, int K) {
-  const int n = (K + ar->kc - 1) / ar->kc;
-  return round_up((K + n - 1) / n, 4);
-}
-
-/* Macro-kernel: C[m x n] (+)= Ap * Bp for one K slice of depth kc, where Ap holds the m rows in MR
-   panels and Bp the n columns in NR panels. Rows go in blocks of MC so that the A block stays in
-   L2 while each B panel (kc x NR) is reused from L1 across it. */
-static void macro_kernel(const arch_t* ar, int m, int n, int kc, const float* Ap, const float* Bp, float* C, idx_t ldc,
-                         int acc) {
-  const int MR = ar->mr, NR = ar->nr, VW = ar->vw, NV = NR / VW;
-  const int nmb = (m + ar->mc - 1) / ar->mc, mc = round_up((m + nmb - 1) / nmb, MR);
-  for (int ic = 0; ic < m; ic += mc) {
-    const int mcur = imin(mc, m - ic);
-    for (int jr = 0; jr < n; jr += NR) {
-      const int w = imin(NR, n - jr), nv = (w + VW - 1) / VW, nlast = w - (nv - 1) * VW;
-      const float* bp = Bp + (idx_t)jr * kc;
-      float* cc = C + (idx_t)ic * ldc + jr;
-      const kern_fn* kern = ar->kern + nv - 1;
-      for (int ir = ic; ir < ic + mcur; ir += MR) {
-        const int h = imin(MR, m - ir);
-        kern[(h - 1) * NV](kc, Ap + (idx_t)ir * kc, bp, cc + (idx_t)(ir - ic) * ldc, ldc, acc, nlast);
-      }
-    }
-  }
-}
-
-/* One thread, any size: B is packed per (NC columns, K slice), A per (MC rows, K slice). */
-static void gemm_serial(const arch_t* ar, bufs_t* buf, int tA, int tB, int M, int N, int K, const float* A,
-                        idx_t lda, const float* B, idx_t ldb, float* C, idx_t ldc) {
-  const int MR = ar->mr, NR = ar->nr, kc = k_slice(ar, K);
-  const int nmb = (M + ar->mc - 1) / ar->mc, mc = round_up((M + nmb - 1) / nmb, MR);
-  const int nnb = (N + ar->nc - 1) / ar->nc, nc = round_up((N + nnb - 1) / nnb, NR);
-  float* Ap = grow(&buf->a, &buf->acap, (size_t)mc * kc);
-  float* Bp = grow(&buf->b, &buf->bcap, (size_t)nc * kc);
-  if (!Ap || !Bp) {
-    gemm_naive(tA, tB, M, N, K, A, lda, B, ldb, C, ldc);
-    return;
-  }
-  for (int jc = 0; jc < N; jc += nc) {
-    const int ncur = imin(nc, N - jc);
-    for (int pc = 0; pc < K; pc += kc) {
-      const int kcur = imin(kc, K - pc);
-      pack_b(ar, tB, B, ldb, jc, ncur, pc, kcur, Bp);
-      for (int ic = 0; ic < M; ic += mc) {
-        const int mcur = imin(mc, M - ic);
-        pack_a(ar, tA, A, lda, ic, mcur, pc, kcur, Ap);
-        macro_kernel(ar, mcur, ncur, kcur, Ap, Bp, C + (idx_t)ic * ldc + jc, ldc, pc > 0);
-      }
-    }
-  }
-}
-
-/* N == 1 (the discriminator's last layer) is a matrix-vector product: the tiled path would
-   compute a whole vector of columns to keep one. */
-static void gemv_n1(bufs_t* buf, int tA, int tB, int M, int K, const float* A, idx_t lda, const float* B, idx_t ldb,
-                    float* C, idx_t ldc) {
-  float* t = grow(&buf->b, &buf->bcap, (size_t)K + (size_t)M);
-  if (!t) {
-    gemm_naive(tA, tB, M, 1, K, A, lda, B, ldb, C, ldc);
-    return;
-  }
-  const float* x = B; /* op(B) is one column: B[k] when transposed (1 x K), else B[k * ldb] */
-  if (!tB) {
-    for (int k = 0; k < K; k++) t[k] = B[(idx_t)k * ldb];
-    x = t;
-  }
-  if (!tA) {
-    for (int i = 0; i < M; i++) C[(idx_t)i * ldc] = gemm_dot(A + (idx_t)i * lda, x, K);
-  } else {
-    float* y = t + K;
-    for (int i = 0; i < M; i++) y[i] = 0.f;
-    for (int k = 0; k < K; k++) {
-      const float xk = x[k], *a = A + (idx_t)k * lda;
-      for (int i = 0; i < M; i++) y[i] += a[i] * xk;
-    }
-    for (int i = 0; i < M; i++) C[(idx_t)i * ldc] = y[i];
-  }
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -259,7 +108,7 @@ static void run_part(job_t* j, int p) {
   bufs_t* buf = &g_bufs[p];
   int c = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
   if (c >= j->nchunks) return; /* woke up too late: nothing left, pack nothing */
-  const int M = j->M, N = j->N, K = j->K, kc = k_slice(ar, K);
+  const int M = j->M, N = j->N, K = j->K, kc = gemm_k_slice(ar, K);
   if (!j->prepack) {
     do {
       if (j->split_n) {
@@ -276,10 +125,10 @@ static void run_part(job_t* j, int p) {
   }
   if (j->split_n) {
     const idx_t Mr = round_up(M, ar->mr);
-    float* Ap = grow(&buf->a, &buf->acap, (size_t)Mr * K);
-    float* Bp = grow(&buf->b, &buf->bcap, (size_t)round_up(j->chunk, ar->nr) * kc);
+    float* Ap = gemm_grow(&buf->a, &buf->acap, (size_t)Mr * K);
+    float* Bp = gemm_grow(&buf->b, &buf->bcap, (size_t)round_up(j->chunk, ar->nr) * kc);
     if (Ap && Bp)
-      for (int k0 = 0; k0 < K; k0 += kc) pack_a(ar, j->tA, j->A, j->lda, 0, M, k0, imin(kc, K - k0), Ap + Mr * k0);
+      for (int k0 = 0; k0 < K; k0 += kc) gemm_pack_a(ar, j->tA, j->A, j->lda, 0, M, k0, imin(kc, K - k0), Ap + Mr * k0);
     do {
       const int c0 = c * j->chunk, w = imin(j->chunk, N - c0);
       if (!Ap || !Bp) {
@@ -289,16 +138,16 @@ static void run_part(job_t* j, int p) {
       }
       for (int k0 = 0; k0 < K; k0 += kc) {
         const int kcur = imin(kc, K - k0);
-        pack_b(ar, j->tB, j->B, j->ldb, c0, w, k0, kcur, Bp);
-        macro_kernel(ar, M, w, kcur, Ap + Mr * k0, Bp, j->C + c0, j->ldc, k0 > 0);
+        gemm_pack_b(ar, j->tB, j->B, j->ldb, c0, w, k0, kcur, Bp);
+        gemm_macro_kernel(ar, M, w, kcur, Ap + Mr * k0, Bp, j->C + c0, j->ldc, k0 > 0);
       }
     } while ((c = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) < j->nchunks);
   } else {
     const idx_t Nr = round_up(N, ar->nr);
-    float* Bp = grow(&buf->b, &buf->bcap, (size_t)Nr * K);
-    float* Ap = grow(&buf->a, &buf->acap, (size_t)round_up(j->chunk, ar->mr) * kc);
+    float* Bp = gemm_grow(&buf->b, &buf->bcap, (size_t)Nr * K);
+    float* Ap = gemm_grow(&buf->a, &buf->acap, (size_t)round_up(j->chunk, ar->mr) * kc);
     if (Ap && Bp)
-      for (int k0 = 0; k0 < K; k0 += kc) pack_b(ar, j->tB, j->B, j->ldb, 0, N, k0, imin(kc, K - k0), Bp + Nr * k0);
+      for (int k0 = 0; k0 < K; k0 += kc) gemm_pack_b(ar, j->tB, j->B, j->ldb, 0, N, k0, imin(kc, K - k0), Bp + Nr * k0);
     do {
       const int r0 = c * j->chunk, h = imin(j->chunk, M - r0);
       if (!Ap || !Bp) {
@@ -308,8 +157,8 @@ static void run_part(job_t* j, int p) {
       }
       for (int k0 = 0; k0 < K; k0 += kc) {
         const int kcur = imin(kc, K - k0);
-        pack_a(ar, j->tA, j->A, j->lda, r0, h, k0, kcur, Ap);
-        macro_kernel(ar, h, N, kcur, Ap, Bp + Nr * k0, j->C + r0 * j->ldc, j->ldc, k0 > 0);
+        gemm_pack_a(ar, j->tA, j->A, j->lda, r0, h, k0, kcur, Ap);
+        gemm_macro_kernel(ar, h, N, kcur, Ap, Bp + Nr * k0, j->C + r0 * j->ldc, j->ldc, k0 > 0);
       }
     } while ((c = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) < j->nchunks);
   }
@@ -437,14 +286,14 @@ void gemm_f32(int transA, int transB, int M, int N, int K, const float* A, int l
               float* C, int ldc) {
   if (M <= 0 || N <= 0) return;
   if (K <= 0) {
-    zero_c(M, N, C, ldc);
+    gemm_zero_c(M, N, C, ldc);
     return;
   }
   pthread_once(&g_once, init_once);
   const arch_t* ar = g_arch;
   pthread_mutex_lock(&g_call_mu);
   if (N == 1) {
-    gemv_n1(&g_bufs[0], transA != 0, transB != 0, M, K, A, lda, B, ldb, C, ldc);
+    gemm_gemv_n1(&g_bufs[0], transA != 0, transB != 0, M, K, A, lda, B, ldb, C, ldc);
     pthread_mutex_unlock(&g_call_mu);
     return;
   }

@@ -1,7 +1,7 @@
 /*
  * gemm_kernels.c - the per-CPU half of the built-in GEMM: packing routines, register-tiled
  * micro-kernels for AVX-512, AVX2+FMA and a portable vector-extension kernel (SSE2 on x86-64, NEON
- * on aarch64), and the run-time choice between them. gemm.c does the blocking and the threads.
+ * on aarch64), and the run-time choice between them. gemm_blocked.c does the blocking, gemm.c the threads.
  *
  * The x86-64 kernels carry their own target attributes, so the file builds without -march and
  * runs on any x86-64; the choice is made from cpuid at the first call.

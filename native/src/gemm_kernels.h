@@ -1,5 +1,5 @@
 /*
- * gemm_kernels.h - what the CPU runs for gemm.c: packing routines and register-tiled micro-kernels
+ * gemm_kernels.h - what the CPU runs for gemm_blocked.c and gemm.c: packing routines and register-tiled micro-kernels
  * per instruction set, picked once at run time. Internal to the addon; gemm.h is the interface.
  */
 #ifndef GAN_GEMM_KERNELS_H
