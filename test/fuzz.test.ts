@@ -5,6 +5,8 @@
  * rounds advance, none stalls, the run completes with exact epoch accounting, memory stays flat.
  */
 import { describe, expect, it } from 'vitest';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { Packr } from 'msgpackr';
@@ -314,10 +316,18 @@ describe('fuzzing a live coordinator', () => {
       const whole = chunk({ round: task.round, phase: task.phase, attempt: plan.attempt, data: new Float32Array(Math.min(size, plan.chunk)) });
       const nan = new Float32Array(whole.data.length);
       nan[r.int(nan.length)] = r.pick([NaN, Infinity, -Infinity]);
+      // Taken in turn, not at random, so that every one is tried even in a run where few attackers
+      // get a task (the slots are contended); the ones whose close codes are required come first.
       const attacks: (() => Uint8Array[])[] = [
-        () => [encode(rep), encode({ ...whole, data: new Float32Array(whole.data.length + 1 + r.int(10)) })],
-        () => [encode(rep), encode({ ...whole, data: new Float32Array(Math.max(0, whole.data.length - 1 - r.int(10))) })],
         () => [encode(rep), encode({ ...whole, data: nan })],
+        () => [encode(rep), encode({ ...whole, data: new Float32Array(whole.data.length + 1 + r.int(10)) })],
+        // A valid report and chunk followed by the same chunk again: the second must be refused.
+        () => {
+          const f = encode(whole);
+          stats.acceptedGrads++;
+          return [encode(rep), f, f];
+        },
+        () => [encode(rep), encode({ ...whole, data: new Float32Array(Math.max(0, whole.data.length - 1 - r.int(10))) })],
         () => [encode({ ...rep, loss: task.phase === 'D' ? NaN : Infinity })],
         () => [encode({ ...rep, count: rep.count + 1 })],
         () => [encode(rep), encode({ ...whole, fp16: true, data: new Uint16Array(whole.data.length) })],
@@ -325,16 +335,10 @@ describe('fuzzing a live coordinator', () => {
         () => [encode(rep), encode({ ...whole, partial: true })],
         () => [encode({ ...rep, round: Math.max(0, task.round - 1 - r.int(3)) })],
         () => [encode({ ...rep, phase: task.phase === 'D' ? 'G' : 'D' })],
-        // A valid report and chunk followed by the same chunk again: the second must be refused.
-        () => {
-          const f = encode(whole);
-          stats.acceptedGrads++;
-          return [encode(rep), f, f];
-        },
         () => replays.slice(0, 1 + r.int(2)),
         () => [wrongContents(r)],
       ];
-      for (const f of r.pick(attacks)()) send(f);
+      for (const f of attacks[(stats.tasks - 1) % attacks.length]!()) send(f);
       await settle(conn, stats);
     };
 
@@ -411,10 +415,12 @@ describe('fuzzing a live coordinator', () => {
     for (let i = 1; i < roundAt.length; i++) expect(roundAt[i]! - roundAt[i - 1]!, `gap before round ${i}; ${summary}`).toBeLessThan(timeout + 1000);
     const ms = metricsOf(coord.runDir.path);
     expect(ms.length).toBe(coord.round);
-    for (const m of ms) {
-      expect(m.round_ms, `round ${m.round}; ${summary}`).toBeLessThan(timeout);
-      for (const id of honestIds) expect(m.dropped, `honest worker ${id} dropped in round ${m.round}`).not.toContain(id);
-    }
+    for (const m of ms) expect(m.round_ms, `round ${m.round}; ${summary}`).toBeLessThan(timeout);
+    // An honest worker is never dropped for what it sent. It may be dropped as a straggler: it
+    // computes on this event loop, which the flood keeps busy, while members that joined through
+    // the free slots can report at once; then it rejoins like any worker.
+    const events = readFileSync(join(coord.runDir.path, 'events.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { kind: string; worker?: number; code?: string });
+    for (const e of events) if (e.kind === 'drop' && honestIds.includes(e.worker!)) expect(e.code, `honest worker ${e.worker} dropped; ${summary}`).toBe('E_TIMEOUT');
     expect(coord.epochLog.length).toBe(coord.cfg.epochs);
     expect(coord.epochLog.length).toBeGreaterThan(2);
     for (const e of coord.epochLog) expect(e, summary).toMatchObject({ samples: n, usedOnce: n, missing: 0, duplicated: 0 });
