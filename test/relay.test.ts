@@ -25,6 +25,8 @@ interface RunOptions {
   seams?: Record<number, (w: { crash(): void }) => RelaySeam>;
   /** Per worker index: crash it before it computes (round, phase). */
   crashBefore?: Record<number, { round: number; phase: Net }>;
+  /** Worker indexes started without a relay listener (as `worker --no-relay`). */
+  noRelay?: number[];
 }
 
 const clusters: Cluster[] = [];
@@ -45,6 +47,7 @@ async function run(o: RunOptions): Promise<{ coord: Coordinator; logs: string[] 
     const holder: { w: { crash(): void } | null } = { w: null };
     holder.w = c.addWorker({
       token: o.token,
+      relay: !o.noRelay?.includes(i),
       testBeforeRelay: seam ? (...a) => seam(holder.w!)(...a) : undefined,
       testBeforeTask: stop ? (t) => {
         if (t.round === stop.round && t.phase === stop.phase) {
@@ -79,6 +82,21 @@ describe('relayed reductions', () => {
     expect(relayed.coord.round).toBeGreaterThanOrEqual(6);
     expect(fingerprint(relayed.coord)).toBe(fingerprint(direct.coord));
     expectExactEpochs(relayed.coord);
+  }, 120_000);
+
+  it('mixed with workers that cannot relay: they send directly in the same phase, and the bits are the direct reduction\'s', async () => {
+    const direct = await run({ relay: 'never' });
+    const mixed = await run({ relay: 'always', noRelay: [1] });
+    expect(mixed.logs.filter((l) => /again|lost/.test(l))).toEqual([]);
+    expect(mixed.coord.round).toBe(direct.coord.round);
+    expect(fingerprint(mixed.coord)).toBe(fingerprint(direct.coord));
+    expectExactEpochs(mixed.coord);
+    // Workers 2 and 3 still formed a chain (0 alone, 1 direct between them): the coordinator
+    // received three gradients per phase, not four.
+    const perRound = mixed.coord.pool.bytes.in / mixed.coord.round;
+    const directPerRound = direct.coord.pool.bytes.in / direct.coord.round;
+    expect(perRound / directPerRound).toBeGreaterThan(0.65);
+    expect(perRound / directPerRound).toBeLessThan(0.85);
   }, 120_000);
 
   // Worker 1 (the second of the chain 0 -> 1 -> 2 -> 3) dies in round 1's D phase at three points
