@@ -130,16 +130,9 @@ export interface Snapshot {
 }
 
 /** What changed in one run since the observer's last update: new rows appended, tables replaced. */
-export interface Delta {
+export interface Delta extends Pick<RunData, 'status' | 'metrics' | 'epochs' | 'evals' | 'grids' | 'workers' | 'events'> {
   type: 'delta';
   run: number;
-  status: RunStatus;
-  metrics: MetricColumns;
-  epochs: EpochLine[];
-  evals: EvalLine[];
-  grids: string[];
-  workers: WorkerRow[];
-  events: RunEvent[];
 }
 
 export type ObserverUpdate = Snapshot | Delta;
