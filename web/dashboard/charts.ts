@@ -69,49 +69,26 @@ const xAxis = (label: string): uPlot.Axis => ({ ...axisStyle, label, labelSize: 
 
 const percent = (_u: uPlot, splits: number[]) => splits.map((v) => `${Math.round(v * 100)}%`);
 
+/** From zero to a little above the largest value shown. */
+const fromZero: uPlot.Range.Function = (_u, _min, max) => [0, max > 0 ? max * 1.05 : 1];
+
+/** A chart of per-round metrics, on one y scale. */
+function perRound(key: ChartKey, quantities: [string, string, keyof MetricColumns][], yLabel: string, y: uPlot.Scale): ChartDef {
+  return {
+    key,
+    x: 'round',
+    xs: (r) => r.data.metrics.round,
+    quantities: quantities.map(([label, colour, col]) => ({ label, colour, scale: 'y', get: metric(col) })),
+    scales: { x: { time: false }, y },
+    axes: [xAxis('round'), yAxis(yLabel)],
+  };
+}
+
 export const CHARTS: ChartDef[] = [
-  {
-    key: 'loss',
-    x: 'round',
-    xs: (r) => r.data.metrics.round,
-    quantities: [
-      { label: 'D loss', colour: '#1f6fb4', scale: 'y', get: metric('d_loss') },
-      { label: 'G loss', colour: '#e08a1e', scale: 'y', get: metric('g_loss') },
-    ],
-    scales: { x: { time: false } },
-    axes: [xAxis('round'), yAxis('loss')],
-  },
-  {
-    key: 'd',
-    x: 'round',
-    xs: (r) => r.data.metrics.round,
-    quantities: [
-      { label: 'mean D(x)', colour: '#2a9d5b', scale: 'y', get: metric('d_real') },
-      { label: 'mean D(G(z))', colour: '#d1495b', scale: 'y', get: metric('d_fake') },
-    ],
-    scales: { x: { time: false }, y: { range: [0, 1] } },
-    axes: [xAxis('round'), yAxis('D output')],
-  },
-  {
-    key: 'throughput',
-    x: 'round',
-    xs: (r) => r.data.metrics.round,
-    quantities: [{ label: 'samples/s', colour: '#1f6fb4', scale: 'y', get: metric('samples_per_s') }],
-    scales: { x: { time: false }, y: { range: (_u, _min, max) => [0, max > 0 ? max * 1.05 : 1] } },
-    axes: [xAxis('round'), yAxis('samples/s')],
-  },
-  {
-    key: 'time',
-    x: 'round',
-    xs: (r) => r.data.metrics.round,
-    quantities: [
-      { label: 'compute', colour: '#1f6fb4', scale: 'y', get: metric('compute_ms') },
-      { label: 'transfer', colour: '#e08a1e', scale: 'y', get: metric('transfer_ms') },
-      { label: 'coordinator', colour: '#2a9d5b', scale: 'y', get: metric('reduce_ms') },
-    ],
-    scales: { x: { time: false }, y: { range: (_u, _min, max) => [0, max > 0 ? max * 1.05 : 1] } },
-    axes: [xAxis('round'), yAxis('ms per round')],
-  },
+  perRound('loss', [['D loss', '#1f6fb4', 'd_loss'], ['G loss', '#e08a1e', 'g_loss']], 'loss', {}),
+  perRound('d', [['mean D(x)', '#2a9d5b', 'd_real'], ['mean D(G(z))', '#d1495b', 'd_fake']], 'D output', { range: [0, 1] }),
+  perRound('throughput', [['samples/s', '#1f6fb4', 'samples_per_s']], 'samples/s', { range: fromZero }),
+  perRound('time', [['compute', '#1f6fb4', 'compute_ms'], ['transfer', '#e08a1e', 'transfer_ms'], ['coordinator', '#2a9d5b', 'reduce_ms']], 'ms per round', { range: fromZero }),
   {
     key: 'eval',
     x: 'epoch',
@@ -138,7 +115,7 @@ export const CHARTS: ChartDef[] = [
     ],
     scales: {
       x: { time: false },
-      fd: { range: (_u, _min, max) => [0, max > 0 ? max * 1.05 : 1] },
+      fd: { range: fromZero },
       score: { range: [0, 10] },
       acc: { range: [0, 1] },
     },
