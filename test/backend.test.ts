@@ -6,6 +6,7 @@ import { BACKEND_NAMES, initBackend } from '../shared/backend/choose.js';
 import { buildBatch } from '../shared/batch.js';
 import { type Batch, GanModel } from '../shared/gan.js';
 import { defaultModelConfig, initWeights } from '../shared/model.js';
+import { values } from './helpers.js';
 
 const native = nativeAvailable();
 const noNative = !native.ok;
@@ -20,17 +21,6 @@ async function tfjsNodeInstalled(): Promise<boolean> {
   } catch {
     return false;
   }
-}
-
-/** Deterministic values in [-1, 1) with a few exact zeros, so activations see both signs. */
-function values(n: number, seed: number): Float32Array {
-  const out = new Float32Array(n);
-  let s = seed >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    out[i] = i % 11 === 3 ? 0 : s / 2 ** 31 - 1;
-  }
-  return out;
 }
 
 interface Spec {

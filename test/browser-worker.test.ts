@@ -3,34 +3,21 @@
  * exact accounting, compute the same gradients as a Node worker on the same backend, leave the run
  * like a killed process when the page closes, and show a refused token on the page.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Browser } from 'playwright-core';
+import { describe, expect, it } from 'vitest';
 import type { ChunkMsg } from '../shared/codec.js';
 import { type Cluster, smallData, startCluster, tinyConfig } from './helpers.js';
-import { browserAvailable, launchBrowser, openPage } from './browser.js';
-import { requireBuild } from './util-faults.js';
+import { type TestPage, browserAvailable, browserSuite, skipNote } from './browser.js';
 
-const noBrowser = !browserAvailable();
-const why = noBrowser ? ' [skipped: no /usr/bin/chromium: apt-get install chromium]' : '';
 const pageUrl = (c: Cluster, query = '', hash = '') => `${c.url.replace(/^ws/, 'http')}/worker${query}${hash}`;
 
-describe.skipIf(noBrowser)(`browser workers${why}`, () => {
-  let browser: Browser;
-  const clusters: Cluster[] = [];
-  beforeAll(async () => {
-    requireBuild();
-    browser = await launchBrowser();
-  });
-  afterAll(async () => {
-    for (const c of clusters) await c.coord.close().catch(() => {});
-    await browser?.close();
-  });
+describe.skipIf(!browserAvailable())(`browser workers${skipNote}`, () => {
+  const { open, clusters } = browserSuite();
 
   it('train beside a Node worker with exact per-epoch accounting, reporting their backend', async () => {
     const n = 60;
     const c = await startCluster(tinyConfig({ workers: 2, batchSize: 10, epochs: 2 }), smallData(n), { startWorkers: 1 });
     clusters.push(c);
-    const page = await openPage(browser, pageUrl(c));
+    const page = await open(pageUrl(c));
     const coord = await c.finish();
     expect(coord.epochLog.map((e) => [e.usedOnce, e.missing, e.duplicated])).toEqual([[n, 0, 0], [n, 0, 0]]);
     expect(coord.runDir.metrics().every((m) => m.workers === 2)).toBe(true);
@@ -57,7 +44,7 @@ describe.skipIf(noBrowser)(`browser workers${why}`, () => {
       return g;
     };
     const fromNode = await firstGradient(async (c) => c.addWorker());
-    const fromBrowser = await firstGradient((c) => openPage(browser, pageUrl(c, '?backend=wasm')));
+    const fromBrowser = await firstGradient((c) => open(pageUrl(c, '?backend=wasm')));
     const scale = fromNode.reduce((a, x) => Math.max(a, Math.abs(x)), 0);
     expect(scale).toBeGreaterThan(0);
     let worst = 0;
@@ -68,7 +55,7 @@ describe.skipIf(noBrowser)(`browser workers${why}`, () => {
 
   it('leave the run when the page closes mid-phase: its samples are dealt again, none lost or repeated', async () => {
     const n = 80;
-    let page: Awaited<ReturnType<typeof openPage>> | null = null;
+    let page: TestPage | null = null;
     const c = await startCluster(tinyConfig({ workers: 3, minWorkers: 1, batchSize: 10, epochs: 2 }), smallData(n), {
       startWorkers: 2,
       // Round 2: the tasks go out, then the tab is closed while it computes.
@@ -77,7 +64,7 @@ describe.skipIf(noBrowser)(`browser workers${why}`, () => {
       },
     });
     clusters.push(c);
-    page = await openPage(browser, pageUrl(c));
+    page = await open(pageUrl(c));
     const coord = await c.finish();
     const dropped = coord.runDir.metrics().find((m) => m.dropped.length > 0);
     expect(dropped?.round).toBe(2);
@@ -87,7 +74,7 @@ describe.skipIf(noBrowser)(`browser workers${why}`, () => {
   it('show a wrong token on the page and stay out of the run', async () => {
     const c = await startCluster(tinyConfig({ workers: 1, batchSize: 10, maxRounds: 3 }), smallData(30), { token: 'bw-secret', startWorkers: 0 });
     clusters.push(c);
-    const wrong = await openPage(browser, pageUrl(c, '', '#token=nope'));
+    const wrong = await open(pageUrl(c, '', '#token=nope'));
     await wrong.waitForSelector('#error:not([hidden])', { timeout: 30_000 });
     expect(await wrong.locator('#error-text').textContent()).toMatch(/wrong token.*E_AUTH/);
     expect(await wrong.locator('#state').getAttribute('data-state')).toBe('refused');

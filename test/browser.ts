@@ -11,7 +11,10 @@
  * CHROMIUM_PATH overrides the executable.
  */
 import { accessSync, constants } from 'node:fs';
+import { afterAll, beforeAll } from 'vitest';
 import { type Browser, type BrowserContextOptions, type Page, chromium } from 'playwright-core';
+import type { Cluster } from './helpers.js';
+import { requireBuild } from './util-faults.js';
 
 export const CHROMIUM_PATH = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 
@@ -67,4 +70,25 @@ export async function openPage(browser: Browser, url: string, options: BrowserCo
   });
   await page.goto(url);
   return page;
+}
+
+/** Appended to a browser suite's title, so that a skip says why ('' when the browser is there). */
+export const skipNote = browserAvailable() ? '' : ` [skipped: no ${CHROMIUM_PATH}: apt-get install chromium]`;
+
+/**
+ * For the body of a browser suite's describe: checks the build and launches the browser before its
+ * tests; after them closes every cluster the tests pushed to `clusters`, then the browser.
+ */
+export function browserSuite(): { open(url: string, options?: BrowserContextOptions): Promise<TestPage>; clusters: Cluster[] } {
+  let browser: Browser | undefined;
+  const clusters: Cluster[] = [];
+  beforeAll(async () => {
+    requireBuild();
+    browser = await launchBrowser();
+  });
+  afterAll(async () => {
+    for (const c of clusters) await c.coord.close().catch(() => {});
+    await browser?.close();
+  });
+  return { open: (url, options) => openPage(browser!, url, options), clusters };
 }

@@ -3,27 +3,14 @@
  * coordinator, it shows the run advancing, every chart with data, the sample grid, a dropped worker
  * with its code, and refuses a wrong token; `dashboard RUN_DIR` shows a finished run.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Browser } from 'playwright-core';
+import { describe, expect, it } from 'vitest';
 import { serve } from '../cli/dashboard.js';
-import { type Cluster, smallData, startCluster, tinyConfig } from './helpers.js';
-import { browserAvailable, launchBrowser, openPage } from './browser.js';
-import { requireBuild } from './util-faults.js';
+import { smallData, startCluster, tinyConfig } from './helpers.js';
+import { browserAvailable, browserSuite, skipNote } from './browser.js';
 
-const noBrowser = !browserAvailable();
-const why = noBrowser ? ' [skipped: no /usr/bin/chromium: apt-get install chromium]' : '';
 
-describe.skipIf(noBrowser)(`dashboard page${why}`, () => {
-  let browser: Browser;
-  const clusters: Cluster[] = [];
-  beforeAll(async () => {
-    requireBuild();
-    browser = await launchBrowser();
-  });
-  afterAll(async () => {
-    for (const c of clusters) await c.coord.close().catch(() => {});
-    await browser?.close();
-  });
+describe.skipIf(!browserAvailable())(`dashboard page${skipNote}`, () => {
+  const { open, clusters } = browserSuite();
 
   it('watches a live run: the round advances, every chart has data, grids decode, a drop shows its code', async () => {
     const c = await startCluster(tinyConfig({ workers: 3, minWorkers: 1, batchSize: 10, epochs: 6, roundTimeoutMs: 1500 }), smallData(60), { startWorkers: 0 });
@@ -34,7 +21,7 @@ describe.skipIf(noBrowser)(`dashboard page${why}`, () => {
     c.addWorker({ testBeforeTask: async (t) => {
       if (t.round === 3) await new Promise((r) => setTimeout(r, 4000));
     } });
-    const page = await openPage(browser, c.url.replace(/^ws/, 'http') + '/');
+    const page = await open(c.url.replace(/^ws/, 'http') + '/');
     await page.waitForSelector('body[data-ready="true"]', { timeout: 20_000 });
     const training = c.finish();
     const roundAt = async () => Number(await page.locator('#round').getAttribute('data-value'));
@@ -64,12 +51,12 @@ describe.skipIf(noBrowser)(`dashboard page${why}`, () => {
     c.addWorker({ token });
     const training = c.finish();
     const base = c.url.replace(/^ws/, 'http') + '/';
-    const wrong = await openPage(browser, `${base}#token=wrong`);
+    const wrong = await open(`${base}#token=wrong`);
     await wrong.waitForSelector('#error:not([hidden])', { timeout: 20_000 });
     expect(await wrong.locator('#error').textContent()).toMatch(/token/i);
-    const missing = await openPage(browser, base);
+    const missing = await open(base);
     await missing.waitForSelector('#error:not([hidden])', { timeout: 20_000 });
-    const right = await openPage(browser, `${base}#token=${token}`);
+    const right = await open(`${base}#token=${token}`);
     await right.waitForFunction(() => Number(document.querySelector('#round')?.getAttribute('data-value')) > 2, null, { timeout: 30_000 });
     expect(await right.locator('#error').isHidden()).toBe(true);
     c.coord.requestStop('test over');
@@ -82,7 +69,7 @@ describe.skipIf(noBrowser)(`dashboard page${why}`, () => {
     const b = await (await startCluster(tinyConfig({ workers: 1, batchSize: 10, epochs: 3, seed: 3 }), smallData(30))).finish();
     const { port, close } = await serve([a.runDir.path, b.runDir.path], { host: '127.0.0.1', port: 0, insecure: false });
     try {
-      const page = await openPage(browser, `http://127.0.0.1:${port}/`);
+      const page = await open(`http://127.0.0.1:${port}/`);
       await page.waitForSelector('body[data-ready="true"]', { timeout: 20_000 });
       expect(await page.locator('#state').textContent()).toMatch(/finished/);
       // Both runs on one round axis: the longer one's rounds.

@@ -104,3 +104,14 @@ export function maxRelDiff(a: Float32Array, b: Float32Array): number {
   for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i]! - b[i]!) / scale);
   return worst;
 }
+
+/** Deterministic values in [-1, 1) with a few exact zeros, so activations see both signs. */
+export function values(n: number, seed: number): Float32Array {
+  const out = new Float32Array(n);
+  let s = seed >>> 0 || 1;
+  for (let i = 0; i < n; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    out[i] = i % 11 === 3 ? 0 : s / 2 ** 31 - 1;
+  }
+  return out;
+}

@@ -6,17 +6,7 @@ import '@tensorflow/tfjs-backend-wasm';
 // Registers the gradient functions (tfjs-core alone ships them only as ES modules).
 import '@tensorflow/tfjs';
 import { hasWasmFastMatMul, registerWasmFastMatMul, unregisterWasmFastMatMul } from '../shared/backend/wasm-kernels.js';
-
-/** Deterministic values in [-1, 1) with a few exact zeros, so activations see both signs. */
-function values(n: number, seed: number): Float32Array {
-  const out = new Float32Array(n);
-  let s = seed >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    out[i] = i % 11 === 3 ? 0 : s / 2 ** 31 - 1;
-  }
-  return out;
-}
+import { values } from './helpers.js';
 
 interface Result {
   shape: number[];
