@@ -8,25 +8,12 @@ import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-wasm';
 import { GanError } from '../errors.js';
 import type { NativeAddon } from './addon.js';
-
-/** The parts of tfjs-backend-wasm's BackendWasm these kernels touch. */
-interface WasmBackendLike extends tf.KernelBackend {
-  wasm: { HEAPU8: Uint8Array };
-  incRef(dataId: tf.DataId): void;
-  dataIdMap: { get(id: tf.DataId): { memoryOffset: number; shape: number[]; dtype: tf.DataType } | undefined };
-  makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
-}
+import { type WasmBackendLike, matMulDims, offsetOf } from './wasm-kernels.js';
 
 const ACT: Record<string, number> = { linear: 0, relu: 1, relu6: 2, leakyrelu: 3, sigmoid: 4, elu: 5 };
 
 // Re-read on every call: growing wasm memory detaches the previous ArrayBuffer.
 const heapOf = (backend: WasmBackendLike): ArrayBuffer => backend.wasm.HEAPU8.buffer as ArrayBuffer;
-
-function offsetOf(backend: WasmBackendLike, t: tf.TensorInfo): number {
-  const d = backend.dataIdMap.get(t.dataId);
-  if (!d) throw new Error('tensor is not on the native backend');
-  return d.memoryOffset;
-}
 
 /**
  * out = act(op(a) x op(b) + bias) on the addon, or null when the case is one the addon does not
@@ -44,16 +31,10 @@ function nativeMatMul(
   alpha: number,
 ): tf.TensorInfo | null {
   if (a.dtype !== 'float32' || b.dtype !== 'float32' || (bias && bias.dtype !== 'float32')) return null;
-  const ra = a.shape.length;
-  const rb = b.shape.length;
-  if (ra < 2 || rb < 2) return null;
-  const m = transA ? a.shape[ra - 1]! : a.shape[ra - 2]!;
-  const ka = transA ? a.shape[ra - 2]! : a.shape[ra - 1]!;
-  const kb = transB ? b.shape[rb - 1]! : b.shape[rb - 2]!;
-  const n = transB ? b.shape[rb - 2]! : b.shape[rb - 1]!;
+  const dims = matMulDims(a, b, transA, transB);
+  if (!dims) return null;
+  const { m, ka, kb, n, outerA, outerB } = dims;
   if (ka !== kb) return null;
-  const outerA = a.shape.slice(0, -2);
-  const outerB = b.shape.slice(0, -2);
   const batchA = tf.util.sizeFromShape(outerA);
   const batchB = tf.util.sizeFromShape(outerB);
   // Equal batches, or one side a single matrix shared by all: anything else needs real broadcasting.

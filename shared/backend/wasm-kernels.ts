@@ -34,9 +34,10 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 
-/** The parts of tfjs-backend-wasm's BackendWasm used here. */
-interface WasmBackendLike extends tf.KernelBackend {
+/** The parts of tfjs-backend-wasm's BackendWasm used here and by the native kernels (native-kernels.ts). */
+export interface WasmBackendLike extends tf.KernelBackend {
   wasm: { HEAPU8: Uint8Array };
+  incRef(dataId: tf.DataId): void;
   dataIdMap: { get(id: tf.DataId): { memoryOffset: number; shape: number[]; dtype: tf.DataType } | undefined };
   makeOutput(shape: number[], dtype: tf.DataType, memoryOffset?: number, values?: tf.backend_util.BackendValues): tf.TensorInfo;
 }
@@ -59,9 +60,10 @@ const KERNELS = [tf.BatchMatMul, tf._FusedMatMul] as const;
 // Heap helpers. The heap's ArrayBuffer is re-read on every use: growing wasm memory (any
 // allocation) detaches the previous one.
 
-function offsetOf(backend: WasmBackendLike, t: tf.TensorInfo): number {
+/** Where `t`'s data starts on the wasm heap, in bytes. */
+export function offsetOf(backend: WasmBackendLike, t: tf.TensorInfo): number {
   const d = backend.dataIdMap.get(t.dataId);
-  if (!d) throw new Error('wasm fast matMul: tensor is not on this backend');
+  if (!d) throw new Error('tensor is not on this backend (its data is not on the wasm heap)');
   return d.memoryOffset;
 }
 
@@ -92,18 +94,31 @@ interface Plan {
  * Sizes of op(a) x op(b), or null when the wrappers leave the product to the original kernel
  * (which then also produces tfjs's own error messages).
  */
-function plan(a: tf.TensorInfo, b: tf.TensorInfo, transposeA: boolean, transposeB: boolean): Plan | null {
-  if (a.dtype !== 'float32' || b.dtype !== 'float32') return null;
+/**
+ * op(a) is m x ka and op(b) is kb x n (the last two dimensions, transposed as asked), under batch
+ * dimensions outerA and outerB; null when either has rank below 2.
+ */
+export function matMulDims(a: tf.TensorInfo, b: tf.TensorInfo, transA: boolean, transB: boolean):
+  { m: number; ka: number; kb: number; n: number; outerA: number[]; outerB: number[] } | null {
   const ra = a.shape.length;
   const rb = b.shape.length;
   if (ra < 2 || rb < 2) return null;
-  const m = transposeA ? a.shape[ra - 1]! : a.shape[ra - 2]!;
-  const ka = transposeA ? a.shape[ra - 2]! : a.shape[ra - 1]!;
-  const kb = transposeB ? b.shape[rb - 1]! : b.shape[rb - 2]!;
-  const n = transposeB ? b.shape[rb - 2]! : b.shape[rb - 1]!;
+  return {
+    m: transA ? a.shape[ra - 1]! : a.shape[ra - 2]!,
+    ka: transA ? a.shape[ra - 2]! : a.shape[ra - 1]!,
+    kb: transB ? b.shape[rb - 1]! : b.shape[rb - 2]!,
+    n: transB ? b.shape[rb - 2]! : b.shape[rb - 1]!,
+    outerA: a.shape.slice(0, -2),
+    outerB: b.shape.slice(0, -2),
+  };
+}
+
+function plan(a: tf.TensorInfo, b: tf.TensorInfo, transposeA: boolean, transposeB: boolean): Plan | null {
+  if (a.dtype !== 'float32' || b.dtype !== 'float32') return null;
+  const dims = matMulDims(a, b, transposeA, transposeB);
+  if (!dims) return null;
+  const { m, ka, kb, n, outerA, outerB } = dims;
   if (ka !== kb || m === 0 || n === 0 || ka === 0) return null;
-  const outerA = a.shape.slice(0, -2);
-  const outerB = b.shape.slice(0, -2);
   let outer: number[];
   try {
     outer = tf.backend_util.assertAndGetBroadcastShape(outerA, outerB);
