@@ -93,6 +93,8 @@ export class Proc {
       });
     });
     for (const stream of [this.child.stdout!, this.child.stderr!]) {
+      // A pipe broken by the child's death is reported by `exit`, not thrown into the test process.
+      stream.on('error', () => {});
       let partial = '';
       stream.setEncoding('utf8');
       stream.on('data', (s: string) => {

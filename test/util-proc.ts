@@ -45,6 +45,9 @@ export function run(cmd: string, args: string[], o: RunOptions = {}): Promise<Pr
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (s: string) => (stdout += s));
     child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s));
+    // A child that exits before reading its input closes the pipe under our write (EPIPE): that is
+    // the child's outcome, which `close` reports, not an error of the test process.
+    for (const pipe of [child.stdin, child.stdout, child.stderr]) pipe.on('error', () => {});
     const timer = setTimeout(() => child.kill('SIGKILL'), o.timeoutMs ?? 60_000);
     child.on('error', (e) => {
       clearTimeout(timer);
