@@ -2,7 +2,7 @@
 import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { InvalidArgumentError } from 'commander';
-import { GanError } from '../shared/errors.js';
+import { GanError } from '../shared/wire/errors.js';
 
 export function intArg(min: number, max = Number.MAX_SAFE_INTEGER) {
   return (v: string): number => {

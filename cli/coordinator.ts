@@ -11,13 +11,13 @@ import { BACKEND_NAMES, type BackendName, initBackend } from '../shared/backend/
 import { die, floatArg, intArg, isMain, listArg } from './args.js';
 import { Coordinator, type CoordinatorOptions, type RelayPolicy } from '../coordinator/coordinator.js';
 import { CGAN_D, RECIPES, type Recipe, type TrainConfig, defaultTrainConfig, kindDefaults, recipeDefaults } from '../coordinator/config.js';
-import { Progress } from '../coordinator/progress.js';
+import { Progress } from './progress.js';
 import { LocalWorkers } from '../coordinator/spawn.js';
 import { loadCheckpoint } from '../coordinator/run-dir.js';
-import { type Evaluator, makeEvaluator } from '../eval/run.js';
-import { loadMnist } from '../shared/mnist.js';
-import { MODEL_KINDS, type ModelKind, modelConfigProblem } from '../shared/model.js';
-import { GanError } from '../shared/errors.js';
+import { type Evaluator, makeEvaluator } from '../eval/evaluator.js';
+import { loadMnist } from '../shared/data/mnist.js';
+import { MODEL_KINDS, type ModelKind, modelConfigProblem } from '../shared/compute/model.js';
+import { GanError } from '../shared/wire/errors.js';
 
 const d = defaultTrainConfig;
 const m = d.model;

@@ -8,10 +8,10 @@ import { createServer, type IncomingMessage } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { Command } from 'commander';
 import { WebSocketServer } from 'ws';
-import { ObserverHub, RunView } from '../coordinator/observers.js';
-import { serveWeb } from '../coordinator/web.js';
-import { GanError } from '../shared/errors.js';
-import { type ModelConfig, defaultModelConfig } from '../shared/model.js';
+import { ObserverHub, RunView } from '../coordinator/dashboard/observers.js';
+import { serveWeb } from '../coordinator/dashboard/web.js';
+import { GanError } from '../shared/wire/errors.js';
+import { type ModelConfig, defaultModelConfig } from '../shared/compute/model.js';
 import { die, intArg, isMain } from './args.js';
 
 export interface DashboardOptions {

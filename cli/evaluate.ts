@@ -6,12 +6,12 @@
 import { Command, Option } from 'commander';
 import { BACKEND_NAMES, type BackendName, initBackend } from '../shared/backend/choose.js';
 import { die, intArg, isMain } from './args.js';
-import { loadMnist } from '../shared/mnist.js';
+import { loadMnist } from '../shared/data/mnist.js';
 import { generatorWeights } from '../coordinator/checkpoint.js';
 import { RunDir, loadCheckpoint } from '../coordinator/run-dir.js';
 import type { ClassifierOptions } from '../eval/classifier.js';
-import { formatEvalTable } from '../eval/evaluate.js';
-import { makeEvaluator } from '../eval/run.js';
+import { formatEvalTable } from '../eval/score-images.js';
+import { makeEvaluator } from '../eval/evaluator.js';
 
 export interface EvaluateOptions {
   samples: number;

@@ -7,13 +7,13 @@ import { writeFileSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { BACKEND_NAMES, type BackendName, initBackend } from '../shared/backend/choose.js';
 import { die, intArg, isMain } from './args.js';
-import { isConditional } from '../shared/model.js';
-import { gridPng } from '../shared/png.js';
-import { Stream, seededNoise } from '../shared/rng.js';
-import { sampleGenerator } from '../shared/sampling.js';
+import { isConditional } from '../shared/compute/model.js';
+import { gridPng } from '../shared/data/png.js';
+import { Stream, seededNoise } from '../shared/compute/rng.js';
+import { sampleGenerator } from '../shared/compute/sampling.js';
 import { generatorWeights } from '../coordinator/checkpoint.js';
 import { loadCheckpoint } from '../coordinator/run-dir.js';
-import { GanError } from '../shared/errors.js';
+import { GanError } from '../shared/wire/errors.js';
 
 export interface GenerateOptions {
   checkpoint: string;

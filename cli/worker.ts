@@ -8,8 +8,8 @@ import { Command, Option } from 'commander';
 import { BACKEND_NAMES, type BackendName, initBackend } from '../shared/backend/choose.js';
 import { die, floatArg, intArg, isMain } from './args.js';
 import { nodeWorker } from '../worker/node.js';
-import { MODEL_KINDS, type ModelKind } from '../shared/model.js';
-import { GanError } from '../shared/errors.js';
+import { MODEL_KINDS, type ModelKind } from '../shared/compute/model.js';
+import { GanError } from '../shared/wire/errors.js';
 
 export interface WorkerCliOptions {
   connect: string;

@@ -15,9 +15,9 @@
  * A file whose hash, sizes or model do not match is refused and never overwritten.
  */
 import { createHash } from 'node:crypto';
-import { modelConfigProblem, modelSignature, netLayout } from '../shared/model.js';
+import { modelConfigProblem, modelSignature, netLayout } from '../shared/compute/model.js';
 import type { TrainConfig } from './config.js';
-import { GanError } from '../shared/errors.js';
+import { GanError } from '../shared/wire/errors.js';
 import { allFinite } from './optimizer.js';
 
 const MAGIC = Buffer.from('GANDDP01', 'ascii');

@@ -1,5 +1,5 @@
 /** The coordinator's effective configuration: saved to config.json and inside every checkpoint. */
-import { type ModelConfig, type ModelKind, defaultModelConfig } from '../shared/model.js';
+import { type ModelConfig, type ModelKind, defaultModelConfig } from '../shared/compute/model.js';
 
 export interface TrainConfig {
   model: ModelConfig;

@@ -15,13 +15,13 @@
  * - Training continues while at least --min-workers are live; below that the coordinator waits
  *   up to --round-timeout for workers to come (back), then checkpoints and fails.
  */
-import { Kind, type ReportMsg, encode } from '../shared/codec.js';
-import type { EvalLine } from '../shared/observe.js';
-import { GanError } from '../shared/errors.js';
-import { type Dataset, loadMnist } from '../shared/mnist.js';
-import { type Net, type NetLayout, isConditional, modelSignature, netLayout } from '../shared/model.js';
-import { gridPng } from '../shared/png.js';
-import { fixedNoise, sampleGenerator } from '../shared/sampling.js';
+import { Kind, type ReportMsg, encode } from '../shared/wire/codec.js';
+import type { EvalLine } from '../shared/wire/observe.js';
+import { GanError } from '../shared/wire/errors.js';
+import { type Dataset, loadMnist } from '../shared/data/mnist.js';
+import { type Net, type NetLayout, isConditional, modelSignature, netLayout } from '../shared/compute/model.js';
+import { gridPng } from '../shared/data/png.js';
+import { fixedNoise, sampleGenerator } from '../shared/compute/sampling.js';
 import type { TrainState } from './checkpoint.js';
 import type { TrainConfig } from './config.js';
 import { type RoundMetrics, roundMetrics } from './metrics.js';
@@ -31,8 +31,8 @@ import { type CoordinatorOptions, REDUCE_CHUNK } from './options.js';
 import { Reduction, relayRoles } from './reduction.js';
 import { type EpochAccount, RunDir } from './run-dir.js';
 import { EpochPlan, shardFrames } from './sharding.js';
-import { ObserverHub, RunView, noteRound, watchWorkers } from './observers.js';
-import { serveWeb } from './web.js';
+import { ObserverHub, RunView, noteRound, watchWorkers } from './dashboard/observers.js';
+import { serveWeb } from './dashboard/web.js';
 import { type WorkerConn, WorkerPool } from './worker-pool.js';
 
 export { type CoordinatorOptions, REDUCE_CHUNK } from './options.js';

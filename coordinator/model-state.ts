@@ -2,8 +2,8 @@
  * What the coordinator is the authority for: both nets' weights and versions, both Adam states,
  * the moving average of G, and the buffers a phase's step is written into before it commits.
  */
-import { Kind, encode } from '../shared/codec.js';
-import { type Net, type NetLayout, initWeights } from '../shared/model.js';
+import { Kind, encode } from '../shared/wire/codec.js';
+import { type Net, type NetLayout, initWeights } from '../shared/compute/model.js';
 import type { TrainState } from './checkpoint.js';
 import type { TrainConfig } from './config.js';
 import { type AdamHyper, type AdamState, adamHyper, adamState, emaUpdate } from './optimizer.js';

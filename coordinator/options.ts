@@ -1,6 +1,6 @@
 /** How a coordinator runs: its address, security, transport and hooks (the training itself is TrainConfig). */
-import type { Dataset } from '../shared/mnist.js';
-import type { Net } from '../shared/model.js';
+import type { Dataset } from '../shared/data/mnist.js';
+import type { Net } from '../shared/compute/model.js';
 import type { TrainConfig } from './config.js';
 import type { Coordinator } from './coordinator.js';
 import type { RoundMetrics } from './metrics.js';

@@ -7,7 +7,7 @@
  * members (in id order) that pass partial sums worker to worker, the last one sending the chain's
  * partial here, while new weights travel back down the same links. The coordinator folds direct
  * members itself and seeds a chain that does not start the sum with the partial so far. Either way
- * the sum is s0*g0 + s1*g1 + ... in id order, each add rounded to float32 (shared/fold.ts), so a
+ * the sum is s0*g0 + s1*g1 + ... in id order, each add rounded to float32 (shared/numerics/fold.ts), so a
  * relayed reduction equals the direct one bit for bit.
  *
  * Invariants:
@@ -29,11 +29,11 @@
  *   reported, it gets STRAGGLER_FACTOR times their median time (at least STRAGGLER_MIN_MS), then it
  *   is dropped (E_TIMEOUT) instead of holding the phase for the whole --round-timeout.
  */
-import { GanError } from '../shared/errors.js';
-import { chunkCount, chunkRange, foldInto } from '../shared/fold.js';
-import { fromHalf } from '../shared/half.js';
-import type { Net } from '../shared/model.js';
-import { COORDINATOR, type ChunkMsg, Kind, type Message, NOBODY, type ReportMsg, encode } from '../shared/codec.js';
+import { GanError } from '../shared/wire/errors.js';
+import { chunkCount, chunkRange, foldInto } from '../shared/numerics/fold.js';
+import { fromHalf } from '../shared/numerics/half.js';
+import type { Net } from '../shared/compute/model.js';
+import { COORDINATOR, type ChunkMsg, Kind, type Message, NOBODY, type ReportMsg, encode } from '../shared/wire/codec.js';
 import { type AdamHyper, adamApply, allFinite, magnitude } from './optimizer.js';
 import type { WorkerConn } from './worker-pool.js';
 

@@ -19,8 +19,8 @@
 import { appendFileSync, closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, statSync, statfsSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { CHECKPOINT_FILE, type TrainState, decodeCheckpoint, encodeCheckpoint } from './checkpoint.js';
-import { GanError } from '../shared/errors.js';
-import type { EpochLine, RunEvent } from '../shared/observe.js';
+import { GanError } from '../shared/wire/errors.js';
+import type { EpochLine, RunEvent } from '../shared/wire/observe.js';
 import type { RoundMetrics } from './metrics.js';
 
 /** Per-epoch accounting (epochs.jsonl): every sample must be used exactly once. */

@@ -12,9 +12,9 @@
  *   the workers now live; nothing a dead worker was given and did not finish is lost.
  * - The last round of an epoch uses what is left (smaller batches, never repeated samples).
  */
-import { Kind, encode } from '../shared/codec.js';
-import type { Dataset } from '../shared/mnist.js';
-import { Stream, permutation } from '../shared/rng.js';
+import { Kind, encode } from '../shared/wire/codec.js';
+import type { Dataset } from '../shared/data/mnist.js';
+import { Stream, permutation } from '../shared/compute/rng.js';
 
 export class EpochPlan {
   readonly perm: Uint32Array;

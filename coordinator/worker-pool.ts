@@ -27,9 +27,9 @@ import { type IncomingMessage, type Server, type ServerResponse, createServer as
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import { WebSocket, WebSocketServer } from 'ws';
-import { type ChunkMsg, Kind, PROTOCOL_VERSION, type Message, type ReportMsg, decode, encode } from '../shared/codec.js';
-import { GanError, closeReason } from '../shared/errors.js';
-import { type ModelConfig, type Net, netLayout } from '../shared/model.js';
+import { type ChunkMsg, Kind, PROTOCOL_VERSION, type Message, type ReportMsg, decode, encode } from '../shared/wire/codec.js';
+import { GanError, closeReason } from '../shared/wire/errors.js';
+import { type ModelConfig, type Net, netLayout } from '../shared/compute/model.js';
 import { LogLimiter } from './log-limit.js';
 import { type HeldShard, SHARD_CHUNK } from './sharding.js';
 

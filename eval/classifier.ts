@@ -7,9 +7,9 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import type { MnistSplits } from '../shared/mnist.js';
+import type { MnistSplits } from '../shared/data/mnist.js';
 import { packageRoot } from '../shared/paths.js';
-import { Rng, permutation } from '../shared/rng.js';
+import { Rng, permutation } from '../shared/compute/rng.js';
 import { type Classifier, type ClassifierArch, CnnClassifier, MAX_SHIFT, argmax, defaultArch, forward, initParams, paramSpecs, sizeOf, toUnit } from './cnn.js';
 
 export type { Classifier, ClassifierArch, Prediction } from './cnn.js';

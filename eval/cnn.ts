@@ -14,9 +14,9 @@
 import * as tf from '@tensorflow/tfjs-core';
 // Registers the gradient functions of the ops used below.
 import '@tensorflow/tfjs';
-import type { Dataset } from '../shared/mnist.js';
-import { byteToUnit } from '../shared/pixels.js';
-import { Rng } from '../shared/rng.js';
+import type { Dataset } from '../shared/data/mnist.js';
+import { byteToUnit } from '../shared/data/pixels.js';
+import { Rng } from '../shared/compute/rng.js';
 
 export interface ClassifierArch {
   conv1: number;

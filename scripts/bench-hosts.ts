@@ -36,7 +36,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
 import { type BackendName, BACKEND_NAMES, initBackend } from '../shared/backend/choose.js';
-import { defaultModelConfig, netLayout } from '../shared/model.js';
+import { defaultModelConfig, netLayout } from '../shared/compute/model.js';
 import { die, intArg, isMain } from '../cli/args.js';
 import type { RoundMetrics } from '../coordinator/metrics.js';
 import { type TorchInfo, findTorch, runTorch } from './bench-torch.js';

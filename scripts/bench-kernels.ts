@@ -21,10 +21,10 @@ import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-wasm';
 import { hasWasmFastMatMul, registerWasmFastMatMul, unregisterWasmFastMatMul } from '../shared/backend/wasm-kernels.js';
-import { buildBatch } from '../shared/batch.js';
-import { GanModel } from '../shared/gan.js';
-import { loadEmbedded } from '../shared/mnist.js';
-import { defaultModelConfig, initWeights } from '../shared/model.js';
+import { buildBatch } from '../shared/compute/batch.js';
+import { GanModel } from '../shared/compute/gan.js';
+import { loadEmbedded } from '../shared/data/mnist.js';
+import { defaultModelConfig, initWeights } from '../shared/compute/model.js';
 
 const BATCH = 100;
 

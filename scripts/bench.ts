@@ -31,11 +31,11 @@ import { defaultTrainConfig } from '../coordinator/config.js';
 import { Coordinator, type RoundMetrics } from '../coordinator/coordinator.js';
 import { LocalWorkers } from '../coordinator/spawn.js';
 import { BACKEND_NAMES, type BackendName, initBackend } from '../shared/backend/choose.js';
-import { buildBatch } from '../shared/batch.js';
+import { buildBatch } from '../shared/compute/batch.js';
 import { die, intArg } from '../cli/args.js';
-import { GanModel } from '../shared/gan.js';
-import { loadEmbedded } from '../shared/mnist.js';
-import { defaultModelConfig, initWeights, netLayout } from '../shared/model.js';
+import { GanModel } from '../shared/compute/gan.js';
+import { loadEmbedded } from '../shared/data/mnist.js';
+import { defaultModelConfig, initWeights, netLayout } from '../shared/compute/model.js';
 import { hostsMain } from './bench-hosts.js';
 import { type TorchInfo, type TorchResult, findTorch, runTorch } from './bench-torch.js';
 

@@ -10,7 +10,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { Command } from 'commander';
-import { GanError } from '../shared/errors.js';
+import { GanError } from '../shared/wire/errors.js';
 import { die, isMain } from '../cli/args.js';
 
 export interface MnistFile {

@@ -1,8 +1,8 @@
 /** The token proof: WebCrypto where it exists, the plain SHA-256 where a browser hides it; the same bytes. */
 import { createHash, createHmac, randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { checkProof, proveToken } from '../shared/auth.js';
-import { hmacSha256, sha256 } from '../shared/sha256.js';
+import { checkProof, proveToken } from '../shared/wire/auth.js';
+import { hmacSha256, sha256 } from '../shared/wire/sha256.js';
 
 describe('token proof', () => {
   it('the plain SHA-256 and HMAC match Node\'s crypto on random messages and keys of every length', () => {

@@ -3,9 +3,9 @@ import { describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs-core';
 import { nativeAvailable } from '../shared/backend/addon.js';
 import { BACKEND_NAMES, initBackend } from '../shared/backend/choose.js';
-import { buildBatch } from '../shared/batch.js';
-import { type Batch, GanModel } from '../shared/gan.js';
-import { defaultModelConfig, initWeights } from '../shared/model.js';
+import { buildBatch } from '../shared/compute/batch.js';
+import { type Batch, GanModel } from '../shared/compute/gan.js';
+import { defaultModelConfig, initWeights } from '../shared/compute/model.js';
 import { values } from './helpers.js';
 
 const native = nativeAvailable();

@@ -4,7 +4,7 @@
  * like a killed process when the page closes, and show a refused token on the page.
  */
 import { describe, expect, it } from 'vitest';
-import type { ChunkMsg } from '../shared/codec.js';
+import type { ChunkMsg } from '../shared/wire/codec.js';
 import { type Cluster, smallData, startCluster, tinyConfig } from './helpers.js';
 import { type TestPage, browserAvailable, browserSuite, skipNote } from './browser.js';
 

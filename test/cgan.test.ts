@@ -2,10 +2,10 @@ import { describe, expect, it } from 'vitest';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { TaskMsg } from '../shared/codec.js';
-import { GanModel, wrongLabels } from '../shared/gan.js';
-import { type SampleSource, buildBatch } from '../shared/batch.js';
-import { initWeights, modelConfigProblem, modelSignature, netLayout } from '../shared/model.js';
+import type { TaskMsg } from '../shared/wire/codec.js';
+import { GanModel, wrongLabels } from '../shared/compute/gan.js';
+import { type SampleSource, buildBatch } from '../shared/compute/batch.js';
+import { initWeights, modelConfigProblem, modelSignature, netLayout } from '../shared/compute/model.js';
 import { smallData, startCluster, tinyConfig, tinyModel, useWasm } from './helpers.js';
 
 /** The concat cGAN of older builds (no dLabel): the one-hot label beside D's input. */
@@ -72,7 +72,7 @@ describe('conditional GAN', () => {
   it('a label changes what G draws; labels out of range are refused', async () => {
     await useWasm();
     const m = new GanModel(cgan);
-    const { initWeights } = await import('../shared/model.js');
+    const { initWeights } = await import('../shared/compute/model.js');
     m.setWeights('G', initWeights(m.g, 3));
     m.setWeights('D', initWeights(m.d, 3));
     const noise = new Float32Array(2 * cgan.noiseDim).fill(0.5);
@@ -93,7 +93,7 @@ describe('conditional GAN', () => {
 
   it('acgan: the D loss is BCE real/fake plus the class cross-entropy on real and fake rows, and its gradient matches finite differences', async () => {
     await useWasm();
-    const { initWeights } = await import('../shared/model.js');
+    const { initWeights } = await import('../shared/compute/model.js');
     const m = new GanModel(acgan);
     const wG = initWeights(m.g, 5);
     const wD = initWeights(m.d, 5);

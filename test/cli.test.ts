@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { RunDir, loadCheckpoint } from '../coordinator/run-dir.js';
-import { initWeights, netLayout } from '../shared/model.js';
+import { initWeights, netLayout } from '../shared/compute/model.js';
 import { tinyConfig, tinyModel } from './helpers.js';
 import { type ProcResult, dist, lines, requireDist, runNode } from './util-proc.js';
 

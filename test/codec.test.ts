@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { Packr } from 'msgpackr';
-import { COORDINATOR, Kind, NOBODY, PROTOCOL_VERSION, type Message, decode, encode } from '../shared/codec.js';
-import { fromHalf, halfToFloat, toHalf } from '../shared/half.js';
-import { GanError } from '../shared/errors.js';
-import { defaultModelConfig } from '../shared/model.js';
+import { COORDINATOR, Kind, NOBODY, PROTOCOL_VERSION, type Message, decode, encode } from '../shared/wire/codec.js';
+import { fromHalf, halfToFloat, toHalf } from '../shared/numerics/half.js';
+import { GanError } from '../shared/wire/errors.js';
+import { defaultModelConfig } from '../shared/compute/model.js';
 
 // The same msgpack settings as the codec, so hand-built frames differ from real ones only where a test means them to.
 const raw = new Packr({ useRecords: false, moreTypes: false, variableMapSize: true });

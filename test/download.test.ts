@@ -6,8 +6,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { DEFAULT_BASE_URL, MNIST_FILES, type MnistFile, downloadMnist, sha256Of, verifyFile } from '../scripts/download-mnist.js';
-import { encodeIdx, loadIdxDir } from '../shared/mnist.js';
-import { GanError } from '../shared/errors.js';
+import { encodeIdx, loadIdxDir } from '../shared/data/mnist.js';
+import { GanError } from '../shared/wire/errors.js';
 
 const root = mkdtempSync(join(tmpdir(), 'gan-ddp-download-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));

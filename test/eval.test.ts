@@ -4,7 +4,7 @@ import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Classifier, getClassifier } from '../eval/classifier.js';
-import { datasetToUnit, evaluateImages, formatEvalTable } from '../eval/evaluate.js';
+import { datasetToUnit, evaluateImages, formatEvalTable } from '../eval/score-images.js';
 import {
   classCoverage,
   classHistogram,
@@ -17,8 +17,8 @@ import {
   sqrtPsd,
   symmetricEigen,
 } from '../eval/metrics.js';
-import { type Dataset, type MnistSplits, loadEmbedded } from '../shared/mnist.js';
-import { Rng } from '../shared/rng.js';
+import { type Dataset, type MnistSplits, loadEmbedded } from '../shared/data/mnist.js';
+import { Rng } from '../shared/compute/rng.js';
 import { evaluateRun } from '../cli/evaluate.js';
 import { smallData, startCluster, tempDir, tinyConfig, tinyModel } from './helpers.js';
 

@@ -11,8 +11,8 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { Packr } from 'msgpackr';
 import { WebSocket } from 'ws';
-import { type ChunkMsg, Kind, PROTOCOL_VERSION, type Message, type ReduceMsg, type ReportMsg, type TaskMsg, decode, encode } from '../shared/codec.js';
-import { modelSignature } from '../shared/model.js';
+import { type ChunkMsg, Kind, PROTOCOL_VERSION, type Message, type ReduceMsg, type ReportMsg, type TaskMsg, decode, encode } from '../shared/wire/codec.js';
+import { modelSignature } from '../shared/compute/model.js';
 import { smallData, startCluster, tinyConfig, tinyModel } from './helpers.js';
 import { metricsOf } from './util-faults.js';
 

@@ -6,7 +6,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { initBackend } from '../shared/backend/choose.js';
 import { Coordinator, type CoordinatorOptions } from '../coordinator/coordinator.js';
 import { type TrainConfig, defaultTrainConfig } from '../coordinator/config.js';
-import { type Dataset, loadEmbedded } from '../shared/mnist.js';
+import { type Dataset, loadEmbedded } from '../shared/data/mnist.js';
 import type { WorkerClient } from '../worker/worker.js';
 import { type NodeWorkerOptions, nodeWorker } from '../worker/node.js';
 

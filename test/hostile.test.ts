@@ -11,9 +11,9 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
 import { loadCheckpoint } from '../coordinator/run-dir.js';
 import { PRE_AUTH_BYTES } from '../coordinator/worker-pool.js';
-import { Kind, PROTOCOL_VERSION, type TaskMsg, decode, encode } from '../shared/codec.js';
-import { readIdxBytes } from '../shared/mnist.js';
-import { modelSignature } from '../shared/model.js';
+import { Kind, PROTOCOL_VERSION, type TaskMsg, decode, encode } from '../shared/wire/codec.js';
+import { readIdxBytes } from '../shared/data/mnist.js';
+import { modelSignature } from '../shared/compute/model.js';
 import { type Cluster, smallData, startCluster, tempDir, tinyConfig, tinyModel } from './helpers.js';
 import { type Proc, TINY_MODEL_FLAGS, epochsOf, requireBuild, spawnCoordinator, spawnWorker, writeIdxDir } from './util-faults.js';
 

@@ -1,8 +1,8 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs-core';
-import { buildBatch, type SampleSource } from '../shared/batch.js';
-import { GanModel } from '../shared/gan.js';
-import { type ModelConfig, defaultModelConfig, initWeights } from '../shared/model.js';
+import { buildBatch, type SampleSource } from '../shared/compute/batch.js';
+import { GanModel } from '../shared/compute/gan.js';
+import { type ModelConfig, defaultModelConfig, initWeights } from '../shared/compute/model.js';
 import { smallData, startCluster, tinyConfig, tinyModel, useWasm } from './helpers.js';
 
 beforeAll(async () => {

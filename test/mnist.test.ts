@@ -3,8 +3,8 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
-import { IDX_FILES, encodeIdx, loadEmbedded, loadIdxDir, parseIdxImages, parseIdxLabels, readIdxBytes } from '../shared/mnist.js';
-import { GanError } from '../shared/errors.js';
+import { IDX_FILES, encodeIdx, loadEmbedded, loadIdxDir, parseIdxImages, parseIdxLabels, readIdxBytes } from '../shared/data/mnist.js';
+import { GanError } from '../shared/wire/errors.js';
 
 const root = mkdtempSync(join(tmpdir(), 'gan-ddp-mnist-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { type AdamConfig, adamApply, adamHyper, adamState, adamStep, allFinite, emaUpdate, magnitude, weightedAverage } from '../coordinator/optimizer.js';
 import { nativeAvailable, nativeMath } from '../shared/backend/addon.js';
-import { fromHalf, toHalf } from '../shared/half.js';
+import { fromHalf, toHalf } from '../shared/numerics/half.js';
 
 // The addon must reproduce the JavaScript loops bit for bit, or a run's weights would depend on
 // whether the coordinator's host could build it.

@@ -7,10 +7,10 @@ import { basename } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { serve } from '../cli/dashboard.js';
 import { WebSocket } from 'ws';
-import { proveToken } from '../shared/auth.js';
-import { Kind, type Message, PROTOCOL_VERSION, decode, encode } from '../shared/codec.js';
-import type { Delta, ObserverUpdate, RunData, Snapshot } from '../shared/observe.js';
-import { ObserverHub, RunView } from '../coordinator/observers.js';
+import { proveToken } from '../shared/wire/auth.js';
+import { Kind, type Message, PROTOCOL_VERSION, decode, encode } from '../shared/wire/codec.js';
+import type { Delta, ObserverUpdate, RunData, Snapshot } from '../shared/wire/observe.js';
+import { ObserverHub, RunView } from '../coordinator/dashboard/observers.js';
 import { type Cluster, smallData, startCluster, tinyConfig, tinyModel } from './helpers.js';
 
 const clusters: Cluster[] = [];

@@ -5,7 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { modelConfigProblem } from '../shared/model.js';
+import { modelConfigProblem } from '../shared/compute/model.js';
 import { CGAN_D, defaultTrainConfig, kindDefaults, seedRecipe } from '../coordinator/config.js';
 import { evalDue, program, trainConfig, type CliOptions } from '../cli/coordinator.js';
 import { maxRelDiff, smallData, startCluster, tempDir, tinyConfig, tinyModel } from './helpers.js';

@@ -7,8 +7,8 @@ import { createHash } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
 import type { Coordinator, RelayPolicy } from '../coordinator/coordinator.js';
-import { Kind, PROTOCOL_VERSION, decode, encode } from '../shared/codec.js';
-import { type Net, modelSignature } from '../shared/model.js';
+import { Kind, PROTOCOL_VERSION, decode, encode } from '../shared/wire/codec.js';
+import { type Net, modelSignature } from '../shared/compute/model.js';
 import { type Cluster, smallData, startCluster, tinyConfig, tinyModel } from './helpers.js';
 import type { RelaySeam } from '../worker/participant.js';
 

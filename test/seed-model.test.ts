@@ -3,8 +3,8 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { RoundMetrics } from '../coordinator/coordinator.js';
 import { defaultTrainConfig } from '../coordinator/config.js';
-import { loadEmbedded } from '../shared/mnist.js';
-import { defaultModelConfig, initWeights, netLayout } from '../shared/model.js';
+import { loadEmbedded } from '../shared/data/mnist.js';
+import { defaultModelConfig, initWeights, netLayout } from '../shared/compute/model.js';
 import { smallData, startCluster, tinyConfig } from './helpers.js';
 
 describe('the seed model at full size', () => {

@@ -14,9 +14,9 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Coordinator, type CoordinatorOptions, type RoundMetrics } from '../coordinator/coordinator.js';
 import type { TrainConfig } from '../coordinator/config.js';
-import type { Dataset } from '../shared/mnist.js';
-import { encodeIdx } from '../shared/mnist.js';
-import type { Net } from '../shared/model.js';
+import type { Dataset } from '../shared/data/mnist.js';
+import { encodeIdx } from '../shared/data/mnist.js';
+import type { Net } from '../shared/compute/model.js';
 import { tempDir, useWasm } from './helpers.js';
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');

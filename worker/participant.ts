@@ -8,15 +8,15 @@
  *
  * Transport-free: frames go out through the `send` functions, so Node and browser workers share it.
  */
-import { buildBatch, type SampleSource } from '../shared/batch.js';
+import { buildBatch, type SampleSource } from '../shared/compute/batch.js';
 import {
   COORDINATOR, type ChunkMsg, Kind, type Message, NOBODY, type ReduceMsg, type ShardMsg, type TaskMsg, type WeightsChunkMsg, encode,
-} from '../shared/codec.js';
-import { GanError } from '../shared/errors.js';
-import { chunkCount, chunkRange, foldInto } from '../shared/fold.js';
-import { GanModel } from '../shared/gan.js';
-import { fromHalf, toHalf } from '../shared/half.js';
-import type { ModelConfig, Net } from '../shared/model.js';
+} from '../shared/wire/codec.js';
+import { GanError } from '../shared/wire/errors.js';
+import { chunkCount, chunkRange, foldInto } from '../shared/numerics/fold.js';
+import { GanModel } from '../shared/compute/gan.js';
+import { fromHalf, toHalf } from '../shared/numerics/half.js';
+import type { ModelConfig, Net } from '../shared/compute/model.js';
 
 export interface ParticipantOptions {
   model: ModelConfig;

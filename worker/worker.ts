@@ -9,14 +9,14 @@
  * Stop or a refusal (version, model, token, certificate), the worker reconnects with capped
  * exponential backoff and gives up after --connect-timeout without a successful handshake.
  */
-import { proveToken } from '../shared/auth.js';
+import { proveToken } from '../shared/wire/auth.js';
 import {
   type ChallengeMsg, Kind, type Message, PROTOCOL_VERSION, type TaskMsg, type WelcomeMsg, decode, encode,
-} from '../shared/codec.js';
-import { type ErrorCode, ErrorCodes, GanError, closeReason, isErrorCode } from '../shared/errors.js';
-import type { GanModel } from '../shared/gan.js';
-import { type ModelConfig, type ModelKind, modelSignature } from '../shared/model.js';
-import type { SampleSource } from '../shared/batch.js';
+} from '../shared/wire/codec.js';
+import { type ErrorCode, ErrorCodes, GanError, closeReason, isErrorCode } from '../shared/wire/errors.js';
+import type { GanModel } from '../shared/compute/gan.js';
+import { type ModelConfig, type ModelKind, modelSignature } from '../shared/compute/model.js';
+import type { SampleSource } from '../shared/compute/batch.js';
 import { Participant, type ParticipantOptions, type RelaySeam } from './participant.js';
 import type { Connect, Link } from './transport.js';
 

@@ -7,7 +7,7 @@
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
-import { GanError } from '../errors.js';
+import { GanError } from '../wire/errors.js';
 import { packageRoot } from '../paths.js';
 
 /** The addon's surface; native/src/*.c document the argument conventions. */
@@ -49,7 +49,7 @@ export interface NativeAddon {
 /**
  * The addon's plain-array arithmetic for the coordinator's reduce and optimiser and the fp16 wire
  * format. Each function is bit-identical to its JavaScript reference (coordinator/optimizer.ts,
- * shared/codec.ts), so results never depend on whether the addon was built. Misuse (wrong array
+ * shared/wire/codec.ts), so results never depend on whether the addon was built. Misuse (wrong array
  * types, mismatched lengths, overlapping buffers) throws a TypeError or RangeError.
  */
 export interface NativeMath {

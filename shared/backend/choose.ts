@@ -6,7 +6,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import '@tensorflow/tfjs-backend-wasm';
-import { GanError } from '../errors.js';
+import { GanError } from '../wire/errors.js';
 import { loadAddon, nativeDetail, nativeThreadsSet, setNativeThreads } from './addon.js';
 import { registerNativeBackend } from './native-kernels.js';
 import { registerWasmFastMatMul } from './wasm-kernels.js';

@@ -6,7 +6,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-wasm';
-import { GanError } from '../errors.js';
+import { GanError } from '../wire/errors.js';
 import type { NativeAddon } from './addon.js';
 import { type WasmBackendLike, matMulDims, offsetOf } from './wasm-kernels.js';
 

@@ -14,7 +14,7 @@
  * Drag to zoom on x (the zoom is kept while new rounds arrive); double-click to see everything.
  */
 import uPlot from 'uplot';
-import type { EvalLine, MetricColumns } from '../../shared/observe.js';
+import type { EvalLine, MetricColumns } from '../../shared/wire/observe.js';
 import { num } from './format.js';
 import type { Run } from './store.js';
 

@@ -8,9 +8,9 @@
  * other close is "disconnected" and we reconnect with backoff (500 ms doubling to 10 s), unless the
  * page has decided that nothing more will come (a finished-run dashboard).
  */
-import { decode, encode, Kind, PROTOCOL_VERSION } from '../../shared/codec.js';
-import type { ObserverUpdate } from '../../shared/observe.js';
-import { proveToken } from '../../shared/auth.js';
+import { decode, encode, Kind, PROTOCOL_VERSION } from '../../shared/wire/codec.js';
+import type { ObserverUpdate } from '../../shared/wire/observe.js';
+import { proveToken } from '../../shared/wire/auth.js';
 
 export type ConnState = 'connecting' | 'open' | 'disconnected' | 'closed' | 'ended' | 'refused';
 

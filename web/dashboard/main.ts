@@ -9,7 +9,7 @@
  * Updates only mark what changed; one render pass draws it, at most 4 times a second, so a
  * backlog of deltas (or 10,000 rounds in a snapshot) costs one redraw, not one per message.
  */
-import type { ObserverUpdate } from '../../shared/observe.js';
+import type { ObserverUpdate } from '../../shared/wire/observe.js';
 import { Chart, CHARTS } from './charts.js';
 import { Connection, tokenFromHash } from './connection.js';
 import { Store, type Run } from './store.js';

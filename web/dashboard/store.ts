@@ -3,7 +3,7 @@
  * column arrays in place, so a chart of a single run draws the very arrays the store holds), and
  * the sample grids received, as Blob URLs.
  */
-import { type Delta, METRIC_COLUMNS, type MetricColumns, type RunData, type Snapshot } from '../../shared/observe.js';
+import { type Delta, METRIC_COLUMNS, type MetricColumns, type RunData, type Snapshot } from '../../shared/wire/observe.js';
 
 /** Events kept per run in the page. */
 const MAX_EVENTS = 10_000;

@@ -3,7 +3,7 @@
  * Everything the runs send is put into the page as text (textContent), never as markup: host
  * names and reasons come from workers.
  */
-import type { RunEvent, WorkerRow } from '../../shared/observe.js';
+import type { RunEvent, WorkerRow } from '../../shared/wire/observe.js';
 import { bytes, clock, DASH, duration, isoTime, num } from './format.js';
 import type { Run } from './store.js';
 

@@ -3,7 +3,7 @@
  * browser's WebSocket, on the best backend this browser has. The token comes from the URL fragment
  * (#token=...), which the browser never sends; the page proves it like any worker.
  */
-import { GanError } from '../../shared/errors.js';
+import { GanError } from '../../shared/wire/errors.js';
 import { browserConnect } from '../../worker/browser-transport.js';
 import { WorkerClient } from '../../worker/worker.js';
 import { type BrowserBackend, chooseBackend } from './backend.js';

@@ -7,7 +7,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { constants as zlibConstants, gunzipSync } from 'node:zlib';
-import { GanError } from './errors.js';
+import { GanError } from '../wire/errors.js';
 
 export interface Dataset {
   n: number;

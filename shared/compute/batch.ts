@@ -5,7 +5,7 @@
  */
 import type { Batch } from './gan.js';
 import { type ModelConfig, isConditional } from './model.js';
-import { bytesToUnit } from './pixels.js';
+import { bytesToUnit } from '../data/pixels.js';
 import { Rng, Stream } from './rng.js';
 
 export type Phase = 'D' | 'G';

@@ -1,6 +1,6 @@
 /**
  * Observers: the dashboard's read-only view of runs. A RunView holds what the page shows of one
- * run (shared/observe.ts), fed live by the coordinator or read back from a run directory; the
+ * run (shared/wire/observe.ts), fed live by the coordinator or read back from a run directory; the
  * ObserverHub proves each observer's token like a worker's, sends it a snapshot, then throttled
  * deltas and the sample grids.
  *
@@ -14,16 +14,16 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync, readdirSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { WebSocket } from 'ws';
-import { checkProof } from '../shared/auth.js';
-import { Kind, PROTOCOL_VERSION, decode, encode } from '../shared/codec.js';
-import { GanError, closeReason } from '../shared/errors.js';
-import { isConditional, type ModelConfig } from '../shared/model.js';
+import { checkProof } from '../../shared/wire/auth.js';
+import { Kind, PROTOCOL_VERSION, decode, encode } from '../../shared/wire/codec.js';
+import { GanError, closeReason } from '../../shared/wire/errors.js';
+import { isConditional, type ModelConfig } from '../../shared/compute/model.js';
 import {
   type Delta, type EpochLine, type EvalLine, METRIC_COLUMNS, type MetricColumns, type RunData, type RunEvent, type RunStatus, type Snapshot, type WorkerRow,
-} from '../shared/observe.js';
-import type { RoundMetrics } from './metrics.js';
-import { type RunDir, readJsonl } from './run-dir.js';
-import type { WorkerConn, WorkerPool } from './worker-pool.js';
+} from '../../shared/wire/observe.js';
+import type { RoundMetrics } from '../metrics.js';
+import { type RunDir, readJsonl } from '../run-dir.js';
+import type { WorkerConn, WorkerPool } from '../worker-pool.js';
 
 const emptyColumns = (): MetricColumns => Object.fromEntries(METRIC_COLUMNS.map((k) => [k, []])) as unknown as MetricColumns;
 

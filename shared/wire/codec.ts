@@ -11,7 +11,7 @@
  */
 import { Packr } from 'msgpackr';
 import { GanError } from './errors.js';
-import { modelConfigProblem } from './model.js';
+import { modelConfigProblem } from '../compute/model.js';
 import { type ChallengeMsg, type FieldType, Kind, type Message, SPECS, type ShardMsg, type TaskMsg, type WeightsMsg } from './protocol.js';
 
 export * from './protocol.js';

@@ -2,12 +2,12 @@
  * Evaluating a generator's weights: sample it, classify the samples, score them against the real
  * test digits. Used by the `evaluate` command and by `--eval-every` during training.
  */
-import type { MnistSplits } from '../shared/mnist.js';
-import { type ModelConfig, isConditional } from '../shared/model.js';
-import { Stream, seededNoise } from '../shared/rng.js';
-import { sampleGenerator } from '../shared/sampling.js';
+import type { MnistSplits } from '../shared/data/mnist.js';
+import { type ModelConfig, isConditional } from '../shared/compute/model.js';
+import { Stream, seededNoise } from '../shared/compute/rng.js';
+import { sampleGenerator } from '../shared/compute/sampling.js';
 import { type Classifier, type ClassifierOptions, getClassifier } from './classifier.js';
-import { type EvalResult, evaluateImages } from './evaluate.js';
+import { type EvalResult, evaluateImages } from './score-images.js';
 
 export interface Evaluator {
   evaluate(model: ModelConfig, gWeights: Float32Array, samples: number, seed?: number): EvalResult;

@@ -15,7 +15,7 @@
  *   are applied by a worker only when every chunk of that version has arrived, and a later attempt
  *   of the same phase supersedes them.
  */
-import type { ModelConfig } from './model.js';
+import type { ModelConfig } from '../compute/model.js';
 
 export const PROTOCOL_VERSION = 2;
 

@@ -4,7 +4,7 @@
  * and acc rounded to float32 after every add (sk = countk / total). Folding chunk by chunk, on the
  * coordinator or along a chain of workers, gives the same bits as folding whole vectors.
  */
-import { type NativeMath, nativeMath } from './backend/addon.js';
+import { type NativeMath, nativeMath } from '../backend/addon.js';
 
 /** How many chunks of `chunk` floats a vector of `total` floats has. */
 export function chunkCount(total: number, chunk: number): number {

@@ -2,9 +2,9 @@
  * Judging a set of generated digits against held-out real ones, with the real-vs-real figures
  * beside each number so that a reader can tell "good" from "as good as it gets".
  */
-import type { Dataset } from '../shared/mnist.js';
-import { bytesToUnit } from '../shared/pixels.js';
-import { permutation } from '../shared/rng.js';
+import type { Dataset } from '../shared/data/mnist.js';
+import { bytesToUnit } from '../shared/data/pixels.js';
+import { permutation } from '../shared/compute/rng.js';
 import type { Classifier, Prediction } from './classifier.js';
 import {
   COVERAGE_MIN_SHARE,

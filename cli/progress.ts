@@ -2,7 +2,7 @@
  * Progress output: a single redrawn line on a terminal; plain lines (one per epoch and every
  * `every` rounds) otherwise, so logs stay readable in files and CI.
  */
-import type { RoundMetrics } from './coordinator.js';
+import type { RoundMetrics } from '../coordinator/coordinator.js';
 
 export class Progress {
   private readonly tty: boolean;

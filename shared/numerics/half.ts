@@ -2,7 +2,7 @@
  * IEEE 754 half floats for the 16-bit gradient wire format (--fp16). The addon converts when it is
  * built; these JavaScript loops are the reference it matches bit for bit, and stand in otherwise.
  */
-import { type NativeMath, nativeMath } from './backend/addon.js';
+import { type NativeMath, nativeMath } from '../backend/addon.js';
 
 /**
  * Float32 -> IEEE 754 half (round to nearest even), for 16-bit gradient upload. `math` is the
