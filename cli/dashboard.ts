@@ -5,12 +5,12 @@
  * it serves loopback only unless given a token (or --insecure), and the page proves the token.
  */
 import { createServer, type IncomingMessage } from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { Command } from 'commander';
 import { WebSocketServer } from 'ws';
 import { ObserverHub, RunView } from '../coordinator/dashboard/observers.js';
 import { serveWeb } from '../coordinator/dashboard/web.js';
-import { GanError } from '../shared/wire/errors.js';
+import { listenGuarded } from '../coordinator/listen.js';
 import { type ModelConfig, defaultModelConfig } from '../shared/compute/model.js';
 import { die, intArg, isMain } from './args.js';
 
@@ -31,12 +31,9 @@ export function program(): Command {
     .option('--insecure', 'allow listening beyond loopback without a token', false);
 }
 
-const isLoopback = (h: string) => h === 'localhost' || h === '::1' || h.startsWith('127.');
-
 /** Serve `dirs` until closed; resolves to the bound port and a close function. */
 export async function serve(dirs: string[], o: DashboardOptions): Promise<{ port: number; close: () => Promise<void> }> {
   const token = o.token ?? process.env.GAN_DDP_TOKEN;
-  if (!isLoopback(o.host) && !token && !o.insecure) throw new GanError('E_INSECURE', `refusing to listen on ${o.host} without --token (pass --insecure to allow it)`);
   const runs = dirs.map((d, i) => RunView.fromDir(i, d));
   const hub = new ObserverHub({ token, model: (runs[0]?.data.config.model as ModelConfig | undefined) ?? defaultModelConfig, runs });
   const server = createServer(serveWeb);
@@ -45,10 +42,7 @@ export async function serve(dirs: string[], o: DashboardOptions): Promise<{ port
     if ((req.url ?? '').split('?')[0] !== '/observe') return socket.destroy();
     wss.handleUpgrade(req, socket, head, (ws) => hub.accept(ws));
   });
-  const port = await new Promise<number>((resolve, reject) => {
-    server.once('error', (e: NodeJS.ErrnoException) => reject(e.code === 'EADDRINUSE' ? new GanError('E_PORT', `port ${o.port} on ${o.host} is already in use`) : new GanError('E_LISTEN', e.message)));
-    server.listen(o.port, o.host, () => resolve((server.address() as AddressInfo).port));
-  });
+  const port = await listenGuarded(server, o.host, o.port, { token, insecure: o.insecure });
   return {
     port,
     close: async () => {

@@ -30,7 +30,7 @@ import type { AdamState } from './optimizer.js';
 import { type CoordinatorOptions, REDUCE_CHUNK } from './options.js';
 import { Reduction, relayRoles } from './reduction.js';
 import { type EpochAccount, RunDir } from './run-dir.js';
-import { EpochPlan, shardFrames } from './sharding.js';
+import { EpochPlan, roundPlan, shardFrames } from './sharding.js';
 import { ObserverHub, RunView, noteRound, watchWorkers } from './dashboard/observers.js';
 import { serveWeb } from './dashboard/web.js';
 import { type WorkerConn, WorkerPool } from './worker-pool.js';
@@ -126,9 +126,8 @@ export class Coordinator {
   /** The dashboard's view of this run: fed from here and from the pool's events. */
   private watch(config: Record<string, unknown>): void {
     const { cfg } = this;
-    const perEpoch = Math.ceil(this.data.n / (cfg.workers * cfg.batchSize));
-    const total = cfg.maxRounds > 0 ? Math.min(cfg.maxRounds, perEpoch * cfg.epochs) : perEpoch * cfg.epochs;
-    this.view = RunView.live(config, { round: this.round, epoch: this.epoch, totalRounds: total, roundsPerEpoch: perEpoch }, this.runDir, !!this.opts.resume);
+    const rounds = roundPlan(this.data.n, cfg);
+    this.view = RunView.live(config, { round: this.round, epoch: this.epoch, totalRounds: rounds.total, roundsPerEpoch: rounds.perEpoch }, this.runDir, !!this.opts.resume);
     watchWorkers(this.view, this.pool);
     if (this.opts.dashboard !== false) this.hub = new ObserverHub({ token: this.opts.token, model: cfg.model, runs: [this.view], log: this.log });
   }

@@ -29,6 +29,7 @@
  *   reported, it gets STRAGGLER_FACTOR times their median time (at least STRAGGLER_MIN_MS), then it
  *   is dropped (E_TIMEOUT) instead of holding the phase for the whole --round-timeout.
  */
+import { isLoopback } from '../shared/wire/address.js';
 import { GanError } from '../shared/wire/errors.js';
 import { chunkCount, chunkRange, foldInto } from '../shared/numerics/fold.js';
 import { fromHalf } from '../shared/numerics/half.js';
@@ -399,8 +400,6 @@ export class Reduction {
 /** When workers relay partial sums to each other: `auto` when at least three can and sit on other hosts than the coordinator. */
 export type RelayPolicy = 'auto' | 'always' | 'never';
 
-const isLoopbackIp = (ip: string) => ip === '::1' || ip.startsWith('127.') || ip.startsWith('::ffff:127.');
-
 /**
  * Which of these workers relay in a phase. On one host relaying only adds copies, so `auto` relays
  * among workers on other hosts, and only when there are at least three of them (with two, a chain
@@ -410,6 +409,6 @@ export function relayRoles(workers: WorkerConn[], policy: RelayPolicy): boolean[
   const able = workers.map((w) => w.peerUrl !== '');
   if (policy === 'never') return workers.map(() => false);
   if (policy === 'always') return able;
-  const remote = workers.map((w, i) => able[i]! && !isLoopbackIp(w.remoteIp));
+  const remote = workers.map((w, i) => able[i]! && !isLoopback(w.remoteIp));
   return remote.filter(Boolean).length >= 3 ? remote : workers.map(() => false);
 }

@@ -15,6 +15,7 @@
 import { Kind, encode } from '../shared/wire/codec.js';
 import type { Dataset } from '../shared/data/mnist.js';
 import { Stream, permutation } from '../shared/compute/rng.js';
+import { DIGIT_PIXELS, digitBytes } from '../shared/data/digits.js';
 
 export class EpochPlan {
   readonly perm: Uint32Array;
@@ -85,6 +86,13 @@ export class EpochPlan {
   }
 }
 
+/** The rounds a run plans: an epoch of `samples` at `workers` x `batchSize` per round, cut at --max-rounds (0: no cut). */
+export function roundPlan(samples: number, c: { workers: number; batchSize: number; epochs: number; maxRounds: number }): { perEpoch: number; total: number } {
+  const perEpoch = Math.ceil(samples / Math.max(1, c.workers * c.batchSize));
+  const all = perEpoch * c.epochs;
+  return { perEpoch, total: c.maxRounds > 0 ? Math.min(c.maxRounds, all) : all };
+}
+
 /** Shards go out in pieces of this many samples. */
 export const SHARD_CHUNK = 4096;
 
@@ -108,10 +116,10 @@ export function shardFrames(held: HeldShard, queue: Uint32Array, epoch: number, 
   const frames: Uint8Array[] = [];
   for (let off = 0; off < missing.length || (reset && off === 0); off += SHARD_CHUNK) {
     const ids = missing.subarray(off, off + SHARD_CHUNK);
-    const images = new Uint8Array(ids.length * 784);
+    const images = new Uint8Array(ids.length * DIGIT_PIXELS);
     const labels = new Uint8Array(ids.length);
     ids.forEach((id, i) => {
-      images.set(data.images.subarray(id * 784, (id + 1) * 784), i * 784);
+      images.set(digitBytes(data.images, id), i * DIGIT_PIXELS);
       labels[i] = data.labels[id]!;
       held.ids.add(id);
     });

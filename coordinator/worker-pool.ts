@@ -25,13 +25,15 @@ import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { type IncomingMessage, type Server, type ServerResponse, createServer as createHttpServer } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
-import type { AddressInfo, Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { WebSocket, WebSocketServer } from 'ws';
 import { type ChunkMsg, Kind, PROTOCOL_VERSION, type Message, type ReportMsg, decode, encode } from '../shared/wire/codec.js';
 import { GanError, closeReason } from '../shared/wire/errors.js';
 import { type ModelConfig, type Net, netLayout } from '../shared/compute/model.js';
+import { listenGuarded } from './listen.js';
 import { LogLimiter } from './log-limit.js';
 import { type HeldShard, SHARD_CHUNK } from './sharding.js';
+import { DIGIT_PIXELS } from '../shared/data/digits.js';
 
 export interface PoolOptions {
   host: string;
@@ -119,7 +121,6 @@ export function limitPreAuth(socket: Socket, pending: () => boolean, refused: (b
   };
   socket.on('data', onData);
 }
-const isLoopback = (h: string) => h === 'localhost' || h === '::1' || h.startsWith('127.');
 
 export class WorkerPool extends EventEmitter<PoolEvents> {
   readonly layouts: Record<Net, { total: number }>;
@@ -149,7 +150,7 @@ export class WorkerPool extends EventEmitter<PoolEvents> {
     this.layouts = { G: netLayout(o.model, 'G'), D: netLayout(o.model, 'D') };
     const biggest = Math.max(this.layouts.G.total, this.layouts.D.total) * 4;
     this.maxInbound = biggest + 64 * 1024;
-    this.maxOutbound = Math.max(biggest, SHARD_CHUNK * (784 + 1 + 4)) + 64 * 1024;
+    this.maxOutbound = Math.max(biggest, SHARD_CHUNK * (DIGIT_PIXELS + 1 + 4)) + 64 * 1024;
     this.limited = new LogLimiter(o.log);
   }
 
@@ -180,9 +181,6 @@ export class WorkerPool extends EventEmitter<PoolEvents> {
   /** Listen; resolves to the bound port. Beyond loopback a token (or `insecure`) is required. */
   listen(insecure = false): Promise<number> {
     const { host, port } = this.o;
-    if (!isLoopback(host) && !this.o.token && !insecure) {
-      return Promise.reject(new GanError('E_INSECURE', `refusing to listen on ${host} without --token (pass --insecure to allow it)`));
-    }
     const server = this.o.tls ? createHttpsServer({ cert: this.o.tls.cert, key: this.o.tls.key }) : createHttpServer();
     this.server = server;
     this.wss = new WebSocketServer({ noServer: true, maxPayload: this.maxInbound, perMessageDeflate: false, clientTracking: false });
@@ -198,14 +196,7 @@ export class WorkerPool extends EventEmitter<PoolEvents> {
     });
     this.heartbeat = setInterval(() => this.beat(), this.o.heartbeatMs);
     this.heartbeat.unref();
-    return new Promise((resolve, reject) => {
-      server.once('error', (e: NodeJS.ErrnoException) => {
-        reject(e.code === 'EADDRINUSE'
-          ? new GanError('E_PORT', `port ${port} on ${host} is already in use`)
-          : new GanError('E_LISTEN', `cannot listen on ${host}:${port}: ${e.message}`));
-      });
-      server.listen(port, host, () => resolve((server.address() as AddressInfo).port));
-    });
+    return listenGuarded(server, host, port, { token: this.o.token, insecure });
   }
 
   send(c: WorkerConn, frame: Uint8Array): void {

@@ -10,7 +10,8 @@ import * as tf from '@tensorflow/tfjs-core';
 import type { MnistSplits } from '../shared/data/mnist.js';
 import { packageRoot } from '../shared/paths.js';
 import { Rng, permutation } from '../shared/compute/rng.js';
-import { type Classifier, type ClassifierArch, CnnClassifier, MAX_SHIFT, argmax, defaultArch, forward, initParams, paramSpecs, sizeOf, toUnit } from './cnn.js';
+import { type Classifier, type ClassifierArch, CnnClassifier, MAX_SHIFT, defaultArch, forward, initParams, paramSpecs, sizeOf, toUnit } from './cnn.js';
+import { DIGIT_PIXELS } from '../shared/data/digits.js';
 
 export type { Classifier, ClassifierArch, Prediction } from './cnn.js';
 
@@ -157,7 +158,7 @@ export function classifierKey(data: MnistSplits, s: TrainSettings): string {
   h.update(`v${CLASSIFIER_VERSION};batch=${BATCH};lr=${LR};dropout=${DROPOUT};shift=${MAX_SHIFT};arch=${JSON.stringify(s.arch)};epochs=${s.epochs};limit=${s.trainLimit};seed=${s.seed};`);
   for (const ds of [data.train, data.test]) {
     h.update(`${ds.n};`);
-    h.update(ds.images.subarray(0, ds.n * 784));
+    h.update(ds.images.subarray(0, ds.n * DIGIT_PIXELS));
     h.update(ds.labels.subarray(0, ds.n));
   }
   return h.digest('hex');

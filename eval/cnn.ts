@@ -17,6 +17,7 @@ import '@tensorflow/tfjs';
 import type { Dataset } from '../shared/data/mnist.js';
 import { byteToUnit } from '../shared/data/pixels.js';
 import { Rng } from '../shared/compute/rng.js';
+import { DIGIT_PIXELS, DIGIT_SIDE } from '../shared/data/digits.js';
 
 export interface ClassifierArch {
   conv1: number;
@@ -185,15 +186,15 @@ export function forward(w: tf.Tensor[], x: tf.Tensor4D, mask: tf.Tensor2D | null
 
 /** Bytes 0..255 -> [-1, 1], the generator's output scale; `rng` shifts each digit at random. */
 export function toUnit(images: Uint8Array, ids: ArrayLike<number>, rng?: Rng): Float32Array {
-  const x = new Float32Array(ids.length * 784).fill(-1);
+  const x = new Float32Array(ids.length * DIGIT_PIXELS).fill(-1);
   for (let i = 0; i < ids.length; i++) {
-    const off = ids[i]! * 784;
+    const off = ids[i]! * DIGIT_PIXELS;
     const dr = rng ? rng.below(2 * MAX_SHIFT + 1) - MAX_SHIFT : 0;
     const dc = rng ? rng.below(2 * MAX_SHIFT + 1) - MAX_SHIFT : 0;
-    for (let r = Math.max(0, -dr); r < Math.min(28, 28 - dr); r++) {
-      const src = off + r * 28;
-      const dst = i * 784 + (r + dr) * 28 + dc;
-      for (let c = Math.max(0, -dc); c < Math.min(28, 28 - dc); c++) x[dst + c] = byteToUnit(images[src + c]!);
+    for (let r = Math.max(0, -dr); r < Math.min(DIGIT_SIDE, DIGIT_SIDE - dr); r++) {
+      const src = off + r * DIGIT_SIDE;
+      const dst = i * DIGIT_PIXELS + (r + dr) * DIGIT_SIDE + dc;
+      for (let c = Math.max(0, -dc); c < Math.min(DIGIT_SIDE, DIGIT_SIDE - dc); c++) x[dst + c] = byteToUnit(images[src + c]!);
     }
   }
   return x;
@@ -225,14 +226,14 @@ export class CnnClassifier implements Classifier {
   }
 
   predict(images: Float32Array): Prediction {
-    if (images.length % 784 !== 0) throw new Error(`predict: ${images.length} values is not a whole number of 28x28 images`);
-    const n = images.length / 784;
+    if (images.length % DIGIT_PIXELS !== 0) throw new Error(`predict: ${images.length} values is not a whole number of 28x28 images`);
+    const n = images.length / DIGIT_PIXELS;
     const probs = new Float32Array(n * 10);
     const features = new Float32Array(n * this.featureDim);
     for (let s = 0; s < n; s += PREDICT_BATCH) {
       const m = Math.min(PREDICT_BATCH, n - s);
       const [p, f] = tf.tidy(() => {
-        const x = tf.tensor4d(images.subarray(s * 784, (s + m) * 784), [m, 28, 28, 1]);
+        const x = tf.tensor4d(images.subarray(s * DIGIT_PIXELS, (s + m) * DIGIT_PIXELS), [m, DIGIT_SIDE, DIGIT_SIDE, 1]);
         const r = forward(this.weights, x, null);
         return [tf.softmax(r.logits), r.features];
       });

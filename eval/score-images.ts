@@ -18,6 +18,7 @@ import {
   frechetDistance,
   klFromUniform,
 } from './metrics.js';
+import { DIGIT_PIXELS } from '../shared/data/digits.js';
 
 export interface EvalResult {
   /** Generated images scored. */
@@ -57,10 +58,10 @@ export interface EvalOptions {
 /** Bytes 0..255 -> [-1, 1], the scale generated images come in. */
 export function datasetToUnit(ds: Dataset, ids?: ArrayLike<number>): Float32Array {
   const n = ids ? ids.length : ds.n;
-  const out = new Float32Array(n * 784);
+  const out = new Float32Array(n * DIGIT_PIXELS);
   for (let i = 0; i < n; i++) {
-    const off = (ids ? ids[i]! : i) * 784;
-    bytesToUnit(ds.images, off, out, i * 784, 784);
+    const off = (ids ? ids[i]! : i) * DIGIT_PIXELS;
+    bytesToUnit(ds.images, off, out, i * DIGIT_PIXELS, DIGIT_PIXELS);
   }
   return out;
 }
@@ -130,9 +131,9 @@ export function evaluatePrediction(p: Prediction, opts: EvalOptions): EvalResult
 
 /** Score generated images (n x 784 in [-1, 1]). */
 export function evaluateImages(images: Float32Array, opts: EvalOptions): EvalResult {
-  if (images.length % 784 !== 0) throw new Error(`evaluate: ${images.length} values is not a whole number of 28x28 images`);
-  if (opts.asked && opts.asked.length !== images.length / 784) {
-    throw new Error(`evaluate: ${opts.asked.length} requested digits for ${images.length / 784} images`);
+  if (images.length % DIGIT_PIXELS !== 0) throw new Error(`evaluate: ${images.length} values is not a whole number of 28x28 images`);
+  if (opts.asked && opts.asked.length !== images.length / DIGIT_PIXELS) {
+    throw new Error(`evaluate: ${opts.asked.length} requested digits for ${images.length / DIGIT_PIXELS} images`);
   }
   return evaluatePrediction(opts.classifier.predict(images), opts);
 }

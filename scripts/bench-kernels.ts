@@ -25,6 +25,7 @@ import { buildBatch } from '../shared/compute/batch.js';
 import { GanModel } from '../shared/compute/gan.js';
 import { loadEmbedded } from '../shared/data/mnist.js';
 import { defaultModelConfig, initWeights } from '../shared/compute/model.js';
+import { digitBytes } from '../shared/data/digits.js';
 
 const BATCH = 100;
 
@@ -175,7 +176,7 @@ function ganIteration(): Iteration {
   model.setWeights('G', initWeights(model.g, 1));
   model.setWeights('D', initWeights(model.d, 1));
   const data = loadEmbedded().train;
-  const src = { image: (id: number) => data.images.subarray(id * 784, id * 784 + 784), label: (id: number) => data.labels[id]! };
+  const src = { image: (id: number) => digitBytes(data.images, id), label: (id: number) => data.labels[id]! };
   const ids = (i: number) => Array.from({ length: BATCH }, (_, k) => (i * BATCH + k) % data.n);
   return {
     run(i) {

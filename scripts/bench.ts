@@ -38,6 +38,7 @@ import { loadEmbedded } from '../shared/data/mnist.js';
 import { defaultModelConfig, initWeights, netLayout } from '../shared/compute/model.js';
 import { hostsMain } from './bench-hosts.js';
 import { type TorchInfo, type TorchResult, findTorch, runTorch } from './bench-torch.js';
+import { digitBytes } from '../shared/data/digits.js';
 
 interface SingleResult {
   backend: string;
@@ -79,7 +80,7 @@ async function single(backend: BackendName, seconds: number, threads: number): P
   model.setWeights('G', w.G);
   model.setWeights('D', w.D);
   const data = loadEmbedded().train;
-  const src = { image: (id: number) => data.images.subarray(id * 784, id * 784 + 784), label: (id: number) => data.labels[id]! };
+  const src = { image: (id: number) => digitBytes(data.images, id), label: (id: number) => data.labels[id]! };
   const adam = { G: adamState(model.g.total), D: adamState(model.d.total) };
   const ac = { lr: 2e-4, beta1: 0.5, beta2: 0.999, epsilon: 1e-8 };
   const iterate = (i: number, withAdam: boolean) => {

@@ -12,7 +12,6 @@ import { loadCheckpoint } from '../coordinator/run-dir.js';
 import { Coordinator, type RoundMetrics } from '../coordinator/coordinator.js';
 import { Kind, PROTOCOL_VERSION, type Message, decode, encode } from '../shared/wire/codec.js';
 import { modelSignature } from '../shared/compute/model.js';
-import { WorkerClient } from '../worker/worker.js';
 import { nodeWorker } from '../worker/node.js';
 import { smallData, startCluster, tempDir, tinyConfig, tinyModel } from './helpers.js';
 import {

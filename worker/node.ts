@@ -3,6 +3,7 @@
  * a relay listener for relayed reductions. cli/worker.ts and the tests build workers here.
  */
 import { hostname } from 'node:os';
+import { isLoopback } from '../shared/wire/address.js';
 import { nodeConnect } from './node-transport.js';
 import { nodeRelay } from './peers.js';
 import { type Relay, WorkerClient, type WorkerOptions } from './worker.js';
@@ -28,7 +29,7 @@ export function nodeWorker(o: NodeWorkerOptions): WorkerClient {
   } else if (wantRelay) {
     const host = new URL(o.url.replace(/^ws/, 'http')).hostname;
     relay = nodeRelay({
-      bindHost: '0.0.0.0', advertise: peerHost, coordinatorIsLocal: host === 'localhost' || host.startsWith('127.') || host === '[::1]',
+      bindHost: '0.0.0.0', advertise: peerHost, coordinatorIsLocal: isLoopback(host),
       tls, ca, token: o.token, maxPayload, log,
     });
   }

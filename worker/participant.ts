@@ -17,6 +17,7 @@ import { chunkCount, chunkRange, foldInto } from '../shared/numerics/fold.js';
 import { GanModel } from '../shared/compute/gan.js';
 import { fromHalf, toHalf } from '../shared/numerics/half.js';
 import type { ModelConfig, Net } from '../shared/compute/model.js';
+import { digitBytes } from '../shared/data/digits.js';
 
 export interface ParticipantOptions {
   model: ModelConfig;
@@ -46,7 +47,7 @@ class ShardStore implements SampleSource {
       this.labels.clear();
     }
     m.ids.forEach((id, i) => {
-      this.images.set(id, m.images.subarray(i * 784, (i + 1) * 784));
+      this.images.set(id, digitBytes(m.images, i));
       this.labels.set(id, m.labels[i]!);
     });
   }

@@ -23,6 +23,7 @@ import {
 } from '../../shared/wire/observe.js';
 import type { RoundMetrics } from '../metrics.js';
 import { type RunDir, readJsonl } from '../run-dir.js';
+import { roundPlan } from '../sharding.js';
 import type { WorkerConn, WorkerPool } from '../worker-pool.js';
 
 const emptyColumns = (): MetricColumns => Object.fromEntries(METRIC_COLUMNS.map((k) => [k, []])) as unknown as MetricColumns;
@@ -114,13 +115,14 @@ export class RunView {
     }
     const metrics = readJsonl<RoundMetrics>(join(dir, 'metrics.jsonl'));
     const epochs = Number(config.epochs ?? 0);
-    const perEpoch = Math.ceil(Number(config.samples ?? 0) / Math.max(1, Number(config.workers ?? 1) * Number(config.batchSize ?? 1)));
+    // What the run planned; a run stopped by --max-rounds shows how far it got of that.
+    const rounds = roundPlan(Number(config.samples ?? 0), { workers: Number(config.workers ?? 1), batchSize: Number(config.batchSize ?? 1), epochs, maxRounds: Number(config.maxRounds ?? 0) });
     const stopped = summary?.stopped as string | null | undefined;
     const ended = (summary?.state as RunStatus['state'] | undefined) ?? (stopped ? 'stopped' : 'finished');
     const v = new RunView(id, basename(dir), false, config, {
       state: summary ? ended : 'stopped',
       round: metrics.length ? metrics[metrics.length - 1]!.round + 1 : 0,
-      epoch: 0, epochs, totalRounds: perEpoch * epochs, roundsPerEpoch: perEpoch, etaS: null,
+      epoch: 0, epochs, totalRounds: rounds.total, roundsPerEpoch: rounds.perEpoch, etaS: null,
       startedAt: 0, elapsedS: Number(summary?.seconds ?? 0),
       detail: summary ? (stopped ? `stopped: ${stopped}` : undefined) : 'no summary.json: the run did not end cleanly',
     });

@@ -4,12 +4,11 @@
  * batch one worker would build from the union of their ids.
  */
 import type { Batch } from './gan.js';
-import { type ModelConfig, isConditional } from './model.js';
+import { type ModelConfig, type Net, isConditional } from './model.js';
 import { bytesToUnit } from '../data/pixels.js';
 import { Rng, Stream } from './rng.js';
 
-export type Phase = 'D' | 'G';
-export const phaseCode = (p: Phase): number => (p === 'D' ? 0 : 1);
+const phaseCode = (p: Net): number => (p === 'D' ? 0 : 1);
 
 /** Images of the samples a worker holds, addressed by global sample id. */
 export interface SampleSource {
@@ -21,7 +20,7 @@ export interface SampleSource {
 export interface BatchKey {
   seed: number;
   epoch: number;
-  phase: Phase;
+  phase: Net;
 }
 
 export function buildBatch(cfg: ModelConfig, key: BatchKey, ids: ArrayLike<number>, src: SampleSource | null): Batch {

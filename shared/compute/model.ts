@@ -15,6 +15,7 @@
  * label joining G's noise while D predicts it.
  */
 import { Rng, Stream } from './rng.js';
+import { DIGIT_PIXELS } from '../data/digits.js';
 
 export type ModelKind = 'gan' | 'cgan' | 'acgan';
 export const MODEL_KINDS: readonly ModelKind[] = ['gan', 'cgan', 'acgan'];
@@ -51,7 +52,7 @@ export const D_LABELS: readonly DLabel[] = ['concat', 'projection'];
 export const defaultModelConfig: ModelConfig = {
   kind: 'gan',
   noiseDim: 100,
-  imageDim: 784,
+  imageDim: DIGIT_PIXELS,
   numClasses: 10,
   gHidden: [256, 512, 1024],
   dHidden: [1024, 512, 256],

@@ -8,6 +8,7 @@ import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { constants as zlibConstants, gunzipSync } from 'node:zlib';
 import { GanError } from '../wire/errors.js';
+import { DIGIT_PIXELS } from './digits.js';
 
 export interface Dataset {
   n: number;
@@ -163,11 +164,11 @@ export function loadEmbedded(): MnistSplits {
   for (let d = 0; d < 10; d++) {
     perClass.push((JSON.parse(readFileSync(require.resolve(`mnist/src/digits/${d}.json`), 'utf8')) as { data: number[] }).data);
   }
-  const counts = perClass.map((a) => a.length / 784);
+  const counts = perClass.map((a) => a.length / DIGIT_PIXELS);
   const total = counts.reduce((a, b) => a + b, 0);
   const nTest = counts.reduce((a, c) => a + Math.ceil(c / 10), 0);
-  const train = { images: new Uint8Array((total - nTest) * 784), labels: new Uint8Array(total - nTest), n: 0 };
-  const test = { images: new Uint8Array(nTest * 784), labels: new Uint8Array(nTest), n: 0 };
+  const train = { images: new Uint8Array((total - nTest) * DIGIT_PIXELS), labels: new Uint8Array(total - nTest), n: 0 };
+  const test = { images: new Uint8Array(nTest * DIGIT_PIXELS), labels: new Uint8Array(nTest), n: 0 };
   // Interleave classes so that any prefix is class-balanced.
   const maxCount = Math.max(...counts);
   for (let i = 0; i < maxCount; i++) {
@@ -175,8 +176,8 @@ export function loadEmbedded(): MnistSplits {
       if (i >= counts[d]!) continue;
       const dst = i % 10 === 0 ? test : train;
       const src = perClass[d]!;
-      const off = dst.n * 784;
-      for (let k = 0; k < 784; k++) dst.images[off + k] = Math.round(src[i * 784 + k]! * 255);
+      const off = dst.n * DIGIT_PIXELS;
+      for (let k = 0; k < DIGIT_PIXELS; k++) dst.images[off + k] = Math.round(src[i * DIGIT_PIXELS + k]! * 255);
       dst.labels[dst.n++] = d;
     }
   }
@@ -194,12 +195,12 @@ export function loadMnist(dir?: string): MnistSplits {
 
 /** Write a dataset as the IDX pair (used by tests and by scripts that export the embedded digits). */
 export function encodeIdx(ds: { n: number; images: Uint8Array; labels: Uint8Array }): { images: Buffer; labels: Buffer } {
-  const images = Buffer.alloc(16 + ds.n * 784);
+  const images = Buffer.alloc(16 + ds.n * DIGIT_PIXELS);
   images.writeUInt32BE(IMAGE_MAGIC, 0);
   images.writeUInt32BE(ds.n, 4);
   images.writeUInt32BE(28, 8);
   images.writeUInt32BE(28, 12);
-  images.set(ds.images.subarray(0, ds.n * 784), 16);
+  images.set(ds.images.subarray(0, ds.n * DIGIT_PIXELS), 16);
   const labels = Buffer.alloc(8 + ds.n);
   labels.writeUInt32BE(LABEL_MAGIC, 0);
   labels.writeUInt32BE(ds.n, 4);

@@ -13,6 +13,7 @@ import { Packr } from 'msgpackr';
 import { GanError } from './errors.js';
 import { modelConfigProblem } from '../compute/model.js';
 import { type ChallengeMsg, type FieldType, Kind, type Message, SPECS, type ShardMsg, type TaskMsg, type WeightsMsg } from './protocol.js';
+import { DIGIT_PIXELS } from '../data/digits.js';
 
 export * from './protocol.js';
 
@@ -152,7 +153,7 @@ export function decode(frame: Uint8Array): Message {
       const ids = view(m.ids as Uint8Array, Uint32Array, 'Shard.ids');
       const images = m.images as Uint8Array;
       const labels = m.labels as Uint8Array;
-      if (images.byteLength !== ids.length * 784) fail(`Shard: ${images.byteLength} image bytes for ${ids.length} samples`);
+      if (images.byteLength !== ids.length * DIGIT_PIXELS) fail(`Shard: ${images.byteLength} image bytes for ${ids.length} samples`);
       if (labels.byteLength !== ids.length) fail(`Shard: ${labels.byteLength} labels for ${ids.length} samples`);
       return { ...(m as object), ids, images, labels } as ShardMsg;
     }

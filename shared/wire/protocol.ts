@@ -15,7 +15,7 @@
  *   are applied by a worker only when every chunk of that version has arrived, and a later attempt
  *   of the same phase supersedes them.
  */
-import type { ModelConfig } from '../compute/model.js';
+import type { ModelConfig, Net } from '../compute/model.js';
 
 export const PROTOCOL_VERSION = 2;
 
@@ -55,9 +55,6 @@ export enum Kind {
   /** coordinator -> observer: one sample grid's PNG. */
   Grid = 17,
 }
-
-export type NetName = 'D' | 'G';
-export type PhaseName = 'D' | 'G';
 
 /** Reduce.prev / Reduce.next: no one (start from zero) and the coordinator; peers are worker ids >= 0. */
 export const NOBODY = -1;
@@ -103,12 +100,12 @@ export interface ShardMsg {
   images: Uint8Array;
   labels: Uint8Array;
 }
-export interface WeightsMsg { k: Kind.Weights; net: NetName; version: number; data: Float32Array }
+export interface WeightsMsg { k: Kind.Weights; net: Net; version: number; data: Float32Array }
 export interface TaskMsg {
   k: Kind.Task;
   round: number;
   epoch: number;
-  phase: PhaseName;
+  phase: Net;
   /** Versions of D and G the worker must hold (it waits for them when they are still on their way). */
   dVersion: number;
   gVersion: number;
@@ -117,7 +114,7 @@ export interface TaskMsg {
 export interface ReportMsg {
   k: Kind.Report;
   round: number;
-  phase: PhaseName;
+  phase: Net;
   count: number;
   loss: number;
   dReal: number;
@@ -129,7 +126,7 @@ export interface StopMsg { k: Kind.Stop; reason: string; code?: string }
 export interface ReduceMsg {
   k: Kind.Reduce;
   round: number;
-  phase: PhaseName;
+  phase: Net;
   attempt: number;
   /** Samples of every member of this attempt: this worker's scale is its count / total. */
   total: number;
@@ -147,7 +144,7 @@ export interface ReduceMsg {
 export interface ChunkMsg {
   k: Kind.Chunk;
   round: number;
-  phase: PhaseName;
+  phase: Net;
   attempt: number;
   /** First float of this chunk in the net's flat layout (a multiple of the chunk size). */
   offset: number;
@@ -159,7 +156,7 @@ export interface ChunkMsg {
 }
 export interface WeightsChunkMsg {
   k: Kind.WeightsChunk;
-  net: NetName;
+  net: Net;
   version: number;
   attempt: number;
   offset: number;
