@@ -21,14 +21,14 @@
  *   accepts a report or a chunk only for the (round, phase) the worker was asked for, only once, of
  *   the model's size and with finite values; outside a phase they are refused.
  */
-import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { type IncomingMessage, type Server, type ServerResponse, createServer as createHttpServer } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { Socket } from 'node:net';
 import { WebSocket, WebSocketServer } from 'ws';
-import { type ChunkMsg, Kind, PROTOCOL_VERSION, type Message, type ReportMsg, decode, encode } from '../shared/wire/codec.js';
-import { GanError, closeReason } from '../shared/wire/errors.js';
+import { Kind, type HelloMsg, type Message, type ReportMsg, decode, encode } from '../shared/wire/codec.js';
+import { GanError, asGanError, isErrorCode } from '../shared/wire/errors.js';
+import { CLOSE_GRACE_MS, Challenger, closeLink, handshakeDeadline, refuse } from '../shared/wire/handshake.js';
 import { type ModelConfig, type Net, netLayout } from '../shared/compute/model.js';
 import { listenGuarded } from './listen.js';
 import { LogLimiter } from './log-limit.js';
@@ -71,7 +71,6 @@ export class WorkerConn {
   readonly shard: HeldShard = { ids: new Set(), epoch: -1 };
   /** ws(s)://host:port where peers reach this worker's relay listener ('' when it has none). */
   peerUrl = '';
-  readonly nonce = randomBytes(32);
   missedPongs = 0;
   /** Frame bytes from and to this worker. */
   bytesIn = 0;
@@ -87,8 +86,6 @@ export interface PoolEvents {
   connected: [c: WorkerConn];
   /** A worker reported a computed phase, before validation (observers, tests). */
   report: [c: WorkerConn, m: ReportMsg];
-  /** A chunk of a gradient or partial sum arrived, before validation (observers, tests). */
-  chunk: [c: WorkerConn, m: ChunkMsg];
   /**
    * A connection ended; `wasLive` if it was a member of the run. `reason` is the error code it was
    * dropped with (E_TIMEOUT, ...), or how its peer closed it.
@@ -96,7 +93,6 @@ export interface PoolEvents {
   left: [c: WorkerConn, wasLive: boolean, reason: string];
 }
 
-const HANDSHAKE_TIMEOUT_MS = 10_000;
 /** The most a connection may send before proving the token: a Hello is well under 1 KiB. */
 export const PRE_AUTH_BYTES = 64 * 1024;
 export const BACKOFF_MAX_MS = 300_000;
@@ -225,13 +221,7 @@ export class WorkerPool extends EventEmitter<PoolEvents> {
     if (c.id >= 0) this.o.log(`${c.label} dropped: ${e.code} ${e.message}`);
     else this.limited.line(`refused connections (${e.code})`, `connection from ${c.addr} refused: ${e.code} ${e.message}`);
     if (e.code === 'E_TIMEOUT' && c.id >= 0) this.noteTimeout(c);
-    try {
-      c.ws.close(e.closeCode, closeReason(e));
-    } catch {
-      c.ws.terminate();
-    }
-    // A peer that ignores the close handshake must not hold the round.
-    setTimeout(() => c.ws.terminate(), 2000).unref();
+    refuse(c.ws, e);
     this.markDead(c, e.code);
   }
 
@@ -265,8 +255,9 @@ export class WorkerPool extends EventEmitter<PoolEvents> {
       this.limited.line('oversized handshakes', `connection from ${addr} destroyed: ${bytes} bytes before proving the token (limit ${PRE_AUTH_BYTES})`);
       this.markDead(c, 'E_TOO_BIG');
     });
-    const handshakeTimer = setTimeout(() => this.drop(c, new GanError('E_TIMEOUT', `no Hello within ${HANDSHAKE_TIMEOUT_MS / 1000} s`)), HANDSHAKE_TIMEOUT_MS);
-    handshakeTimer.unref();
+    const challenger = new Challenger({ token: this.o.token, model: this.o.model });
+    const deadline = handshakeDeadline('Hello', (e) => this.drop(c, e));
+    let answered = false;
     ws.on('pong', () => (c.missedPongs = 0));
     ws.on('message', (data, isBinary) => {
       const buf = data as Buffer;
@@ -275,16 +266,18 @@ export class WorkerPool extends EventEmitter<PoolEvents> {
       try {
         if (!isBinary) throw new GanError('E_MALFORMED', 'text frames are not part of the protocol');
         const m = decode(buf);
-        if (c.state === 'handshake') {
-          clearTimeout(handshakeTimer);
-          this.onHello(c, m);
-        } else this.dispatch(c, m);
+        if (c.state !== 'handshake') return this.dispatch(c, m);
+        // One answer to the Challenge; nothing else until the Welcome.
+        if (answered) throw new GanError('E_UNEXPECTED', `${Kind[m.k] ?? m.k} before the Welcome`);
+        answered = true;
+        deadline.clear();
+        challenger.verify(m, Kind.Hello, this.o.signature).then((hello) => this.onHello(c, hello)).catch((e: unknown) => this.drop(c, asGanError(e, 'E_MALFORMED')));
       } catch (e) {
-        this.drop(c, e instanceof GanError ? e : new GanError('E_MALFORMED', (e as Error).message));
+        this.drop(c, asGanError(e, 'E_MALFORMED'));
       }
     });
     ws.on('close', (code, reason) => {
-      clearTimeout(handshakeTimer);
+      deadline.clear();
       if (c.state !== 'dead' && c.id >= 0 && !this.closing) this.o.log(`${c.label} disconnected (${code}${reason.length ? ` ${reason.toString()}` : ''})`);
       this.markDead(c, reason.length ? reason.toString().split(':')[0]! : `closed ${code}`);
     });
@@ -295,7 +288,7 @@ export class WorkerPool extends EventEmitter<PoolEvents> {
       else this.limited.line(`protocol errors before a handshake`, what);
       this.markDead(c, err.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH' ? 'E_TOO_BIG' : 'E_MALFORMED');
     });
-    this.send(c, encode({ k: Kind.Challenge, v: PROTOCOL_VERSION, nonce: c.nonce, auth: !!this.o.token, model: this.o.model }));
+    this.send(c, encode(challenger.challenge));
   }
 
   /** Who a worker is across reconnections, as far as this side can tell. */
@@ -311,23 +304,18 @@ export class WorkerPool extends EventEmitter<PoolEvents> {
     this.backoff.set(key, { count, last: now, until: now + Math.min(BACKOFF_MAX_MS, 1000 * 2 ** (count - 1)) });
   }
 
-  private onHello(c: WorkerConn, m: Message): void {
-    if (m.k !== Kind.Hello) throw new GanError('E_UNEXPECTED', `expected Hello, got ${Kind[m.k] ?? m.k}`);
-    if (m.v !== PROTOCOL_VERSION) throw new GanError('E_VERSION', `protocol version ${m.v}, coordinator speaks ${PROTOCOL_VERSION}`);
-    if (m.signature !== this.o.signature) throw new GanError('E_MODEL', `model signature differs from the coordinator's (${this.o.model.kind})`);
-    if (this.o.token) {
-      const want = createHmac('sha256', this.o.token).update(c.nonce).digest();
-      if (!m.proof || m.proof.length !== want.length || !timingSafeEqual(m.proof, want)) throw new GanError('E_AUTH', 'token proof missing or wrong');
-    }
+  /** A proven Hello: admit the worker (joining) unless it must wait (E_BACKOFF) or the run is full (E_FULL). */
+  private onHello(c: WorkerConn, m: HelloMsg): void {
+    if (c.state !== 'handshake') return; // it went away while its proof was checked
     c.host = m.host.slice(0, 64);
     c.pid = m.pid;
     const wait = this.backoff.get(this.identity(c));
     if (wait && Date.now() < wait.until) {
-      const s = Math.ceil((wait.until - Date.now()) / 1000);
-      throw new GanError('E_BACKOFF', `dropped for timeouts ${wait.count} time${wait.count === 1 ? '' : 's'}; come back in ${s} s`);
+      const ms = wait.until - Date.now();
+      return this.drop(c, new GanError('E_BACKOFF', `dropped for timeouts ${wait.count} time${wait.count === 1 ? '' : 's'}; come back in ${Math.ceil(ms / 1000)} s`, { retryAfterMs: ms }));
     }
     const active = [...this.conns].filter((x) => x.state === 'live' || x.state === 'joining').length;
-    if (active >= this.o.capacity) throw new GanError('E_FULL', `already ${this.o.capacity} workers (--workers)`);
+    if (active >= this.o.capacity) return this.drop(c, new GanError('E_FULL', `already ${this.o.capacity} workers (--workers)`));
     c.id = this.nextId++;
     c.backend = m.backend.slice(0, 64);
     if (m.peerPort !== undefined && m.peerPort > 0 && m.peerPort < 65536) {
@@ -342,8 +330,14 @@ export class WorkerPool extends EventEmitter<PoolEvents> {
   }
 
   private dispatch(c: WorkerConn, m: Message): void {
+    if (m.k === Kind.Refused) {
+      // The worker leaves and says why (its own error); its close follows.
+      const code = isErrorCode(m.code) ? m.code : 'E_MALFORMED';
+      this.o.log(`${c.label} left: ${code} ${m.reason.slice(0, 200)}`);
+      closeLink(c.ws, 1000, 'refusal received');
+      return this.markDead(c, code);
+    }
     if (m.k === Kind.Report) this.emit('report', c, m);
-    else if (m.k === Kind.Chunk) this.emit('chunk', c, m);
     if (c.state !== 'live') throw new GanError('E_UNEXPECTED', `${Kind[m.k] ?? m.k} before this worker was admitted to a round`);
     if (!this.handler) {
       // A peer link can break between phases; the next phase's plan will route around it.
@@ -381,7 +375,7 @@ export class WorkerPool extends EventEmitter<PoolEvents> {
 
   /**
    * Tell every connection the run is over (`stop`, then a close with E_DONE) and close the server.
-   * A frozen peer gets two seconds, then its socket is destroyed.
+   * A frozen peer gets CLOSE_GRACE_MS, then its socket is destroyed.
    */
   async close(stop: Uint8Array, reason: string): Promise<void> {
     if (this.heartbeat) clearInterval(this.heartbeat);
@@ -391,7 +385,7 @@ export class WorkerPool extends EventEmitter<PoolEvents> {
       const t = setTimeout(() => {
         c.ws.terminate();
         resolve();
-      }, 2000);
+      }, CLOSE_GRACE_MS);
       c.ws.once('close', () => {
         clearTimeout(t);
         resolve();

@@ -18,9 +18,10 @@ import { createServer as createHttpServer, type Server } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { WebSocketServer } from 'ws';
-import { checkProof, proveToken, randomNonce } from '../shared/wire/auth.js';
+import { proveToken, randomNonce } from '../shared/wire/auth.js';
 import { Kind, type Message, PROTOCOL_VERSION, decode, encode } from '../shared/wire/codec.js';
-import { type ErrorCode, GanError, closeReason } from '../shared/wire/errors.js';
+import { Challenger, answerChallenge, closeLink, handshakeDeadline, refuse, refusedError, verifyProof } from '../shared/wire/handshake.js';
+import { type ErrorCode, GanError, asGanError } from '../shared/wire/errors.js';
 import { type ModelConfig, modelSignature } from '../shared/compute/model.js';
 import { nodeConnect, wrapSocket } from './node-transport.js';
 import type { Link } from './transport.js';
@@ -51,14 +52,12 @@ interface PeerLink {
   link: Link;
   ready: boolean;
   queue: Uint8Array[];
-  /** The nonce this side sent (listener: in the Challenge; dialer: in PeerHello). */
+  /** The nonce this dialer sent in PeerHello, which the listener's PeerWelcome proves the token over. */
   nonce: Uint8Array;
   closed: boolean;
   /** Frames are handled one after another, in order (the handshake awaits its proofs). */
   chain: Promise<void>;
 }
-
-const HANDSHAKE_MS = 10_000;
 
 export class PeerHub {
   private server: Server | null = null;
@@ -99,12 +98,7 @@ export class PeerHub {
   /** Close the link to `peer` with a coded reason, as an invalid frame from it does; the coordinator is told. */
   drop(peer: number, code: ErrorCode, reason: string): void {
     const p = this.links.get(peer);
-    if (p) this.fail(p, code, reason, new GanError(code, reason).closeCode);
-  }
-
-  /** Close every link except those to `keep` (the neighbours of the current chain). */
-  retain(keep: Set<number>): void {
-    for (const [peer, p] of this.links) if (!keep.has(peer)) this.end(p, 1000, 'no longer neighbours', false);
+    if (p) this.fail(p, new GanError(code, reason));
   }
 
   /** Drop every link and the listener at once, as a crash would. */
@@ -121,7 +115,7 @@ export class PeerHub {
   }
 
   async close(): Promise<void> {
-    for (const p of this.links.values()) this.end(p, 1000, 'worker stopping', false);
+    for (const p of [...this.links.values()]) this.end(p, 1000, 'worker stopping');
     const server = this.server;
     this.server = null;
     if (server) await new Promise<void>((r) => server.close(() => r()));
@@ -129,27 +123,26 @@ export class PeerHub {
 
   private dial(peer: number, url: string): PeerLink {
     const p: PeerLink = { peer, link: null as unknown as Link, ready: false, queue: [], nonce: randomNonce(), closed: false, chain: Promise.resolve() };
-    const timer = setTimeout(() => this.fail(p, 'E_TIMEOUT', `no handshake with worker ${peer} within ${HANDSHAKE_MS / 1000} s`), HANDSHAKE_MS);
-    timer.unref();
+    const deadline = handshakeDeadline(`handshake with worker ${peer}`, (e) => this.fail(p, e));
     p.link = this.connect(url, {
       onMessage: (frame, binary) => this.guard(p, async () => {
         if (!binary) throw new GanError('E_MALFORMED', 'text frames are not part of the protocol');
         const m = decode(frame);
+        if (m.k === Kind.Refused) throw refusedError(m);
         if (p.ready) return this.o.onFrame(peer, m);
         if (m.k === Kind.Challenge) {
-          if (m.v !== PROTOCOL_VERSION) throw new GanError('E_VERSION', `peer speaks protocol ${m.v}, this worker ${PROTOCOL_VERSION}`);
-          const proof = this.o.token ? await proveToken(this.o.token, m.nonce) : undefined;
+          const { proof } = await answerChallenge(m, { token: this.o.token });
           p.link.send(encode({ k: Kind.PeerHello, v: PROTOCOL_VERSION, workerId: this.o.selfId(), signature: this.o.signature, proof, nonce: p.nonce }));
           return;
         }
         if (m.k !== Kind.PeerWelcome) throw new GanError('E_UNEXPECTED', `expected PeerWelcome, got ${Kind[m.k] ?? m.k}`);
         if (m.workerId !== peer) throw new GanError('E_AUTH', `dialed worker ${peer}, reached worker ${m.workerId}`);
-        if (this.o.token && !(await checkProof(this.o.token, p.nonce, m.proof))) throw new GanError('E_AUTH', `worker ${peer} did not prove the token`);
-        clearTimeout(timer);
+        await verifyProof(this.o.token, p.nonce, m.proof, `worker ${peer} did not prove the token`);
+        deadline.clear();
         this.ready(p);
       }),
-      onClose: (code, reason) => this.fail(p, 'E_CONNECT', `link to worker ${peer} closed (${code}${reason ? ` ${reason}` : ''})`),
-      onError: (message, kind) => this.fail(p, kind === 'tls' ? 'E_TLS' : 'E_CONNECT', `link to worker ${peer} (${url}): ${message}`),
+      onClose: (code, reason) => this.fail(p, new GanError('E_CONNECT', `link to worker ${peer} closed (${code}${reason ? ` ${reason}` : ''})`)),
+      onError: (message, kind) => this.fail(p, new GanError(kind === 'tls' ? 'E_TLS' : 'E_CONNECT', `link to worker ${peer} (${url}): ${message}`)),
     });
     this.links.set(peer, p);
     return p;
@@ -157,30 +150,28 @@ export class PeerHub {
 
   private accept(later: (h: Parameters<typeof wrapSocket>[1]) => Link): void {
     const p: PeerLink = { peer: -1, link: null as unknown as Link, ready: false, queue: [], nonce: randomNonce(), closed: false, chain: Promise.resolve() };
-    const timer = setTimeout(() => this.fail(p, 'E_TIMEOUT', `no peer handshake within ${HANDSHAKE_MS / 1000} s`), HANDSHAKE_MS);
-    timer.unref();
+    const challenger = new Challenger({ token: this.o.token, model: this.o.model });
+    const deadline = handshakeDeadline('PeerHello', (e) => this.fail(p, e));
     p.link = later({
       onMessage: (frame, binary) => this.guard(p, async () => {
         if (!binary) throw new GanError('E_MALFORMED', 'text frames are not part of the protocol');
         const m = decode(frame);
+        if (m.k === Kind.Refused) throw refusedError(m);
         if (p.ready) return this.o.onFrame(p.peer, m);
-        if (m.k !== Kind.PeerHello) throw new GanError('E_UNEXPECTED', `expected PeerHello, got ${Kind[m.k] ?? m.k}`);
-        if (m.v !== PROTOCOL_VERSION) throw new GanError('E_VERSION', `peer speaks protocol ${m.v}, this worker ${PROTOCOL_VERSION}`);
-        if (m.signature !== this.o.signature) throw new GanError('E_MODEL', 'peer trains another model');
-        if (this.o.token && !(await checkProof(this.o.token, p.nonce, m.proof))) throw new GanError('E_AUTH', 'peer token proof missing or wrong');
-        clearTimeout(timer);
-        p.peer = m.workerId;
+        const hello = await challenger.verify(m, Kind.PeerHello, this.o.signature);
+        deadline.clear();
+        p.peer = hello.workerId;
         const old = this.links.get(p.peer);
-        if (old && old !== p) this.end(old, 1000, 'replaced by a new link', false);
+        if (old && old !== p) this.end(old, 1000, 'replaced by a new link');
         this.links.set(p.peer, p);
-        const proof = this.o.token ? await proveToken(this.o.token, m.nonce) : undefined;
+        const proof = this.o.token ? await proveToken(this.o.token, hello.nonce) : undefined;
         p.link.send(encode({ k: Kind.PeerWelcome, workerId: this.o.selfId(), proof }));
         this.ready(p);
       }),
-      onClose: (code, reason) => this.fail(p, 'E_CONNECT', `link from worker ${p.peer} closed (${code}${reason ? ` ${reason}` : ''})`),
-      onError: (message) => this.fail(p, 'E_CONNECT', `link from worker ${p.peer}: ${message}`),
+      onClose: (code, reason) => this.fail(p, new GanError('E_CONNECT', `link from worker ${p.peer} closed (${code}${reason ? ` ${reason}` : ''})`)),
+      onError: (message) => this.fail(p, new GanError('E_CONNECT', `link from worker ${p.peer}: ${message}`)),
     });
-    p.link.send(encode({ k: Kind.Challenge, v: PROTOCOL_VERSION, nonce: p.nonce, auth: !!this.o.token, model: this.o.model }));
+    p.link.send(encode(challenger.challenge));
   }
 
   private ready(p: PeerLink): void {
@@ -192,31 +183,27 @@ export class PeerHub {
   private guard(p: PeerLink, f: () => Promise<void> | void): void {
     p.chain = p.chain
       .then(() => (p.closed ? undefined : f()))
-      .catch((e: unknown) => {
-        const err = e instanceof GanError ? e : new GanError('E_MALFORMED', (e as Error).message);
-        this.fail(p, err.code, err.message, err.closeCode);
-      });
+      .catch((e: unknown) => this.fail(p, asGanError(e, 'E_MALFORMED')));
   }
 
-  private fail(p: PeerLink, code: ErrorCode, reason: string, closeCode = 4000): void {
-    if (p.closed) return;
-    this.end(p, closeCode, `${code}: ${reason}`, true);
-    if (p.peer >= 0) {
-      this.o.log(`peer link: ${code} ${reason}`);
-      this.o.onLost(p.peer, code, reason);
-    }
-  }
-
-  private end(p: PeerLink, closeCode: number, reason: string, failed: boolean): void {
+  /** A link failed or was refused: it is closed with the error's code, and the coordinator told. */
+  private fail(p: PeerLink, e: GanError): void {
     if (p.closed) return;
     p.closed = true;
     if (this.links.get(p.peer) === p) this.links.delete(p.peer);
-    try {
-      if (failed) p.link.close(closeCode, closeReason({ message: reason }));
-      else p.link.close(1000, reason);
-    } catch {
-      p.link.terminate();
+    refuse(p.link, e);
+    if (p.peer >= 0) {
+      this.o.log(`peer link: ${e.code} ${e.message}`);
+      this.o.onLost(p.peer, e.code, e.message);
     }
+  }
+
+  /** Close a link that is no longer needed. */
+  private end(p: PeerLink, closeCode: number, reason: string): void {
+    if (p.closed) return;
+    p.closed = true;
+    if (this.links.get(p.peer) === p) this.links.delete(p.peer);
+    closeLink(p.link, closeCode, reason);
   }
 }
 

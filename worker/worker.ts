@@ -9,11 +9,11 @@
  * Stop or a refusal (version, model, token, certificate), the worker reconnects with capped
  * exponential backoff and gives up after --connect-timeout without a successful handshake.
  */
-import { proveToken } from '../shared/wire/auth.js';
 import {
   type ChallengeMsg, Kind, type Message, PROTOCOL_VERSION, type TaskMsg, type WelcomeMsg, decode, encode,
 } from '../shared/wire/codec.js';
-import { type ErrorCode, ErrorCodes, GanError, closeReason, isErrorCode } from '../shared/wire/errors.js';
+import { type ErrorCode, ErrorCodes, GanError, asGanError, isErrorCode } from '../shared/wire/errors.js';
+import { answerChallenge, refuse, refusedError } from '../shared/wire/handshake.js';
 import type { GanModel } from '../shared/compute/gan.js';
 import { type ModelConfig, type ModelKind, modelSignature } from '../shared/compute/model.js';
 import type { SampleSource } from '../shared/compute/batch.js';
@@ -68,7 +68,8 @@ export interface WorkerOptions {
  */
 const FATAL = new Set<number>([ErrorCodes.E_VERSION, ErrorCodes.E_MODEL, ErrorCodes.E_AUTH]);
 
-type Outcome = { kind: 'stop' | 'fatal' | 'retry'; code: ErrorCode; message: string; handshook: boolean };
+/** How a session ended; `retryAfterMs` is the coordinator's own wait (E_BACKOFF's Refused frame). */
+type Outcome = { kind: 'stop' | 'fatal' | 'retry'; code: ErrorCode; message: string; handshook: boolean; retryAfterMs?: number };
 
 export class WorkerClient {
   id = -1;
@@ -96,11 +97,17 @@ export class WorkerClient {
     return this.done + (this.participant?.tasksDone ?? 0);
   }
 
-  /** Connect (and reconnect) until the coordinator says Stop. Rejects on a fatal refusal or timeout. */
+  /**
+   * Connect (and reconnect) until the coordinator says Stop. Rejects on a fatal refusal or when no
+   * handshake succeeds for --connect-timeout; resolves when the run ended (also when it ended while
+   * this worker waited for a place in a full run).
+   */
   async run(): Promise<void> {
     const timeout = this.opts.connectTimeoutMs ?? 60_000;
     let delay = 250;
     let since = Date.now();
+    /** The coordinator was there and full: if it goes away now, its run has ended. */
+    let full: Outcome | null = null;
     try {
       for (;;) {
         const outcome = await this.session();
@@ -111,15 +118,20 @@ export class WorkerClient {
           delay = 250;
         }
         if (this.stopped) return;
+        if (outcome.code === 'E_FULL') full = outcome;
+        else if (outcome.code !== 'E_CONNECT') full = null;
         // Told to come back later: the coordinator is there, so this is no reason to give up.
-        const backoffS = outcome.code === 'E_BACKOFF' ? Number(/come back in (\d+) s/.exec(outcome.message)?.[1] ?? 1) : 0;
-        if (backoffS > 0) {
+        if (outcome.retryAfterMs !== undefined && outcome.retryAfterMs > 0) {
           this.log(`coordinator asks this worker to wait: ${outcome.message}`);
-          await new Promise((r) => setTimeout(r, backoffS * 1000));
+          await new Promise((r) => setTimeout(r, outcome.retryAfterMs));
           since = Date.now();
           continue;
         }
         if (Date.now() - since >= timeout) {
+          if (full && outcome.code === 'E_CONNECT') {
+            this.log(`the run at ${this.opts.url} ended while this worker waited for a place (the coordinator was full: ${full.message})`);
+            return;
+          }
           if (outcome.code === 'E_FULL') throw new GanError('E_FULL', `the coordinator at ${this.opts.url} kept refusing this worker: ${outcome.message}; gave up after ${Math.round(timeout / 1000)} s`);
           throw new GanError('E_CONNECT', `cannot reach a coordinator at ${this.opts.url} (${outcome.message}); gave up after ${Math.round(timeout / 1000)} s`);
         }
@@ -150,10 +162,12 @@ export class WorkerClient {
     return new Promise((resolve) => {
       let handshook = false;
       let finished = false;
-      const finish = (kind: Outcome['kind'], code: ErrorCode, message: string) => {
+      /** The coordinator's Refused frame, which says why the close that follows it came. */
+      let refused: GanError | null = null;
+      const finish = (kind: Outcome['kind'], code: ErrorCode, message: string, retryAfterMs?: number) => {
         if (finished) return;
         finished = true;
-        resolve({ kind, code, message, handshook });
+        resolve({ kind, code, message, handshook, retryAfterMs });
       };
       this.welcome = null;
       const link = this.opts.connect(this.opts.url, {
@@ -167,6 +181,10 @@ export class WorkerClient {
             m = decode(frame);
           } catch (e) {
             bad = e;
+          }
+          if (m?.k === Kind.Refused) {
+            refused = refusedError(m);
+            return;
           }
           if (m?.k === Kind.Stop) {
             this.stopped = true;
@@ -184,19 +202,22 @@ export class WorkerClient {
               if (msg.k === Kind.Welcome) handshook = true;
               await this.handle(msg);
             } catch (e) {
-              const err = e instanceof GanError ? e : new GanError('E_COMPUTE', (e as Error).message);
+              const err = asGanError(e, 'E_COMPUTE');
               this.log(`error: ${err.code} ${err.message}`);
-              link.close(err.closeCode, closeReason(err));
+              refuse(link, err);
               finish(FATAL.has(err.closeCode) ? 'fatal' : 'retry', err.code, err.message);
             }
           });
         },
         onClose: (code, reason) => {
           if (code === 1000 && reason.startsWith('E_DONE')) return finish('stop', 'E_DONE', reason);
+          if (refused) {
+            const r = refused;
+            return finish(FATAL.has(r.closeCode) ? 'fatal' : 'retry', r.code, FATAL.has(r.closeCode) ? `coordinator refused this worker: ${r.code}: ${r.message}` : `${r.code}: ${r.message}`, r.retryAfterMs);
+          }
           const said = reason.split(':')[0];
           if (FATAL.has(code)) return finish('fatal', isErrorCode(said) ? said : 'E_CONNECT', `coordinator refused this worker: ${reason}`);
-          if (code === ErrorCodes.E_FULL || code === ErrorCodes.E_BACKOFF) return finish('retry', code === ErrorCodes.E_FULL ? 'E_FULL' : 'E_BACKOFF', reason);
-          finish('retry', 'E_CONNECT', reason ? `closed ${code}: ${reason}` : `closed ${code}`);
+          finish('retry', code === ErrorCodes.E_FULL ? 'E_FULL' : 'E_CONNECT', reason ? `closed ${code}: ${reason}` : `closed ${code}`);
         },
         onError: (message, kind) => {
           // A certificate this worker does not trust, or a server that is not a coordinator, will not change by retrying.
@@ -233,12 +254,8 @@ export class WorkerClient {
   }
 
   private async onChallenge(m: ChallengeMsg): Promise<void> {
-    if (m.v !== PROTOCOL_VERSION) throw new GanError('E_VERSION', `coordinator speaks protocol ${m.v}, this worker ${PROTOCOL_VERSION}`);
+    const { proof } = await answerChallenge(m, { token: this.opts.token, expectKind: this.opts.expectModel, tokenHint: '--token or GAN_DDP_TOKEN' });
     const cfg = m.model;
-    if (this.opts.expectModel && cfg.kind !== this.opts.expectModel) {
-      throw new GanError('E_MODEL', `coordinator trains ${cfg.kind}, this worker was started for ${this.opts.expectModel}`);
-    }
-    if (m.auth && !this.opts.token) throw new GanError('E_AUTH', 'coordinator requires a token (--token or GAN_DDP_TOKEN)');
     const relay = this.opts.relay;
     const peer = relay
       ? await relay.listen({
@@ -247,7 +264,7 @@ export class WorkerClient {
           if (f.k !== Kind.Chunk && f.k !== Kind.WeightsChunk) throw new GanError('E_UNEXPECTED', `peers may send only Chunk and WeightsChunk, got ${Kind[f.k] ?? f.k}`);
           // Peer frames join the coordinator's in one queue: the participant sees one ordered stream.
           this.queue = this.queue.then(() => this.participant?.handle(f, from)).catch((e: unknown) => {
-            const err = e instanceof GanError ? e : new GanError('E_COMPUTE', (e as Error).message);
+            const err = asGanError(e, 'E_COMPUTE');
             this.log(`peer link to worker ${from}: ${err.code} ${err.message}`);
             relay!.drop(from, err.code, err.message);
           });
@@ -257,7 +274,7 @@ export class WorkerClient {
       : undefined;
     this.send({
       k: Kind.Hello, v: PROTOCOL_VERSION, signature: modelSignature(cfg), backend: this.opts.backend, host: this.opts.host, pid: this.opts.pid,
-      proof: m.auth && this.opts.token ? await proveToken(this.opts.token, m.nonce) : undefined, peerPort: peer?.port, peerHost: peer?.host,
+      proof, peerPort: peer?.port, peerHost: peer?.host,
     });
     if (this.participant) {
       this.done += this.participant.tasksDone;

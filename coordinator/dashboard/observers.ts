@@ -10,13 +10,12 @@
  *   `maxBufferedBytes` waiting: a slow or stalled observer falls behind (it gets everything it
  *   missed in its next update) and never makes a round wait.
  */
-import { randomBytes } from 'node:crypto';
 import { readFileSync, readdirSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { WebSocket } from 'ws';
-import { checkProof } from '../../shared/wire/auth.js';
-import { Kind, PROTOCOL_VERSION, decode, encode } from '../../shared/wire/codec.js';
-import { GanError, closeReason } from '../../shared/wire/errors.js';
+import { Kind, decode, encode } from '../../shared/wire/codec.js';
+import { GanError, asGanError } from '../../shared/wire/errors.js';
+import { Challenger, handshakeDeadline, refuse } from '../../shared/wire/handshake.js';
 import { isConditional, type ModelConfig } from '../../shared/compute/model.js';
 import {
   type Delta, type EpochLine, type EvalLine, METRIC_COLUMNS, type MetricColumns, type RunData, type RunEvent, type RunStatus, type Snapshot, type WorkerRow,
@@ -235,8 +234,6 @@ export interface HubOptions {
   log?: (line: string) => void;
 }
 
-const HANDSHAKE_MS = 10_000;
-
 export class ObserverHub {
   /** Updates sent, and updates held back because an observer had not read the last ones. */
   readonly sent = { updates: 0, skipped: 0 };
@@ -261,38 +258,29 @@ export class ObserverHub {
 
   /** A WebSocket upgraded at /observe: challenge it; once it proves the token, it watches. */
   accept(ws: WebSocket): void {
-    const nonce = randomBytes(32);
+    const challenger = new Challenger({ token: this.o.token, model: this.o.model });
+    const deadline = handshakeDeadline('Observe', (e) => refuse(ws, e));
+    let answered = false;
     let ob: Observer | null = null;
-    const refuse = (e: GanError) => {
-      try {
-        ws.close(e.closeCode, closeReason(e));
-      } catch {
-        ws.terminate();
-      }
-      setTimeout(() => ws.terminate(), 2000).unref();
-    };
-    const timer = setTimeout(() => refuse(new GanError('E_TIMEOUT', `no Observe within ${HANDSHAKE_MS / 1000} s`)), HANDSHAKE_MS);
-    timer.unref();
     ws.on('message', (data, isBinary) => {
-      if (ob) return refuse(new GanError('E_UNEXPECTED', 'observers may send nothing after their handshake'));
-      clearTimeout(timer);
+      if (answered) return refuse(ws, new GanError('E_UNEXPECTED', 'observers may send nothing after their handshake'));
+      answered = true;
+      deadline.clear();
       void (async () => {
         if (!isBinary) throw new GanError('E_MALFORMED', 'text frames are not part of the protocol');
-        const m = decode(data as Buffer);
-        if (m.k !== Kind.Observe) throw new GanError('E_UNEXPECTED', `expected Observe, got ${Kind[m.k] ?? m.k}`);
-        if (m.v !== PROTOCOL_VERSION) throw new GanError('E_VERSION', `protocol version ${m.v}, coordinator speaks ${PROTOCOL_VERSION}`);
-        if (this.o.token && !(await checkProof(this.o.token, nonce, m.proof))) throw new GanError('E_AUTH', 'token proof missing or wrong');
+        await challenger.verify(decode(data as Buffer), Kind.Observe);
+        if (ws.readyState !== WebSocket.OPEN) return;
         ob = { ws, cursors: null, lastSent: 0 };
         this.observers.add(ob);
         this.send(ob);
-      })().catch((e: unknown) => refuse(e instanceof GanError ? e : new GanError('E_MALFORMED', (e as Error).message)));
+      })().catch((e: unknown) => refuse(ws, asGanError(e, 'E_MALFORMED')));
     });
     ws.on('close', () => {
-      clearTimeout(timer);
+      deadline.clear();
       if (ob) this.observers.delete(ob);
     });
     ws.on('error', () => {});
-    ws.send(encode({ k: Kind.Challenge, v: PROTOCOL_VERSION, nonce, auth: !!this.o.token, model: this.o.model }));
+    ws.send(encode(challenger.challenge));
   }
 
   /** Send every observer what changed now (the end of a run), not at the next tick. */

@@ -79,22 +79,19 @@ export function isErrorCode(s: unknown): s is ErrorCode {
 /** The program's one error type: a stable code, a message, and the close status it maps to. */
 export class GanError extends Error {
   readonly closeCode: number;
-  constructor(readonly code: ErrorCode, message: string, options?: { cause?: unknown }) {
+  /** How long the other side should wait before trying again (E_BACKOFF), sent as a field of Refused. */
+  readonly retryAfterMs?: number;
+  constructor(readonly code: ErrorCode, message: string, options?: { cause?: unknown; retryAfterMs?: number }) {
     super(message, options);
     this.name = 'GanError';
     this.closeCode = ErrorCodes[code];
+    if (options?.retryAfterMs !== undefined) this.retryAfterMs = options.retryAfterMs;
   }
 }
 
-/**
- * Wrap anything thrown into a GanError: one of ours passes through, a Node system error keeps its
- * errno name in the message, anything else is `fallback` (E_INTERNAL unless the caller knows better).
- */
-export function asGanError(e: unknown, fallback: ErrorCode = 'E_INTERNAL'): GanError {
-  if (e instanceof GanError) return e;
-  const err = e as { code?: unknown; message?: unknown };
-  const message = typeof err?.message === 'string' ? err.message : String(e);
-  return new GanError(isErrorCode(err?.code) ? err.code : fallback, message, { cause: e });
+/** Anything thrown, as a GanError: one of ours passes through, anything else becomes `fallback` with its message. */
+export function asGanError(e: unknown, fallback: ErrorCode): GanError {
+  return e instanceof GanError ? e : new GanError(fallback, e instanceof Error ? e.message : String(e), { cause: e });
 }
 
 /** WebSocket close reasons are limited to 123 bytes. */

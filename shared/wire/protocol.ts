@@ -17,7 +17,7 @@
  */
 import type { ModelConfig, Net } from '../compute/model.js';
 
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 
 export enum Kind {
   /** coordinator -> worker (and listener -> dialer on a peer link), first frame: version and a nonce to prove the token over. */
@@ -54,6 +54,8 @@ export enum Kind {
   Update = 16,
   /** coordinator -> observer: one sample grid's PNG. */
   Grid = 17,
+  /** either side, before it closes a connection it refuses: the code, the reason, and how long to wait before trying again. */
+  Refused = 18,
 }
 
 /** Reduce.prev / Reduce.next: no one (start from zero) and the coordinator; peers are worker ids >= 0. */
@@ -183,11 +185,19 @@ export interface UpdateMsg {
   body: Uint8Array;
 }
 export interface GridMsg { k: Kind.Grid; run: number; name: string; png: Uint8Array }
+export interface RefusedMsg {
+  k: Kind.Refused;
+  /** An error code (errors.ts). */
+  code: string;
+  reason: string;
+  /** Come back no sooner than this (E_BACKOFF); absent when waiting does not help or the caller decides. */
+  retryAfterMs?: number;
+}
 
 export type Message =
   | ChallengeMsg | HelloMsg | WelcomeMsg | ShardMsg | WeightsMsg | TaskMsg | ReportMsg | StopMsg
   | ReduceMsg | ChunkMsg | WeightsChunkMsg | PeerLostMsg | PeerHelloMsg | PeerWelcomeMsg
-  | ObserveMsg | UpdateMsg | GridMsg;
+  | ObserveMsg | UpdateMsg | GridMsg | RefusedMsg;
 
 /** Field types decode() checks before anything uses a message. */
 export type FieldType = 'uint' | 'int' | 'number' | 'string' | 'bool' | 'bin' | 'net' | 'object' | 'uint?' | 'bin?' | 'string?';
@@ -212,4 +222,5 @@ export const SPECS: Record<Kind, Record<string, FieldType>> = {
   [Kind.Observe]: { v: 'uint', proof: 'bin?' },
   [Kind.Update]: { body: 'bin' },
   [Kind.Grid]: { run: 'uint', name: 'string', png: 'bin' },
+  [Kind.Refused]: { code: 'string', reason: 'string', retryAfterMs: 'uint?' },
 };

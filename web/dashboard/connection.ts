@@ -9,8 +9,9 @@
  * page has decided that nothing more will come (a finished-run dashboard).
  */
 import { decode, encode, Kind, PROTOCOL_VERSION } from '../../shared/wire/codec.js';
+import { ErrorCodes, GanError } from '../../shared/wire/errors.js';
+import { answerChallenge } from '../../shared/wire/handshake.js';
 import type { ObserverUpdate } from '../../shared/wire/observe.js';
-import { proveToken } from '../../shared/wire/auth.js';
 
 export type ConnState = 'connecting' | 'open' | 'disconnected' | 'closed' | 'ended' | 'refused';
 
@@ -26,9 +27,7 @@ export interface ConnectionHandlers {
   shouldReconnect(): boolean;
 }
 
-const E_AUTH = 4003;
-const E_VERSION = 4001;
-const E_DONE = 4009;
+const { E_AUTH, E_VERSION, E_DONE } = ErrorCodes;
 
 /** The token from the URL fragment: http://HOST:PORT/#token=SECRET (never sent to the server). */
 export function tokenFromHash(hash: string = location.hash): string | null {
@@ -108,28 +107,18 @@ export class Connection {
         return;
       }
       if (!greeted) {
-        if (msg.k !== Kind.Challenge) {
-          console.warn(`observer: expected a Challenge first, got kind ${msg.k}`);
-          ws.close(1000, 'expected a challenge');
-          return;
-        }
         greeted = true;
-        if (msg.v !== PROTOCOL_VERSION) {
-          fail(`E_VERSION: the server speaks protocol ${msg.v}, this page ${PROTOCOL_VERSION}; reload the page`, 'E_VERSION');
-          return;
-        }
-        const token = tokenFromHash();
-        if (msg.auth && !token) {
-          fail('E_AUTH: this run needs its token: open the page as …/#token=YOUR_TOKEN', 'E_AUTH: no token');
-          return;
-        }
-        const nonce = msg.nonce;
+        const challenge = msg;
         void (async () => {
           let proof: Uint8Array | undefined;
           try {
-            proof = msg.auth && token ? await proveToken(token, nonce) : undefined;
+            ({ proof } = await answerChallenge(challenge, { token: tokenFromHash() }));
           } catch (e) {
-            fail(`E_AUTH: could not compute the token proof (${(e as Error).message})`, 'E_AUTH: no proof');
+            const code = e instanceof GanError ? e.code : 'E_AUTH';
+            if (code === 'E_VERSION') fail(`E_VERSION: the server speaks protocol ${challenge.k === Kind.Challenge ? challenge.v : '?'}, this page ${PROTOCOL_VERSION}; reload the page`, 'E_VERSION');
+            else if (code === 'E_UNEXPECTED') ws.close(1000, 'expected a challenge');
+            else if (!tokenFromHash()) fail('E_AUTH: this run needs its token: open the page as …/#token=YOUR_TOKEN', 'E_AUTH: no token');
+            else fail(`E_AUTH: could not compute the token proof (${(e as Error).message})`, 'E_AUTH: no proof');
             return;
           }
           if (this.ws === ws && ws.readyState === WebSocket.OPEN) ws.send(encode({ k: Kind.Observe, v: PROTOCOL_VERSION, proof }));
