@@ -144,8 +144,10 @@ export async function run(o: CliOptions, explicit: Set<string>): Promise<number>
     heartbeatMs: o.heartbeat * 1000,
     relay: o.relay,
     log,
-    onRound: (mx) => bar.round(mx, config.epochs),
-    onEpoch: config.evalEvery > 0 ? (epoch, c) => evalEpoch(epoch, c) : undefined,
+    hooks: {
+      round: (mx) => bar.round(mx, config.epochs),
+      epoch: config.evalEvery > 0 ? (epoch, c) => evalEpoch(epoch, c) : undefined,
+    },
   });
   // The classifier is built (or loaded from its cache) at the first evaluation, not before.
   let evaluator: Evaluator | null = null;
@@ -153,7 +155,7 @@ export async function run(o: CliOptions, explicit: Set<string>): Promise<number>
     if (!evalDue(epoch, config.evalEvery, config.epochs)) return;
     evaluator ??= await makeEvaluator(loadMnist(config.data ?? undefined), log);
     const r = evaluator.evaluate(config.model, c.sampleWeights(), 1000, config.seed);
-    c.recordEval({ epoch, round: c.round, weights: c.emaG ? 'average' : 'latest', ...r });
+    c.recordEval({ epoch, round: c.round, weights: c.model.emaG ? 'average' : 'latest', ...r });
     log(`epoch ${epoch} eval: FD ${r.fd.toFixed(2)} (floor ${r.fdFloor?.toFixed(2)}), classifier score ${r.classifierScore.toFixed(2)}, digits ${r.coverage}/10, KL ${r.klUniform.toFixed(3)}` +
       (r.conditionalAccuracy !== undefined ? `, conditional accuracy ${(r.conditionalAccuracy * 100).toFixed(1)}%` : ''));
   };

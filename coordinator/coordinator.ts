@@ -26,9 +26,9 @@ import type { TrainState } from './checkpoint.js';
 import type { TrainConfig } from './config.js';
 import { type RoundMetrics, roundMetrics } from './metrics.js';
 import { ModelState } from './model-state.js';
-import type { AdamState } from './optimizer.js';
 import { type CoordinatorOptions, REDUCE_CHUNK } from './options.js';
-import { Reduction, relayRoles } from './reduction.js';
+import { Reduction } from './reduction.js';
+import { relayRoles } from './topology.js';
 import { type EpochAccount, RunDir } from './run-dir.js';
 import { EpochPlan, roundPlan, shardFrames } from './sharding.js';
 import { ObserverHub, RunView, noteRound, watchWorkers } from './dashboard/observers.js';
@@ -36,7 +36,8 @@ import { serveWeb } from './dashboard/web.js';
 import { type WorkerConn, WorkerPool } from './worker-pool.js';
 
 export { type CoordinatorOptions, REDUCE_CHUNK } from './options.js';
-export type { RelayPolicy } from './reduction.js';
+export type { RelayPolicy } from './topology.js';
+export type { RunHooks } from './options.js';
 export type { RoundMetrics } from './metrics.js';
 
 /** One worker's applied gradient in a phase. */
@@ -77,7 +78,7 @@ export class Coordinator {
   /** The dashboard's observers (after start(), unless the dashboard is off). */
   hub: ObserverHub | null = null;
   /** The phase being reduced (its frames go there), and the relay chains of the last committed one. */
-  private reduction: Reduction | null = null;
+  private reduction: Reduction<WorkerConn> | null = null;
   private lastChains: number[][] = [];
   private joinedThisRound: number[] = [];
   private droppedThisRound: number[] = [];
@@ -239,13 +240,15 @@ export class Coordinator {
    * committed here. Returns whose gradients were applied and the coordinator's own time.
    */
   private async phase(net: Net, assigned: Assignment[]): Promise<{ applied: Contribution[]; busyMs: number }> {
-    await this.opts.testBeforePhase?.(this.round, net);
+    await this.opts.hooks?.phase?.(this.round, net);
     const live = assigned.filter((a) => a.worker.state === 'live');
     if (live.length === 0) return { applied: [], busyMs: 0 };
+    const { D: dVersion, G: gVersion } = this.model.versions;
+    for (const { worker, ids } of live) this.pool.send(worker, encode({ k: Kind.Task, round: this.round, epoch: this.epoch, phase: net, dVersion, gVersion, ids }));
     const relay = relayRoles(live.map((a) => a.worker), this.opts.relay ?? 'auto');
-    const reduction = new Reduction({
-      net, round: this.round, epoch: this.epoch, versions: { ...this.model.versions },
-      members: live.map((a, i) => ({ member: { conn: a.worker, count: a.ids.length, relay: relay[i]! }, ids: a.ids })),
+    const reduction = new Reduction<WorkerConn>({
+      net, round: this.round, version: this.model.versions[net],
+      members: live.map((a, i) => ({ conn: a.worker, count: a.ids.length, relay: relay[i]! })),
       chunk: this.opts.reduceChunk ?? REDUCE_CHUNK, fp16: this.cfg.fp16,
       current: this.model.current(net), next: this.model.next[net], acc: this.model.acc[net], hyper: this.model.nextStep(net),
       reportTimeoutMs: this.cfg.roundTimeoutMs, stallMs: Math.min(this.cfg.roundTimeoutMs, 10_000),
@@ -253,7 +256,7 @@ export class Coordinator {
     });
     this.reduction = reduction;
     this.pool.route((c, m) => reduction.onMessage(c, m));
-    const r = await reduction.run();
+    const r = await reduction.start();
     this.reduction = null;
     this.pool.route(null);
     if (r.applied.length > 0) {
@@ -287,7 +290,7 @@ export class Coordinator {
     this.runDir.appendMetrics(m);
     if (this.view) noteRound(this.view, this.pool, m, counts);
     this.round++;
-    this.opts.onRound?.(m, this);
+    this.opts.hooks?.round?.(m, this);
   }
 
   /** Every sample of the epoch has been used: record the accounting and the epoch's grid. */
@@ -301,7 +304,7 @@ export class Coordinator {
     this.view?.addEvent({ kind: 'epoch', text: `epoch ${this.epoch + 1}: ${acc.usedOnce}/${acc.samples} samples used once in ${acc.rounds} rounds` });
     this.epoch++;
     this.plan = null;
-    await this.opts.onEpoch?.(this.epoch, this);
+    await this.opts.hooks?.epoch?.(this.epoch, this);
   }
 
   checkpoint(): string {
@@ -353,23 +356,6 @@ export class Coordinator {
     };
   }
 
-  // Read-only views of the model state, for callers that only look (evaluation, tests).
-  get weights(): Record<Net, Float32Array> {
-    return this.model.weights;
-  }
-
-  get adam(): Record<Net, AdamState> {
-    return this.model.adam;
-  }
-
-  get emaG(): Float32Array | null {
-    return this.model.emaG;
-  }
-
-  get versions(): { D: number; G: number } {
-    return this.model.versions;
-  }
-
   // ---- Weights as frames, sample grids, the end of the run.
 
   /** The generator weights to sample from: the moving average when kept, else the latest. */
@@ -413,7 +399,6 @@ export class Coordinator {
     };
   }
 
-  /** Tell workers the run is over and close everything. */
   /** Tell workers and observers the run is over and close everything; `failure` marks a run that failed. */
   async close(reason = 'run finished', failure?: Error): Promise<void> {
     if (this.closed) return;

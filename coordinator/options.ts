@@ -4,7 +4,7 @@ import type { Net } from '../shared/compute/model.js';
 import type { TrainConfig } from './config.js';
 import type { Coordinator } from './coordinator.js';
 import type { RoundMetrics } from './metrics.js';
-import type { RelayPolicy } from './reduction.js';
+import type { RelayPolicy } from './topology.js';
 
 /** Floats per chunk of a reduction: small enough to pipeline over a few hops, large enough that per-chunk costs vanish. */
 export const REDUCE_CHUNK = 65536;
@@ -28,17 +28,25 @@ export interface CoordinatorOptions {
   dataset?: Dataset;
   /** Human-readable progress lines. */
   log?: (line: string) => void;
-  /** Called after every round with its metrics (progress bar). */
-  onRound?: (m: RoundMetrics, c: Coordinator) => void;
-  /** Called at the end of every epoch, before the next begins (evaluation). */
-  onEpoch?: (epoch: number, c: Coordinator) => Promise<void> | void;
+  /** Callers that act at points of the run: progress, evaluation, fault injection in tests. */
+  hooks?: RunHooks;
   /** When workers relay partial sums (default auto). */
   relay?: RelayPolicy;
   /** Floats per reduction chunk (default REDUCE_CHUNK). */
   reduceChunk?: number;
   /** Serve the dashboard and observers on the coordinator's port (default true). */
   dashboard?: boolean;
-  /** Test seam: awaited at each phase boundary before that phase's tasks go out (fault injection). */
-  testBeforePhase?: (round: number, phase: Net) => Promise<void> | void;
 }
 
+/**
+ * Points of the run where a caller acts. `phase` and `epoch` are awaited: the run goes on when
+ * they resolve (an evaluation, a fault a test injects at an exact point); `round` is told only.
+ */
+export interface RunHooks {
+  /** Before a phase's tasks go out. */
+  phase?(round: number, net: Net): Promise<void> | void;
+  /** After every round, with its metrics (the progress line). */
+  round?(m: RoundMetrics, c: Coordinator): void;
+  /** At the end of every epoch, before the next begins (evaluation); `epoch` counts the epochs done. */
+  epoch?(epoch: number, c: Coordinator): Promise<void> | void;
+}

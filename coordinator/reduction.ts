@@ -1,14 +1,20 @@
 /**
- * One phase's reduction: every member's gradient summed in worker-id order, chunk by chunk as the
- * chunks arrive, one Adam step per chunk as soon as that chunk's sum is complete, and each chunk of
- * the new weights sent at once. Upload, reduction, Adam and download overlap instead of adding up.
+ * One phase's reduction, once the round loop has sent the tasks: every member's gradient summed in
+ * worker-id order, chunk by chunk as the chunks arrive, one Adam step per chunk as soon as that
+ * chunk's sum is complete, and each chunk of the new weights sent at once. Upload, reduction, Adam
+ * and download overlap instead of adding up.
  *
- * Members either send their own gradient here (direct) or belong to a relay chain: consecutive
- * members (in id order) that pass partial sums worker to worker, the last one sending the chain's
+ * Members either send their own gradient here (direct) or belong to a relay chain (topology.ts):
+ * consecutive members that pass partial sums worker to worker, the last one sending the chain's
  * partial here, while new weights travel back down the same links. The coordinator folds direct
  * members itself and seeds a chain that does not start the sum with the partial so far. Either way
- * the sum is s0*g0 + s1*g1 + ... in id order, each add rounded to float32 (shared/numerics/fold.ts), so a
- * relayed reduction equals the direct one bit for bit.
+ * the sum is s0*g0 + s1*g1 + ... in id order, each add rounded to float32 (shared/numerics/fold.ts),
+ * so a relayed reduction equals the direct one bit for bit.
+ *
+ * The phase's life is a Stage: Reducing (an attempt's plan is out; chunks are summed and stepped as
+ * they arrive), AwaitingReports (every chunk is stepped, not every member has reported),
+ * Committed; or Abandoned (no member left). A lost member, a stalled relay or a partial sum out of
+ * bounds starts a new attempt: back to Reducing with a new plan.
  *
  * Invariants:
  * - Nothing is committed until every chunk's sum is complete and every member has reported: Adam
@@ -29,14 +35,14 @@
  *   reported, it gets STRAGGLER_FACTOR times their median time (at least STRAGGLER_MIN_MS), then it
  *   is dropped (E_TIMEOUT) instead of holding the phase for the whole --round-timeout.
  */
-import { isLoopback } from '../shared/wire/address.js';
 import { GanError } from '../shared/wire/errors.js';
-import { chunkCount, chunkRange, foldInto } from '../shared/numerics/fold.js';
+import { chunkAt, chunkCount, chunkRange } from '../shared/numerics/chunks.js';
+import { foldInto } from '../shared/numerics/fold.js';
 import { fromHalf } from '../shared/numerics/half.js';
 import type { Net } from '../shared/compute/model.js';
 import { COORDINATOR, type ChunkMsg, Kind, type Message, NOBODY, type ReportMsg, encode } from '../shared/wire/codec.js';
 import { type AdamHyper, adamApply, allFinite, magnitude } from './optimizer.js';
-import type { WorkerConn } from './worker-pool.js';
+import { segments } from './topology.js';
 
 /** Largest gradient value accepted: its square (about 1e30) stays far inside float32. */
 export const GRADIENT_LIMIT = 1e15;
@@ -52,22 +58,29 @@ export const STRAGGLER_FACTOR = 8;
 /** ... but never less than this. */
 export const STRAGGLER_MIN_MS = 3000;
 
-export interface ReductionMember {
-  conn: WorkerConn;
+/** What a reduction needs of a member's connection. */
+export interface MemberConn {
+  /** Worker id: the sum goes in this order. */
+  id: number;
+  /** Where peers reach its relay listener ('' when it has none). */
+  peerUrl: string;
+}
+
+export interface ReductionMember<C extends MemberConn> {
+  conn: C;
   /** Samples of its task. */
   count: number;
   /** It may relay partial sums over peer links. */
   relay: boolean;
 }
 
-export interface ReductionOptions {
+export interface ReductionOptions<C extends MemberConn> {
   net: Net;
   round: number;
-  epoch: number;
-  /** Members in worker-id order, each with its task's sample ids. */
-  members: { member: ReductionMember; ids: Uint32Array }[];
-  /** Versions of D and G the tasks name. */
-  versions: { D: number; G: number };
+  /** Members in worker-id order (their tasks are out). */
+  members: ReductionMember<C>[];
+  /** The version of `net` the tasks named; the new weights are the next one. */
+  version: number;
   chunk: number;
   fp16: boolean;
   /** Current weights and moments (read only) and where the new ones go. */
@@ -78,83 +91,120 @@ export interface ReductionOptions {
   acc: Float32Array;
   reportTimeoutMs: number;
   stallMs: number;
-  send(c: WorkerConn, frame: Uint8Array): void;
-  drop(c: WorkerConn, e: GanError): void;
+  send(c: C, frame: Uint8Array): void;
+  /** Drop a member from the run (its connection); the owner answers with lost(c). */
+  drop(c: C, e: GanError): void;
   log(line: string): void;
 }
 
-export interface ReductionResult {
+export interface ReductionResult<C extends MemberConn> {
   /** Members whose gradients the step applied, in id order, with their reports (empty: no step). */
-  applied: { conn: WorkerConn; report: ReportMsg }[];
+  applied: { conn: C; report: ReportMsg }[];
   /** The coordinator's own work: folding, Adam, packing and handing chunks to the sockets. */
   busyMs: number;
-  attempts: number;
   /** Chains of the committed attempt (member ids, in id order), for repairs if a link breaks later. */
   chains: number[][];
 }
 
-interface Member extends ReductionMember {
-  report: ReportMsg | null;
-  /** When its report arrived (ms after the tasks went out). */
-  reportedAfter: number;
-  /** Its own gradient's chunks received here (float32), by chunk index, and their root mean squares. */
-  raw: (Float32Array | null)[];
-  rms: Float64Array;
-  timer: NodeJS.Timeout | null;
-  alive: boolean;
+/** The life of a phase's reduction. */
+export enum Stage {
+  /** Built; start() has not run. */
+  Idle = 'idle',
+  /** An attempt's plan is out: chunks are summed and stepped as they arrive. */
+  Reducing = 'reducing',
+  /** Every chunk is stepped; some members have not reported yet. */
+  AwaitingReports = 'awaiting reports',
+  /** Every chunk stepped, every member reported: the step may be committed. */
+  Committed = 'committed',
+  /** No member is left: nothing to apply. */
+  Abandoned = 'abandoned',
 }
 
-type Segment = { kind: 'direct'; m: Member } | { kind: 'chain'; ms: Member[]; tail: (Float32Array | null)[] };
+/** Where one chunk of the sum is in the current attempt. */
+enum ChunkStage {
+  /** Members' contributions are folded in, segment by segment, as they arrive. */
+  Summing,
+  /** Adam has stepped it; its new weights are out. */
+  Stepped,
+}
 
-export class Reduction {
-  private readonly members: Member[];
+interface ChunkState {
+  stage: ChunkStage;
+  /** The segment whose contribution is folded next. */
+  next: number;
+  /** The chain at `next` has been sent the sum so far (chains that do not start the sum). */
+  seeded: boolean;
+}
+
+interface Member<C extends MemberConn> extends ReductionMember<C> {
+  alive: boolean;
+  report: ReportMsg | null;
+  /** When its report arrived (ms after start()). */
+  reportedAfter: number;
+  /** Its own gradient's chunks received here (float32), by chunk index, kept across attempts; their root mean squares. */
+  own: (Float32Array | null)[];
+  rms: Float64Array;
+  timer: NodeJS.Timeout | null;
+}
+
+type Planned<C extends MemberConn> =
+  | { kind: 'direct'; member: Member<C> }
+  | { kind: 'chain'; members: Member<C>[]; /** The chain's partial sums, by chunk. */ tail: (Float32Array | null)[] };
+
+interface Attempt<C extends MemberConn> {
+  n: number;
+  segments: Planned<C>[];
+  /** Samples of every member of the attempt: each member's scale is its count / total. */
+  total: number;
+  chunks: ChunkState[];
+  stepped: number;
+}
+
+export class Reduction<C extends MemberConn> {
+  private stage = Stage.Idle;
+  private readonly members: Member<C>[];
   private readonly size: number;
-  private readonly chunks: number;
-  private attempt = 0;
-  private segments: Segment[] = [];
-  private total = 0;
-  /** Per chunk: the segment the sum has reached, and whether that chain was seeded. */
-  private pos: Int32Array;
-  private seeded: Uint8Array;
-  private stepped = 0;
-  private relayAllowed = true;
+  private readonly chunkTotal: number;
+  private attempt: Attempt<C> = { n: -1, segments: [], total: 0, chunks: [], stepped: 0 };
+  /** Relays are used unless they stalled or a relayed sum was out of bounds in this phase. */
+  private relays = true;
   private busyMs = 0;
   private lastProgress = performance.now();
-  private watchdog: NodeJS.Timeout | null = null;
-  private settle: ((r: ReductionResult) => void) | null = null;
-  private finished = false;
   private readonly startedAt = performance.now();
+  private watchdog: NodeJS.Timeout | null = null;
+  private settle: ((r: ReductionResult<C>) => void) | null = null;
 
-  constructor(private readonly o: ReductionOptions) {
+  constructor(private readonly o: ReductionOptions<C>) {
     this.size = o.current.w.length;
-    this.chunks = chunkCount(this.size, o.chunk);
-    this.pos = new Int32Array(this.chunks);
-    this.seeded = new Uint8Array(this.chunks);
-    this.members = o.members.map(({ member }) => ({
-      ...member, report: null, reportedAfter: 0, raw: new Array<Float32Array | null>(this.chunks).fill(null), rms: new Float64Array(this.chunks), timer: null, alive: true,
+    this.chunkTotal = chunkCount(this.size, o.chunk);
+    this.members = o.members.map((m) => ({
+      ...m, alive: true, report: null, reportedAfter: 0, own: new Array<Float32Array | null>(this.chunkTotal).fill(null), rms: new Float64Array(this.chunkTotal), timer: null,
     }));
   }
 
-  /** Send the tasks and the first plan; resolves when the step is committed or no member is left. */
-  run(): Promise<ReductionResult> {
+  /** Where the phase is (observers, tests). */
+  get state(): Stage {
+    return this.stage;
+  }
+
+  /** Start the report timers and the first attempt; resolves when the step is committed or no member is left. */
+  start(): Promise<ReductionResult<C>> {
     return new Promise((resolve) => {
       this.settle = resolve;
-      this.o.members.forEach(({ ids }, i) => {
-        const m = this.members[i]!;
+      for (const m of this.members) {
         m.timer = setTimeout(() => this.o.drop(m.conn, new GanError('E_TIMEOUT', `no ${this.o.net} gradient for round ${this.o.round} within ${this.o.reportTimeoutMs} ms`)), this.o.reportTimeoutMs);
         m.timer.unref();
-        this.o.send(m.conn, encode({ k: Kind.Task, round: this.o.round, epoch: this.o.epoch, phase: this.o.net, dVersion: this.o.versions.D, gVersion: this.o.versions.G, ids }));
-      });
+      }
       this.watchdog = setInterval(() => this.checkStall(), Math.max(50, Math.min(1000, this.o.stallMs / 4)));
       this.watchdog.unref();
       this.plan();
     });
   }
 
-  /** A message from a worker while this phase is open. Throws GanError for anything invalid (the pool drops the sender). */
-  onMessage(c: WorkerConn, msg: Message): void {
-    const m = this.members.find((x) => x.conn === c && x.alive);
-    if (msg.k === Kind.PeerLost) return this.onPeerLost(c, msg.peer, `${msg.code} ${msg.reason}`);
+  /** A message from a member while this phase is open. Throws GanError for anything invalid (the owner drops the sender). */
+  onMessage(conn: C, msg: Message): void {
+    const m = this.members.find((x) => x.conn === conn && x.alive);
+    if (msg.k === Kind.PeerLost) return this.onPeerLost(conn, msg.peer, `${msg.code} ${msg.reason}`);
     if (msg.k !== Kind.Report && msg.k !== Kind.Chunk) throw new GanError('E_UNEXPECTED', `workers may not send ${Kind[msg.k] ?? msg.k} during a phase`);
     if (!m || msg.round !== this.o.round || msg.phase !== this.o.net) {
       throw new GanError('E_STALE', `${Kind[msg.k]} for round ${msg.round} phase ${msg.phase} is not open for this worker (duplicate or stale)`);
@@ -164,16 +214,19 @@ export class Reduction {
   }
 
   /** A member's connection ended (any reason). */
-  lost(c: WorkerConn): void {
-    const m = this.members.find((x) => x.conn === c && x.alive);
+  lost(conn: C): void {
+    const m = this.members.find((x) => x.conn === conn && x.alive);
     if (!m) return;
     m.alive = false;
     if (m.timer) clearTimeout(m.timer);
-    if (this.finished) return;
-    this.restart(`worker ${c.id} left`);
+    if (this.isOpen()) this.restart(`worker ${conn.id} left`);
   }
 
-  private onReport(m: Member, r: ReportMsg): void {
+  private isOpen(): boolean {
+    return this.stage === Stage.Reducing || this.stage === Stage.AwaitingReports;
+  }
+
+  private onReport(m: Member<C>, r: ReportMsg): void {
     if (m.report) throw new GanError('E_STALE', `second report for round ${r.round} phase ${r.phase}`);
     if (r.count !== m.count) throw new GanError('E_SHAPE', `report says ${r.count} samples, the task had ${m.count}`);
     // The G phase has no real rows: its dReal is NaN by definition and not checked.
@@ -187,129 +240,117 @@ export class Reduction {
     this.maybeCommit();
   }
 
-  private onChunk(m: Member, x: ChunkMsg): void {
+  private onChunk(m: Member<C>, x: ChunkMsg): void {
     const t0 = performance.now();
-    if (x.offset % this.o.chunk !== 0 || x.offset >= this.size) throw new GanError('E_SHAPE', `chunk offset ${x.offset} is not a chunk boundary of ${this.o.net}`);
-    const c = x.offset / this.o.chunk;
-    const [start, end] = chunkRange(this.size, this.o.chunk, c);
-    if (x.data.length !== end - start) throw new GanError('E_SHAPE', `chunk at ${x.offset} has ${x.data.length} values, expected ${end - start}`);
-    let data: Float32Array;
+    const { index: chunk } = chunkAt(this.size, this.o.chunk, x.offset, x.data.length, `${this.o.net} chunk`);
     if (x.partial) {
       // An attempt that was given up may still have chunks on their way: they are not an error.
-      if (x.attempt < this.attempt) return;
-      const seg = this.segments.find((s): s is Extract<Segment, { kind: 'chain' }> => s.kind === 'chain' && s.ms[s.ms.length - 1] === m);
-      if (!seg || x.attempt !== this.attempt) throw new GanError('E_STALE', `partial sum of attempt ${x.attempt} from a worker that is not the end of a chain of attempt ${this.attempt}`);
+      if (x.attempt < this.attempt.n) return;
+      const seg = this.attempt.segments.find((s): s is Extract<Planned<C>, { kind: 'chain' }> => s.kind === 'chain' && s.members[s.members.length - 1] === m);
+      if (!seg || x.attempt !== this.attempt.n) throw new GanError('E_STALE', `partial sum of attempt ${x.attempt} from a worker that is not the end of a chain of attempt ${this.attempt.n}`);
       if (x.fp16) throw new GanError('E_SHAPE', 'partial sums are float32');
-      if (seg.tail[c]) throw new GanError('E_STALE', `second partial sum for chunk ${c}`);
-      data = x.data as Float32Array;
+      if (seg.tail[chunk]) throw new GanError('E_STALE', `second partial sum for chunk ${chunk}`);
+      const data = x.data as Float32Array;
       const { maxAbs } = magnitude(data);
       if (Number.isNaN(maxAbs)) throw new GanError('E_NONFINITE', `partial sum of ${this.o.net} has NaN or Inf values`);
       if (maxAbs > GRADIENT_LIMIT) {
         // Someone in the chain sent an outsized gradient; only a direct reduction can tell who.
-        this.relayAllowed = false;
+        this.relays = false;
         this.restart(`a relayed partial sum of ${this.o.net} is out of bounds (|value| ${maxAbs.toExponential(2)}); reducing directly to find its source`);
         return;
       }
-      seg.tail[c] = data;
+      seg.tail[chunk] = data;
     } else {
       if (x.fp16 !== this.o.fp16) throw new GanError('E_SHAPE', `gradient precision ${x.fp16 ? 'fp16' : 'fp32'} differs from the run's`);
-      if (m.raw[c]) throw new GanError('E_STALE', `second gradient chunk at ${x.offset}`);
-      data = x.data instanceof Uint16Array ? fromHalf(x.data) : x.data;
+      if (m.own[chunk]) throw new GanError('E_STALE', `second gradient chunk at ${x.offset}`);
+      const data = x.data instanceof Uint16Array ? fromHalf(x.data) : x.data;
       const { maxAbs, rms } = magnitude(data);
       if (Number.isNaN(maxAbs)) throw new GanError('E_NONFINITE', `gradient for ${this.o.net} has NaN or Inf values`);
       if (maxAbs > GRADIENT_LIMIT) throw new GanError('E_BOUNDS', `gradient for ${this.o.net} has a value of ${maxAbs.toExponential(2)}, beyond ${GRADIENT_LIMIT.toExponential(0)}`);
-      m.raw[c] = data;
-      m.rms[c] = rms;
+      m.own[chunk] = data;
+      m.rms[chunk] = rms;
     }
     this.lastProgress = performance.now();
     this.busyMs += this.lastProgress - t0;
-    this.advance(c);
+    this.advance(chunk);
   }
 
-  /** Who relays in this attempt, with what scale; tell every member. */
+  /** A new attempt among the live members: who relays, with what scale; every member is told. */
   private plan(): void {
     const alive = this.members.filter((m) => m.alive);
-    this.total = alive.reduce((a, m) => a + m.count, 0);
-    this.segments = [];
-    for (let i = 0; i < alive.length; ) {
-      let j = i;
-      while (this.relayAllowed && j < alive.length && alive[j]!.relay) j++;
-      // A chain of one would only add a hop: it sends directly.
-      if (j - i >= 2) {
-        this.segments.push({ kind: 'chain', ms: alive.slice(i, j), tail: new Array<Float32Array | null>(this.chunks).fill(null) });
-        i = j;
-      } else {
-        this.segments.push({ kind: 'direct', m: alive[i]! });
-        i++;
-      }
-    }
-    this.pos.fill(0);
-    this.seeded.fill(0);
-    this.stepped = 0;
+    const n = this.attempt.n + 1;
+    const planned: Planned<C>[] = segments(alive, this.relays).map((s) => (s.kind === 'direct' ? s : { ...s, tail: new Array<Float32Array | null>(this.chunkTotal).fill(null) }));
+    this.attempt = {
+      n, segments: planned, total: alive.reduce((a, m) => a + m.count, 0), stepped: 0,
+      chunks: Array.from({ length: this.chunkTotal }, () => ({ stage: ChunkStage.Summing, next: 0, seeded: false })),
+    };
+    this.stage = Stage.Reducing;
     this.lastProgress = performance.now();
-    this.segments.forEach((s, k) => {
-      if (s.kind === 'direct') return this.sendReduce(s.m, NOBODY, COORDINATOR, '', false);
-      s.ms.forEach((m, i) => {
-        const prev = i > 0 ? s.ms[i - 1]!.conn.id : k > 0 ? COORDINATOR : NOBODY;
-        const last = i === s.ms.length - 1;
-        this.sendReduce(m, prev, last ? COORDINATOR : s.ms[i + 1]!.conn.id, last ? '' : s.ms[i + 1]!.conn.peerUrl, true);
+    planned.forEach((s, k) => {
+      if (s.kind === 'direct') return this.sendReduce(s.member, NOBODY, COORDINATOR, '', false);
+      s.members.forEach((m, i) => {
+        const prev = i > 0 ? s.members[i - 1]!.conn.id : k > 0 ? COORDINATOR : NOBODY;
+        const last = i === s.members.length - 1;
+        this.sendReduce(m, prev, last ? COORDINATOR : s.members[i + 1]!.conn.id, last ? '' : s.members[i + 1]!.conn.peerUrl, true);
       });
     });
-    if (this.total === 0) return this.finish();
-    for (let c = 0; c < this.chunks; c++) this.advance(c);
+    if (this.attempt.total === 0) return this.finish(Stage.Abandoned);
+    for (let c = 0; c < this.chunkTotal; c++) this.advance(c);
   }
 
-  private sendReduce(m: Member, prev: number, next: number, nextUrl: string, partial: boolean): void {
-    this.o.send(m.conn, encode({ k: Kind.Reduce, round: this.o.round, phase: this.o.net, attempt: this.attempt, total: this.total, chunk: this.o.chunk, prev, next, nextUrl, partial }));
+  private sendReduce(m: Member<C>, prev: number, next: number, nextUrl: string, partial: boolean): void {
+    const a = this.attempt;
+    this.o.send(m.conn, encode({ k: Kind.Reduce, round: this.o.round, phase: this.o.net, attempt: a.n, total: a.total, chunk: this.o.chunk, prev, next, nextUrl, partial }));
   }
 
   /** Carry chunk c's sum as far as the data here allows; step it when it is complete. */
   private advance(c: number): void {
-    if (this.finished) return;
+    const a = this.attempt;
+    const state = a.chunks[c]!;
+    if (this.stage !== Stage.Reducing || state.stage !== ChunkStage.Summing) return;
     const t0 = performance.now();
     const [start, end] = chunkRange(this.size, this.o.chunk, c);
     const acc = this.o.acc.subarray(start, end);
-    if (this.pos[c] === 0) {
+    if (state.next === 0) {
       // Every direct member's chunk is here before any is folded: they are judged against each other.
-      const direct = this.segments.flatMap((s) => (s.kind === 'direct' ? [s.m] : []));
-      if (direct.some((m) => !m.raw[c])) return;
+      const direct = a.segments.flatMap((s) => (s.kind === 'direct' ? [s.member] : []));
+      if (direct.some((m) => !m.own[c])) return;
       const outlier = this.outlier(direct, c);
       if (outlier) {
         this.o.drop(outlier.conn, new GanError('E_BOUNDS', `${this.o.net} gradient chunk ${c} has root mean square ${outlier.rms[c]!.toExponential(2)}, over ${PEER_FACTOR} times its peers' median (${this.medianRms(direct, c, outlier).toExponential(2)})`));
         return;
       }
     }
-    while (this.pos[c]! < this.segments.length) {
-      const k = this.pos[c]!;
-      const s = this.segments[k]!;
+    while (state.next < a.segments.length) {
+      const s = a.segments[state.next]!;
       if (s.kind === 'direct') {
-        const g = s.m.raw[c];
+        const g = s.member.own[c];
         if (!g) break;
-        foldInto(acc, g, s.m.count / this.total, k === 0);
+        foldInto(acc, g, s.member.count / a.total, state.next === 0);
       } else {
-        if (k > 0 && !this.seeded[c]) {
+        if (state.next > 0 && !state.seeded) {
           // The chain continues the sum so far.
-          this.seeded[c] = 1;
-          this.o.send(s.ms[0]!.conn, encode({ k: Kind.Chunk, round: this.o.round, phase: this.o.net, attempt: this.attempt, offset: start, partial: true, fp16: false, data: acc }));
+          state.seeded = true;
+          this.o.send(s.members[0]!.conn, encode({ k: Kind.Chunk, round: this.o.round, phase: this.o.net, attempt: a.n, offset: start, partial: true, fp16: false, data: acc }));
         }
         const tail = s.tail[c];
         if (!tail) break;
         acc.set(tail);
       }
-      this.pos[c] = k + 1;
+      state.next++;
     }
-    if (this.pos[c] === this.segments.length) this.step(c, start, end);
+    if (state.next === a.segments.length) this.step(c, start, end);
     this.busyMs += performance.now() - t0;
   }
 
   /** The direct member whose chunk c is far larger than its peers', if one is. */
-  private outlier(direct: Member[], c: number): Member | null {
+  private outlier(direct: Member<C>[], c: number): Member<C> | null {
     if (direct.length < 2) return null;
     const biggest = direct.reduce((a, m) => (m.rms[c]! > a.rms[c]! ? m : a));
     return biggest.rms[c]! > PEER_FACTOR * Math.max(PEER_FLOOR, this.medianRms(direct, c, biggest)) ? biggest : null;
   }
 
-  private medianRms(direct: Member[], c: number, except: Member): number {
+  private medianRms(direct: Member<C>[], c: number, except: Member<C>): number {
     const others = direct.filter((m) => m !== except).map((m) => m.rms[c]!).sort((a, b) => a - b);
     return others[Math.floor((others.length - 1) / 2)]!;
   }
@@ -317,61 +358,59 @@ export class Reduction {
   /** Adam on one chunk, into the next buffers, and its new weights out to every direct member and chain end. */
   private step(c: number, start: number, end: number): void {
     const { current: cur, next } = this.o;
+    const a = this.attempt;
     const g = this.o.acc.subarray(start, end);
     const out = { w: next.w.subarray(start, end), m: next.m.subarray(start, end), v: next.v.subarray(start, end) };
     adamApply(cur.w.subarray(start, end), g, cur.m.subarray(start, end), cur.v.subarray(start, end), this.o.hyper, out);
     if (!allFinite(out.w) || !allFinite(out.m) || !allFinite(out.v)) {
       // Bounded inputs cannot get here; if they ever do, this step must not be the one that poisons the state.
-      const all = this.members.filter((m) => m.alive);
-      const culprit = all.reduce((a, m) => (m.rms[c]! > a.rms[c]! ? m : a));
+      const alive = this.members.filter((m) => m.alive);
+      const culprit = alive.reduce((x, m) => (m.rms[c]! > x.rms[c]! ? m : x));
       this.o.drop(culprit.conn, new GanError('E_BOUNDS', `the ${this.o.net} step on chunk ${c} gave NaN or Inf weights or moments`));
       return;
     }
-    this.pos[c] = this.segments.length + 1;
-    const frame = encode({ k: Kind.WeightsChunk, net: this.o.net, version: this.o.versions[this.o.net] + 1, attempt: this.attempt, offset: start, data: next.w.subarray(start, end) });
-    for (const s of this.segments) this.o.send(s.kind === 'direct' ? s.m.conn : s.ms[s.ms.length - 1]!.conn, frame);
-    this.stepped++;
+    a.chunks[c]!.stage = ChunkStage.Stepped;
+    const frame = encode({ k: Kind.WeightsChunk, net: this.o.net, version: this.o.version + 1, attempt: a.n, offset: start, data: next.w.subarray(start, end) });
+    for (const s of a.segments) this.o.send(s.kind === 'direct' ? s.member.conn : s.members[s.members.length - 1]!.conn, frame);
+    if (++a.stepped === this.chunkTotal) this.stage = Stage.AwaitingReports;
     this.maybeCommit();
   }
 
   private maybeCommit(): void {
-    if (this.finished || this.stepped < this.chunks) return;
+    if (this.stage !== Stage.AwaitingReports) return;
     if (this.members.some((m) => m.alive && !m.report)) return;
-    this.finish();
+    this.finish(Stage.Committed);
   }
 
-  private finish(): void {
-    if (this.finished) return;
-    this.finished = true;
+  private finish(stage: Stage.Committed | Stage.Abandoned): void {
+    this.stage = stage;
     if (this.watchdog) clearInterval(this.watchdog);
     for (const m of this.members) if (m.timer) clearTimeout(m.timer);
-    const applied = this.total === 0 ? [] : this.members.filter((m) => m.alive).map((m) => ({ conn: m.conn, report: m.report! }));
-    const chains = this.segments.flatMap((s) => (s.kind === 'chain' ? [s.ms.map((m) => m.conn.id)] : []));
-    this.settle?.({ applied, busyMs: this.busyMs, attempts: this.attempt + 1, chains });
+    const applied = stage === Stage.Abandoned ? [] : this.members.filter((m) => m.alive).map((m) => ({ conn: m.conn, report: m.report! }));
+    const chains = this.attempt.segments.flatMap((s) => (s.kind === 'chain' ? [s.members.map((m) => m.conn.id)] : []));
+    this.settle?.({ applied, busyMs: this.busyMs, chains });
   }
 
   /** Start over among the survivors: a new attempt, a new plan. */
   private restart(why: string): void {
-    this.attempt++;
-    this.o.log(`round ${this.o.round} ${this.o.net}: ${why}; reducing again among ${this.members.filter((m) => m.alive).length} (attempt ${this.attempt + 1})`);
-    for (const s of this.segments) if (s.kind === 'chain') s.tail.fill(null);
+    this.o.log(`round ${this.o.round} ${this.o.net}: ${why}; reducing again among ${this.members.filter((m) => m.alive).length} (attempt ${this.attempt.n + 2})`);
     this.plan();
   }
 
-  private onPeerLost(c: WorkerConn, peer: number, why: string): void {
-    if (this.finished) return;
+  private onPeerLost(conn: C, peer: number, why: string): void {
+    if (!this.isOpen()) return;
     // A link to a member that is gone was routed around when it left.
     if (!this.members.some((m) => m.alive && m.conn.id === peer)) return;
     // Neither end of a broken link relays again in this phase; a link already routed around costs nothing more.
-    const ends = this.members.filter((m) => m.conn === c || m.conn.id === peer);
+    const ends = this.members.filter((m) => m.conn === conn || m.conn.id === peer);
     if (!ends.some((m) => m.relay)) return;
     for (const m of ends) m.relay = false;
-    this.restart(`worker ${c.id} lost its link to worker ${peer} (${why})`);
+    this.restart(`worker ${conn.id} lost its link to worker ${peer} (${why})`);
   }
 
   /** Drop members that are far behind those that reported; then relays or sends that stopped moving. */
   private checkStall(): void {
-    if (this.finished) return;
+    if (!this.isOpen()) return;
     const alive = this.members.filter((m) => m.alive);
     const reported = alive.filter((m) => m.report).map((m) => m.reportedAfter).sort((a, b) => a - b);
     if (reported.length > 0 && reported.length * 2 >= alive.length && reported.length < alive.length) {
@@ -386,29 +425,14 @@ export class Reduction {
     }
     if (performance.now() - this.lastProgress < this.o.stallMs) return;
     if (this.members.some((m) => m.alive && !m.report)) return; // still computing: the report timeout decides
-    if (this.segments.some((s) => s.kind === 'chain')) {
-      this.relayAllowed = false;
+    const a = this.attempt;
+    if (a.segments.some((s) => s.kind === 'chain')) {
+      this.relays = false;
       this.restart(`relays made no progress for ${this.o.stallMs} ms; sending every gradient directly`);
       return;
     }
-    for (const s of this.segments) {
-      if (s.kind === 'direct' && s.m.raw.some((x) => !x)) this.o.drop(s.m.conn, new GanError('E_TIMEOUT', `stopped sending its ${this.o.net} gradient for ${this.o.stallMs} ms`));
+    for (const s of a.segments) {
+      if (s.kind === 'direct' && s.member.own.some((x) => !x)) this.o.drop(s.member.conn, new GanError('E_TIMEOUT', `stopped sending its ${this.o.net} gradient for ${this.o.stallMs} ms`));
     }
   }
-}
-
-/** When workers relay partial sums to each other: `auto` when at least three can and sit on other hosts than the coordinator. */
-export type RelayPolicy = 'auto' | 'always' | 'never';
-
-/**
- * Which of these workers relay in a phase. On one host relaying only adds copies, so `auto` relays
- * among workers on other hosts, and only when there are at least three of them (with two, a chain
- * saves the coordinator's link one copy of the model and costs each worker's link one).
- */
-export function relayRoles(workers: WorkerConn[], policy: RelayPolicy): boolean[] {
-  const able = workers.map((w) => w.peerUrl !== '');
-  if (policy === 'never') return workers.map(() => false);
-  if (policy === 'always') return able;
-  const remote = workers.map((w, i) => able[i]! && !isLoopback(w.remoteIp));
-  return remote.filter(Boolean).length >= 3 ? remote : workers.map(() => false);
 }

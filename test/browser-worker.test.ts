@@ -4,7 +4,6 @@
  * like a killed process when the page closes, and show a refused token on the page.
  */
 import { describe, expect, it } from 'vitest';
-import type { ChunkMsg } from '../shared/wire/codec.js';
 import { type Cluster, smallData, startCluster, tinyConfig } from './helpers.js';
 import { type TestPage, browserAvailable, browserSuite, skipNote } from './browser.js';
 
@@ -57,9 +56,9 @@ describe.skipIf(!browserAvailable())(`browser workers${skipNote}`, () => {
     const c = await startCluster(tinyConfig({ workers: 3, minWorkers: 1, batchSize: 10, epochs: 2 }), smallData(n), {
       startWorkers: 2,
       // Round 2: the tasks go out, then the tab is closed while it computes.
-      testBeforePhase: (round, phase) => {
+      hooks: { phase: (round, phase) => {
         if (round === 2 && phase === 'D') setTimeout(() => void page?.close(), 0);
-      },
+      } },
     });
     clusters.push(c);
     page = await open(pageUrl(c));

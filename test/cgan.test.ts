@@ -2,7 +2,8 @@ import { describe, expect, it } from 'vitest';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { TaskMsg } from '../shared/wire/codec.js';
+import { Kind } from '../shared/wire/codec.js';
+import { digitBytes } from '../shared/data/digits.js';
 import { GanModel, wrongLabels } from '../shared/compute/gan.js';
 import { type SampleSource, buildBatch } from '../shared/compute/batch.js';
 import { initWeights, modelConfigProblem, modelSignature, netLayout } from '../shared/compute/model.js';
@@ -51,16 +52,20 @@ describe('conditional GAN', () => {
     const wrongImages: number[] = [];
     const cluster = await startCluster(tinyConfig({ model: cgan, workers: 2, batchSize: 10, epochs: 1 }), data, { startWorkers: 0 });
     for (let i = 0; i < 2; i++) {
-      cluster.addWorker({
-        testBeforeTask: (t: TaskMsg, store: SampleSource) => {
-          // Build the batch exactly as the worker will, from what the worker was shipped.
-          const b = buildBatch(cgan, { seed: 1, epoch: t.epoch, phase: t.phase }, t.ids, store);
-          seen.push({ ids: [...t.ids], labels: [...b.labels!] });
-          for (const id of t.ids) {
-            if (!Buffer.from(store.image(id)).equals(Buffer.from(data.images.subarray(id * 784, id * 784 + 784)))) wrongImages.push(id);
-          }
-        },
-      });
+      // What this worker was shipped, read off its wire.
+      const images = new Map<number, Uint8Array>();
+      const labels = new Map<number, number>();
+      const store: SampleSource = { image: (id) => images.get(id)!, label: (id) => labels.get(id)! };
+      cluster.addWorker({ faults: { inbound: (m) => {
+        if (m.k === Kind.Shard) m.ids.forEach((id, j) => (images.set(id, digitBytes(m.images, j).slice()), labels.set(id, m.labels[j]!)));
+        if (m.k !== Kind.Task) return;
+        // Build the batch exactly as the worker will, from what the worker was shipped.
+        const b = buildBatch(cgan, { seed: 1, epoch: m.epoch, phase: m.phase }, m.ids, store);
+        seen.push({ ids: [...m.ids], labels: [...b.labels!] });
+        for (const id of m.ids) {
+          if (!images.has(id) || !Buffer.from(store.image(id)).equals(Buffer.from(digitBytes(data.images, id)))) wrongImages.push(id);
+        }
+      } } });
     }
     const coord = await cluster.finish();
     expect(coord.epochLog[0]).toMatchObject({ usedOnce: 60, missing: 0, duplicated: 0 });

@@ -49,6 +49,7 @@ const samples: Message[] = [
   { k: Kind.Observe, v: PROTOCOL_VERSION },
   { k: Kind.Update, body: new TextEncoder().encode('{"type":"delta"}') },
   { k: Kind.Grid, run: 0, name: 'epoch-001.png', png: new Uint8Array([0x89, 0x50, 0x4e, 0x47]) },
+  { k: Kind.Refused, code: 'E_BACKOFF', reason: 'dropped for timeouts 2 times; come back in 2 s', retryAfterMs: 2000 },
   { k: Kind.Stop, reason: 'run finished' },
 ];
 

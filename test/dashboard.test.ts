@@ -5,6 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { serve } from '../cli/dashboard.js';
+import { Kind } from '../shared/wire/codec.js';
 import { smallData, startCluster, tinyConfig } from './helpers.js';
 import { browserAvailable, browserSuite, skipNote } from './browser.js';
 
@@ -18,9 +19,7 @@ describe.skipIf(!browserAvailable())(`dashboard page${skipNote}`, () => {
     c.addWorker();
     c.addWorker();
     // The third stalls in round 3: the run drops it with E_TIMEOUT and goes on.
-    c.addWorker({ testBeforeTask: async (t) => {
-      if (t.round === 3) await new Promise((r) => setTimeout(r, 4000));
-    } });
+    c.addWorker({ faults: { inbound: (m) => (m.k === Kind.Task && m.round === 3 ? new Promise((r) => setTimeout(r, 4000)) : undefined) } });
     const page = await open(c.url.replace(/^ws/, 'http') + '/');
     await page.waitForSelector('body[data-ready="true"]', { timeout: 20_000 });
     const training = c.finish();

@@ -24,9 +24,9 @@ describe('moving average of G', () => {
     const emaDecay = 0.3;
     const seen: Float32Array[] = [];
     const cluster = await startCluster(tinyConfig({ maxRounds: 6, epochs: 2, emaDecay }), smallData(100), {
-      onRound: (_m, c) => seen.push(c.weights.G.slice()),
+      hooks: { round: (_m, c) => seen.push(c.model.weights.G.slice()) },
     });
-    const initial = cluster.coord.emaG!.slice();
+    const initial = cluster.coord.model.emaG!.slice();
     const coord = await cluster.finish();
     // Recompute the average by hand from the weights after each round (one G step per round).
     expect(seen).toHaveLength(6);
@@ -36,12 +36,12 @@ describe('moving average of G', () => {
       const d = Math.min(emaDecay, (1 + t) / (10 + t));
       for (let k = 0; k < expected.length; k++) expected[k] = Math.fround(d * expected[k]! + (1 - d) * w[k]!);
     });
-    expect(Buffer.from(coord.emaG!.buffer).equals(Buffer.from(Float32Array.from(expected).buffer))).toBe(true);
-    expect(Buffer.from(coord.emaG!.buffer).equals(Buffer.from(coord.weights.G.buffer))).toBe(false);
-    expect(coord.sampleWeights()).toBe(coord.emaG);
+    expect(Buffer.from(coord.model.emaG!.buffer).equals(Buffer.from(Float32Array.from(expected).buffer))).toBe(true);
+    expect(Buffer.from(coord.model.emaG!.buffer).equals(Buffer.from(coord.model.weights.G.buffer))).toBe(false);
+    expect(coord.sampleWeights()).toBe(coord.model.emaG);
 
     const s = loadCheckpoint(coord.runDir.path);
-    expect(Buffer.from(s.emaG!.buffer).equals(Buffer.from(coord.emaG!.buffer))).toBe(true);
+    expect(Buffer.from(s.emaG!.buffer).equals(Buffer.from(coord.model.emaG!.buffer))).toBe(true);
     expect(generatorWeights(s)).toBe(s.emaG);
     expect(generatorWeights(s, true)).toBe(s.weights.G);
 
@@ -75,14 +75,14 @@ describe('moving average of G', () => {
     const resumed = new Coordinator({ config: { ...back.config, emaDecay: 0.5 }, host: '127.0.0.1', port: 0, out: dir, resume: true, dataset: smallData(100), log: (l) => lines.push(l) });
     await resumed.start();
     await resumed.close();
-    expect(Buffer.from(resumed.emaG!.buffer).equals(Buffer.from(back.weights.G.buffer))).toBe(true);
+    expect(Buffer.from(resumed.model.emaG!.buffer).equals(Buffer.from(back.weights.G.buffer))).toBe(true);
     expect(lines.some((l) => /kept no moving average of G: starting one \(decay 0.5\)/.test(l))).toBe(true);
   }, 60_000);
 
   it('--ema 0 keeps no average', async () => {
     const coord = await (await startCluster(tinyConfig({ maxRounds: 2, emaDecay: 0 }), smallData(40))).finish();
-    expect(coord.emaG).toBeNull();
-    expect(coord.sampleWeights()).toBe(coord.weights.G);
+    expect(coord.model.emaG).toBeNull();
+    expect(coord.sampleWeights()).toBe(coord.model.weights.G);
     expect(loadCheckpoint(coord.runDir.path).emaG).toBeUndefined();
   }, 60_000);
 });

@@ -143,7 +143,7 @@ describe('worker faults (in-process coordinator, worker processes)', () => {
     const n = 100;
     const timeout = 800;
     const c = await startCluster(tinyConfig({ workers: 3, batchSize: 10, epochs: 1, roundTimeoutMs: timeout }), smallData(n), { startWorkers: 2 });
-    const stall = c.addWorker({ testBeforeTask: (t) => (t.round === 1 ? new Promise<void>(() => {}) : undefined) });
+    const stall = c.addWorker({ faults: { inbound: (m) => (m.k === Kind.Task && m.round === 1 ? 'stall' : undefined) } });
     const coord = c.coord;
     try {
       await coord.train();
@@ -164,8 +164,10 @@ describe('worker faults (in-process coordinator, worker processes)', () => {
     let frozen: Proc | null = null;
     h = await cluster(tinyConfig({ workers: 2, batchSize: 10, maxRounds: 3 }), smallData(100), {
       coordinator: {
-        onRound: (m) => {
-          if (m.round === 2) (frozen = h.procs[0]!).pause();
+        hooks: {
+          round: (m) => {
+            if (m.round === 2) (frozen = h.procs[0]!).pause();
+          },
         },
       },
     });
@@ -201,7 +203,7 @@ describe('worker faults (in-process coordinator, worker processes)', () => {
     expect(ck.round).toBe(3);
     expect(ck.round).toBe(h.coord.round);
     expect(ck.epochUses.reduce((a, u) => a + u, 0)).toBe(3 * 10 + 3 * 10 + 10);
-    expect(sameBytes(ck.weights.D, h.coord.weights.D)).toBe(true);
+    expect(sameBytes(ck.weights.D, h.coord.model.weights.D)).toBe(true);
   }, 60_000);
 });
 

@@ -158,12 +158,14 @@ describe('fuzzing a live coordinator', () => {
       startWorkers: 4,
       heartbeatMs: 2000,
       log: process.env.FUZZ_LOG ? (l) => console.log(l) : undefined,
-      onRound: () => roundAt.push(Date.now()),
-      // Two slots are only there so attackers can complete a handshake and become members.
-      // The honest workers compute on this event loop; pacing the phases leaves it free for the attack.
-      testBeforePhase: async (round) => {
-        if (round === 1) for (const w of bootstrap) w.crash();
-        else if (round > 3) await new Promise((r) => setTimeout(r, PACE_MS));
+      hooks: {
+        round: () => roundAt.push(Date.now()),
+        // Two slots are only there so attackers can complete a handshake and become members.
+        // The honest workers compute on this event loop; pacing the phases leaves it free for the attack.
+        phase: async (round) => {
+          if (round === 1) for (const w of bootstrap) w.crash();
+          else if (round > 3) await new Promise((r) => setTimeout(r, PACE_MS));
+        },
       },
     });
     bootstrap = c.workers.slice(2);

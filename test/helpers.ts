@@ -9,6 +9,7 @@ import { type TrainConfig, defaultTrainConfig } from '../coordinator/config.js';
 import { type Dataset, loadEmbedded } from '../shared/data/mnist.js';
 import type { WorkerClient } from '../worker/worker.js';
 import { type NodeWorkerOptions, nodeWorker } from '../worker/node.js';
+import { type WireFaults, faultyWorker } from './util-wire.js';
 
 /** The wasm backend as the product sets it up (with its fast matrix products). */
 export async function useWasm(): Promise<void> {
@@ -54,7 +55,8 @@ export interface Cluster {
   workers: WorkerClient[];
   url: string;
   runs: Promise<void>[];
-  addWorker(over?: Partial<NodeWorkerOptions>): WorkerClient;
+  /** A worker; `faults` are injected on its wire (util-wire.ts). */
+  addWorker(over?: Partial<NodeWorkerOptions> & { faults?: WireFaults }): WorkerClient;
   /** Train to the end and close everything; returns the coordinator. */
   finish(): Promise<Coordinator>;
 }
@@ -71,8 +73,9 @@ export async function startCluster(
   const url = `ws://127.0.0.1:${port}`;
   const workers: WorkerClient[] = [];
   const runs: Promise<void>[] = [];
-  const addWorker = (over: Partial<NodeWorkerOptions> = {}) => {
-    const w = nodeWorker({ url, backend: 'wasm', connectTimeoutMs: 5000, ...workerOpts, ...over });
+  const addWorker = ({ faults, ...over }: Partial<NodeWorkerOptions> & { faults?: WireFaults } = {}) => {
+    const o = { url, backend: 'wasm', connectTimeoutMs: 5000, ...workerOpts, ...over };
+    const w = faults ? faultyWorker(o, faults) : nodeWorker(o);
     workers.push(w);
     const run = w.run();
     // A worker refused for good is an outcome a test inspects, not a crash of the test process.

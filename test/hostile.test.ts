@@ -63,7 +63,7 @@ describe('an outsized gradient', () => {
     const r = await closed;
     expect(r.code, r.reason).toBe(4011);
     expect(r.reason).toMatch(/^E_BOUNDS: /);
-    for (const a of [coord.weights.D, coord.weights.G, coord.adam.D.m, coord.adam.D.v, coord.adam.G.m, coord.adam.G.v, coord.emaG!]) expect(allFinite(a)).toBe(true);
+    for (const a of [coord.model.weights.D, coord.model.weights.G, coord.model.adam.D.m, coord.model.adam.D.v, coord.model.adam.G.m, coord.model.adam.G.v, coord.model.emaG!]) expect(allFinite(a)).toBe(true);
     const saved = loadCheckpoint(coord.runDir.path);
     expect(allFinite(saved.adam.D.v)).toBe(true);
     expect(coord.epochLog.map((e) => e.usedOnce)).toEqual([n, n]);
@@ -75,7 +75,7 @@ describe('an outsized gradient', () => {
     const c = await startCluster(tinyConfig({ workers: 1, batchSize: 10, maxRounds: 2 }), smallData(30));
     clusters.push(c);
     const coord = await c.finish();
-    coord.adam.D.v[7] = Infinity;
+    coord.model.adam.D.v[7] = Infinity;
     expect(() => coord.checkpoint()).toThrow(/E_CHECKPOINT|non-finite|NaN or Inf/);
     expect(allFinite(loadCheckpoint(coord.runDir.path).adam.D.v)).toBe(true);
   });

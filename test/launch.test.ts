@@ -59,7 +59,7 @@ describe('scripts/launch-workers.sh', () => {
     const token = "s3cret token with 'quotes'";
     const perRound: number[] = [];
     const cluster = await startCluster(tinyConfig({ workers: 2, batchSize: 10, maxRounds: 4 }), smallData(100), {
-      startWorkers: 0, token, onRound: (m) => perRound.push(m.workers),
+      startWorkers: 0, token, hooks: { round: (m) => perRound.push(m.workers) },
     });
     // The "remote" project directory: it must hold dist/, as a real checkout would.
     const dir = join(root, 'remote project');

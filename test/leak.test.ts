@@ -96,7 +96,7 @@ describe('no tensor leak', () => {
     const before = memory();
     const perRound: number[] = [];
     const cluster = await startCluster(tinyConfig({ workers: 2, batchSize: 5, maxRounds: 20 }), smallData(300), {
-      onRound: () => perRound.push(tf.memory().numTensors),
+      hooks: { round: () => perRound.push(tf.memory().numTensors) },
     });
     const coord = await cluster.finish();
     expect(coord.round).toBe(20);

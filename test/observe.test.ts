@@ -72,9 +72,7 @@ describe('observers', () => {
     c.addWorker();
     c.addWorker();
     // The third stalls in round 2 and is dropped for it (E_TIMEOUT).
-    c.addWorker({ testBeforeTask: async (t) => {
-      if (t.round === 2) await new Promise((r) => setTimeout(r, 4000));
-    } });
+    c.addWorker({ faults: { inbound: (m) => (m.k === Kind.Task && m.round === 2 ? new Promise((r) => setTimeout(r, 4000)) : undefined) } });
     const w = watch(c.url, null);
     await c.finish();
     await new Promise((r) => setTimeout(r, 100));

@@ -79,7 +79,7 @@ describe('each kind\'s defaults, end to end', () => {
       expect(m.global_batch).toBe(2 * kindDefaults[kind].batchSize);
       expect(Number.isFinite(m.d_loss) && Number.isFinite(m.g_loss)).toBe(true);
     }
-    for (const net of ['D', 'G'] as const) expect(coord.weights[net].every(Number.isFinite)).toBe(true);
+    for (const net of ['D', 'G'] as const) expect(coord.model.weights[net].every(Number.isFinite)).toBe(true);
   }, 120_000);
 });
 
@@ -93,11 +93,11 @@ describe('data parallelism with the cgan discriminator', () => {
     const two = await (await startCluster(tinyConfig({ model, workers: 2, batchSize: 10, maxRounds: 5 }), data)).finish();
     const again = await (await startCluster(tinyConfig({ model, workers: 2, batchSize: 10, maxRounds: 5 }), data)).finish();
     for (const net of ['D', 'G'] as const) {
-      expect(maxRelDiff(one.weights[net], two.weights[net])).toBeLessThan(1e-5);
-      expect(Buffer.from(two.weights[net].buffer).equals(Buffer.from(again.weights[net].buffer))).toBe(true);
+      expect(maxRelDiff(one.model.weights[net], two.model.weights[net])).toBeLessThan(1e-5);
+      expect(Buffer.from(two.model.weights[net].buffer).equals(Buffer.from(again.model.weights[net].buffer))).toBe(true);
     }
     const fresh = await (await startCluster(tinyConfig({ model, workers: 1, batchSize: 20, maxRounds: 0, epochs: 0 }), data)).finish();
-    expect(maxRelDiff(fresh.weights.D, one.weights.D)).toBeGreaterThan(1e-4);
+    expect(maxRelDiff(fresh.model.weights.D, one.model.weights.D)).toBeGreaterThan(1e-4);
   }, 90_000);
 });
 

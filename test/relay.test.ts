@@ -10,7 +10,7 @@ import type { Coordinator, RelayPolicy } from '../coordinator/coordinator.js';
 import { Kind, PROTOCOL_VERSION, decode, encode } from '../shared/wire/codec.js';
 import { type Net, modelSignature } from '../shared/compute/model.js';
 import { type Cluster, smallData, startCluster, tinyConfig, tinyModel } from './helpers.js';
-import type { RelaySeam } from '../worker/participant.js';
+import type { RelayFrame } from './util-wire.js';
 
 const N = 120;
 /** Many chunks per net (the tiny model's D has about 52,000 parameters). */
@@ -21,8 +21,8 @@ interface RunOptions {
   fp16?: boolean;
   workers?: number;
   token?: string;
-  /** Per worker index: the relay seam of that worker. */
-  seams?: Record<number, (w: { crash(): void }) => RelaySeam>;
+  /** Per worker index: whether to crash that worker before it passes this frame on. */
+  crashAt?: Record<number, (f: RelayFrame) => boolean>;
   /** Per worker index: crash it before it computes (round, phase). */
   crashBefore?: Record<number, { round: number; phase: Net }>;
   /** Worker indexes started without a relay listener (as `worker --no-relay`). */
@@ -42,19 +42,15 @@ async function run(o: RunOptions): Promise<{ coord: Coordinator; logs: string[] 
   });
   clusters.push(c);
   for (let i = 0; i < workers; i++) {
-    const seam = o.seams?.[i];
+    const at = o.crashAt?.[i];
     const stop = o.crashBefore?.[i];
-    const holder: { w: { crash(): void } | null } = { w: null };
-    holder.w = c.addWorker({
+    c.addWorker({
       token: o.token,
       relay: !o.noRelay?.includes(i),
-      testBeforeRelay: seam ? (...a) => seam(holder.w!)(...a) : undefined,
-      testBeforeTask: stop ? (t) => {
-        if (t.round === stop.round && t.phase === stop.phase) {
-          holder.w!.crash();
-          throw new Error('crashed');
-        }
-      } : undefined,
+      faults: {
+        toPeer: at ? (f, crash) => at(f) && crash() : undefined,
+        inbound: stop ? (m) => (m.k === Kind.Task && m.round === stop.round && m.phase === stop.phase ? 'crash' : undefined) : undefined,
+      },
     });
   }
   const coord = await c.finish();
@@ -64,7 +60,7 @@ async function run(o: RunOptions): Promise<{ coord: Coordinator; logs: string[] 
 /** A hash of every state the coordinator owns: equal bits, equal hash. */
 function fingerprint(c: Coordinator): string {
   const h = createHash('sha256');
-  for (const a of [c.weights.D, c.weights.G, c.adam.D.m, c.adam.D.v, c.adam.G.m, c.adam.G.v, c.emaG!]) h.update(new Uint8Array(a.buffer, a.byteOffset, a.byteLength));
+  for (const a of [c.model.weights.D, c.model.weights.G, c.model.adam.D.m, c.model.adam.D.v, c.model.adam.G.m, c.model.adam.G.v, c.model.emaG!]) h.update(new Uint8Array(a.buffer, a.byteOffset, a.byteLength));
   return h.digest('hex');
 }
 
@@ -102,19 +98,13 @@ describe('relayed reductions', () => {
   // Worker 1 (the second of the chain 0 -> 1 -> 2 -> 3) dies in round 1's D phase at three points
   // of its relay. In every case its gradient is never applied, the phase is reduced again among
   // the others, and the result equals a direct run in which it died before computing that phase.
-  const points: [string, (w: { crash(): void }) => RelaySeam][] = [
-    ['before it forwards anything', (w) => (what, chunk, _of, round, phase) => {
-      if (round === 1 && phase === 'D' && what === 'partial' && chunk === 0) w.crash();
-    }],
-    ['halfway through its chunks', (w) => (what, chunk, of, round, phase) => {
-      if (round === 1 && phase === 'D' && what === 'partial' && chunk === Math.floor(of / 2)) w.crash();
-    }],
-    ['after it forwarded every partial sum, passing the last new weights down', (w) => (what, chunk, of, round, phase) => {
-      if (round === 1 && phase === 'D' && what === 'weights' && chunk === of - 1) w.crash();
-    }],
+  const points: [string, (f: RelayFrame) => boolean][] = [
+    ['before it forwards anything', (f) => f.round === 1 && f.phase === 'D' && f.what === 'partial' && f.chunk === 0],
+    ['halfway through its chunks', (f) => f.round === 1 && f.phase === 'D' && f.what === 'partial' && f.chunk === Math.floor(f.of / 2)],
+    ['after it forwarded every partial sum, passing the last new weights down', (f) => f.round === 1 && f.phase === 'D' && f.what === 'weights' && f.chunk === f.of - 1],
   ];
-  it.each(points)('survive a relay that dies %s: exact accounting, the direct result', async (_name, seam) => {
-    const relayed = await run({ relay: 'always', seams: { 1: seam } });
+  it.each(points)('survive a relay that dies %s: exact accounting, the direct result', async (_name, at) => {
+    const relayed = await run({ relay: 'always', crashAt: { 1: at } });
     expectExactEpochs(relayed.coord);
     const died = relayed.coord.runDir.metrics().find((m) => m.dropped.length > 0)!;
     expect(died.round).toBe(1);
@@ -175,9 +165,9 @@ describe('peer links', () => {
     clusters.push(c);
     for (let i = 0; i < 4; i++) {
       // Worker 1 sends round 1's first D partial sum cut short: its peer must refuse it.
-      c.addWorker(i !== 1 ? {} : { testBeforeRelay: (what, chunk, _of, round, phase) => {
-        if (what === 'partial' && round === 1 && phase === 'D' && chunk === 0) truncateNextPeerFrame = true;
-      } });
+      c.addWorker(i !== 1 ? {} : { faults: { toPeer: (f) => {
+        if (f.what === 'partial' && f.round === 1 && f.phase === 'D' && f.chunk === 0) truncateNextPeerFrame = true;
+      } } });
     }
     const coord = await c.finish();
     expect(logs.some((l) => /round 1 D: worker \d lost its link to worker \d \(E_SHAPE /.test(l)), logs.join('\n')).toBe(true);

@@ -19,7 +19,7 @@ describe('the seed model at full size', () => {
 
     const data = loadEmbedded().train;
     const rounds: RoundMetrics[] = [];
-    const cluster = await startCluster(config, data, { onRound: (m) => rounds.push(m) });
+    const cluster = await startCluster(config, data, { hooks: { round: (m) => rounds.push(m) } });
     const coord = await cluster.finish();
 
     expect(coord.round).toBe(3);
@@ -41,10 +41,10 @@ describe('the seed model at full size', () => {
     for (const [net, l] of [['G', gL], ['D', dL]] as const) {
       const init = initWeights(l, config.seed);
       let moved = 0;
-      for (let i = 0; i < l.total; i++) if (coord.weights[net][i] !== init[i]) moved++;
+      for (let i = 0; i < l.total; i++) if (coord.model.weights[net][i] !== init[i]) moved++;
       // Adam moves every weight that got a non-zero gradient: nearly all of them.
       expect(moved / l.total, `${net} weights changed`).toBeGreaterThan(0.5);
-      expect(coord.versions[net]).toBe(3);
+      expect(coord.model.versions[net]).toBe(3);
     }
 
     // Per round each worker uploads one D and one G gradient and downloads one D and one G weight vector, float32.
@@ -64,7 +64,7 @@ describe('bytes on the wire', () => {
     const config = tinyConfig({ workers: 2, batchSize: 10, maxRounds: 2 });
     const n = 200;
     const rounds: RoundMetrics[] = [];
-    await (await startCluster(config, smallData(n), { onRound: (m) => rounds.push(m) })).finish();
+    await (await startCluster(config, smallData(n), { hooks: { round: (m) => rounds.push(m) } })).finish();
     const perWorkerWeights = 4 * (netLayout(config.model, 'G').total + netLayout(config.model, 'D').total);
     const steady = rounds[1]!.bytes_out;
     expect(steady).toBeGreaterThanOrEqual(perWorkerWeights * 2);

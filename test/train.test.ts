@@ -12,11 +12,11 @@ describe('data-parallel training', () => {
     expect(one.round).toBe(5);
     expect(two.round).toBe(5);
     for (const net of ['D', 'G'] as const) {
-      expect(maxRelDiff(one.weights[net], two.weights[net])).toBeLessThan(1e-5);
+      expect(maxRelDiff(one.model.weights[net], two.model.weights[net])).toBeLessThan(1e-5);
     }
     // The weights moved: the comparison is not between two untouched initialisations.
     const fresh = await (await startCluster(tinyConfig({ model, workers: 1, batchSize: 20, maxRounds: 0, epochs: 0 }), data)).finish();
-    expect(maxRelDiff(fresh.weights.D, one.weights.D)).toBeGreaterThan(1e-4);
+    expect(maxRelDiff(fresh.model.weights.D, one.model.weights.D)).toBeGreaterThan(1e-4);
   }, 60_000);
 
   it('the same seed and worker count give bit-identical weights; another seed does not', async () => {
@@ -25,9 +25,9 @@ describe('data-parallel training', () => {
     const a = await run(7);
     const b = await run(7);
     const c = await run(8);
-    expect(Buffer.from(a.weights.G.buffer).equals(Buffer.from(b.weights.G.buffer))).toBe(true);
-    expect(Buffer.from(a.weights.D.buffer).equals(Buffer.from(b.weights.D.buffer))).toBe(true);
-    expect(Buffer.from(a.weights.G.buffer).equals(Buffer.from(c.weights.G.buffer))).toBe(false);
+    expect(Buffer.from(a.model.weights.G.buffer).equals(Buffer.from(b.model.weights.G.buffer))).toBe(true);
+    expect(Buffer.from(a.model.weights.D.buffer).equals(Buffer.from(b.model.weights.D.buffer))).toBe(true);
+    expect(Buffer.from(a.model.weights.G.buffer).equals(Buffer.from(c.model.weights.G.buffer))).toBe(false);
   }, 60_000);
 
   it('uses every sample exactly once per epoch and writes metrics, grids and a checkpoint', async () => {

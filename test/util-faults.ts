@@ -246,10 +246,13 @@ export class FaultCluster {
         h.onLog(l);
         user.log?.(l);
       },
-      testBeforePhase: async (round, phase) => {
-        h.phases.push(`${round}:${phase}`);
-        for (const a of h.actions.get(`${round}:${phase}`) ?? []) await a(h);
-        await user.testBeforePhase?.(round, phase);
+      hooks: {
+        ...user.hooks,
+        phase: async (round, phase) => {
+          h.phases.push(`${round}:${phase}`);
+          for (const a of h.actions.get(`${round}:${phase}`) ?? []) await a(h);
+          await user.hooks?.phase?.(round, phase);
+        },
       },
     });
     // Record every gradient that reaches validation, to tell "never arrived" from "arrived, refused".

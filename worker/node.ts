@@ -19,7 +19,8 @@ export interface NodeWorkerOptions extends Omit<WorkerOptions, 'connect' | 'host
   tls?: { cert: Buffer; key: Buffer };
 }
 
-export function nodeWorker(o: NodeWorkerOptions): WorkerClient {
+/** What a Node worker is made of: its transports (ws, a relay listener) and its identity. */
+export function nodeWorkerOptions(o: NodeWorkerOptions): WorkerOptions {
   const { ca, relay: wantRelay = true, peerHost, tls, ...rest } = o;
   const maxPayload = o.maxPayload ?? 256 * 1024 * 1024;
   const log = o.log ?? (() => {});
@@ -33,5 +34,9 @@ export function nodeWorker(o: NodeWorkerOptions): WorkerClient {
       tls, ca, token: o.token, maxPayload, log,
     });
   }
-  return new WorkerClient({ ...rest, connect: nodeConnect({ maxPayload, ca }), host: hostname(), pid: process.pid, relay });
+  return { ...rest, connect: nodeConnect({ maxPayload, ca }), host: hostname(), pid: process.pid, relay };
+}
+
+export function nodeWorker(o: NodeWorkerOptions): WorkerClient {
+  return new WorkerClient(nodeWorkerOptions(o));
 }

@@ -13,7 +13,8 @@ import {
   COORDINATOR, type ChunkMsg, Kind, type Message, NOBODY, type ReduceMsg, type ShardMsg, type TaskMsg, type WeightsChunkMsg, encode,
 } from '../shared/wire/codec.js';
 import { GanError } from '../shared/wire/errors.js';
-import { chunkCount, chunkRange, foldInto } from '../shared/numerics/fold.js';
+import { chunkAt, chunkCount, chunkRange } from '../shared/numerics/chunks.js';
+import { foldInto } from '../shared/numerics/fold.js';
 import { GanModel } from '../shared/compute/gan.js';
 import { fromHalf, toHalf } from '../shared/numerics/half.js';
 import type { ModelConfig, Net } from '../shared/compute/model.js';
@@ -29,14 +30,7 @@ export interface ParticipantOptions {
   toPeer?(peer: number, url: string | null, frame: Uint8Array): void;
   /** Told after each phase this worker computed (a page's status line). */
   onComputed?: (c: { round: number; phase: Net; count: number; computeMs: number }) => void;
-  /** Test seam: awaited before computing a task; may throw or stall to simulate faults. */
-  testBeforeTask?: (t: TaskMsg, shard: SampleSource) => Promise<void> | void;
-  /** Test seam: called before each relayed frame goes out (fault injection at exact points of a relay). */
-  testBeforeRelay?: RelaySeam;
 }
-
-/** What a relay is about to send: chunk `chunk` of `of` of a partial sum, or of new weights passed down. */
-export type RelaySeam = (what: 'partial' | 'weights', chunk: number, of: number, round: number, phase: Net) => void;
 
 class ShardStore implements SampleSource {
   private images = new Map<number, Uint8Array>();
@@ -68,7 +62,6 @@ interface Staging {
   buf: Float32Array;
   got: Uint8Array;
   missing: number;
-  chunk: number;
 }
 
 /** A computed phase, held until the next task: a retried reduction folds it again without recomputing. */
@@ -80,9 +73,8 @@ interface Held {
   grads: Float32Array;
   half: Uint16Array | null;
   sentRaw: boolean;
-  /** Reduce plans by attempt (also kept in `routes`), partial sums received by attempt and chunk, chunks already sent. */
-  plans: Map<number, ReduceMsg>;
-  partials: Map<number, Map<number, Float32Array>>;
+  /** Partial sums received (and who sent each), by attempt and chunk offset; chunks already sent, by attempt. */
+  partials: Map<number, Map<number, { data: Float32Array; from: number }>>;
   sent: Map<number, Set<number>>;
 }
 
@@ -94,14 +86,15 @@ export class Participant {
   private staging: Record<Net, Staging | null> = { D: null, G: null };
   private waiting: TaskMsg | null = null;
   private held: Held | null = null;
-  /** Plans and partials that arrived before their phase was computed. */
-  private early: { plans: ReduceMsg[]; partials: ChunkMsg[] } = { plans: [], partials: [] };
+  /** Plans and partial sums (with who sent them) that arrived before their phase was computed. */
+  private early: { plans: ReduceMsg[]; partials: { x: ChunkMsg; from: number }[] } = { plans: [], partials: [] };
   private scratch: Float32Array | null = null;
   /**
-   * The plans of each net's latest reduction: they route its weights chunks, which may still be
-   * arriving down the chain after this worker has moved on to the next phase.
+   * The reduce plans of each net's latest reduction, by attempt: they route the phase's partial
+   * sums, and its weights chunks, which may still be arriving down the chain after this worker
+   * has moved on to the next phase.
    */
-  private routes: Record<Net, { round: number; plans: Map<number, ReduceMsg> }> = { D: { round: -1, plans: new Map() }, G: { round: -1, plans: new Map() } };
+  private plans: Record<Net, { round: number; byAttempt: Map<number, ReduceMsg> }> = { D: { round: -1, byAttempt: new Map() }, G: { round: -1, byAttempt: new Map() } };
 
   constructor(private readonly o: ParticipantOptions) {
     this.model = new GanModel(o.model);
@@ -146,28 +139,21 @@ export class Participant {
 
   private async onWeightsChunk(m: WeightsChunkMsg, from: number): Promise<void> {
     const total = this.model.layout(m.net).total;
-    const plan = this.routes[m.net].plans.get(m.attempt);
+    const plan = this.plans[m.net].byAttempt.get(m.attempt);
     if (!plan) throw new GanError('E_STALE', `weights of ${m.net} attempt ${m.attempt} arrived outside its reduction`);
-    const chunk = plan.chunk;
-    if (from !== (plan.next === COORDINATOR ? COORDINATOR : plan.next)) throw new GanError('E_UNEXPECTED', `weights of ${m.net} from ${from}, expected them from ${plan.next}`);
-    if (m.offset % chunk !== 0 || m.offset >= total) throw new GanError('E_SHAPE', `weights chunk offset ${m.offset} is not a chunk boundary`);
-    const [start, end] = chunkRange(total, chunk, m.offset / chunk);
-    if (m.data.length !== end - start) throw new GanError('E_SHAPE', `weights chunk at ${m.offset} has ${m.data.length} values, expected ${end - start}`);
+    if (from !== plan.next) throw new GanError('E_UNEXPECTED', `weights of ${m.net} from ${from}, expected them from ${plan.next}`);
+    const { index: c, start } = chunkAt(total, plan.chunk, m.offset, m.data.length, `${m.net} weights chunk`);
     // Down the chain first: the members before this one wait for these bytes.
-    if (plan.prev >= 0) {
-      this.o.testBeforeRelay?.('weights', m.offset / chunk, chunkCount(total, chunk), this.routes[m.net].round, m.net);
-      this.o.toPeer?.(plan.prev, null, encode(m));
-    }
+    if (plan.prev >= 0) this.o.toPeer?.(plan.prev, null, encode(m));
     if (m.version <= this.versions[m.net]) return;
     let st = this.staging[m.net];
     if (st && (st.version < m.version || (st.version === m.version && st.attempt < m.attempt))) st = null;
     if (st && (st.version > m.version || st.attempt > m.attempt)) return; // an attempt that was superseded
     if (!st) {
-      const n = chunkCount(total, chunk);
-      st = { version: m.version, attempt: m.attempt, buf: new Float32Array(total), got: new Uint8Array(n), missing: n, chunk };
+      const n = chunkCount(total, plan.chunk);
+      st = { version: m.version, attempt: m.attempt, buf: new Float32Array(total), got: new Uint8Array(n), missing: n };
       this.staging[m.net] = st;
     }
-    const c = m.offset / chunk;
     if (st.got[c]) throw new GanError('E_STALE', `weights chunk at ${m.offset} arrived twice`);
     st.buf.set(m.data, start);
     st.got[c] = 1;
@@ -183,7 +169,6 @@ export class Participant {
     }
     if (t.dVersion !== this.versions.D || t.gVersion !== this.versions.G) return; // still on their way
     this.waiting = null;
-    await this.o.testBeforeTask?.(t, this.store);
     this.compute(t);
   }
 
@@ -199,14 +184,14 @@ export class Participant {
       // What the coordinator will fold is the half value: a relayed sum must fold the same.
       grads = fromHalf(half);
     }
-    this.held = { round: t.round, phase: t.phase, count: t.ids.length, grads, half, sentRaw: false, plans: new Map(), partials: new Map(), sent: new Map() };
+    this.held = { round: t.round, phase: t.phase, count: t.ids.length, grads, half, sentRaw: false, partials: new Map(), sent: new Map() };
     this.tasksDone++;
     this.o.onComputed?.({ round: t.round, phase: t.phase, count: t.ids.length, computeMs });
     this.o.toCoordinator(encode({ k: Kind.Report, round: t.round, phase: t.phase, count: t.ids.length, loss: r.loss, dReal: r.dReal, dFake: r.dFake, computeMs }));
     const early = this.early;
     this.early = { plans: [], partials: [] };
     for (const p of early.plans) this.onReduce(p);
-    for (const x of early.partials) this.onPartial(x, x.partial ? -3 : COORDINATOR, true);
+    for (const { x, from } of early.partials) this.onPartial(x, from, true);
   }
 
   private isCurrent(round: number, phase: Net): boolean {
@@ -224,12 +209,16 @@ export class Participant {
     }
     const h = this.held!;
     if (r.chunk < 1 || r.total < h.count) throw new GanError('E_MALFORMED', `reduce plan with chunk ${r.chunk} and total ${r.total}`);
-    h.plans.set(r.attempt, r);
-    const route = this.routes[r.phase];
-    if (route.round !== r.round) this.routes[r.phase] = { round: r.round, plans: new Map() };
-    this.routes[r.phase].plans.set(r.attempt, r);
+    if (this.plans[r.phase].round !== r.round) this.plans[r.phase] = { round: r.round, byAttempt: new Map() };
+    this.plans[r.phase].byAttempt.set(r.attempt, r);
     if (!r.partial) return this.sendRaw(h, r);
     for (let c = 0; c < chunkCount(h.grads.length, r.chunk); c++) this.fold(h, r, c);
+  }
+
+  /** The plan of attempt `attempt` of the phase this worker holds, once it has arrived. */
+  private planOf(h: Held, attempt: number): ReduceMsg | undefined {
+    const p = this.plans[h.phase];
+    return p.round === h.round ? p.byAttempt.get(attempt) : undefined;
   }
 
   /** This worker sends its own gradient to the coordinator (once per phase, whatever the attempt). */
@@ -248,25 +237,23 @@ export class Participant {
   private onPartial(x: ChunkMsg, from: number, replay = false): void {
     if (!x.partial) throw new GanError('E_UNEXPECTED', 'only partial sums reach a worker');
     if (!this.isCurrent(x.round, x.phase)) {
-      if (!replay && (this.isWaitingFor(x.round, x.phase) || (this.held && x.round > this.held.round))) this.early.partials.push(x);
+      if (!replay && (this.isWaitingFor(x.round, x.phase) || (this.held && x.round > this.held.round))) this.early.partials.push({ x, from });
       return;
     }
     const h = this.held!;
-    const plan = h.plans.get(x.attempt);
-    if (!replay && plan && from !== plan.prev) throw new GanError('E_UNEXPECTED', `partial sum from ${from}, expected one from ${plan.prev}`);
-    const chunk = plan?.chunk ?? 0;
-    if (plan && (x.offset % chunk !== 0 || x.offset >= h.grads.length)) throw new GanError('E_SHAPE', `partial sum offset ${x.offset} is not a chunk boundary`);
+    const plan = this.planOf(h, x.attempt);
+    // Without its plan yet a partial sum is checked (and folded) when the plan comes.
     if (plan) {
-      const [start, end] = chunkRange(h.grads.length, chunk, x.offset / chunk);
-      if (x.data.length !== end - start) throw new GanError('E_SHAPE', `partial sum at ${x.offset} has ${x.data.length} values, expected ${end - start}`);
+      if (from !== plan.prev) throw new GanError('E_UNEXPECTED', `partial sum from ${from}, expected one from ${plan.prev}`);
+      chunkAt(h.grads.length, plan.chunk, x.offset, x.data.length, 'partial sum');
     }
     const data = x.data as Float32Array;
     for (let i = 0; i < data.length; i++) if (!Number.isFinite(data[i]!)) throw new GanError('E_NONFINITE', 'partial sum has NaN or Inf values');
     let byChunk = h.partials.get(x.attempt);
     if (!byChunk) h.partials.set(x.attempt, (byChunk = new Map()));
     if (byChunk.has(x.offset)) throw new GanError('E_STALE', `partial sum at ${x.offset} arrived twice`);
-    byChunk.set(x.offset, data);
-    if (plan) this.fold(h, plan, x.offset / chunk);
+    byChunk.set(x.offset, { data, from });
+    if (plan) this.fold(h, plan, x.offset / plan.chunk);
   }
 
   /** Fold this worker's gradient into chunk c of the sum and pass it on, once its input is here. */
@@ -275,15 +262,20 @@ export class Participant {
     if (!sent) h.sent.set(r.attempt, (sent = new Set()));
     if (sent.has(c)) return;
     const [start, end] = chunkRange(h.grads.length, r.chunk, c);
-    const before = r.prev === NOBODY ? null : h.partials.get(r.attempt)?.get(start);
-    if (r.prev !== NOBODY && !before) return;
+    const got = r.prev === NOBODY ? null : h.partials.get(r.attempt)?.get(start);
+    if (r.prev !== NOBODY && !got) return;
+    if (got && (got.from !== r.prev || got.data.length !== end - start)) {
+      // It came before its plan and is not what the plan expects: the right one may still come.
+      h.partials.get(r.attempt)!.delete(start);
+      return;
+    }
+    const before = got?.data;
     if (!this.scratch || this.scratch.length < r.chunk) this.scratch = new Float32Array(r.chunk);
     const out = this.scratch.subarray(0, end - start);
     if (before) out.set(before);
     foldInto(out, h.grads.subarray(start, end), h.count / r.total, !before);
     sent.add(c);
     const frame = encode({ k: Kind.Chunk, round: h.round, phase: h.phase, attempt: r.attempt, offset: start, partial: true, fp16: false, data: out });
-    this.o.testBeforeRelay?.('partial', c, chunkCount(h.grads.length, r.chunk), h.round, h.phase);
     if (r.next === COORDINATOR) this.o.toCoordinator(frame);
     else this.o.toPeer?.(r.next, r.nextUrl, frame);
   }

@@ -10,14 +10,13 @@
  * exponential backoff and gives up after --connect-timeout without a successful handshake.
  */
 import {
-  type ChallengeMsg, Kind, type Message, PROTOCOL_VERSION, type TaskMsg, type WelcomeMsg, decode, encode,
+  type ChallengeMsg, Kind, type Message, PROTOCOL_VERSION, type WelcomeMsg, decode, encode,
 } from '../shared/wire/codec.js';
 import { type ErrorCode, ErrorCodes, GanError, asGanError, isErrorCode } from '../shared/wire/errors.js';
 import { answerChallenge, refuse, refusedError } from '../shared/wire/handshake.js';
 import type { GanModel } from '../shared/compute/gan.js';
 import { type ModelConfig, type ModelKind, modelSignature } from '../shared/compute/model.js';
-import type { SampleSource } from '../shared/compute/batch.js';
-import { Participant, type ParticipantOptions, type RelaySeam } from './participant.js';
+import { Participant, type ParticipantOptions } from './participant.js';
 import type { Connect, Link } from './transport.js';
 
 /** A relay listener: how this worker takes part in relayed reductions (Node workers that can listen). */
@@ -56,10 +55,6 @@ export interface WorkerOptions {
   onComputed?: ParticipantOptions['onComputed'];
   /** Told when the worker joins a coordinator (its id) or loses it. */
   onJoined?: (workerId: number) => void;
-  /** Test seam: awaited before computing a task; may throw or stall to simulate faults. */
-  testBeforeTask?: (t: TaskMsg, shard: SampleSource) => Promise<void> | void;
-  /** Test seam: called before each relayed frame goes out (a partial sum, or weights passed down the chain). */
-  testBeforeRelay?: RelaySeam;
 }
 
 /**
@@ -297,8 +292,6 @@ export class WorkerClient {
       toCoordinator: (f) => this.link?.send(f),
       toPeer: relay ? (peer, url, f) => relay.send(peer, url, f) : undefined,
       onComputed: this.opts.onComputed,
-      testBeforeTask: this.opts.testBeforeTask,
-      testBeforeRelay: this.opts.testBeforeRelay,
     });
     this.log(`joined as worker ${m.workerId}`);
     this.opts.onJoined?.(m.workerId);

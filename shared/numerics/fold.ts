@@ -6,17 +6,6 @@
  */
 import { type NativeMath, nativeMath } from '../backend/addon.js';
 
-/** How many chunks of `chunk` floats a vector of `total` floats has. */
-export function chunkCount(total: number, chunk: number): number {
-  return Math.ceil(total / chunk);
-}
-
-/** [start, end) of chunk `c`. */
-export function chunkRange(total: number, chunk: number, c: number): [number, number] {
-  const start = c * chunk;
-  return [start, Math.min(total, start + chunk)];
-}
-
 /**
  * acc = (first ? 0 : acc) + scale * g, elementwise, rounded to float32: one member's turn in the
  * sum. `math` is the addon (the default when built) or null for the JavaScript loop it matches.
