@@ -19,13 +19,13 @@ import { Kind, type ReportMsg, encode } from '../shared/wire/codec.js';
 import type { EvalLine } from '../shared/wire/observe.js';
 import { GanError } from '../shared/wire/errors.js';
 import { type Dataset, loadMnist } from '../shared/data/mnist.js';
-import { type Net, type NetLayout, isConditional, modelSignature, netLayout } from '../shared/compute/model.js';
-import { gridPng } from '../shared/data/png.js';
-import { fixedNoise, sampleGenerator } from '../shared/compute/sampling.js';
+import { type Net, type NetLayout, modelSignature, netLayout } from '../shared/compute/model.js';
 import type { TrainState } from './checkpoint.js';
 import type { TrainConfig } from './config.js';
 import { type RoundMetrics, roundMetrics } from './metrics.js';
+import { SampleGrids } from './grids.js';
 import { ModelState } from './model-state.js';
+import { resumeRun } from './resume.js';
 import { type CoordinatorOptions, REDUCE_CHUNK } from './options.js';
 import { Reduction } from './reduction.js';
 import { relayRoles } from './topology.js';
@@ -59,6 +59,7 @@ export class Coordinator {
   readonly runDir: RunDir;
   /** Connections to the workers: membership, byte counters, and the `gradient` event for observers. */
   readonly pool: WorkerPool;
+  private readonly grids: SampleGrids;
   /** Both nets' weights and versions, both Adam states, the moving average of G. */
   model!: ModelState;
   round = 0;
@@ -93,6 +94,7 @@ export class Coordinator {
     this.layouts = { G: netLayout(this.cfg.model, 'G'), D: netLayout(this.cfg.model, 'D') };
     this.signature = modelSignature(this.cfg.model);
     this.runDir = new RunDir(opts.out);
+    this.grids = new SampleGrids(this.cfg.model, this.cfg.seed);
     this.pool = new WorkerPool({
       host: opts.host, port: opts.port, token: opts.token, tls: opts.tls, heartbeatMs: opts.heartbeatMs ?? 10_000,
       model: this.cfg.model, signature: this.signature, seed: this.cfg.seed, fp16: this.cfg.fp16, capacity: this.cfg.workers, log: this.log,
@@ -137,7 +139,6 @@ export class Coordinator {
   async train(): Promise<void> {
     const cfg = this.cfg;
     await this.waitForWorkers();
-    const grid = this.gridNoise();
     this.log(`training ${cfg.model.kind}: ${this.data.n} samples, ${cfg.workers} workers x batch ${cfg.batchSize} = global batch ${cfg.workers * cfg.batchSize}, ${cfg.epochs} epochs`);
     if (this.view) this.view.data.status.state = 'training';
     while (this.epoch < cfg.epochs && !(cfg.maxRounds > 0 && this.round >= cfg.maxRounds) && !this.stopping) {
@@ -174,11 +175,11 @@ export class Coordinator {
         bytesIn: this.pool.bytes.in - bytes0.in, bytesOut: this.pool.bytes.out - bytes0.out,
         dropped: this.droppedThisRound, joined: this.joinedThisRound, epochUsed: plan.used, epochSamples: plan.n,
       }), new Map(d.applied.map((x) => [x.worker.id, x.report.count])));
-      if (plan.remaining === 0) await this.endEpoch(grid);
+      if (plan.remaining === 0) await this.endEpoch();
       if (cfg.checkpointEvery > 0 && this.round % cfg.checkpointEvery === 0) this.checkpoint();
     }
     this.checkpoint();
-    if (!this.stopping) this.writeGrid(grid, 'final.png');
+    if (!this.stopping) this.writeGrid('final.png');
   }
 
   // ---- The steps of a round, in the order train() takes them.
@@ -294,12 +295,12 @@ export class Coordinator {
   }
 
   /** Every sample of the epoch has been used: record the accounting and the epoch's grid. */
-  private async endEpoch(grid: GridNoise): Promise<void> {
+  private async endEpoch(): Promise<void> {
     const plan = this.plan!;
     const acc = { epoch: this.epoch, ...plan.accounting(), rounds: this.round - this.epochStartRound };
     this.epochLog.push(acc);
     this.runDir.appendEpoch(acc);
-    this.writeGrid(grid, `epoch-${String(this.epoch + 1).padStart(3, '0')}.png`);
+    this.writeGrid(`epoch-${String(this.epoch + 1).padStart(3, '0')}.png`);
     this.view?.addEpoch(acc);
     this.view?.addEvent({ kind: 'epoch', text: `epoch ${this.epoch + 1}: ${acc.usedOnce}/${acc.samples} samples used once in ${acc.rounds} rounds` });
     this.epoch++;
@@ -330,22 +331,7 @@ export class Coordinator {
   }
 
   private restore(): void {
-    const s = this.runDir.loadCheckpoint();
-    const sig = modelSignature(s.config.model);
-    if (sig !== this.signature) throw new GanError('E_CHECKPOINT', `checkpoint in ${this.runDir.path} is for model ${sig}, this run is ${this.signature}`);
-    if (s.config.seed !== this.cfg.seed) throw new GanError('E_CHECKPOINT', `checkpoint seed ${s.config.seed} differs from --seed ${this.cfg.seed}`);
-    if (s.epochUses.length !== this.data.n) throw new GanError('E_CHECKPOINT', `checkpoint was made on ${s.epochUses.length} samples, the data has ${this.data.n}`);
-    this.model = ModelState.restore(this.cfg, this.layouts, s);
-    if (this.model.emaG && !s.emaG) this.log(`the checkpoint kept no moving average of G: starting one (decay ${this.cfg.emaDecay}) from the current weights`);
-    this.round = s.round;
-    this.epoch = s.epoch;
-    this.plan = s.epochUses.some((u) => u > 0) ? new EpochPlan(this.data.n, this.cfg.seed, this.epoch, s.epochUses) : null;
-    // Rounds logged after this checkpoint were lost with the process: they will be run again.
-    this.runDir.truncateForResume(this.round, this.epoch);
-    this.epochLog = this.runDir.epochs();
-    // Rounds are numbered across epochs, so the current epoch began after all completed ones.
-    this.epochStartRound = this.epochLog.reduce((a, e) => a + e.rounds, 0);
-    this.log(`resumed ${this.runDir.path} at round ${this.round}, epoch ${this.epoch + 1} (${this.plan?.used ?? 0}/${this.data.n} samples of the epoch used)`);
+    ({ model: this.model, round: this.round, epoch: this.epoch, plan: this.plan, epochLog: this.epochLog, epochStartRound: this.epochStartRound } = resumeRun(this.runDir, this.cfg, this.layouts, this.data, this.log));
   }
 
   state(): TrainState {
@@ -363,16 +349,9 @@ export class Coordinator {
     return this.model.sampleWeights();
   }
 
-  /** The run's fixed noise: an 8x8 grid, or 10x10 with one row per digit for conditional models. */
-  gridNoise(): GridNoise {
-    const cols = isConditional(this.cfg.model) ? 10 : 8;
-    return { ...fixedNoise(this.cfg.model, this.cfg.seed, cols * cols), cols };
-  }
-
-  /** Sample the generator on the run's fixed noise into RUN/samples/NAME. */
-  writeGrid(grid: GridNoise, name: string): string {
-    const images = sampleGenerator(this.cfg.model, this.sampleWeights(), grid.noise, isConditional(this.cfg.model) ? grid.labels : undefined);
-    const png = gridPng(images, grid.cols * grid.cols, grid.cols);
+  /** Sample the generator on the run's fixed noise into RUN/samples/NAME (and the dashboard). */
+  private writeGrid(name: string): string {
+    const png = this.grids.png(this.sampleWeights());
     this.view?.addGrid(name, png);
     return this.runDir.writeGrid(name, png);
   }
@@ -416,10 +395,4 @@ export class Coordinator {
       this.log(`summary.json not written: ${(e as Error).message}`);
     }
   }
-}
-
-export interface GridNoise {
-  noise: Float32Array;
-  labels: Uint8Array;
-  cols: number;
 }

@@ -25,15 +25,12 @@
  *   chunks supersede the last one's on every worker. A dropped member's gradient is never applied.
  * - Relays that stall (no progress for the stall time) are given up for this phase: the retry
  *   sends every gradient here directly.
- * - No step can poison the state. A gradient value beyond GRADIENT_LIMIT (where float32 squares
- *   would overflow Adam's second moment) or a direct member's chunk more than PEER_FACTOR times
- *   larger (root mean square) than the median of the others' is refused and its sender dropped
- *   (E_BOUNDS). A chain's partial sum out of bounds cannot name its culprit: the phase is reduced
- *   again with every gradient sent here, where it can. A step whose new weights or moments are not
- *   finite is never committed.
- * - A member that has not reported long after the others did is a straggler: once half have
- *   reported, it gets STRAGGLER_FACTOR times their median time (at least STRAGGLER_MIN_MS), then it
- *   is dropped (E_TIMEOUT) instead of holding the phase for the whole --round-timeout.
+ * - No step can poison the state (bounds.ts): a gradient out of bounds, or a direct member's chunk
+ *   far larger than its peers', is refused and its sender dropped (E_BOUNDS). A chain's partial sum
+ *   out of bounds cannot name its culprit: the phase is reduced again with every gradient sent
+ *   here, where it can. A step whose new weights or moments are not finite is never committed.
+ * - A straggler (bounds.ts) is dropped (E_TIMEOUT) instead of holding the phase for the whole
+ *   --round-timeout.
  */
 import { GanError } from '../shared/wire/errors.js';
 import { chunkAt, chunkCount, chunkRange } from '../shared/numerics/chunks.js';
@@ -41,22 +38,9 @@ import { foldInto } from '../shared/numerics/fold.js';
 import { fromHalf } from '../shared/numerics/half.js';
 import type { Net } from '../shared/compute/model.js';
 import { COORDINATOR, type ChunkMsg, Kind, type Message, NOBODY, type ReportMsg, encode } from '../shared/wire/codec.js';
-import { type AdamHyper, adamApply, allFinite, magnitude } from './optimizer.js';
+import { PEER_FACTOR, checkGradient, outlier, partialOutOfBounds, stragglerLimitMs } from './bounds.js';
+import { type AdamHyper, adamApply, allFinite } from './optimizer.js';
 import { segments } from './topology.js';
-
-/** Largest gradient value accepted: its square (about 1e30) stays far inside float32. */
-export const GRADIENT_LIMIT = 1e15;
-/** A direct member's chunk may be at most this many times larger than the median of its peers'. */
-export const PEER_FACTOR = 1000;
-/**
- * The smallest reference a chunk is compared with: peers whose gradients vanish (or are zero on
- * purpose) must not make an ordinary gradient look like an outlier.
- */
-const PEER_FLOOR = 1e-3;
-/** Stragglers get this many times the median report time of the members that reported, ... */
-export const STRAGGLER_FACTOR = 8;
-/** ... but never less than this. */
-export const STRAGGLER_MIN_MS = 3000;
 
 /** What a reduction needs of a member's connection. */
 export interface MemberConn {
@@ -251,9 +235,8 @@ export class Reduction<C extends MemberConn> {
       if (x.fp16) throw new GanError('E_SHAPE', 'partial sums are float32');
       if (seg.tail[chunk]) throw new GanError('E_STALE', `second partial sum for chunk ${chunk}`);
       const data = x.data as Float32Array;
-      const { maxAbs } = magnitude(data);
-      if (Number.isNaN(maxAbs)) throw new GanError('E_NONFINITE', `partial sum of ${this.o.net} has NaN or Inf values`);
-      if (maxAbs > GRADIENT_LIMIT) {
+      const maxAbs = partialOutOfBounds(data, this.o.net);
+      if (maxAbs !== null) {
         // Someone in the chain sent an outsized gradient; only a direct reduction can tell who.
         this.relays = false;
         this.restart(`a relayed partial sum of ${this.o.net} is out of bounds (|value| ${maxAbs.toExponential(2)}); reducing directly to find its source`);
@@ -264,11 +247,8 @@ export class Reduction<C extends MemberConn> {
       if (x.fp16 !== this.o.fp16) throw new GanError('E_SHAPE', `gradient precision ${x.fp16 ? 'fp16' : 'fp32'} differs from the run's`);
       if (m.own[chunk]) throw new GanError('E_STALE', `second gradient chunk at ${x.offset}`);
       const data = x.data instanceof Uint16Array ? fromHalf(x.data) : x.data;
-      const { maxAbs, rms } = magnitude(data);
-      if (Number.isNaN(maxAbs)) throw new GanError('E_NONFINITE', `gradient for ${this.o.net} has NaN or Inf values`);
-      if (maxAbs > GRADIENT_LIMIT) throw new GanError('E_BOUNDS', `gradient for ${this.o.net} has a value of ${maxAbs.toExponential(2)}, beyond ${GRADIENT_LIMIT.toExponential(0)}`);
+      m.rms[chunk] = checkGradient(data, this.o.net);
       m.own[chunk] = data;
-      m.rms[chunk] = rms;
     }
     this.lastProgress = performance.now();
     this.busyMs += this.lastProgress - t0;
@@ -315,9 +295,10 @@ export class Reduction<C extends MemberConn> {
       // Every direct member's chunk is here before any is folded: they are judged against each other.
       const direct = a.segments.flatMap((s) => (s.kind === 'direct' ? [s.member] : []));
       if (direct.some((m) => !m.own[c])) return;
-      const outlier = this.outlier(direct, c);
-      if (outlier) {
-        this.o.drop(outlier.conn, new GanError('E_BOUNDS', `${this.o.net} gradient chunk ${c} has root mean square ${outlier.rms[c]!.toExponential(2)}, over ${PEER_FACTOR} times its peers' median (${this.medianRms(direct, c, outlier).toExponential(2)})`));
+      const big = outlier(direct.map((m) => m.rms[c]!));
+      if (big) {
+        const m = direct[big.index]!;
+        this.o.drop(m.conn, new GanError('E_BOUNDS', `${this.o.net} gradient chunk ${c} has root mean square ${m.rms[c]!.toExponential(2)}, over ${PEER_FACTOR} times its peers' median (${big.median.toExponential(2)})`));
         return;
       }
     }
@@ -341,18 +322,6 @@ export class Reduction<C extends MemberConn> {
     }
     if (state.next === a.segments.length) this.step(c, start, end);
     this.busyMs += performance.now() - t0;
-  }
-
-  /** The direct member whose chunk c is far larger than its peers', if one is. */
-  private outlier(direct: Member<C>[], c: number): Member<C> | null {
-    if (direct.length < 2) return null;
-    const biggest = direct.reduce((a, m) => (m.rms[c]! > a.rms[c]! ? m : a));
-    return biggest.rms[c]! > PEER_FACTOR * Math.max(PEER_FLOOR, this.medianRms(direct, c, biggest)) ? biggest : null;
-  }
-
-  private medianRms(direct: Member<C>[], c: number, except: Member<C>): number {
-    const others = direct.filter((m) => m !== except).map((m) => m.rms[c]!).sort((a, b) => a - b);
-    return others[Math.floor((others.length - 1) / 2)]!;
   }
 
   /** Adam on one chunk, into the next buffers, and its new weights out to every direct member and chain end. */
@@ -412,16 +381,14 @@ export class Reduction<C extends MemberConn> {
   private checkStall(): void {
     if (!this.isOpen()) return;
     const alive = this.members.filter((m) => m.alive);
-    const reported = alive.filter((m) => m.report).map((m) => m.reportedAfter).sort((a, b) => a - b);
-    if (reported.length > 0 && reported.length * 2 >= alive.length && reported.length < alive.length) {
-      const limit = Math.max(STRAGGLER_MIN_MS, STRAGGLER_FACTOR * reported[Math.floor((reported.length - 1) / 2)]!);
-      const now = performance.now() - this.startedAt;
-      if (now > limit) {
-        for (const m of alive) {
-          if (!m.report) this.o.drop(m.conn, new GanError('E_TIMEOUT', `straggler: no ${this.o.net} gradient ${Math.round(now)} ms after the task, ${reported.length} of ${alive.length} workers reported within ${Math.round(reported[reported.length - 1]!)} ms`));
-        }
-        return;
+    const reported = alive.filter((m) => m.report).map((m) => m.reportedAfter);
+    const limit = stragglerLimitMs(reported, alive.length);
+    const now = performance.now() - this.startedAt;
+    if (limit !== null && now > limit) {
+      for (const m of alive) {
+        if (!m.report) this.o.drop(m.conn, new GanError('E_TIMEOUT', `straggler: no ${this.o.net} gradient ${Math.round(now)} ms after the task, ${reported.length} of ${alive.length} workers reported within ${Math.round(Math.max(...reported))} ms`));
       }
+      return;
     }
     if (performance.now() - this.lastProgress < this.o.stallMs) return;
     if (this.members.some((m) => m.alive && !m.report)) return; // still computing: the report timeout decides

@@ -17,6 +17,7 @@ import type { TrainConfig } from '../coordinator/config.js';
 import type { Dataset } from '../shared/data/mnist.js';
 import { encodeIdx } from '../shared/data/mnist.js';
 import type { Net } from '../shared/compute/model.js';
+import { afterEach, expect } from 'vitest';
 import { tempDir, useWasm } from './helpers.js';
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -389,4 +390,31 @@ export function haveCommand(cmd: string): boolean {
   } catch {
     return false;
   }
+}
+
+/**
+ * The fault clusters and processes a test file starts, shut down after each test: `cluster` starts
+ * one, `procs` takes processes started by hand.
+ */
+export function faultHarness(): { cluster: (...args: Parameters<typeof FaultCluster.start>) => Promise<FaultCluster>; procs: Proc[] } {
+  const clusters: FaultCluster[] = [];
+  const procs: Proc[] = [];
+  afterEach(async () => {
+    await Promise.all(clusters.splice(0).map((c) => c.shutdown()));
+    await Promise.all(procs.splice(0).map((p) => (p.resume(), p.kill('SIGKILL'))));
+  });
+  return {
+    procs,
+    async cluster(...args) {
+      const c = await FaultCluster.start(...args);
+      clusters.push(c);
+      return c;
+    },
+  };
+}
+
+/** Every one of `count` epochs used each of its `n` samples exactly once. */
+export function expectEveryEpochExact(epochs: EpochAccount[], n: number, count: number): void {
+  expect(epochs).toHaveLength(count);
+  for (const e of epochs) expect(e).toMatchObject({ samples: n, usedOnce: n, missing: 0, duplicated: 0 });
 }

@@ -6,6 +6,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 // Registers the gradient functions (tfjs-core alone ships them only as ES modules).
 import '@tensorflow/tfjs';
+import { GanError } from '../wire/errors.js';
 import { type ModelConfig, type Net, type NetLayout, auxClasses, conditionDim, dTakesLabel, isConditional, isProjection, matchingAware, netLayout } from './model.js';
 
 /** What one worker computes on for one phase. Every array is row-major, n rows. */
@@ -54,13 +55,9 @@ export class GanModel {
   /** Replace a net's weights from a flat vector (copied into the backend). */
   setWeights(net: Net, flat: Float32Array): void {
     const l = this.layout(net);
-    if (flat.length !== l.total) throw new Error(`${net} weights have ${flat.length} values, model needs ${l.total}`);
+    if (flat.length !== l.total) throw new GanError('E_SHAPE', `${net} weights have ${flat.length} values, model needs ${l.total}`);
     for (const t of this.weights[net]) t.dispose();
     this.weights[net] = l.params.map((p) => tf.tensor(flat.subarray(p.offset, p.offset + p.size), p.shape, 'float32'));
-  }
-
-  hasWeights(): boolean {
-    return this.weights.G.length > 0 && this.weights.D.length > 0;
   }
 
   dispose(): void {
@@ -72,11 +69,11 @@ export class GanModel {
   private condition(labels: Uint8Array | undefined, n: number): Tensor2D | null {
     if (!isConditional(this.cfg)) return null;
     const c = this.cfg.numClasses;
-    if (!labels || labels.length !== n) throw new Error('a conditional model needs one label per row');
+    if (!labels || labels.length !== n) throw new GanError('E_SHAPE', 'a conditional model needs one label per row');
     const oneHot = new Float32Array(n * c);
     for (let i = 0; i < n; i++) {
       const y = labels[i]!;
-      if (y >= c) throw new Error(`label ${y} out of range 0..${c - 1}`);
+      if (y >= c) throw new GanError('E_MALFORMED', `label ${y} out of range 0..${c - 1}`);
       oneHot[i * c + y] = 1;
     }
     return tf.tensor2d(oneHot, [n, c]);
@@ -118,7 +115,7 @@ export class GanModel {
    */
   private dForward(w: tf.Tensor[], x: Tensor2D, cond: Tensor2D | null, masks: Tensor2D[] | null): Tensor2D {
     if (!isProjection(this.cfg)) return this.mlp(w, x, conditionDim(this.cfg, 'D') > 0 ? cond : null, masks);
-    if (!cond) throw new Error('a projection discriminator needs the labels');
+    if (!cond) throw new GanError('E_INTERNAL', 'a projection discriminator needs the labels');
     let phi: Tensor2D | null = null;
     const out = this.mlp(w.slice(0, -1), x, null, masks, (h) => (phi = h));
     const embed = tf.matMul(cond, w[w.length - 1] as Tensor2D);
@@ -157,7 +154,7 @@ export class GanModel {
    * log-likelihood of the right class). G runs forward to make the fakes, outside the gradient.
    */
   dStep(b: Batch): PhaseResult {
-    if (!b.real) throw new Error('the D phase needs real images');
+    if (!b.real) throw new GanError('E_INTERNAL', 'the D phase needs real images');
     const { n } = b;
     const kept: tf.Tensor[] = [];
     const grads = tf.tidy(() => {
