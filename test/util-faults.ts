@@ -74,13 +74,50 @@ export function writeIdxDir(data: Dataset, n = data.n): string {
   return dir;
 }
 
+/** Lines of output as they come, and waiting for one that matches. */
+export class Lines {
+  readonly all: string[] = [];
+  private waiters: { re: RegExp; resolve: (m: RegExpMatchArray) => void }[] = [];
+
+  /** `what` names the source in errors; `ended` (a process's exit) fails waits that can no longer be met. */
+  constructor(private readonly what: string, private readonly ended?: Promise<unknown>) {}
+
+  push(l: string): void {
+    this.all.push(l);
+    this.waiters = this.waiters.filter((w) => {
+      const m = l.match(w.re);
+      if (m) w.resolve(m);
+      return !m;
+    });
+  }
+
+  /** Resolve at the first line (already seen or to come) matching `re`. */
+  waitFor(re: RegExp, timeoutMs = 20_000): Promise<RegExpMatchArray> {
+    for (const l of this.all) {
+      const m = l.match(re);
+      if (m) return Promise.resolve(m);
+    }
+    return new Promise((res, rej) => {
+      const fail = (why: string) => {
+        clearTimeout(t);
+        this.waiters = this.waiters.filter((x) => x !== w);
+        rej(new Error(`${this.what}: ${why} ${re}; output:\n${this.all.slice(-40).join('\n')}`));
+      };
+      const t = setTimeout(() => fail(`no line within ${timeoutMs} ms matching`), timeoutMs);
+      const w = { re, resolve: (m: RegExpMatchArray) => (clearTimeout(t), res(m)) };
+      this.waiters.push(w);
+      // A process that exited prints nothing more.
+      void this.ended?.then(() => setTimeout(() => this.waiters.includes(w) && fail('exited before printing'), 50));
+    });
+  }
+}
+
 /** A child process with its output captured line by line. */
 export class Proc {
   readonly child: ChildProcess;
-  readonly lines: string[] = [];
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   exit: { code: number | null; signal: NodeJS.Signals | null } | null = null;
-  private waiters: { re: RegExp; resolve: (m: RegExpMatchArray) => void }[] = [];
+  private readonly out: Lines;
 
   constructor(readonly name: string, cmd: string, args: string[]) {
     // A token in the test runner's environment must not leak into processes testing its absence.
@@ -93,6 +130,7 @@ export class Proc {
         res(this.exit);
       });
     });
+    this.out = new Lines(name, this.exited);
     for (const stream of [this.child.stdout!, this.child.stderr!]) {
       // A pipe broken by the child's death is reported by `exit`, not thrown into the test process.
       stream.on('error', () => {});
@@ -119,34 +157,18 @@ export class Proc {
     return this.lines.join('\n');
   }
 
+  get lines(): string[] {
+    return this.out.all;
+  }
+
   private onLine(l: string): void {
-    this.lines.push(l);
     if (process.env.FAULTS_VERBOSE) process.stderr.write(`[${this.name}] ${l}\n`);
-    this.waiters = this.waiters.filter((w) => {
-      const m = l.match(w.re);
-      if (m) w.resolve(m);
-      return !m;
-    });
+    this.out.push(l);
   }
 
   /** Resolve at the first line (already printed or to come) matching `re`. */
   waitFor(re: RegExp, timeoutMs = 20_000): Promise<RegExpMatchArray> {
-    for (const l of this.lines) {
-      const m = l.match(re);
-      if (m) return Promise.resolve(m);
-    }
-    return new Promise((res, rej) => {
-      const t = setTimeout(() => rej(new Error(`${this.name}: no line matching ${re} within ${timeoutMs} ms; output:\n${this.output.slice(-3000)}`)), timeoutMs);
-      const w = { re, resolve: (m: RegExpMatchArray) => (clearTimeout(t), res(m)) };
-      this.waiters.push(w);
-      void this.exited.then(() => setTimeout(() => {
-        if (this.waiters.includes(w)) {
-          clearTimeout(t);
-          this.waiters = this.waiters.filter((x) => x !== w);
-          rej(new Error(`${this.name} exited (${JSON.stringify(this.exit)}) before printing ${re}; output:\n${this.output.slice(-3000)}`));
-        }
-      }, 50));
-    });
+    return this.out.waitFor(re, timeoutMs);
   }
 
   signal(sig: NodeJS.Signals): void {
@@ -221,7 +243,6 @@ export interface FaultClusterOptions {
  * Register faults with at(round, phase, action) before train().
  */
 export class FaultCluster {
-  readonly logs: string[] = [];
   readonly procs: Proc[] = [];
   /** Gradients the coordinator received (before validation), in arrival order. */
   readonly received: { worker: number; round: number; phase: Net; count: number }[] = [];
@@ -229,7 +250,7 @@ export class FaultCluster {
   readonly phases: string[] = [];
   private actions = new Map<string, PhaseAction[]>();
   private pidToId = new Map<number, number[]>();
-  private logWaiters: { re: RegExp; resolve: (m: RegExpMatchArray) => void }[] = [];
+  private readonly logLines = new Lines('coordinator log');
   private spawned = 0;
   coord!: Coordinator;
   url = '';
@@ -265,29 +286,22 @@ export class FaultCluster {
   }
 
   private onLog(l: string): void {
-    this.logs.push(l);
     if (process.env.FAULTS_VERBOSE) process.stderr.write(`[coord] ${l}\n`);
     const m = l.match(/^worker (\d+) \([^/]*\/(\d+), .*\) connected from/);
     if (m) {
       const pid = Number(m[2]);
       this.pidToId.set(pid, [...(this.pidToId.get(pid) ?? []), Number(m[1])]);
     }
-    this.logWaiters = this.logWaiters.filter((w) => {
-      const mm = l.match(w.re);
-      if (mm) w.resolve(mm);
-      return !mm;
-    });
+    this.logLines.push(l);
+  }
+
+  /** The coordinator's log lines so far. */
+  get logs(): string[] {
+    return this.logLines.all;
   }
 
   waitLog(re: RegExp, timeoutMs = 20_000): Promise<RegExpMatchArray> {
-    for (const l of this.logs) {
-      const m = l.match(re);
-      if (m) return Promise.resolve(m);
-    }
-    return new Promise((res, rej) => {
-      const t = setTimeout(() => rej(new Error(`coordinator logged nothing matching ${re} within ${timeoutMs} ms; log:\n${this.logs.slice(-40).join('\n')}`)), timeoutMs);
-      this.logWaiters.push({ re, resolve: (m) => (clearTimeout(t), res(m)) });
-    });
+    return this.logLines.waitFor(re, timeoutMs);
   }
 
   addWorker(over: WorkerProcOptions = {}): Proc {
