@@ -11,6 +11,8 @@ import { WebSocketServer } from 'ws';
 import { ObserverHub, RunView } from '../coordinator/dashboard/observers.js';
 import { serveWeb } from '../coordinator/dashboard/web.js';
 import { listenGuarded } from '../coordinator/listen.js';
+import { raiseDescriptorLimit } from '../coordinator/descriptors.js';
+import { Admission, PRE_AUTH_BYTES, admissionLimits } from '../shared/wire/admission.js';
 import { type ModelConfig, defaultModelConfig } from '../shared/compute/model.js';
 import { die, intArg, isMain } from './args.js';
 
@@ -37,12 +39,14 @@ export async function serve(dirs: string[], o: DashboardOptions): Promise<{ port
   const runs = dirs.map((d, i) => RunView.fromDir(i, d));
   const hub = new ObserverHub({ token, model: (runs[0]?.data.config.model as ModelConfig | undefined) ?? defaultModelConfig, runs });
   const server = createServer(serveWeb);
-  const wss = new WebSocketServer({ noServer: true, maxPayload: 64 * 1024, perMessageDeflate: false });
+  const admission = new Admission(admissionLimits(raiseDescriptorLimit().soft), (l) => process.stderr.write(`dashboard: ${l}\n`));
+  const wss = new WebSocketServer({ noServer: true, maxPayload: PRE_AUTH_BYTES, perMessageDeflate: false });
   server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
     if ((req.url ?? '').split('?')[0] !== '/observe') return socket.destroy();
-    wss.handleUpgrade(req, socket, head, (ws) => hub.accept(ws));
+    wss.handleUpgrade(req, socket, head, (ws) => hub.accept(ws, () => admission.proven(socket)));
   });
   const port = await listenGuarded(server, o.host, o.port, { token, insecure: o.insecure });
+  admission.guard(server);
   return {
     port,
     close: async () => {

@@ -33,6 +33,8 @@ import { type EpochAccount, RunDir } from './run-dir.js';
 import { EpochPlan, roundPlan, shardFrames } from './sharding.js';
 import { ObserverHub, RunView, noteRound, watchWorkers } from './dashboard/observers.js';
 import { serveWeb } from './dashboard/web.js';
+import { describeDescriptors, raiseDescriptorLimit } from './descriptors.js';
+import { admissionLimits } from '../shared/wire/admission.js';
 import { type WorkerConn, WorkerPool } from './worker-pool.js';
 
 export { type CoordinatorOptions, REDUCE_CHUNK } from './options.js';
@@ -93,13 +95,17 @@ export class Coordinator {
     this.log = opts.log ?? (() => {});
     this.layouts = { G: netLayout(this.cfg.model, 'G'), D: netLayout(this.cfg.model, 'D') };
     this.signature = modelSignature(this.cfg.model);
-    this.runDir = new RunDir(opts.out);
+    this.runDir = new RunDir(opts.out, { reserve: true });
     this.grids = new SampleGrids(this.cfg.model, this.cfg.seed);
+    // Strangers get a share of the descriptors; the run directory and the workers keep the rest.
+    const descriptors = raiseDescriptorLimit();
+    this.log(describeDescriptors(descriptors));
     this.pool = new WorkerPool({
       host: opts.host, port: opts.port, token: opts.token, tls: opts.tls, heartbeatMs: opts.heartbeatMs ?? 10_000,
       model: this.cfg.model, signature: this.signature, seed: this.cfg.seed, fp16: this.cfg.fp16, capacity: this.cfg.workers, log: this.log,
       onHttp: opts.dashboard === false ? undefined : serveWeb,
-      onObserver: opts.dashboard === false ? undefined : (ws) => this.hub?.accept(ws),
+      onObserver: opts.dashboard === false ? undefined : (ws, proven) => this.hub?.accept(ws, proven),
+      admission: { ...admissionLimits(descriptors.soft), ...opts.admission },
     });
     this.pool.on('left', (c, wasLive) => {
       if (!wasLive) return;
@@ -137,6 +143,17 @@ export class Coordinator {
 
   /** Run until the epochs (or --max-rounds) are done, or a stop is requested. */
   async train(): Promise<void> {
+    try {
+      await this.rounds();
+    } catch (e) {
+      // A run that must stop keeps what it did: a checkpoint first (E_WORKERS has taken one).
+      if (!(e instanceof GanError && e.code === 'E_WORKERS')) this.lastCheckpoint(e);
+      throw e;
+    }
+  }
+
+  /** The round loop, top to bottom. */
+  private async rounds(): Promise<void> {
     const cfg = this.cfg;
     await this.waitForWorkers();
     this.log(`training ${cfg.model.kind}: ${this.data.n} samples, ${cfg.workers} workers x batch ${cfg.batchSize} = global batch ${cfg.workers * cfg.batchSize}, ${cfg.epochs} epochs`);
@@ -288,9 +305,11 @@ export class Coordinator {
   private logRound(m: RoundMetrics, counts: Map<number, number>): void {
     this.droppedThisRound = [];
     this.joinedThisRound = [];
+    // The round's steps are committed: count it before anything can fail, so a checkpoint taken
+    // after a failed write holds a state that resumes exactly.
+    this.round++;
     this.runDir.appendMetrics(m);
     if (this.view) noteRound(this.view, this.pool, m, counts);
-    this.round++;
     this.opts.hooks?.round?.(m, this);
   }
 
@@ -306,6 +325,15 @@ export class Coordinator {
     this.epoch++;
     this.plan = null;
     await this.opts.hooks?.epoch?.(this.epoch, this);
+  }
+
+  /** Checkpoint before the run fails with `cause`, if the disk still takes it (the last good one stays otherwise). */
+  private lastCheckpoint(cause: unknown): void {
+    try {
+      this.log(`checkpoint saved to ${this.checkpoint()} before stopping (${(cause as Error).message})`);
+    } catch (e) {
+      this.log(`no checkpoint before stopping: ${(e as Error).message}; the last one is kept`);
+    }
   }
 
   checkpoint(): string {
@@ -387,12 +415,13 @@ export class Coordinator {
     this.hub?.close();
     await this.pool.close(encode({ k: Kind.Stop, reason, code: failure ? ((failure as { code?: string }).code ?? 'E_INTERNAL') : undefined }), reason);
     // Only a run whose directory exists has a summary to write (a port in use stops it before that).
-    if (!this.view) return;
+    if (!this.view) return this.runDir.close();
     try {
       this.runDir.writeSummary({ ...this.summary(), state, error: failure ? { code: (failure as { code?: string }).code, message: failure.message } : undefined });
     } catch (e) {
       // A full disk that ended the run may refuse the summary too; the checkpoint already holds the state.
       this.log(`summary.json not written: ${(e as Error).message}`);
     }
+    this.runDir.close();
   }
 }

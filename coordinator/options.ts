@@ -1,5 +1,6 @@
 /** How a coordinator runs: its address, security, transport and hooks (the training itself is TrainConfig). */
 import type { Dataset } from '../shared/data/mnist.js';
+import type { AdmissionLimits } from '../shared/wire/admission.js';
 import type { Net } from '../shared/compute/model.js';
 import type { TrainConfig } from './config.js';
 import type { Coordinator } from './coordinator.js';
@@ -36,6 +37,8 @@ export interface CoordinatorOptions {
   reduceChunk?: number;
   /** Serve the dashboard and observers on the coordinator's port (default true). */
   dashboard?: boolean;
+  /** Limits on connections that have not proved the token (default: from the descriptor limit; admission.ts). */
+  admission?: Partial<AdmissionLimits>;
 }
 
 /**

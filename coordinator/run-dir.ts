@@ -13,13 +13,16 @@
  *   summary.json       written when the run ends (with the final worker table)
  *
  * Single files are replaced atomically (temporary file, fsync, rename, fsync of the directory), so
- * a crash leaves the previous version. On resume, lines logged after the checkpoint (rounds and
+ * a crash leaves the previous version. The logs are opened once and kept open, and a training
+ * run holds spare descriptors for its checkpoints (open-files.ts): connections that exhaust the
+ * process's descriptors cannot stop it from logging or checkpointing. On resume, lines logged after the checkpoint (rounds and
  * epochs that will run again) are cut from the logs, so each round appears once.
  */
-import { appendFileSync, closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, statSync, statfsSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, statSync, statfsSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { CHECKPOINT_FILE, type TrainState, decodeCheckpoint, encodeCheckpoint } from './checkpoint.js';
 import { GanError } from '../shared/wire/errors.js';
+import { AppendFiles, DescriptorReserve } from './open-files.js';
 import type { EpochLine, RunEvent } from '../shared/wire/observe.js';
 import type { RoundMetrics } from './metrics.js';
 
@@ -73,15 +76,6 @@ export function writeFileAtomic(file: string, data: Uint8Array | string): void {
   }
 }
 
-/** Append a line; on a full disk, E_DISK naming the file (a partial line is dropped on resume). */
-function appendLine(file: string, line: string): void {
-  try {
-    appendFileSync(file, line + '\n');
-  } catch (e) {
-    throw writeError(e, file, line.length + 1);
-  }
-}
-
 export function readJsonl<T>(file: string): T[] {
   if (!existsSync(file)) return [];
   const out: T[] = [];
@@ -121,7 +115,35 @@ export function freeBytes(path: string): number | null {
 }
 
 export class RunDir {
-  constructor(readonly path: string) {}
+  private readonly reserve: DescriptorReserve;
+  private readonly logs: AppendFiles;
+
+  /** `reserve`: hold spare descriptors for the writes a training run must be able to make (open-files.ts). */
+  constructor(readonly path: string, o: { reserve?: boolean } = {}) {
+    this.reserve = new DescriptorReserve(o.reserve ? 3 : 0);
+    this.logs = new AppendFiles(this.reserve);
+  }
+
+  /** Append a line to a log; on a full disk, E_DISK naming the file (a partial line is dropped on resume). */
+  private appendLine(name: string, line: string): void {
+    const file = this.file(name);
+    try {
+      this.logs.append(file, line);
+    } catch (e) {
+      throw writeError(e, file, line.length + 1);
+    }
+  }
+
+  /** Replace a file atomically, with the reserved descriptors free for it. */
+  private replace(file: string, data: Uint8Array | string): void {
+    this.reserve.around(() => writeFileAtomic(file, data));
+  }
+
+  /** Close the logs and give back the reserve (the run has ended). */
+  close(): void {
+    this.logs.close();
+    this.reserve.close();
+  }
 
   file(name: string): string {
     return join(this.path, name);
@@ -154,7 +176,7 @@ export class RunDir {
     for (const dir of [this.path, join(this.path, 'samples')]) {
       for (const name of readdirSync(dir)) if (/\.tmp-\d+$/.test(name)) rmSync(join(dir, name), { force: true });
     }
-    writeFileAtomic(this.file('config.json'), JSON.stringify(config, null, 2) + '\n');
+    this.replace(this.file('config.json'), JSON.stringify(config, null, 2) + '\n');
   }
 
   loadCheckpoint(): TrainState {
@@ -162,12 +184,12 @@ export class RunDir {
   }
 
   saveCheckpoint(s: TrainState): string {
-    writeFileAtomic(this.checkpointFile, encodeCheckpoint(s));
+    this.replace(this.checkpointFile, encodeCheckpoint(s));
     return this.checkpointFile;
   }
 
   appendMetrics(m: RoundMetrics): void {
-    appendLine(this.file('metrics.jsonl'), JSON.stringify(m));
+    this.appendLine('metrics.jsonl', JSON.stringify(m));
   }
 
   metrics(): RoundMetrics[] {
@@ -175,7 +197,7 @@ export class RunDir {
   }
 
   appendEpoch(e: EpochAccount): void {
-    appendLine(this.file('epochs.jsonl'), JSON.stringify(e));
+    this.appendLine('epochs.jsonl', JSON.stringify(e));
   }
 
   epochs(): EpochAccount[] {
@@ -183,17 +205,17 @@ export class RunDir {
   }
 
   appendEval(line: object): void {
-    appendLine(this.file('eval.jsonl'), JSON.stringify(line));
+    this.appendLine('eval.jsonl', JSON.stringify(line));
   }
 
   appendEvent(e: RunEvent): void {
-    appendLine(this.file('events.jsonl'), JSON.stringify(e));
+    this.appendLine('events.jsonl', JSON.stringify(e));
   }
 
   /** `evaluate RUN_DIR` writes eval.json, or eval-raw.json for G's latest weights. */
   writeEvalResult(raw: boolean, result: object): string {
     const file = this.file(raw ? 'eval-raw.json' : 'eval.json');
-    writeFileAtomic(file, JSON.stringify(result, null, 2) + '\n');
+    this.replace(file, JSON.stringify(result, null, 2) + '\n');
     return file;
   }
 
@@ -208,12 +230,12 @@ export class RunDir {
 
   writeGrid(name: string, png: Uint8Array): string {
     const file = this.gridFile(name);
-    writeFileAtomic(file, png);
+    this.replace(file, png);
     return file;
   }
 
   writeSummary(summary: object): void {
-    writeFileAtomic(this.file('summary.json'), JSON.stringify(summary, null, 2) + '\n');
+    this.replace(this.file('summary.json'), JSON.stringify(summary, null, 2) + '\n');
   }
 
   /** Cut metrics and epoch lines logged after the checkpoint (round `round`, epoch `epoch`): they will run again. */
@@ -233,6 +255,9 @@ export class RunDir {
         return false;
       }
     });
-    if (kept.length !== lines.length) writeFileAtomic(file, kept.map((l) => l + '\n').join(''));
+    if (kept.length === lines.length) return;
+    // The log is replaced on disk: an open descriptor would still write to the old one.
+    this.logs.close(file);
+    this.replace(file, kept.map((l) => l + '\n').join(''));
   }
 }

@@ -11,9 +11,9 @@
  *   live at once; one more is refused with E_FULL.
  * - Every inbound frame is decoded and validated before use. Anything invalid closes that
  *   connection with its code and reason and never reaches the round loop.
- * - Before a connection has proved the token it can make this process read at most
- *   PRE_AUTH_BYTES (a handshake's worth) before its socket is destroyed, and what it makes the
- *   coordinator print is rate-limited.
+ * - What a connection can cost before it proves the token is bounded (shared/wire/admission.ts):
+ *   per address and in total, in bytes read, and in lines printed; workers and dashboard pages
+ *   from addresses that proved the token before always find room.
  * - A worker dropped for a timeout waits before it is admitted again: 1 s after its first such
  *   drop, doubling with each next one, up to BACKOFF_MAX_MS (E_BACKOFF), so a worker that holds
  *   rounds and rejoins cannot hold the run.
@@ -31,7 +31,8 @@ import { GanError, asGanError, isErrorCode } from '../shared/wire/errors.js';
 import { CLOSE_GRACE_MS, Challenger, closeLink, handshakeDeadline, refuse } from '../shared/wire/handshake.js';
 import { type ModelConfig, type Net, netLayout } from '../shared/compute/model.js';
 import { listenGuarded } from './listen.js';
-import { LogLimiter } from './log-limit.js';
+import { Admission, type AdmissionLimits, PRE_AUTH_BYTES } from '../shared/wire/admission.js';
+import { LogLimiter } from '../shared/wire/log-limit.js';
 import { type HeldShard, SHARD_CHUNK } from './sharding.js';
 import { DIGIT_PIXELS } from '../shared/data/digits.js';
 
@@ -53,8 +54,10 @@ export interface PoolOptions {
   capacity: number;
   /** Plain HTTP requests (the dashboard and browser-worker pages). */
   onHttp?: (req: IncomingMessage, res: ServerResponse) => void;
-  /** A WebSocket opened at /observe (the dashboard watching the run), and its raw socket. */
-  onObserver?: (ws: WebSocket, socket: Socket) => void;
+  /** A WebSocket opened at /observe (the dashboard watching the run); `proven` once it proved the token. */
+  onObserver?: (ws: WebSocket, proven: () => void) => void;
+  /** What connections may cost before they prove the token (admission.ts). */
+  admission: AdmissionLimits;
   log: (line: string) => void;
 }
 
@@ -93,30 +96,9 @@ export interface PoolEvents {
   left: [c: WorkerConn, wasLive: boolean, reason: string];
 }
 
-/** The most a connection may send before proving the token: a Hello is well under 1 KiB. */
-export const PRE_AUTH_BYTES = 64 * 1024;
 export const BACKOFF_MAX_MS = 300_000;
 /** A worker with no timeout for this long starts again from the shortest wait. */
 const BACKOFF_FORGET_MS = 600_000;
-
-/**
- * Destroy `socket` once it has sent more than PRE_AUTH_BYTES while `pending()` says its peer has
- * not proved itself; `refused` is told. Counts raw bytes, before any framing, so a huge frame is
- * cut off as it arrives rather than buffered whole.
- */
-export function limitPreAuth(socket: Socket, pending: () => boolean, refused: (bytes: number) => void): void {
-  let bytes = 0;
-  const onData = (b: Buffer) => {
-    if (!pending()) return socket.off('data', onData);
-    bytes += b.length;
-    if (bytes > PRE_AUTH_BYTES) {
-      socket.off('data', onData);
-      socket.destroy();
-      refused(bytes);
-    }
-  };
-  socket.on('data', onData);
-}
 
 export class WorkerPool extends EventEmitter<PoolEvents> {
   readonly layouts: Record<Net, { total: number }>;
@@ -133,11 +115,10 @@ export class WorkerPool extends EventEmitter<PoolEvents> {
   private wake: (() => void) | null = null;
   private bytesIn = 0;
   private bytesOut = 0;
-  /** Connections destroyed for sending too much before proving the token, and the most bytes any of them got read. */
-  readonly preAuth = { refused: 0, maxBytes: 0 };
   /** Timeout drops by worker identity: how many, and until when it is refused. */
   private backoff = new Map<string, { count: number; until: number; last: number }>();
   private readonly limited: LogLimiter;
+  private readonly admission: Admission;
   /** Where frames of live workers go: the open phase, or nothing between phases. */
   private handler: ((c: WorkerConn, m: Message) => void) | null = null;
 
@@ -148,6 +129,7 @@ export class WorkerPool extends EventEmitter<PoolEvents> {
     this.maxInbound = biggest + 64 * 1024;
     this.maxOutbound = Math.max(biggest, SHARD_CHUNK * (DIGIT_PIXELS + 1 + 4)) + 64 * 1024;
     this.limited = new LogLimiter(o.log);
+    this.admission = new Admission(o.admission, o.log);
   }
 
   /** Bytes read from and written to every connection so far (frames, not TCP overhead). */
@@ -175,7 +157,7 @@ export class WorkerPool extends EventEmitter<PoolEvents> {
   }
 
   /** Listen; resolves to the bound port. Beyond loopback a token (or `insecure`) is required. */
-  listen(insecure = false): Promise<number> {
+  async listen(insecure = false): Promise<number> {
     const { host, port } = this.o;
     const server = this.o.tls ? createHttpsServer({ cert: this.o.tls.cert, key: this.o.tls.key }) : createHttpServer();
     this.server = server;
@@ -188,11 +170,21 @@ export class WorkerPool extends EventEmitter<PoolEvents> {
     server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
       const ip = req.socket.remoteAddress ?? '?';
       const observer = (req.url ?? '/').split('?')[0] === '/observe' && this.o.onObserver;
-      this.wss!.handleUpgrade(req, socket, head, (ws) => (observer ? observer(ws, socket) : this.accept(ws, socket, `${ip}:${req.socket.remotePort}`, ip)));
+      this.wss!.handleUpgrade(req, socket, head, (ws) => {
+        if (!observer) return this.accept(ws, socket, `${ip}:${req.socket.remotePort}`, ip);
+        let proven = false;
+        this.admission.limitBytes(socket, () => !proven, (bytes) => this.limited.line('oversized handshakes', `observer from ${ip} destroyed: ${bytes} bytes before proving the token (limit ${PRE_AUTH_BYTES})`));
+        observer(ws, () => {
+          proven = true;
+          this.admission.proven(socket);
+        });
+      });
     });
     this.heartbeat = setInterval(() => this.beat(), this.o.heartbeatMs);
     this.heartbeat.unref();
-    return listenGuarded(server, host, port, { token: this.o.token, insecure });
+    const bound = await listenGuarded(server, host, port, { token: this.o.token, insecure });
+    this.admission.guard(server);
+    return bound;
   }
 
   send(c: WorkerConn, frame: Uint8Array): void {
@@ -249,9 +241,7 @@ export class WorkerPool extends EventEmitter<PoolEvents> {
   private accept(ws: WebSocket, socket: Socket, addr: string, remoteIp: string): void {
     const c = new WorkerConn(ws, addr, remoteIp);
     this.conns.add(c);
-    limitPreAuth(socket, () => c.state === 'handshake', (bytes) => {
-      this.preAuth.refused++;
-      this.preAuth.maxBytes = Math.max(this.preAuth.maxBytes, bytes);
+    this.admission.limitBytes(socket, () => c.state === 'handshake', (bytes) => {
       this.limited.line('oversized handshakes', `connection from ${addr} destroyed: ${bytes} bytes before proving the token (limit ${PRE_AUTH_BYTES})`);
       this.markDead(c, 'E_TOO_BIG');
     });
@@ -271,7 +261,7 @@ export class WorkerPool extends EventEmitter<PoolEvents> {
         if (answered) throw new GanError('E_UNEXPECTED', `${Kind[m.k] ?? m.k} before the Welcome`);
         answered = true;
         deadline.clear();
-        challenger.verify(m, Kind.Hello, this.o.signature).then((hello) => this.onHello(c, hello)).catch((e: unknown) => this.drop(c, asGanError(e, 'E_MALFORMED')));
+        challenger.verify(m, Kind.Hello, this.o.signature).then((hello) => (this.admission.proven(socket), this.onHello(c, hello))).catch((e: unknown) => this.drop(c, asGanError(e, 'E_MALFORMED')));
       } catch (e) {
         this.drop(c, asGanError(e, 'E_MALFORMED'));
       }
@@ -394,6 +384,7 @@ export class WorkerPool extends EventEmitter<PoolEvents> {
       c.ws.close(1000, `E_DONE: ${reason.slice(0, 100)}`);
     })));
     this.limited.flush();
+    this.admission.flush();
     const server = this.server;
     this.server = null;
     this.wss = null;

@@ -35,6 +35,8 @@ describe('fuzzing a live coordinator', () => {
     const c = await startCluster(config, smallData(n), {
       startWorkers: 4,
       heartbeatMs: 2000,
+      // Thousands of short connections from this one address: what admission refuses is tested in hostile.test.ts.
+      admission: { ratePerS: 1e9, burst: 1e9, perAddress: 1e9, pending: 1e9 },
       log: process.env.FUZZ_LOG ? (l) => console.log(l) : undefined,
       hooks: {
         round: () => roundAt.push(Date.now()),
@@ -287,7 +289,9 @@ describe('fuzzing a live coordinator', () => {
     // Every attacker was turned away with a reason (or left by itself after a legitimate Welcome).
     const codes = [...stats.closeCodes.keys()];
     for (const code of codes) expect([1005, 1006, 1007, 1008, 1009, 4001, 4002, 4003, 4004, 4005, 4006, 4007, 4008], `${code}; ${summary}`).toContain(code);
-    for (const code of [1007, 1009, 4002, 4004, 4005, 4006]) expect(stats.closeCodes.get(code) ?? 0, `close ${code} never seen; ${summary}`).toBeGreaterThan(0);
+    // An oversized frame before the handshake is cut off by the pre-authentication byte limit
+    // (1006, a destroyed socket) before ws can answer it with 1009, so 1009 is allowed, not required.
+    for (const code of [1007, 4002, 4004, 4005, 4006]) expect(stats.closeCodes.get(code) ?? 0, `close ${code} never seen; ${summary}`).toBeGreaterThan(0);
     expect(stats.tasks, summary).toBeGreaterThan(0);
 
     // Training kept moving the whole time: no gap between rounds reached the round timeout.

@@ -13,13 +13,15 @@
  *   without the link.
  * - Without a token the listener binds to loopback unless the coordinator itself is remote, as the
  *   coordinator refuses to listen beyond loopback without a token.
+ * - Strangers who dial the listener are bounded as at the coordinator (shared/wire/admission.ts).
  */
 import { createServer as createHttpServer, type Server } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import { WebSocketServer } from 'ws';
 import { proveToken, randomNonce } from '../shared/wire/auth.js';
 import { Kind, type Message, PROTOCOL_VERSION, decode, encode } from '../shared/wire/codec.js';
+import { Admission, PRE_AUTH_BYTES, admissionLimits } from '../shared/wire/admission.js';
 import { Challenger, answerChallenge, closeLink, handshakeDeadline, refuse, refusedError, verifyProof } from '../shared/wire/handshake.js';
 import { type ErrorCode, GanError, asGanError } from '../shared/wire/errors.js';
 import { type ModelConfig, modelSignature } from '../shared/compute/model.js';
@@ -65,9 +67,12 @@ export class PeerHub {
   private links = new Map<number, PeerLink>();
   private killed = false;
   private readonly connect;
+  /** Strangers who dial this listener cost it a bounded share of its descriptors and reads. */
+  private readonly admission: Admission;
 
   constructor(private readonly o: PeerHubOptions) {
     this.connect = nodeConnect({ maxPayload: o.maxPayload, ca: o.ca });
+    this.admission = new Admission(admissionLimits(null), o.log);
   }
 
   /** Listen; resolves to the port peers dial. */
@@ -75,11 +80,13 @@ export class PeerHub {
     const server = this.o.tls ? createHttpsServer({ cert: this.o.tls.cert, key: this.o.tls.key }) : createHttpServer();
     this.server = server;
     this.wss = new WebSocketServer({ server, maxPayload: this.o.maxPayload, perMessageDeflate: false, clientTracking: false });
-    this.wss.on('connection', (ws) => this.accept(wrapSocketLater(ws)));
-    return new Promise((resolve, reject) => {
+    this.wss.on('connection', (ws, req) => this.accept(wrapSocketLater(ws), req.socket));
+    const port = await new Promise<number>((resolve, reject) => {
       server.once('error', reject);
       server.listen(0, this.o.bindHost, () => resolve((server.address() as AddressInfo).port));
     });
+    this.admission.guard(server);
+    return port;
   }
 
   /**
@@ -148,7 +155,7 @@ export class PeerHub {
     return p;
   }
 
-  private accept(later: (h: Parameters<typeof wrapSocket>[1]) => Link): void {
+  private accept(later: (h: Parameters<typeof wrapSocket>[1]) => Link, socket: Socket): void {
     const p: PeerLink = { peer: -1, link: null as unknown as Link, ready: false, queue: [], nonce: randomNonce(), closed: false, chain: Promise.resolve() };
     const challenger = new Challenger({ token: this.o.token, model: this.o.model });
     const deadline = handshakeDeadline('PeerHello', (e) => this.fail(p, e));
@@ -166,11 +173,13 @@ export class PeerHub {
         this.links.set(p.peer, p);
         const proof = this.o.token ? await proveToken(this.o.token, hello.nonce) : undefined;
         p.link.send(encode({ k: Kind.PeerWelcome, workerId: this.o.selfId(), proof }));
+        this.admission.proven(socket);
         this.ready(p);
       }),
       onClose: (code, reason) => this.fail(p, new GanError('E_CONNECT', `link from worker ${p.peer} closed (${code}${reason ? ` ${reason}` : ''})`)),
       onError: (message) => this.fail(p, new GanError('E_CONNECT', `link from worker ${p.peer}: ${message}`)),
     });
+    this.admission.limitBytes(socket, () => !p.ready && !p.closed, (bytes) => this.o.log(`peer link from ${socket.remoteAddress}: destroyed after ${bytes} bytes before proving the token (limit ${PRE_AUTH_BYTES})`));
     p.link.send(encode(challenger.challenge));
   }
 

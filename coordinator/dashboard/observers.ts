@@ -256,8 +256,8 @@ export class ObserverHub {
     return [...this.observers].map((o) => o.ws.bufferedAmount);
   }
 
-  /** A WebSocket upgraded at /observe: challenge it; once it proves the token, it watches. */
-  accept(ws: WebSocket): void {
+  /** A WebSocket upgraded at /observe: challenge it; once it proves the token (`proven` is told), it watches. */
+  accept(ws: WebSocket, proven?: () => void): void {
     const challenger = new Challenger({ token: this.o.token, model: this.o.model });
     const deadline = handshakeDeadline('Observe', (e) => refuse(ws, e));
     let answered = false;
@@ -270,6 +270,7 @@ export class ObserverHub {
         if (!isBinary) throw new GanError('E_MALFORMED', 'text frames are not part of the protocol');
         await challenger.verify(decode(data as Buffer), Kind.Observe);
         if (ws.readyState !== WebSocket.OPEN) return;
+        proven?.();
         ob = { ws, cursors: null, lastSent: 0 };
         this.observers.add(ob);
         this.send(ob);
