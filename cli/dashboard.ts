@@ -11,7 +11,7 @@ import { WebSocketServer } from 'ws';
 import { ObserverHub, RunView } from '../coordinator/dashboard/observers.js';
 import { serveWeb } from '../coordinator/dashboard/web.js';
 import { listenGuarded } from '../coordinator/listen.js';
-import { raiseDescriptorLimit } from '../coordinator/descriptors.js';
+import { descriptorLimit } from '../coordinator/descriptors.js';
 import { Admission, PRE_AUTH_BYTES, admissionLimits } from '../shared/wire/admission.js';
 import { type ModelConfig, defaultModelConfig } from '../shared/compute/model.js';
 import { die, intArg, isMain } from './args.js';
@@ -39,20 +39,18 @@ export async function serve(dirs: string[], o: DashboardOptions): Promise<{ port
   const runs = dirs.map((d, i) => RunView.fromDir(i, d));
   const hub = new ObserverHub({ token, model: (runs[0]?.data.config.model as ModelConfig | undefined) ?? defaultModelConfig, runs });
   const server = createServer(serveWeb);
-  const admission = new Admission(admissionLimits(raiseDescriptorLimit().soft), (l) => process.stderr.write(`dashboard: ${l}\n`));
+  const admission = new Admission(admissionLimits(descriptorLimit().soft), (l) => process.stderr.write(`dashboard: ${l}\n`));
   const wss = new WebSocketServer({ noServer: true, maxPayload: PRE_AUTH_BYTES, perMessageDeflate: false });
   server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
     if ((req.url ?? '').split('?')[0] !== '/observe') return socket.destroy();
     wss.handleUpgrade(req, socket, head, (ws) => hub.accept(ws, () => admission.proven(socket)));
   });
-  const port = await listenGuarded(server, o.host, o.port, { token, insecure: o.insecure });
-  admission.guard(server);
+  const listening = await listenGuarded(server, admission, o.host, o.port, { token, insecure: o.insecure });
   return {
-    port,
+    port: listening.port,
     close: async () => {
       hub.close();
-      server.closeAllConnections();
-      await new Promise<void>((r) => server.close(() => r()));
+      await listening.close();
     },
   };
 }

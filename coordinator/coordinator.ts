@@ -33,7 +33,7 @@ import { type EpochAccount, RunDir } from './run-dir.js';
 import { EpochPlan, roundPlan, shardFrames } from './sharding.js';
 import { ObserverHub, RunView, noteRound, watchWorkers } from './dashboard/observers.js';
 import { serveWeb } from './dashboard/web.js';
-import { describeDescriptors, raiseDescriptorLimit } from './descriptors.js';
+import { describeDescriptors, descriptorLimit } from './descriptors.js';
 import { admissionLimits } from '../shared/wire/admission.js';
 import { type WorkerConn, WorkerPool } from './worker-pool.js';
 
@@ -98,7 +98,7 @@ export class Coordinator {
     this.runDir = new RunDir(opts.out, { reserve: true });
     this.grids = new SampleGrids(this.cfg.model, this.cfg.seed);
     // Strangers get a share of the descriptors; the run directory and the workers keep the rest.
-    const descriptors = raiseDescriptorLimit();
+    const descriptors = descriptorLimit();
     this.log(describeDescriptors(descriptors));
     this.pool = new WorkerPool({
       host: opts.host, port: opts.port, token: opts.token, tls: opts.tls, heartbeatMs: opts.heartbeatMs ?? 10_000,

@@ -22,7 +22,7 @@
  *   the model's size and with finite values; outside a phase they are refused.
  */
 import { EventEmitter } from 'node:events';
-import { type IncomingMessage, type Server, type ServerResponse, createServer as createHttpServer } from 'node:http';
+import { type IncomingMessage, type ServerResponse, createServer as createHttpServer } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { Socket } from 'node:net';
 import { WebSocket, WebSocketServer } from 'ws';
@@ -31,7 +31,7 @@ import { GanError, asGanError, isErrorCode } from '../shared/wire/errors.js';
 import { CLOSE_GRACE_MS, Challenger, closeLink, handshakeDeadline, refuse } from '../shared/wire/handshake.js';
 import { type ModelConfig, type Net, netLayout } from '../shared/compute/model.js';
 import { listenGuarded } from './listen.js';
-import { Admission, type AdmissionLimits, PRE_AUTH_BYTES } from '../shared/wire/admission.js';
+import { Admission, type AdmissionLimits, type Listening, PRE_AUTH_BYTES } from '../shared/wire/admission.js';
 import { LogLimiter } from '../shared/wire/log-limit.js';
 import { type HeldShard, SHARD_CHUNK } from './sharding.js';
 import { DIGIT_PIXELS } from '../shared/data/digits.js';
@@ -106,7 +106,7 @@ export class WorkerPool extends EventEmitter<PoolEvents> {
   readonly maxInbound: number;
   /** Largest frame this side sends: weights, or a piece of a shard. */
   readonly maxOutbound: number;
-  private server: Server | null = null;
+  private listening: Listening | null = null;
   private wss: WebSocketServer | null = null;
   private conns = new Set<WorkerConn>();
   private nextId = 0;
@@ -160,7 +160,6 @@ export class WorkerPool extends EventEmitter<PoolEvents> {
   async listen(insecure = false): Promise<number> {
     const { host, port } = this.o;
     const server = this.o.tls ? createHttpsServer({ cert: this.o.tls.cert, key: this.o.tls.key }) : createHttpServer();
-    this.server = server;
     this.wss = new WebSocketServer({ noServer: true, maxPayload: this.maxInbound, perMessageDeflate: false, clientTracking: false });
     server.on('request', (req: IncomingMessage, res: ServerResponse) => {
       if (this.o.onHttp) return this.o.onHttp(req, res);
@@ -168,9 +167,11 @@ export class WorkerPool extends EventEmitter<PoolEvents> {
       res.end('This is a gan-ddp coordinator: workers connect with a WebSocket.\n');
     });
     server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
+      // A connection admitted as the pool closes has nothing to join.
+      if (!this.wss) return void socket.destroy();
       const ip = req.socket.remoteAddress ?? '?';
       const observer = (req.url ?? '/').split('?')[0] === '/observe' && this.o.onObserver;
-      this.wss!.handleUpgrade(req, socket, head, (ws) => {
+      this.wss.handleUpgrade(req, socket, head, (ws) => {
         if (!observer) return this.accept(ws, socket, `${ip}:${req.socket.remotePort}`, ip);
         let proven = false;
         this.admission.limitBytes(socket, () => !proven, (bytes) => this.limited.line('oversized handshakes', `observer from ${ip} destroyed: ${bytes} bytes before proving the token (limit ${PRE_AUTH_BYTES})`));
@@ -182,9 +183,8 @@ export class WorkerPool extends EventEmitter<PoolEvents> {
     });
     this.heartbeat = setInterval(() => this.beat(), this.o.heartbeatMs);
     this.heartbeat.unref();
-    const bound = await listenGuarded(server, host, port, { token: this.o.token, insecure });
-    this.admission.guard(server);
-    return bound;
+    this.listening = await listenGuarded(server, this.admission, host, port, { token: this.o.token, insecure });
+    return this.listening.port;
   }
 
   send(c: WorkerConn, frame: Uint8Array): void {
@@ -211,7 +211,11 @@ export class WorkerPool extends EventEmitter<PoolEvents> {
   drop(c: WorkerConn, e: GanError): void {
     if (c.state === 'dead') return;
     if (c.id >= 0) this.o.log(`${c.label} dropped: ${e.code} ${e.message}`);
-    else this.limited.line(`refused connections (${e.code})`, `connection from ${c.addr} refused: ${e.code} ${e.message}`);
+    else {
+      this.limited.line(`refused connections (${e.code})`, `connection from ${c.addr} refused: ${e.code} ${e.message}`);
+      // A worker told to wait or that the run is full proved the token; anyone else failed the handshake.
+      if (e.code !== 'E_BACKOFF' && e.code !== 'E_FULL') this.admission.penalize(c.remoteIp);
+    }
     if (e.code === 'E_TIMEOUT' && c.id >= 0) this.noteTimeout(c);
     refuse(c.ws, e);
     this.markDead(c, e.code);
@@ -385,9 +389,9 @@ export class WorkerPool extends EventEmitter<PoolEvents> {
     })));
     this.limited.flush();
     this.admission.flush();
-    const server = this.server;
-    this.server = null;
+    const listening = this.listening;
+    this.listening = null;
     this.wss = null;
-    if (server) await new Promise<void>((r) => server.close(() => r()));
+    await listening?.close();
   }
 }

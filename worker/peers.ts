@@ -15,13 +15,13 @@
  *   coordinator refuses to listen beyond loopback without a token.
  * - Strangers who dial the listener are bounded as at the coordinator (shared/wire/admission.ts).
  */
-import { createServer as createHttpServer, type Server } from 'node:http';
+import { createServer as createHttpServer } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
-import type { AddressInfo, Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { WebSocketServer } from 'ws';
 import { proveToken, randomNonce } from '../shared/wire/auth.js';
 import { Kind, type Message, PROTOCOL_VERSION, decode, encode } from '../shared/wire/codec.js';
-import { Admission, PRE_AUTH_BYTES, admissionLimits } from '../shared/wire/admission.js';
+import { Admission, type Listening, PRE_AUTH_BYTES, admissionLimits } from '../shared/wire/admission.js';
 import { Challenger, answerChallenge, closeLink, handshakeDeadline, refuse, refusedError, verifyProof } from '../shared/wire/handshake.js';
 import { type ErrorCode, GanError, asGanError } from '../shared/wire/errors.js';
 import { type ModelConfig, modelSignature } from '../shared/compute/model.js';
@@ -59,10 +59,12 @@ interface PeerLink {
   closed: boolean;
   /** Frames are handled one after another, in order (the handshake awaits its proofs). */
   chain: Promise<void>;
+  /** An accepted link that has not proved the token yet: where it came from (it pays if it fails). */
+  address?: string;
 }
 
 export class PeerHub {
-  private server: Server | null = null;
+  private listening: Listening | null = null;
   private wss: WebSocketServer | null = null;
   private links = new Map<number, PeerLink>();
   private killed = false;
@@ -78,15 +80,10 @@ export class PeerHub {
   /** Listen; resolves to the port peers dial. */
   async start(): Promise<number> {
     const server = this.o.tls ? createHttpsServer({ cert: this.o.tls.cert, key: this.o.tls.key }) : createHttpServer();
-    this.server = server;
     this.wss = new WebSocketServer({ server, maxPayload: this.o.maxPayload, perMessageDeflate: false, clientTracking: false });
     this.wss.on('connection', (ws, req) => this.accept(wrapSocketLater(ws), req.socket));
-    const port = await new Promise<number>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(0, this.o.bindHost, () => resolve((server.address() as AddressInfo).port));
-    });
-    this.admission.guard(server);
-    return port;
+    this.listening = await this.admission.listen(server, this.o.bindHost, 0);
+    return this.listening.port;
   }
 
   /**
@@ -116,16 +113,15 @@ export class PeerHub {
       p.link.terminate();
     }
     this.links.clear();
-    this.server?.closeAllConnections();
-    this.server?.close();
-    this.server = null;
+    void this.listening?.close();
+    this.listening = null;
   }
 
   async close(): Promise<void> {
     for (const p of [...this.links.values()]) this.end(p, 1000, 'worker stopping');
-    const server = this.server;
-    this.server = null;
-    if (server) await new Promise<void>((r) => server.close(() => r()));
+    const listening = this.listening;
+    this.listening = null;
+    await listening?.close();
   }
 
   private dial(peer: number, url: string): PeerLink {
@@ -157,6 +153,7 @@ export class PeerHub {
 
   private accept(later: (h: Parameters<typeof wrapSocket>[1]) => Link, socket: Socket): void {
     const p: PeerLink = { peer: -1, link: null as unknown as Link, ready: false, queue: [], nonce: randomNonce(), closed: false, chain: Promise.resolve() };
+    p.address = socket.remoteAddress;
     const challenger = new Challenger({ token: this.o.token, model: this.o.model });
     const deadline = handshakeDeadline('PeerHello', (e) => this.fail(p, e));
     p.link = later({
@@ -173,6 +170,7 @@ export class PeerHub {
         this.links.set(p.peer, p);
         const proof = this.o.token ? await proveToken(this.o.token, hello.nonce) : undefined;
         p.link.send(encode({ k: Kind.PeerWelcome, workerId: this.o.selfId(), proof }));
+        p.address = undefined;
         this.admission.proven(socket);
         this.ready(p);
       }),
@@ -201,6 +199,7 @@ export class PeerHub {
     p.closed = true;
     if (this.links.get(p.peer) === p) this.links.delete(p.peer);
     refuse(p.link, e);
+    if (p.address) this.admission.penalize(p.address);
     if (p.peer >= 0) {
       this.o.log(`peer link: ${e.code} ${e.message}`);
       this.o.onLost(p.peer, e.code, e.message);

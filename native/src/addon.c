@@ -1,6 +1,6 @@
 /*
  * The gan_native addon's entry: registers the functions of kernels.c (TensorFlow.js kernels on a
- * wasm heap), array_math.c (the coordinator's arithmetic), os.c (descriptor limits), and the matrix-product settings
+ * wasm heap) and array_math.c (the coordinator's arithmetic), and the matrix-product settings
  * (gemm.h: the built-in GEMM or OpenBLAS, whichever the build chose).
  */
 #include <node_api.h>
@@ -10,7 +10,6 @@
 #include "array_math.h"
 #include "gemm.h"
 #include "kernels.h"
-#include "os.h"
 
 /* setThreads(n): compute threads of later matrix products. */
 static napi_value set_threads(napi_env env, napi_callback_info info) {
@@ -56,7 +55,6 @@ static napi_value init(napi_env env, napi_value exports) {
       {"emaUpdate", NULL, math_ema_update, NULL, NULL, NULL, napi_default, NULL},
       {"halfToFloat", NULL, math_half_to_float, NULL, NULL, NULL, napi_default, NULL},
       {"floatToHalf", NULL, math_float_to_half, NULL, NULL, NULL, napi_default, NULL},
-      {"descriptorLimit", NULL, os_descriptor_limit, NULL, NULL, NULL, napi_default, NULL},
   };
   pthread_once(&globals_once, array_math_init);
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;

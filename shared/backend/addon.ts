@@ -44,8 +44,6 @@ export interface NativeAddon {
   emaUpdate: NativeMath['emaUpdate'];
   halfToFloat: NativeMath['halfToFloat'];
   floatToHalf: NativeMath['floatToHalf'];
-  /** [soft, hard] limit on open descriptors (-1: unlimited), after raising soft to hard when `raise`; absent in older builds. */
-  descriptorLimit?(raise: boolean): [number, number];
 }
 
 /**

@@ -4,10 +4,18 @@
  * MaxStartups and nginx's limit_conn bound it.
  *
  * Invariants:
+ * - This module owns the listening socket: a connection reaches the HTTP(S) server only once it
+ *   is admitted, so a refused one costs an accept and nothing else (no TLS, no HTTP parser).
  * - Every TCP connection is counted as pending from its accept (before TLS, HTTP or WebSocket)
  *   until it proves the token or closes. Over the limits it is refused at once (destroyed before
  *   anything is read or sent): more than `perAddress` pending from its address, more than
  *   `pending` in all, or more new connections from its address than its rate allows.
+ * - A connection refused after its accept (too many bytes, a bad or missing answer to the
+ *   Challenge) costs its address a quarter of its burst: an address that keeps failing gets few
+ *   connections through, however many it opens.
+ * - A refused connection is held, unread, for TARPIT_MS before it is closed (at most `pending` of
+ *   them; beyond that it is closed at once): a peer that reconnects as soon as it is closed waits
+ *   instead of making this process accept and refuse in a tight loop.
  * - Addresses that have proved the token in this process (workers, dashboard pages) find room in
  *   a reserve of `reserved` more connections that strangers cannot take, so a flood from other
  *   addresses never keeps a worker from rejoining.
@@ -17,9 +25,12 @@
  * - What strangers make this process print is rate-limited: each kind of refusal once per window,
  *   then a count.
  */
-import type { Server } from 'node:net';
-import type { Socket } from 'node:net';
+import type { Server as HttpServer } from 'node:http';
+import { type AddressInfo, type Socket, createServer } from 'node:net';
 import { LogLimiter } from './log-limit.js';
+
+/** How long a refused connection is held, unread, before it is closed. */
+export const TARPIT_MS = 10_000;
 
 /** The most a connection may send before proving the token: a Hello, Observe or PeerHello is well under 1 KiB. */
 export const PRE_AUTH_BYTES = 8 * 1024;
@@ -47,6 +58,13 @@ export function admissionLimits(descriptors: number | null): AdmissionLimits {
   return { pending, perAddress: Math.min(16, pending), reserved: Math.max(4, Math.floor(pending / 4)), ratePerS: 8, burst: 32 };
 }
 
+/** A port being listened on through an Admission. */
+export interface Listening {
+  port: number;
+  /** Stop listening and close every connection the server holds. */
+  close(): Promise<void>;
+}
+
 interface Entry {
   address: string;
   proven: boolean;
@@ -68,22 +86,43 @@ export class Admission {
   private readonly buckets = new Map<string, Bucket>();
   private pending = 0;
   private reservedInUse = 0;
+  private held = 0;
   private readonly limited: LogLimiter;
 
   constructor(readonly limits: AdmissionLimits, log: (line: string) => void) {
     this.limited = new LogLimiter(log);
   }
 
-  /** Watch a server's connections from their accept; its accept failures become back-pressure. */
-  guard(server: Server): void {
-    server.on('connection', (s: Socket) => this.admit(s));
-    server.on('error', (e: NodeJS.ErrnoException) => {
+  /**
+   * Listen on host:port (0: any free port) for `server`: each connection is handed to it once
+   * admitted. Rejects with the listen error (EADDRINUSE, ...); afterwards, accept failures for
+   * want of descriptors are back-pressure, logged, never fatal.
+   */
+  async listen(server: HttpServer, host: string, port: number): Promise<Listening> {
+    const front = createServer((s) => {
+      if (this.admit(s)) server.emit('connection', s);
+    });
+    await new Promise<void>((resolve, reject) => {
+      front.once('error', reject);
+      front.listen(port, host, () => {
+        front.off('error', reject);
+        resolve();
+      });
+    });
+    front.on('error', (e: NodeJS.ErrnoException) => {
       if (e.code === 'EMFILE' || e.code === 'ENFILE') {
         this.limited.line('accept failures', `cannot accept a connection: ${e.code} (no file descriptor left); the connection waits in the kernel's queue`);
       } else {
         this.limited.line('listener errors', `listener error: ${e.code ?? ''} ${e.message}`);
       }
     });
+    return {
+      port: (front.address() as AddressInfo).port,
+      close: () => new Promise<void>((resolve) => {
+        front.close(() => resolve());
+        server.closeAllConnections();
+      }),
+    };
   }
 
   /** A connection proved the token: it stops counting as pending, and its address is known from now on. */
@@ -108,10 +147,17 @@ export class Admission {
       if (bytes > PRE_AUTH_BYTES) {
         socket.off('data', onData);
         socket.destroy();
+        if (socket.remoteAddress) this.penalize(socket.remoteAddress);
         refused(bytes);
       }
     };
     socket.on('data', onData);
+  }
+
+  /** A connection from `address` was refused before it proved the token: its address pays for it. */
+  penalize(address: string): void {
+    const b = this.bucket(address, Date.now());
+    b.tokens = Math.max(-this.limits.burst, b.tokens - this.limits.burst / 4);
   }
 
   /** Write out the counts of refusals held back. */
@@ -119,9 +165,10 @@ export class Admission {
     this.limited.flush();
   }
 
-  private admit(s: Socket): void {
+  /** Whether a new connection may go on to the server (if not, it is refused here). */
+  private admit(s: Socket): boolean {
     const address = s.remoteAddress;
-    if (!address) return void s.destroy();
+    if (!address) return (s.destroy(), false);
     const known = this.known.has(address);
     const from = this.pendingFrom.get(address) ?? 0;
     const L = this.limits;
@@ -135,8 +182,8 @@ export class Admission {
     }
     if (refusal) {
       this.limited.line('connections refused before the handshake', `connection from ${address} refused before the handshake: ${refusal}`);
-      s.destroy();
-      return;
+      this.refuse(s);
+      return false;
     }
     const e: Entry = { address, proven: false, reserved, released: false };
     const k = key(s);
@@ -147,6 +194,20 @@ export class Admission {
     s.once('close', () => {
       this.release(e);
       if (this.byPeer.get(k) === e) this.byPeer.delete(k);
+    });
+    return true;
+  }
+
+  /** Hold a refused connection unread for a while (a reconnect loop then waits), or close it at once when enough are held. */
+  private refuse(s: Socket): void {
+    if (this.held >= this.limits.pending) return void s.destroy();
+    this.held++;
+    s.pause();
+    const t = setTimeout(() => s.destroy(), TARPIT_MS);
+    t.unref();
+    s.once('close', () => {
+      clearTimeout(t);
+      this.held--;
     });
   }
 
@@ -163,7 +224,14 @@ export class Admission {
 
   /** One new connection from `address` within its rate (a token bucket). */
   private take(address: string): boolean {
-    const now = Date.now();
+    const b = this.bucket(address, Date.now());
+    if (b.tokens < 1) return false;
+    b.tokens -= 1;
+    return true;
+  }
+
+  /** The address's bucket, refilled to now. */
+  private bucket(address: string, now: number): Bucket {
     const L = this.limits;
     let b = this.buckets.get(address);
     if (!b) {
@@ -175,9 +243,7 @@ export class Admission {
     }
     b.tokens = Math.min(L.burst, b.tokens + ((now - b.at) / 1000) * L.ratePerS);
     b.at = now;
-    if (b.tokens < 1) return false;
-    b.tokens -= 1;
-    return true;
+    return b;
   }
 }
 
