@@ -40,10 +40,9 @@ import { defaultModelConfig, netLayout } from '../shared/compute/model.js';
 import { die, intArg, isMain } from '../cli/args.js';
 import type { RoundMetrics } from '../coordinator/metrics.js';
 import { type TorchInfo, findTorch, runTorch } from './bench-torch.js';
-import {
-  COORD, COORD_IP, DEV, type Net, type Snapshot, buildNet, cleanup, killAll, nsList, removeNamespaces, shape, snapshot, spawnIn,
-  track, workerIp, workerNs,
-} from './lan.js';
+import { DEV, Lan, type Net, type Snapshot } from './lan.js';
+
+const lan = new Lan('gbh-', '10.77.0');
 
 const PORT = 8765;
 const BATCH = 100;
@@ -116,11 +115,11 @@ async function withTimeout<T>(p: Promise<T>, ms: number, onTimeout: () => void):
 async function runProject(net: Net, rate: string, w: number, mode: 'direct' | 'relayed', rounds: number, backend: string, timeoutMs: number): Promise<HostRow> {
   const out = mkdtempSync(join(tmpdir(), 'gan-bench-hosts-'));
   const metricsFile = join(out, 'metrics.jsonl');
-  const coord = spawnIn(COORD, [process.execPath, CLI('coordinator'), '--workers', String(w), '--host', '0.0.0.0', '--port', String(PORT),
+  const coord = lan.spawnIn(lan.coord, [process.execPath, CLI('coordinator'), '--workers', String(w), '--host', '0.0.0.0', '--port', String(PORT),
     '--insecure', '--relay', mode === 'relayed' ? 'always' : 'never', '--batch-size', String(BATCH), '--epochs', '1000',
     '--max-rounds', String(WARMUP + rounds), '--checkpoint-every', '0', '--round-timeout', '120', '--out', out]);
-  const workers = Array.from({ length: w }, (_, i) => spawnIn(workerNs(i + 1), [process.execPath, CLI('worker'),
-    '--connect', `ws://${COORD_IP}:${PORT}`, '--backend', backend, '--threads', '1', '--quiet']));
+  const workers = Array.from({ length: w }, (_, i) => lan.spawnIn(lan.workerNs(i + 1), [process.execPath, CLI('worker'),
+    '--connect', `ws://${lan.coordIp}:${PORT}`, '--backend', backend, '--threads', '1', '--quiet']));
   // Counters at the end of the warm-up rounds and of the last round, as metrics.jsonl grows.
   const snap: { first?: Snapshot; last?: Snapshot } = {};
   let size = -1;
@@ -134,11 +133,11 @@ async function runProject(net: Net, rate: string, w: number, mode: 'direct' | 'r
     if (s === size) return;
     size = s;
     const lines = readFileSync(metricsFile, 'utf8').split('\n').filter((l) => l.trim()).length;
-    if (!snap.first && lines >= WARMUP) snap.first = snapshot(net, w, lines);
-    if (!snap.last && lines >= WARMUP + rounds) snap.last = snapshot(net, w, lines);
+    if (!snap.first && lines >= WARMUP) snap.first = lan.snapshot(net, w, lines);
+    if (!snap.last && lines >= WARMUP + rounds) snap.last = lan.snapshot(net, w, lines);
   }, 2);
   try {
-    const code = await withTimeout(coord.exit, timeoutMs, () => killAll());
+    const code = await withTimeout(coord.exit, timeoutMs, () => lan.killAll());
     if (code !== 0) throw new Error(`coordinator exited ${code}: ${lastLines(coord.output())}`);
     const codes = await withTimeout(Promise.all(workers.map((x) => x.exit)), 20_000, () => workers.forEach((x) => x.proc.kill('SIGKILL')));
     const bad = codes.findIndex((c) => c !== 0);
@@ -177,13 +176,13 @@ async function runPytorch(net: Net, torch: TorchInfo, rate: string, w: number, r
   const snap: { first?: Snapshot } = {};
   const r = await runTorch({
     python: torch.python, world: w, threads: 1, iters: rounds, warmup: WARMUP,
-    master: `${workerIp(1)}:${masterPort++}`, ifname: DEV, wrap: (rank) => ['ip', 'netns', 'exec', workerNs(rank + 1)],
+    master: `${lan.workerIp(1)}:${masterPort++}`, ifname: DEV, wrap: (rank) => ['ip', 'netns', 'exec', lan.workerNs(rank + 1)],
     onTimedStart: () => {
-      snap.first = snapshot(net, w, 0);
+      snap.first = lan.snapshot(net, w, 0);
     },
-    track, timeoutMs,
+    track: (p) => lan.track(p), timeoutMs,
   });
-  const last = snapshot(net, w, r.iters);
+  const last = lan.snapshot(net, w, r.iters);
   if (!snap.first) throw new Error('rank 0 never started its timed iterations');
   return {
     rate, workers: w, mode: 'pytorch', rounds: r.iters,
@@ -271,11 +270,11 @@ export async function hostsMain(argv: string[]): Promise<void> {
 
   const onSignal = (sig: NodeJS.Signals) => {
     process.stderr.write(`\nbench:hosts: ${sig}: removing the namespaces\n`);
-    cleanup();
+    lan.cleanup();
     process.exit(sig === 'SIGINT' ? 130 : 143);
   };
   const onCrash = (e: unknown) => {
-    cleanup();
+    lan.cleanup();
     die('bench:hosts', e);
   };
   process.once('SIGINT', onSignal);
@@ -283,11 +282,11 @@ export async function hostsMain(argv: string[]): Promise<void> {
   process.once('uncaughtException', onCrash);
   const rows: HostRow[] = [];
   try {
-    for (const ns of nsList()) process.stdout.write(`removing stale namespace ${ns}\n`);
-    removeNamespaces();
-    const net = await buildNet(maxW);
+    for (const ns of lan.nsList()) process.stdout.write(`removing stale namespace ${ns}\n`);
+    lan.removeNamespaces();
+    const net = await lan.buildNet(maxW);
     for (const rate of rates) {
-      shape(maxW, rate);
+      lan.shape(maxW, rate);
       for (const w of counts) {
         const jobs: { mode: Mode; run: () => Promise<HostRow> }[] = [
           { mode: 'direct', run: () => runProject(net, rate, w, 'direct', o.rounds, backend, timeoutMs) },
@@ -306,12 +305,12 @@ export async function hostsMain(argv: string[]): Promise<void> {
             process.stdout.write(`${rate} W=${w} ${job.mode}: FAILED: ${error}\n`);
           }
           rows.push(row);
-          killAll();
+          lan.killAll();
         }
       }
     }
   } finally {
-    cleanup();
+    lan.cleanup();
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
     process.off('uncaughtException', onCrash);
@@ -327,4 +326,4 @@ export async function hostsMain(argv: string[]): Promise<void> {
   process.stdout.write(`\n${md}\nwrote ${join(o.out, 'hosts.md')} and ${join(o.out, 'hosts.json')}\n`);
 }
 
-if (isMain(import.meta.url)) hostsMain(process.argv).then(() => process.exit(0), (e) => { cleanup(); die('bench:hosts', e); });
+if (isMain(import.meta.url)) hostsMain(process.argv).then(() => process.exit(0), (e) => { lan.cleanup(); die('bench:hosts', e); });
