@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { Proc, ROOT, TINY_MODEL_FLAGS, epochsOf, expectEveryEpochExact, metricsOf, requireBuild, sleep, spawnCoordinator, spawnWorker, waitUntil, writeIdxDir } from './util-faults.js';
 import { smallData, tempDir } from './helpers.js';
 
-const STRANGERS = join(ROOT, 'test', 'fixtures', 'strangers.mjs');
+const STRANGERS = join(ROOT, 'scripts', 'strangers.mjs');
 const TOKEN = 'strangers-test-token';
 const procs: Proc[] = [];
 afterEach(async () => {
@@ -30,9 +30,9 @@ function worker(port: number, name: string): Proc {
   return w;
 }
 
-/** Strangers (test/fixtures/strangers.mjs) in a process of their own, with descriptors enough for all of them. */
+/** Strangers (scripts/strangers.mjs) in a process of their own, with descriptors enough for all of them. */
 function strangers(mode: 'idle' | 'big', port: number, connections: number, addresses: number, bytes = 0): Proc {
-  const p = new Proc(`strangers-${mode}`, 'bash', ['-c', `ulimit -n 8192 && exec "$0" "$@"`, process.execPath, STRANGERS, mode, String(port), String(connections), String(addresses), String(bytes)]);
+  const p = new Proc(`strangers-${mode}`, 'bash', ['-c', `ulimit -n 8192 && exec "$0" "$@"`, process.execPath, STRANGERS, mode, `127.0.0.1:${port}`, String(connections), String(addresses), String(bytes)]);
   procs.push(p);
   return p;
 }
