@@ -36,7 +36,7 @@ describe('fuzzing a live coordinator', () => {
       startWorkers: 4,
       heartbeatMs: 2000,
       // Thousands of short connections from this one address: what admission refuses is tested in hostile.test.ts.
-      admission: { ratePerS: 1e9, burst: 1e9, perAddress: 1e9, pending: 1e9 },
+      admission: { ratePerS: 1e9, burst: 1e9, perAddress: 1e9, pending: 1e9, penalty: 0 },
       log: process.env.FUZZ_LOG ? (l) => console.log(l) : undefined,
       hooks: {
         round: () => roundAt.push(Date.now()),

@@ -11,8 +11,8 @@
  *   anything is read or sent): more than `perAddress` pending from its address, more than
  *   `pending` in all, or more new connections from its address than its rate allows.
  * - A connection refused after its accept (too many bytes, a bad or missing answer to the
- *   Challenge) costs its address a quarter of its burst: an address that keeps failing gets few
- *   connections through, however many it opens.
+ *   Challenge) costs its address `penalty` more connections of its rate, unless the address has
+ *   proved the token before: an address that keeps failing gets few through, however many it opens.
  * - A refused connection is held, unread, for TARPIT_MS before it is closed (at most `pending` of
  *   them; beyond that it is closed at once): a peer that reconnects as soon as it is closed waits
  *   instead of making this process accept and refuse in a tight loop.
@@ -45,6 +45,8 @@ export interface AdmissionLimits {
   /** New connections per second per address, and the burst allowed above that rate. */
   ratePerS: number;
   burst: number;
+  /** What a connection refused after its accept costs its address, in connections of its rate. */
+  penalty: number;
 }
 
 /**
@@ -55,7 +57,7 @@ export interface AdmissionLimits {
 export function admissionLimits(descriptors: number | null): AdmissionLimits {
   const d = descriptors === null || descriptors < 0 ? 1024 : descriptors;
   const pending = Math.max(8, Math.min(256, Math.floor((d - 64) / 4)));
-  return { pending, perAddress: Math.min(16, pending), reserved: Math.max(4, Math.floor(pending / 4)), ratePerS: 8, burst: 32 };
+  return { pending, perAddress: Math.min(16, pending), reserved: Math.max(4, Math.floor(pending / 4)), ratePerS: 8, burst: 32, penalty: 2 };
 }
 
 /** A port being listened on through an Admission. */
@@ -156,8 +158,9 @@ export class Admission {
 
   /** A connection from `address` was refused before it proved the token: its address pays for it. */
   penalize(address: string): void {
+    if (this.known.has(address)) return;
     const b = this.bucket(address, Date.now());
-    b.tokens = Math.max(-this.limits.burst, b.tokens - this.limits.burst / 4);
+    b.tokens = Math.max(-this.limits.burst, b.tokens - this.limits.penalty);
   }
 
   /** Write out the counts of refusals held back. */
