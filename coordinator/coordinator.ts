@@ -406,14 +406,18 @@ export class Coordinator {
     };
   }
 
-  /** Tell workers and observers the run is over and close everything; `failure` marks a run that failed. */
-  async close(reason = 'run finished', failure?: Error): Promise<void> {
+  /**
+   * Tell workers and observers the run is over and close everything; `failure` marks a run that
+   * failed, `resumes` one stopped to be resumed from its checkpoint (its workers wait for it).
+   */
+  async close(reason = 'run finished', failure?: Error, { resumes = false } = {}): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     const state = failure ? 'failed' : this.stopping || !this.started ? 'stopped' : 'finished';
     this.view?.end(state, failure ? `${(failure as { code?: string }).code ?? 'error'}: ${failure.message}` : this.stopping ? `stopped: ${this.stopping}` : undefined);
     this.hub?.close();
-    await this.pool.close(encode({ k: Kind.Stop, reason, code: failure ? ((failure as { code?: string }).code ?? 'E_INTERNAL') : undefined }), reason);
+    const code = failure ? ((failure as { code?: string }).code ?? 'E_INTERNAL') : undefined;
+    await this.pool.close(encode({ k: Kind.Stop, reason, code, resumes: resumes && !failure ? true : undefined }), reason);
     // Only a run whose directory exists has a summary to write (a port in use stops it before that).
     if (!this.view) return this.runDir.close();
     try {

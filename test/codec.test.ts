@@ -51,6 +51,7 @@ const samples: Message[] = [
   { k: Kind.Grid, run: 0, name: 'epoch-001.png', png: new Uint8Array([0x89, 0x50, 0x4e, 0x47]) },
   { k: Kind.Refused, code: 'E_BACKOFF', reason: 'dropped for timeouts 2 times; come back in 2 s', retryAfterMs: 2000 },
   { k: Kind.Stop, reason: 'run finished' },
+  { k: Kind.Stop, reason: 'preempted by SIGUSR1 at round 44', resumes: true },
 ];
 
 /** Typed arrays as (type, bytes) so that equality also checks the element type that comes out. */
@@ -230,6 +231,7 @@ describe('codec rejects malformed frames with E_MALFORMED and a message naming t
 
   it('missing fields', () => {
     rejects(pack({ k: Kind.Stop }), /Stop\.reason/);
+    rejects(pack({ k: Kind.Stop, reason: 'x', resumes: 1 }), /Stop\.resumes: expected a boolean/);
     const { round: _r, ...noRound } = task;
     rejects(pack(noRound), /Task\.round/);
   });

@@ -181,6 +181,12 @@ export class WorkerClient {
             refused = refusedError(m);
             return;
           }
+          if (m?.k === Kind.Stop && m.resumes && !m.code) {
+            // Preempted: the coordinator comes back from its checkpoint (a requeued job, a restarted pod).
+            link.close(1000, 'done');
+            finish('retry', 'E_CONNECT', `the coordinator stopped to be resumed (${m.reason}); waiting for it`);
+            return;
+          }
           if (m?.k === Kind.Stop) {
             this.stopped = true;
             link.close(1000, 'done');

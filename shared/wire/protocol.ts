@@ -17,7 +17,7 @@
  */
 import type { ModelConfig, Net } from '../compute/model.js';
 
-export const PROTOCOL_VERSION = 3;
+export const PROTOCOL_VERSION = 4;
 
 export enum Kind {
   /** coordinator -> worker (and listener -> dialer on a peer link), first frame: version and a nonce to prove the token over. */
@@ -34,7 +34,7 @@ export enum Kind {
   Task = 6,
   /** worker -> coordinator: the phase is computed; its sample count and statistics. */
   Report = 7,
-  /** coordinator -> worker: the run is over. */
+  /** coordinator -> worker: the run is over, or stopped to be resumed. */
   Stop = 8,
   /** coordinator -> worker: how this attempt's sum travels (where partial sums come from and go). */
   Reduce = 9,
@@ -124,7 +124,11 @@ export interface ReportMsg {
   computeMs: number;
 }
 /** The run is over; `code` names the error when it ended in failure (the worker then exits non-zero). */
-export interface StopMsg { k: Kind.Stop; reason: string; code?: string }
+/**
+ * The run is over (`code` set: it failed), or, with `resumes`, stopped to be resumed from its
+ * checkpoint (a scheduler's preemption): the worker keeps trying to reconnect instead of exiting.
+ */
+export interface StopMsg { k: Kind.Stop; reason: string; code?: string; resumes?: boolean }
 export interface ReduceMsg {
   k: Kind.Reduce;
   round: number;
@@ -200,7 +204,7 @@ export type Message =
   | ObserveMsg | UpdateMsg | GridMsg | RefusedMsg;
 
 /** Field types decode() checks before anything uses a message. */
-export type FieldType = 'uint' | 'int' | 'number' | 'string' | 'bool' | 'bin' | 'net' | 'object' | 'uint?' | 'bin?' | 'string?';
+export type FieldType = 'uint' | 'int' | 'number' | 'string' | 'bool' | 'bin' | 'net' | 'object' | 'uint?' | 'bin?' | 'string?' | 'bool?';
 
 export const SPECS: Record<Kind, Record<string, FieldType>> = {
   [Kind.Challenge]: { v: 'uint', nonce: 'bin', auth: 'bool', model: 'object' },
@@ -210,7 +214,7 @@ export const SPECS: Record<Kind, Record<string, FieldType>> = {
   [Kind.Weights]: { net: 'net', version: 'uint', data: 'bin' },
   [Kind.Task]: { round: 'uint', epoch: 'uint', phase: 'net', dVersion: 'uint', gVersion: 'uint', ids: 'bin' },
   [Kind.Report]: { round: 'uint', phase: 'net', count: 'uint', loss: 'number', dReal: 'number', dFake: 'number', computeMs: 'number' },
-  [Kind.Stop]: { reason: 'string', code: 'string?' },
+  [Kind.Stop]: { reason: 'string', code: 'string?', resumes: 'bool?' },
   [Kind.Reduce]: {
     round: 'uint', phase: 'net', attempt: 'uint', total: 'uint', chunk: 'uint', prev: 'int', next: 'int', nextUrl: 'string', partial: 'bool',
   },
