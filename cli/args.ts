@@ -4,6 +4,9 @@ import { fileURLToPath } from 'node:url';
 import { InvalidArgumentError } from 'commander';
 import { GanError } from '../shared/wire/errors.js';
 
+/** Exit status of a process stopped to be resumed or restarted (a scheduler's preemption): EX_TEMPFAIL, "try again". */
+export const EXIT_RESUMABLE = 75;
+
 export function intArg(min: number, max = Number.MAX_SAFE_INTEGER) {
   return (v: string): number => {
     const n = Number(v);

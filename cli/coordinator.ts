@@ -8,7 +8,7 @@ import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { Command, Option } from 'commander';
 import { BACKEND_NAMES, type BackendName, initBackend } from '../shared/backend/choose.js';
-import { die, floatArg, intArg, isMain, listArg } from './args.js';
+import { EXIT_RESUMABLE, die, floatArg, intArg, isMain, listArg } from './args.js';
 import { Coordinator, type RelayPolicy } from '../coordinator/coordinator.js';
 import { CGAN_D, RECIPES, type Recipe, type TrainConfig, defaultTrainConfig, kindDefaults, recipeDefaults } from '../coordinator/config.js';
 import { Progress } from './progress.js';
@@ -117,7 +117,15 @@ function readPem(file: string, what: string): Buffer {
   }
 }
 
-export async function run(o: CliOptions, explicit: Set<string>): Promise<number> {
+/** How a run started by `launch` differs: a scheduler's signals mean "checkpoint, resume later". */
+export interface RunContext {
+  /** Signals that preempt the run: it checkpoints, tells its workers it resumes, exits EXIT_RESUMABLE. */
+  preemptSignals?: NodeJS.Signals[];
+  /** Called once a preempted run has checkpointed and closed (SLURM: requeue the job). */
+  onPreempted?: (log: (line: string) => void) => void;
+}
+
+export async function run(o: CliOptions, explicit: Set<string>, ctx: RunContext = {}): Promise<number> {
   if (o.minWorkers > o.workers) throw new GanError('E_ARGS', `--min-workers ${o.minWorkers} is above --workers ${o.workers}`);
   if (!!o.tlsCert !== !!o.tlsKey) throw new GanError('E_ARGS', '--tls-cert and --tls-key go together');
   const token = o.token ?? process.env.GAN_DDP_TOKEN;
@@ -175,24 +183,38 @@ export async function run(o: CliOptions, explicit: Set<string>): Promise<number>
     local = new LocalWorkers({ url: `${scheme}://127.0.0.1:${port}`, count: config.workers, backend: o.backend, threads, token, log });
     local.start();
   }
-  const onSignal = (sig: string) => {
-    log(`${sig}: stopping at the end of this round and checkpointing`);
+  const preempt = new Set(ctx.preemptSignals ?? []);
+  let preempted: string | null = null;
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (preempt.has(sig)) {
+      preempted ??= sig;
+      log(`${sig}: preempted; stopping at the end of this round, checkpointing, and telling the workers the run resumes`);
+    } else {
+      log(`${sig}: stopping at the end of this round and checkpointing`);
+    }
     coord.requestStop(sig);
   };
-  process.once('SIGINT', () => onSignal('SIGINT'));
-  process.once('SIGTERM', () => onSignal('SIGTERM'));
+  // A second Ctrl-C kills at once, as usual; a preemption signal may come twice (to the task and
+  // forwarded by the job's shell) and must never kill before the checkpoint.
+  for (const sig of new Set<NodeJS.Signals>(['SIGINT', 'SIGTERM', ...preempt])) process[preempt.has(sig) ? 'on' : 'once'](sig, () => onSignal(sig));
   let failed: unknown = null;
   try {
     await coord.train();
   } catch (e) {
     failed = e;
   } finally {
-    await coord.close(failed ? 'coordinator failed' : 'run finished', failed ? (failed as Error) : undefined);
+    const reason = failed ? 'coordinator failed' : preempted ? `preempted by ${preempted} at round ${coord.round}` : 'run finished';
+    await coord.close(reason, failed ? (failed as Error) : undefined, { resumes: !!preempted });
     await local?.stop();
     (evaluator as Evaluator | null)?.dispose();
   }
   const summary = coord.summary();
   if (failed) throw failed;
+  if (preempted) {
+    log(`preempted: checkpoint at round ${coord.round} in ${summary.checkpoint as string}; the run resumes from it (--resume ${out})`);
+    ctx.onPreempted?.(log);
+    return EXIT_RESUMABLE;
+  }
   log(`done: ${coord.round} rounds, ${coord.epoch} epochs in ${(summary.seconds as number).toFixed(0)} s`);
   log(`metrics: ${coord.runDir.file('metrics.jsonl')}`);
   if (summary.final_grid) log(`samples: ${summary.final_grid as string}`);

@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
 import { BACKEND_NAMES, type BackendName, initBackend } from '../shared/backend/choose.js';
-import { die, floatArg, intArg, isMain } from './args.js';
+import { EXIT_RESUMABLE, die, floatArg, intArg, isMain } from './args.js';
 import { nodeWorker } from '../worker/node.js';
 import { MODEL_KINDS, type ModelKind } from '../shared/compute/model.js';
 import { GanError } from '../shared/wire/errors.js';
@@ -45,7 +45,15 @@ export function program(): Command {
     .option('--quiet', 'print only errors', false);
 }
 
-export async function run(o: WorkerCliOptions): Promise<number> {
+/** How a worker started by `launch` treats a scheduler's signals. */
+export interface WorkerRunContext {
+  /** Signals that stop this worker to be restarted (a pod's eviction): exit EXIT_RESUMABLE, not 0. */
+  preemptSignals?: NodeJS.Signals[];
+  /** Signals meant for the coordinator (SLURM's USR1 warning reaches every task): noted, nothing more. */
+  ignoreSignals?: NodeJS.Signals[];
+}
+
+export async function run(o: WorkerCliOptions, ctx: WorkerRunContext = {}): Promise<number> {
   if (!/^wss?:\/\/[^/]+/.test(o.connect)) throw new GanError('E_ARGS', `--connect ${o.connect}: expected ws://HOST:PORT or wss://HOST:PORT`);
   const log = (s: string) => process.stderr.write(`worker: ${s}\n`);
   // Spawned workers run --quiet: their coordinator already said which backend this host falls back to.
@@ -67,9 +75,19 @@ export async function run(o: WorkerCliOptions): Promise<number> {
     expectModel: o.model,
     log: o.quiet ? undefined : log,
   });
-  process.once('SIGTERM', () => w.stop());
-  process.once('SIGINT', () => w.stop());
+  let preempted: string | null = null;
+  for (const sig of ctx.ignoreSignals ?? []) process.on(sig, () => log(`${sig}: left to the coordinator (it checkpoints); computing on`));
+  for (const sig of new Set<NodeJS.Signals>(['SIGTERM', 'SIGINT', ...(ctx.preemptSignals ?? [])])) {
+    process.once(sig, () => {
+      if (ctx.preemptSignals?.includes(sig)) preempted ??= sig;
+      w.stop();
+    });
+  }
   await w.run();
+  if (preempted) {
+    log(`${preempted}: stopped after ${w.tasksDone} tasks; the run goes on without this worker until it is restarted`);
+    return EXIT_RESUMABLE;
+  }
   if (!o.quiet) log(`done after ${w.tasksDone} tasks`);
   return 0;
 }

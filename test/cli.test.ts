@@ -192,13 +192,16 @@ describe('bad invocations exit non-zero with one clear line', () => {
 });
 
 describe('--help lists every flag', () => {
+  const coordinatorFlags = [
+    '--workers', '--min-workers', '--spawn', '--host', '--port', '--out', '--resume', '--data', '--model', '--recipe', '--epochs',
+    '--max-rounds', '--batch-size', '--lr', '--lr-d', '--lr-g', '--beta1', '--beta2', '--eps', '--g-hidden', '--d-hidden',
+    '--noise-dim', '--dropout', '--leak', '--seed', '--checkpoint-every', '--round-timeout', '--heartbeat', '--fp16',
+    '--token', '--insecure', '--tls-cert', '--tls-key', '--backend', '--threads', '--ema', '--eval-every', '--relay', '--help',
+  ];
   const flags: Record<string, [string, string[]]> = {
-    coordinator: [dist.coordinator, [
-      '--workers', '--min-workers', '--spawn', '--host', '--port', '--out', '--resume', '--data', '--model', '--recipe', '--epochs',
-      '--max-rounds', '--batch-size', '--lr', '--lr-d', '--lr-g', '--beta1', '--beta2', '--eps', '--g-hidden', '--d-hidden',
-      '--noise-dim', '--dropout', '--leak', '--seed', '--checkpoint-every', '--round-timeout', '--heartbeat', '--fp16',
-      '--token', '--insecure', '--tls-cert', '--tls-key', '--backend', '--threads', '--ema', '--eval-every', '--relay', '--help',
-    ]],
+    coordinator: [dist.coordinator, coordinatorFlags],
+    // launch takes the coordinator's flags on every task (and refuses --token, --spawn and --resume when given).
+    launch: [dist.launch, coordinatorFlags],
     worker: [dist.worker, [
       '--connect', '--token', '--ca', '--backend', '--threads', '--connect-timeout', '--max-payload', '--model', '--no-relay', '--peer-host',
       '--tls-cert', '--tls-key', '--quiet', '--help',

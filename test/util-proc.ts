@@ -12,6 +12,7 @@ export const dist = {
   generate: join(repoRoot, 'dist', 'cli', 'generate.js'),
   evaluate: join(repoRoot, 'dist', 'cli', 'evaluate.js'),
   dashboard: join(repoRoot, 'dist', 'cli', 'dashboard.js'),
+  launch: join(repoRoot, 'dist', 'cli', 'launch.js'),
 };
 
 /** The CLI tests run the compiled programs: `npm test` builds first. */
