@@ -2,19 +2,12 @@
  * The chaos soak (scripts/soak.ts), three minutes of it: every fault kind injected at least once
  * across network namespaces, and every invariant of the failure model held. Needs root and ip.
  */
-import { execFileSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import { join } from 'node:path';
 import { repoRoot, requireDist, runNode } from './util-proc.js';
+import { netnsMissing } from './util-faults.js';
 
-const why = process.getuid?.() !== 0 ? 'needs root' : (() => {
-  try {
-    execFileSync('ip', ['netns', 'list'], { stdio: 'pipe' });
-    return null;
-  } catch {
-    return 'needs iproute2 (ip netns)';
-  }
-})();
+const why = netnsMissing();
 
 describe('the chaos soak', () => {
   it.skipIf(why !== null)(`survives 3 minutes of faults with every invariant held${why ? ` [skipped: ${why}]` : ''}`, async () => {

@@ -397,6 +397,17 @@ export function selfSignedCert(): { cert: string; key: string; dir: string } | {
   }
 }
 
+/** Why network namespaces cannot be made here (they need root and iproute2), or null. */
+export function netnsMissing(): string | null {
+  if (process.getuid?.() !== 0) return 'needs root';
+  try {
+    execFileSync('ip', ['netns', 'list'], { stdio: 'pipe' });
+    return null;
+  } catch {
+    return 'needs iproute2 (ip netns)';
+  }
+}
+
 export function haveCommand(cmd: string): boolean {
   try {
     execFileSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'pipe' });
