@@ -24,7 +24,8 @@ COPY --from=build /app/package.json ./
 COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
 COPY --from=build /app/native/build/Release/gan_native.node ./native/build/Release/gan_native.node
-# The judge of --eval-every is cached in .cache/ beside the package; runs go to the volume.
+COPY --from=build /app/eval/judge ./eval/judge
+# A judge of --eval-every trained for other digits is cached in .cache/ beside the package; runs go to the volume.
 RUN mkdir -p /app/.cache /runs && chown node:node /app/.cache /runs
 USER node
 VOLUME /runs

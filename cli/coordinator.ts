@@ -15,8 +15,7 @@ import { Progress } from './progress.js';
 import { roundPlan } from '../coordinator/sharding.js';
 import { LocalWorkers } from '../coordinator/spawn.js';
 import { loadCheckpoint } from '../coordinator/run-dir.js';
-import { type Evaluator, makeEvaluator } from '../eval/evaluator.js';
-import { loadMnist } from '../shared/data/mnist.js';
+import { RemoteJudge } from '../eval/remote-judge.js';
 import { MODEL_KINDS, type ModelKind, modelConfigProblem } from '../shared/compute/model.js';
 import { GanError } from '../shared/wire/errors.js';
 
@@ -157,15 +156,19 @@ export async function run(o: CliOptions, explicit: Set<string>, ctx: RunContext 
       epoch: config.evalEvery > 0 ? (epoch, c) => evalEpoch(epoch, c) : undefined,
     },
   });
-  // The classifier is built (or loaded from its cache) at the first evaluation, not before.
-  let evaluator: Evaluator | null = null;
-  const evalEpoch = async (epoch: number, c: Coordinator) => {
-    if (!evalDue(epoch, config.evalEvery, config.epochs)) return;
-    evaluator ??= await makeEvaluator(loadMnist(config.data ?? undefined), log);
-    const r = evaluator.evaluate(config.model, c.sampleWeights(), 1000, config.seed);
-    c.recordEval({ epoch, round: c.round, weights: c.model.emaG ? 'average' : 'latest', ...r });
-    log(`epoch ${epoch} eval: FD ${r.fd.toFixed(2)} (floor ${r.fdFloor?.toFixed(2)}), classifier score ${r.classifierScore.toFixed(2)}, digits ${r.coverage}/10, KL ${r.klUniform.toFixed(3)}` +
-      (r.conditionalAccuracy !== undefined ? `, conditional accuracy ${(r.conditionalAccuracy * 100).toFixed(1)}%` : ''));
+  // The judge is a process of its own, started now so that its classifier is ready (shipped,
+  // cached, or trained meanwhile) by the first evaluation; the round loop never waits for it.
+  const judge = config.evalEvery > 0 ? new RemoteJudge({ data: config.data, backend: o.backend, log }) : null;
+  const evaluations: Promise<void>[] = [];
+  const evalEpoch = (epoch: number, c: Coordinator) => {
+    if (!judge || !evalDue(epoch, config.evalEvery, config.epochs)) return;
+    const round = c.round;
+    const weights = c.model.emaG ? 'average' : 'latest';
+    evaluations.push(judge.evaluate(config.model, c.sampleWeights(), 1000, config.seed).then((r) => {
+      c.recordEval({ epoch, round, weights, ...r });
+      log(`epoch ${epoch} eval: FD ${r.fd.toFixed(2)} (floor ${r.fdFloor?.toFixed(2)}), classifier score ${r.classifierScore.toFixed(2)}, digits ${r.coverage}/10, KL ${r.klUniform.toFixed(3)}` +
+        (r.conditionalAccuracy !== undefined ? `, conditional accuracy ${(r.conditionalAccuracy * 100).toFixed(1)}%` : ''));
+    }, (e: Error) => log(`epoch ${epoch} eval: not scored (${e.message})`)));
   };
   const port = await coord.start();
   const { perEpoch, total: totalRounds } = roundPlan(coord.data.n, config);
@@ -200,13 +203,16 @@ export async function run(o: CliOptions, explicit: Set<string>, ctx: RunContext 
   let failed: unknown = null;
   try {
     await coord.train();
+    // The last evaluations belong to the run: they are recorded before it closes.
+    if (judge?.pending) log(`waiting for ${judge.pending} evaluation(s)`);
+    await Promise.all(evaluations);
   } catch (e) {
     failed = e;
   } finally {
+    await judge?.close();
     const reason = failed ? 'coordinator failed' : preempted ? `preempted by ${preempted} at round ${coord.round}` : 'run finished';
     await coord.close(reason, failed ? (failed as Error) : undefined, { resumes: !!preempted });
     await local?.stop();
-    (evaluator as Evaluator | null)?.dispose();
   }
   const summary = coord.summary();
   if (failed) throw failed;

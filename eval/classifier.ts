@@ -20,7 +20,7 @@ export const CLASSIFIER_VERSION = 1;
 
 export interface ClassifierOptions {
   data: MnistSplits;
-  /** Default `<package root>/.cache/classifier`; null turns the disk cache off. */
+  /** Default defaultCacheDir(); null turns the disk cache off. */
   cacheDir?: string | null;
   log?: (line: string) => void;
   /** Passes over the training digits. */
@@ -29,6 +29,8 @@ export interface ClassifierOptions {
   trainLimit?: number;
   seed?: number;
   arch?: ClassifierArch;
+  /** Also look for the judge shipped with the package (shippedJudgeDir()); default true. */
+  shipped?: boolean;
 }
 
 const DEFAULT_EPOCHS = 5;
@@ -38,8 +40,28 @@ const DROPOUT = 0.3;
 const MAGIC = 'GANEVCLS';
 const SHA_BYTES = 32;
 
+/** GAN_DDP_CACHE_DIR, else `<package root>/.cache`, with the judges in `classifier/` below it. */
 export function defaultCacheDir(): string {
-  return join(packageRoot() ?? process.cwd(), '.cache', 'classifier');
+  return join(process.env.GAN_DDP_CACHE_DIR || join(packageRoot() ?? process.cwd(), '.cache'), 'classifier');
+}
+
+/**
+ * Where the package ships the judge of the embedded digits, trained by this module with its
+ * default recipe (`npm run build:judge` makes it again): a fresh checkout evaluates without
+ * training first, and every machine scores with the same judge.
+ */
+export function shippedJudgeDir(): string {
+  return join(packageRoot() ?? process.cwd(), 'eval', 'judge');
+}
+
+/** The file name of the judge for `key`, in the cache or among the shipped ones. */
+export function judgeFileName(key: string): string {
+  return `mnist-cnn-v${CLASSIFIER_VERSION}-${key.slice(0, 16)}.bin`;
+}
+
+/** The key and settings of the judge getClassifier() would use for `data` with `opts`. */
+export function judgeKey(data: MnistSplits, opts: Omit<ClassifierOptions, 'data'> = {}): string {
+  return classifierKey(data, settingsOf({ data, ...opts }));
 }
 
 /** Adam with a cosine-decayed step; moments live next to the weights. */
@@ -221,30 +243,37 @@ function decodeCache(buf: Buffer, key: string, arch: ClassifierArch): { header: 
  * The classifier for these digits: loaded from the cache when a valid file exists, otherwise
  * trained (seeded: the same data and backend give the same weights) and written to the cache.
  */
-export async function getClassifier(opts: ClassifierOptions): Promise<Classifier> {
-  const log = opts.log ?? (() => {});
-  const settings: TrainSettings = {
+function settingsOf(opts: ClassifierOptions): TrainSettings {
+  return {
     epochs: opts.epochs ?? DEFAULT_EPOCHS,
     trainLimit: Math.min(opts.trainLimit ?? opts.data.train.n, opts.data.train.n),
     seed: opts.seed ?? 1,
     arch: opts.arch ?? defaultArch,
   };
+}
+
+export async function getClassifier(opts: ClassifierOptions): Promise<Classifier> {
+  const log = opts.log ?? (() => {});
+  const settings = settingsOf(opts);
   await tf.ready();
   const key = classifierKey(opts.data, settings);
   const dir = opts.cacheDir === undefined ? defaultCacheDir() : opts.cacheDir;
-  const file = dir === null ? null : join(dir, `mnist-cnn-v${CLASSIFIER_VERSION}-${key.slice(0, 16)}.bin`);
+  const file = dir === null ? null : join(dir, judgeFileName(key));
+  const shipped = opts.shipped === false ? null : join(shippedJudgeDir(), judgeFileName(key));
 
-  if (file && existsSync(file)) {
+  // The cache first (a judge trained here), then the one the package ships.
+  for (const f of [file, shipped]) {
+    if (!f || !existsSync(f)) continue;
     try {
-      const { header, values } = decodeCache(readFileSync(file), key, settings.arch);
+      const { header, values } = decodeCache(readFileSync(f), key, settings.arch);
       const net = new CnnClassifier(settings.arch, values);
       net.testAccuracy = header.testAccuracy;
       net.trainSeconds = header.trainSeconds;
-      net.cacheFile = file;
-      log(`classifier: loaded ${file} (test accuracy ${(header.testAccuracy * 100).toFixed(2)}%)`);
+      net.cacheFile = f;
+      log(`classifier: loaded ${f} (test accuracy ${(header.testAccuracy * 100).toFixed(2)}%)`);
       return net;
     } catch (e) {
-      log(`classifier: cache ${file} is unusable (${(e as Error).message}); retraining`);
+      log(`classifier: ${f === shipped ? 'shipped judge' : 'cache'} ${f} is unusable (${(e as Error).message}); ${f === file && shipped && existsSync(shipped) ? 'trying the shipped one' : 'retraining'}`);
     }
   }
 

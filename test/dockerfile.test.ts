@@ -47,10 +47,10 @@ describe('the Dockerfile', () => {
   it('copies into the run stage exactly what a job needs: a folder laid out like its /app runs a coordinator and a worker', async () => {
     requireBuild();
     const copies = runStage.filter((l) => l.startsWith('COPY --from=build')).map((l) => l.split(/\s+/)[2]!.replace(/^\/app\//, ''));
-    expect(copies.sort()).toEqual(['dist', 'native/build/Release/gan_native.node', 'node_modules', 'package.json']);
+    expect(copies.sort()).toEqual(['dist', 'eval/judge', 'native/build/Release/gan_native.node', 'node_modules', 'package.json']);
     const app = tempDir('gan-ddp-image-');
     copyFileSync(join(ROOT, 'package.json'), join(app, 'package.json'));
-    cpSync(join(ROOT, 'dist'), join(app, 'dist'), { recursive: true });
+    for (const dir of ['dist', 'eval/judge']) cpSync(join(ROOT, dir), join(app, dir), { recursive: true });
     symlinkSync(join(ROOT, 'node_modules'), join(app, 'node_modules'));
     const addon = join(ROOT, 'native/build/Release/gan_native.node');
     const haveAddon = existsSync(addon);
