@@ -120,8 +120,8 @@ function readPem(file: string, what: string): Buffer {
 export interface RunContext {
   /** Signals that preempt the run: it checkpoints, tells its workers it resumes, exits EXIT_RESUMABLE. */
   preemptSignals?: NodeJS.Signals[];
-  /** Called once a preempted run has checkpointed and closed (SLURM: requeue the job). */
-  onPreempted?: (log: (line: string) => void) => void;
+  /** Called with the signal once a preempted run has checkpointed and closed (SLURM: requeue the job). */
+  onPreempted?: (signal: NodeJS.Signals, log: (line: string) => void) => void;
 }
 
 export async function run(o: CliOptions, explicit: Set<string>, ctx: RunContext = {}): Promise<number> {
@@ -164,11 +164,12 @@ export async function run(o: CliOptions, explicit: Set<string>, ctx: RunContext 
     if (!judge || !evalDue(epoch, config.evalEvery, config.epochs)) return;
     const round = c.round;
     const weights = c.model.emaG ? 'average' : 'latest';
+    // Whatever fails here (the judge, or writing eval.jsonl) costs this evaluation, never the run.
     evaluations.push(judge.evaluate(config.model, c.sampleWeights(), 1000, config.seed).then((r) => {
       c.recordEval({ epoch, round, weights, ...r });
       log(`epoch ${epoch} eval: FD ${r.fd.toFixed(2)} (floor ${r.fdFloor?.toFixed(2)}), classifier score ${r.classifierScore.toFixed(2)}, digits ${r.coverage}/10, KL ${r.klUniform.toFixed(3)}` +
         (r.conditionalAccuracy !== undefined ? `, conditional accuracy ${(r.conditionalAccuracy * 100).toFixed(1)}%` : ''));
-    }, (e: Error) => log(`epoch ${epoch} eval: not scored (${e.message})`)));
+    }).catch((e: Error) => log(`epoch ${epoch} eval: not scored (${e.message})`)));
   };
   const port = await coord.start();
   const { perEpoch, total: totalRounds } = roundPlan(coord.data.n, config);
@@ -187,7 +188,7 @@ export async function run(o: CliOptions, explicit: Set<string>, ctx: RunContext 
     local.start();
   }
   const preempt = new Set(ctx.preemptSignals ?? []);
-  let preempted: string | null = null;
+  let preempted: NodeJS.Signals | null = null;
   const onSignal = (sig: NodeJS.Signals) => {
     if (preempt.has(sig)) {
       preempted ??= sig;
@@ -203,13 +204,19 @@ export async function run(o: CliOptions, explicit: Set<string>, ctx: RunContext 
   let failed: unknown = null;
   try {
     await coord.train();
-    // The last evaluations belong to the run: they are recorded before it closes.
-    if (judge?.pending) log(`waiting for ${judge.pending} evaluation(s)`);
-    await Promise.all(evaluations);
+    // A preemption signal that came after the last round stops nothing: the run is done.
+    if (coord.epoch >= config.epochs || (config.maxRounds > 0 && coord.round >= config.maxRounds)) preempted = null;
+    // The last evaluations belong to a finished run: recorded before it closes. A preempted run
+    // has a deadline to meet, so its pending evaluations are dropped (they run again on resume).
+    if (!preempted) {
+      if (judge?.pending) log(`waiting for ${judge.pending} evaluation(s)`);
+      await Promise.all(evaluations);
+    }
   } catch (e) {
     failed = e;
   } finally {
     await judge?.close();
+    await Promise.all(evaluations);
     const reason = failed ? 'coordinator failed' : preempted ? `preempted by ${preempted} at round ${coord.round}` : 'run finished';
     await coord.close(reason, failed ? (failed as Error) : undefined, { resumes: !!preempted });
     await local?.stop();
@@ -218,7 +225,7 @@ export async function run(o: CliOptions, explicit: Set<string>, ctx: RunContext 
   if (failed) throw failed;
   if (preempted) {
     log(`preempted: checkpoint at round ${coord.round} in ${summary.checkpoint as string}; the run resumes from it (--resume ${out})`);
-    ctx.onPreempted?.(log);
+    ctx.onPreempted?.(preempted, log);
     return EXIT_RESUMABLE;
   }
   log(`done: ${coord.round} rounds, ${coord.epoch} epochs in ${(summary.seconds as number).toFixed(0)} s`);

@@ -59,7 +59,9 @@ export function coordinatorOptions(o: CliOptions, explicit: Set<string>, plan: L
   const options: CliOptions = {
     ...o,
     workers: explicit.has('workers') ? o.workers : workers,
-    minWorkers: explicit.has('minWorkers') ? o.minWorkers : Math.max(1, plan.minWorldSize - 1),
+    // As the coordinator's own default, training goes on with one worker (restarted pods rejoin);
+    // an elastic range (PET_NNODES=MIN:MAX) says how few it may go down to.
+    minWorkers: explicit.has('minWorkers') ? o.minWorkers : plan.minWorldSize < plan.worldSize ? Math.max(1, plan.minWorldSize - 1) : 1,
     host: explicit.has('host') ? o.host : '0.0.0.0',
     port: explicit.has('port') ? o.port : plan.port,
     out,
@@ -97,7 +99,8 @@ export async function run(argv: string[], env: Env): Promise<number> {
     if (token) process.env.GAN_DDP_TOKEN = token;
     return runCoordinator(options, given, {
       preemptSignals: ['SIGUSR1', 'SIGTERM'],
-      onPreempted: (log) => requeue(env, log),
+      // SIGTERM is how SLURM cancels a job or ends it at its time limit: only USR1, its warning, requeues.
+      onPreempted: (sig, log) => sig === 'SIGUSR1' && requeue(env, log),
     });
   }
 

@@ -45,8 +45,11 @@ process.on('message', (req: JudgeRequest) => {
     }
   }, () => {});
 });
-// The coordinator closing the channel (or exiting) ends this process.
+// The coordinator closing the channel (or exiting) ends this process, nothing else: signals sent
+// to a whole job or process group (SLURM's USR1 warning, Ctrl-C, a pod's SIGTERM) are the
+// coordinator's to act on. A USR1 without a listener would also open Node's inspector.
 process.on('disconnect', () => process.exit(0));
+for (const sig of ['SIGUSR1', 'SIGINT', 'SIGTERM'] as const) process.on(sig, () => {});
 
 ready.catch((e) => {
   const code = (e as { code?: string }).code;

@@ -3,6 +3,8 @@ import { describe, expect, it } from 'vitest';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type Env, expandHostList, launchPlan, launchToken, slurmPort } from '../cli/cluster-env.js';
+import type { CliOptions } from '../cli/coordinator.js';
+import { coordinatorOptions, program } from '../cli/launch.js';
 import { tempDir } from './helpers.js';
 
 const argsError = (env: Env, message: RegExp) => {
@@ -134,5 +136,27 @@ describe('the token', () => {
     expect(() => launchToken({ GAN_DDP_TOKEN_FILE: join(dir, 'none') })).toThrow(/GAN_DDP_TOKEN_FILE=.*none: ENOENT/);
     expect(() => launchToken({ GAN_DDP_TOKEN_FILE: empty })).toThrow(/GAN_DDP_TOKEN_FILE=.* is empty/);
     expect(() => launchToken({ GAN_DDP_TOKEN_FILE: file, GAN_DDP_TOKEN: 'b' })).toThrow(/both set and differ/);
+  });
+});
+
+describe('the coordinator\'s options under launch', () => {
+  const optionsFor = (argv: string[], env: Env) => {
+    const cmd = program();
+    cmd.parse(['node', 'launch', ...argv]);
+    const explicit = new Set(Object.keys(cmd.opts()).filter((k) => cmd.getOptionValueSource(k) === 'cli'));
+    return coordinatorOptions(cmd.opts<CliOptions>(), explicit, launchPlan(env)).options;
+  };
+
+  it('workers from the world, training on down to one worker unless an elastic range says otherwise, on all interfaces', () => {
+    const out = tempDir();
+    expect(optionsFor(['--out', out], { GAN_DDP_RANK: '0', GAN_DDP_WORLD_SIZE: '5' })).toMatchObject({ workers: 4, minWorkers: 1, host: '0.0.0.0', port: 8765, out, resume: undefined });
+    expect(optionsFor(['--out', out], { PET_NODE_RANK: '0', PET_NNODES: '3:5', PET_MASTER_ADDR: 'm' })).toMatchObject({ workers: 4, minWorkers: 2 });
+    expect(optionsFor(['--out', out, '--min-workers', '3', '--port', '9000'], { RANK: '0', WORLD_SIZE: '5', MASTER_ADDR: 'm' })).toMatchObject({ minWorkers: 3, port: 9000 });
+    expect(optionsFor([], { SLURM_PROCID: '0', SLURM_NTASKS: '3', SLURM_JOB_NODELIST: 'n1', SLURM_JOB_ID: '77' })).toMatchObject({ out: join('runs', 'job-77'), port: 20077 });
+  });
+
+  it('refuses more workers than the job has tasks, and a run directory it cannot find again', () => {
+    expect(() => optionsFor(['--workers', '5', '--out', tempDir()], { GAN_DDP_RANK: '0', GAN_DDP_WORLD_SIZE: '5' })).toThrow(/--workers 5 is more than the job's 4 worker tasks/);
+    expect(() => optionsFor([], { GAN_DDP_RANK: '0', GAN_DDP_WORLD_SIZE: '5' })).toThrow(/launch needs --out/);
   });
 });

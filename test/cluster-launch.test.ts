@@ -84,7 +84,11 @@ describe('launch on one host', () => {
       if (preempt) {
         // Mid-epoch, with no periodic checkpoint: only the preemption's checkpoint can make the resume exact.
         await waitUntil(() => metricsOf(out).length >= 13, 60_000, 'round 13', 5);
+        // The workers are held while the signal lands, so the run cannot race past its end.
+        for (const w of workers) w.pause();
         first.signal('SIGTERM');
+        await first.waitFor(/SIGTERM: preempted/, 10_000);
+        for (const w of workers) w.resume();
         expect((await first.waitExit(30_000)).code).toBe(75);
         expect(first.output).toMatch(/SIGTERM: preempted; stopping at the end of this round, checkpointing/);
         const saved = loadCheckpoint(out);

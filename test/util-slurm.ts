@@ -97,9 +97,13 @@ export class SlurmCluster {
     await waitUntil(() => spawnSync('sh', ['-c', 'munge -n | unmunge'], { stdio: 'ignore' }).status === 0, 10_000, 'munged', 100);
   }
 
+  private readonly jobs: string[] = [];
+
   /** Submit a batch script; resolves to the job id. */
   sbatch(args: string[], env: Record<string, string> = {}): string {
-    return run('sbatch', ['--parsable', ...args], { ...this.env, ...env }).trim().split(';')[0]!;
+    const job = run('sbatch', ['--parsable', ...args], { ...this.env, ...env }).trim().split(';')[0]!;
+    this.jobs.push(job);
+    return job;
   }
 
   state(job: string): string {
@@ -127,6 +131,8 @@ export class SlurmCluster {
 
   /** Stop the daemons (and munged, if this cluster started it). */
   stop(): void {
+    // Jobs of a failed test must not go on using the machine.
+    if (this.jobs.length) spawnSync('scancel', ['--full', ...this.jobs], { env: this.env, stdio: 'ignore', timeout: 20_000 });
     spawnSync('scontrol', ['shutdown'], { env: this.env, stdio: 'ignore', timeout: 20_000 });
     for (const f of ['slurmctld.pid', 'slurmd.pid']) killPidFile(join(this.dir, f));
     if (this.startedMunge) killPidFile('/run/munge/munged.pid');

@@ -119,6 +119,7 @@ export class WorkerClient {
         if (outcome.retryAfterMs !== undefined && outcome.retryAfterMs > 0) {
           this.log(`coordinator asks this worker to wait: ${outcome.message}`);
           await new Promise((r) => setTimeout(r, outcome.retryAfterMs));
+          if (this.stopped) return;
           since = Date.now();
           continue;
         }
@@ -133,6 +134,8 @@ export class WorkerClient {
         const wait = Math.min(delay, timeout - (Date.now() - since));
         this.log(`connection lost (${outcome.message}); retrying in ${wait} ms`);
         await new Promise((r) => setTimeout(r, wait));
+        // Stopped while it waited (SIGTERM): no reconnecting.
+        if (this.stopped) return;
         delay = Math.min(delay * 2, 5000);
       }
     } finally {
