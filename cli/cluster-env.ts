@@ -152,6 +152,8 @@ export function slurmPort(jobId: string): number {
 
 interface Found {
   source: string;
+  /** The variables that would name the world size and rank 0's address, for the error that asks for them. */
+  asks: { worldSize: string; address: string };
   rank?: Read<number>;
   worldSize?: Read<number>;
   minWorldSize?: number;
@@ -169,7 +171,7 @@ const SCHEDULERS: ((env: Env) => Found | null)[] = [
     if (!rank) return null;
     const worldSize = whole(env, 'WORLD_SIZE', 1);
     const addr = text(env, 'MASTER_ADDR');
-    return { source: 'PyTorch (RANK, WORLD_SIZE, MASTER_ADDR)', rank, worldSize: worldSize ?? undefined, coordinator: addr ?? undefined, port: port(env, 'MASTER_PORT') ?? undefined, localRank: whole(env, 'LOCAL_RANK')?.value };
+    return { source: 'PyTorch (RANK, WORLD_SIZE, MASTER_ADDR)', asks: { worldSize: 'WORLD_SIZE', address: 'MASTER_ADDR' }, rank, worldSize: worldSize ?? undefined, coordinator: addr ?? undefined, port: port(env, 'MASTER_PORT') ?? undefined, localRank: whole(env, 'LOCAL_RANK')?.value };
   },
   function torchelastic(env) {
     const rank = whole(env, 'PET_NODE_RANK');
@@ -186,7 +188,7 @@ const SCHEDULERS: ((env: Env) => Found | null)[] = [
       worldSize = { value: hi, name: 'PET_NNODES' };
       minWorldSize = lo;
     }
-    return { source: 'torchelastic (PET_NODE_RANK, PET_NNODES, PET_MASTER_ADDR)', rank, worldSize, minWorldSize, coordinator: text(env, 'PET_MASTER_ADDR') ?? undefined, port: port(env, 'PET_MASTER_PORT') ?? undefined };
+    return { source: 'torchelastic (PET_NODE_RANK, PET_NNODES, PET_MASTER_ADDR)', asks: { worldSize: 'PET_NNODES', address: 'PET_MASTER_ADDR' }, rank, worldSize, minWorldSize, coordinator: text(env, 'PET_MASTER_ADDR') ?? undefined, port: port(env, 'PET_MASTER_PORT') ?? undefined };
   },
   function slurm(env) {
     const rank = whole(env, 'SLURM_PROCID');
@@ -196,7 +198,7 @@ const SCHEDULERS: ((env: Env) => Found | null)[] = [
     const jobId = text(env, 'SLURM_JOB_ID')?.value;
     const cpus = whole(env, 'SLURM_CPUS_PER_TASK', 1)?.value;
     return {
-      source: 'SLURM (SLURM_PROCID, SLURM_NTASKS, node list)', rank, worldSize,
+      source: 'SLURM (SLURM_PROCID, SLURM_NTASKS, node list)', asks: { worldSize: 'SLURM_NTASKS', address: 'SLURM_JOB_NODELIST' }, rank, worldSize,
       coordinator: listVar ? { value: expandHostList(listVar.value)[0]!, name: listVar.name } : undefined,
       port: jobId ? { value: slurmPort(jobId), name: 'SLURM_JOB_ID' } : undefined,
       localRank: whole(env, 'SLURM_LOCALID')?.value, jobId, cpus,
@@ -216,7 +218,11 @@ const SCHEDULERS: ((env: Env) => Found | null)[] = [
       }
       coordinator = { value: `${host.value.slice(0, -suffix.length)}-0.${service.value}`, name: `${host.name} and GAN_DDP_SERVICE` };
     }
-    return { source: 'a Kubernetes Indexed Job (JOB_COMPLETION_INDEX)', rank, coordinator };
+    return {
+      source: 'a Kubernetes Indexed Job (JOB_COMPLETION_INDEX)',
+      asks: { worldSize: 'GAN_DDP_WORLD_SIZE (the Job\'s completions)', address: 'GAN_DDP_SERVICE (the headless Service) or GAN_DDP_COORDINATOR' },
+      rank, coordinator,
+    };
   },
 ];
 
@@ -227,7 +233,7 @@ const SCHEDULERS: ((env: Env) => Found | null)[] = [
 export function launchPlan(env: Env): LaunchPlan {
   const role = text(env, 'GAN_DDP_ROLE');
   if (role && role.value !== 'coordinator' && role.value !== 'worker') throw problem(`GAN_DDP_ROLE=${role.value}: expected coordinator or worker`);
-  const own: Found = { source: 'GAN_DDP_* variables' };
+  const own: Found = { source: 'GAN_DDP_* variables', asks: { worldSize: 'GAN_DDP_WORLD_SIZE', address: 'GAN_DDP_COORDINATOR' } };
   own.rank = whole(env, 'GAN_DDP_RANK') ?? undefined;
   own.worldSize = whole(env, 'GAN_DDP_WORLD_SIZE', 1) ?? undefined;
   const coord = hostPort(env, 'GAN_DDP_COORDINATOR');
@@ -252,14 +258,11 @@ export function launchPlan(env: Env): LaunchPlan {
   if (role && rank && (rank.value === 0) !== (roleOf === 'coordinator')) {
     throw problem(`GAN_DDP_ROLE=${role.value} contradicts ${rank.name}=${rank.value} (rank 0 is the coordinator)`);
   }
-  if (!worldSize) {
-    const hint = sched?.source.startsWith('a Kubernetes') ? ' (the Job\'s completions)' : '';
-    throw problem(`${rank?.name ?? 'GAN_DDP_ROLE'} is set but the world size is not: set ${sched && !sched.source.startsWith('a Kubernetes') ? worldSizeVar(sched) : 'GAN_DDP_WORLD_SIZE'}${hint}`);
-  }
+  if (!worldSize) throw problem(`${rank?.name ?? 'GAN_DDP_ROLE'} is set but the world size is not: set ${(sched ?? own).asks.worldSize}`);
   if (worldSize.value < 2) throw problem(`${worldSize.name}=${worldSize.value}: a run needs a coordinator and at least one worker (2 tasks)`);
   if (rank && rank.value >= worldSize.value) throw problem(`${rank.name}=${rank.value} is not below ${worldSize.name}=${worldSize.value}`);
   if (!coordinator && roleOf === 'worker') {
-    throw problem(`this worker has no coordinator address: set ${sched ? addressVar(sched) : 'GAN_DDP_COORDINATOR'}`);
+    throw problem(`this worker has no coordinator address: set ${(sched ?? own).asks.address}`);
   }
   const minWorldSize = own.worldSize ? worldSize.value : (sched?.minWorldSize ?? worldSize.value);
   return {
@@ -275,15 +278,6 @@ export function launchPlan(env: Env): LaunchPlan {
     source: own.rank || own.worldSize || role ? (sched ? `GAN_DDP_* variables and ${sched.source}` : 'GAN_DDP_* variables') : sched!.source,
     from: { rank: rank?.name ?? role!.name, worldSize: worldSize.name, coordinator: coordinator?.name ?? 'this host', port: thePort.name },
   };
-}
-
-function worldSizeVar(p: Found): string {
-  return p.source.startsWith('PyTorch') ? 'WORLD_SIZE' : p.source.startsWith('torchelastic') ? 'PET_NNODES' : p.source.startsWith('SLURM') ? 'SLURM_NTASKS' : 'GAN_DDP_WORLD_SIZE';
-}
-
-function addressVar(p: Found): string {
-  return p.source.startsWith('PyTorch') ? 'MASTER_ADDR' : p.source.startsWith('torchelastic') ? 'PET_MASTER_ADDR'
-    : p.source.startsWith('SLURM') ? 'SLURM_JOB_NODELIST' : 'GAN_DDP_SERVICE (the headless Service) or GAN_DDP_COORDINATOR';
 }
 
 /** The value deploy/k8s/secret.yaml ships with, refused so that no run is protected by a published token. */

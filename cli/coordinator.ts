@@ -205,7 +205,7 @@ export async function run(o: CliOptions, explicit: Set<string>, ctx: RunContext 
   try {
     await coord.train();
     // A preemption signal that came after the last round stops nothing: the run is done.
-    if (coord.epoch >= config.epochs || (config.maxRounds > 0 && coord.round >= config.maxRounds)) preempted = null;
+    if (coord.complete) preempted = null;
     // The last evaluations belong to a finished run: recorded before it closes. A preempted run
     // has a deadline to meet, so its pending evaluations are dropped (they run again on resume).
     if (!preempted) {

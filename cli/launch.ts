@@ -19,6 +19,7 @@ import { type CliOptions, program as coordinatorProgram, run as runCoordinator }
 import { run as runWorker } from './worker.js';
 import { die, isMain } from './args.js';
 import { type Env, type LaunchPlan, launchPlan, launchToken } from './cluster-env.js';
+import { CHECKPOINT_FILE } from '../coordinator/checkpoint.js';
 import { GanError } from '../shared/wire/errors.js';
 
 /** How long a worker waits for its coordinator (it may start later, or be restarting), unless GAN_DDP_CONNECT_TIMEOUT says otherwise. */
@@ -63,21 +64,26 @@ export function coordinatorOptions(o: CliOptions, explicit: Set<string>, plan: L
     // an elastic range (PET_NNODES=MIN:MAX) says how few it may go down to.
     minWorkers: explicit.has('minWorkers') ? o.minWorkers : plan.minWorldSize < plan.worldSize ? Math.max(1, plan.minWorldSize - 1) : 1,
     host: explicit.has('host') ? o.host : '0.0.0.0',
-    port: explicit.has('port') ? o.port : plan.port,
+    port: listenPort(o, explicit, plan),
     out,
     token: undefined,
     spawn: false,
-    resume: existsSync(join(out, 'checkpoint.bin')) ? out : undefined,
+    resume: existsSync(join(out, CHECKPOINT_FILE)) ? out : undefined,
   };
   if (options.minWorkers > options.workers) throw new GanError('E_ARGS', `--min-workers ${options.minWorkers} is above the ${options.workers} workers of this job`);
   // On resume only these may differ from the checkpoint's config; the job's shape sets them every time.
   return { options, explicit: new Set([...explicit, 'workers', 'minWorkers']) };
 }
 
+/** The coordinator's port: --port when given (every task sees the same flags), else the scheduler's. */
+function listenPort(o: CliOptions, explicit: Set<string>, plan: LaunchPlan): number {
+  return explicit.has('port') ? o.port : plan.port;
+}
+
 /** Where a worker finds its coordinator. */
-export function coordinatorUrl(plan: LaunchPlan, o: CliOptions, explicit: Set<string>): string {
+function coordinatorUrl(plan: LaunchPlan, o: CliOptions, explicit: Set<string>): string {
   const host = plan.coordinator.includes(':') && !plan.coordinator.startsWith('[') ? `[${plan.coordinator}]` : plan.coordinator;
-  return `${o.tlsCert ? 'wss' : 'ws'}://${host}:${explicit.has('port') ? o.port : plan.port}`;
+  return `${o.tlsCert ? 'wss' : 'ws'}://${host}:${listenPort(o, explicit, plan)}`;
 }
 
 export async function run(argv: string[], env: Env): Promise<number> {
@@ -91,7 +97,7 @@ export async function run(argv: string[], env: Env): Promise<number> {
   const plan = launchPlan(env);
   const token = launchToken(env);
   const say = (s: string) => process.stderr.write(`launch: ${s}\n`);
-  say(`${plan.role}${plan.rank !== null ? ` (rank ${plan.rank} of ${plan.worldSize})` : ` (world ${plan.worldSize})`} from ${plan.source}; coordinator ${plan.coordinator}:${explicit.has('port') ? o.port : plan.port}`);
+  say(`${plan.role}${plan.rank !== null ? ` (rank ${plan.rank} of ${plan.worldSize})` : ` (world ${plan.worldSize})`} from ${plan.source}; coordinator ${plan.coordinator}:${listenPort(o, explicit, plan)}`);
 
   if (plan.role === 'coordinator') {
     const { options, explicit: given } = coordinatorOptions(o, explicit, plan);

@@ -141,6 +141,11 @@ export class Coordinator {
     if (this.opts.dashboard !== false) this.hub = new ObserverHub({ token: this.opts.token, model: cfg.model, runs: [this.view], log: this.log });
   }
 
+  /** Every epoch (or --max-rounds) is done: nothing is left to train. */
+  get complete(): boolean {
+    return this.epoch >= this.cfg.epochs || (this.cfg.maxRounds > 0 && this.round >= this.cfg.maxRounds);
+  }
+
   /** Run until the epochs (or --max-rounds) are done, or a stop is requested. */
   async train(): Promise<void> {
     try {
@@ -158,7 +163,7 @@ export class Coordinator {
     await this.waitForWorkers();
     this.log(`training ${cfg.model.kind}: ${this.data.n} samples, ${cfg.workers} workers x batch ${cfg.batchSize} = global batch ${cfg.workers * cfg.batchSize}, ${cfg.epochs} epochs`);
     if (this.view) this.view.data.status.state = 'training';
-    while (this.epoch < cfg.epochs && !(cfg.maxRounds > 0 && this.round >= cfg.maxRounds) && !this.stopping) {
+    while (!this.complete && !this.stopping) {
       await this.waitForWorkers();
       if (this.stopping) break;
       const bytes0 = this.pool.bytes;

@@ -5,7 +5,7 @@
  * coordinator's rounds go on. It shares nothing with the coordinator but the IPC channel.
  *
  * Messages (structured clone over IPC): in `{ id, model, weights, samples, seed }`; out
- * `{ k: 'log', line }`, `{ k: 'ready' }`, `{ k: 'result', id, result }` or `{ k: 'error', id?, message }`.
+ * `{ k: 'log', line }`, `{ k: 'result', id, result }` or `{ k: 'error', id?, message }`.
  */
 import { initBackend, type BackendName } from '../shared/backend/choose.js';
 import { loadMnist } from '../shared/data/mnist.js';
@@ -28,9 +28,7 @@ const ready = (async () => {
   const backend = (process.env.GAN_DDP_JUDGE_BACKEND || 'auto') as BackendName;
   // One thread: the judge shares the host with the run it judges.
   await initBackend(backend, { threads: 1, log });
-  const evaluator = await makeEvaluator(loadMnist(data), log);
-  send({ k: 'ready' });
-  return evaluator;
+  return makeEvaluator(loadMnist(data), log);
 })();
 
 // Listening from the start: requests sent while the classifier is still training wait their turn.

@@ -21,7 +21,7 @@ export interface JudgeOptions {
   log: (line: string) => void;
 }
 
-type Reply = { k: 'log'; line: string } | { k: 'ready' } | { k: 'result'; id: number; result: EvalResult } | { k: 'error'; id?: number; message: string };
+type Reply = { k: 'log'; line: string } | { k: 'result'; id: number; result: EvalResult } | { k: 'error'; id?: number; message: string };
 
 /** The compiled judge-process.js, also when this module runs from its TypeScript source (tests). */
 function entry(): string {
@@ -35,8 +35,6 @@ export class RemoteJudge {
   private readonly waiting = new Map<number, { resolve: (r: EvalResult) => void; reject: (e: Error) => void }>();
   private nextId = 0;
   private failure: Error | null = null;
-  /** Resolves when the classifier is ready (or the judge has failed). */
-  readonly ready: Promise<void>;
 
   constructor(o: JudgeOptions) {
     this.child = fork(entry(), [], {
@@ -49,20 +47,14 @@ export class RemoteJudge {
     this.child.stderr!.on('data', (s: string) => {
       for (const line of s.split('\n')) if (line.trim()) o.log(`judge: ${line}`);
     });
-    let readyNow: () => void = () => {};
-    this.ready = new Promise((r) => (readyNow = r));
     this.child.on('message', (m: Reply) => {
       if (m.k === 'log') o.log(m.line);
-      else if (m.k === 'ready') readyNow();
       else if (m.k === 'result') this.settle(m.id, null, m.result);
       else if (m.id !== undefined) this.settle(m.id, new Error(m.message));
       else this.fail(new Error(m.message));
     });
     this.child.on('error', (e) => this.fail(e));
-    this.child.on('exit', (code, signal) => {
-      this.fail(new Error(`the judge process exited (${signal ?? `code ${code}`})`));
-      readyNow();
-    });
+    this.child.on('exit', (code, signal) => this.fail(new Error(`the judge process exited (${signal ?? `code ${code}`})`)));
   }
 
   /** Score `weights` (copied now: the run goes on changing its own) with `samples` samples. */

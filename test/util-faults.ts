@@ -17,6 +17,7 @@ import type { TrainConfig } from '../coordinator/config.js';
 import type { Dataset } from '../shared/data/mnist.js';
 import { encodeIdx } from '../shared/data/mnist.js';
 import type { Net } from '../shared/compute/model.js';
+import type { TrainState } from '../coordinator/checkpoint.js';
 import { afterEach, expect } from 'vitest';
 import { tempDir, useWasm } from './helpers.js';
 
@@ -439,6 +440,22 @@ export function faultHarness(): { cluster: (...args: Parameters<typeof FaultClus
 }
 
 /** Every one of `count` epochs used each of its `n` samples exactly once. */
+export const sameBytes = (a: Float32Array, b: Float32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
+
+/**
+ * Two runs' checkpoints hold the same training state, bit for bit: the round, both nets, both Adam
+ * states, the moving average of G (which both must keep) and the current epoch's use of each sample.
+ */
+export function expectSameState(a: TrainState, b: TrainState): void {
+  expect(b.round).toBe(a.round);
+  for (const net of ['D', 'G'] as const) {
+    expect(sameBytes(a.weights[net], b.weights[net]), `${net} weights`).toBe(true);
+    expect(sameBytes(a.adam[net].m, b.adam[net].m) && sameBytes(a.adam[net].v, b.adam[net].v), `${net} Adam moments`).toBe(true);
+  }
+  expect(!!(a.emaG && b.emaG && sameBytes(a.emaG, b.emaG)), 'moving average of G').toBe(true);
+  expect(Buffer.from(a.epochUses).equals(Buffer.from(b.epochUses)), 'epoch sample use').toBe(true);
+}
+
 export function expectEveryEpochExact(epochs: EpochAccount[], n: number, count: number): void {
   expect(epochs).toHaveLength(count);
   for (const e of epochs) expect(e).toMatchObject({ samples: n, usedOnce: n, missing: 0, duplicated: 0 });
