@@ -7,7 +7,17 @@ import * as tf from '@tensorflow/tfjs-core';
 // Registers the gradient functions (tfjs-core alone ships them only as ES modules).
 import '@tensorflow/tfjs';
 import { GanError } from '../wire/errors.js';
-import { type ModelConfig, type Net, type NetLayout, auxClasses, conditionDim, dTakesLabel, isConditional, isProjection, matchingAware, netLayout } from './model.js';
+import { type ModelConfig, type Net, type NetLayout, auxClasses, conditionDim, dTakesLabel, isConditional, isProjection, matchingAware, netLayout, r1Weight } from './model.js';
+
+// The R1 penalty differentiates D's gradient, and LeakyReLU's gradient selects with Greater, for
+// which TensorFlow.js registers no gradient. A comparison is piecewise constant: its gradient is 0.
+if (!tf.getGradient('Greater')) {
+  tf.registerGradient({
+    kernelName: 'Greater',
+    inputsToSave: ['a', 'b'],
+    gradFunc: (_dy, saved) => ({ a: () => tf.zerosLike(saved[0]!), b: () => tf.zerosLike(saved[1]!) }),
+  });
+}
 
 /** What one worker computes on for one phase. Every array is row-major, n rows. */
 export interface Batch {
@@ -173,12 +183,24 @@ export class GanModel {
       const { value, grads } = tf.valueAndGrads((...w: tf.Tensor[]) => {
         const { loss, p } = this.dLoss(this.dForward(w, x, c2, masks), target, c2);
         kept.push(tf.keep(tf.mean(p.slice([0, 0], [n, 1]))), tf.keep(tf.mean(p.slice([n, 0], [n, 1]))));
-        return tf.mul(loss, 2) as tf.Scalar;
+        const total = tf.mul(loss, 2) as tf.Scalar;
+        return r1Weight(this.cfg) > 0 ? (tf.add(total, this.r1Penalty(w, real, cond, mReal)) as tf.Scalar) : total;
       })(this.weights.D);
       kept.push(tf.keep(value));
       return grads;
     });
     return this.finish('D', grads, kept);
+  }
+
+  /**
+   * R1 (Mescheder et al. 2018): gamma/2 times the mean over the real rows of |d logit / d x|^2.
+   * It pushes D's surface flat around the real digits, so D cannot win by sharp boundaries that
+   * give G no useful direction. A per-row mean, so workers' shares still average to the union's.
+   */
+  private r1Penalty(w: tf.Tensor[], real: Tensor2D, cond: Tensor2D | null, masks: Tensor2D[] | null): tf.Scalar {
+    const n = real.shape[0];
+    const dx = tf.grad((x: tf.Tensor) => tf.sum(this.dForward(w, x as Tensor2D, cond, masks).slice([0, 0], [n, 1])))(real);
+    return tf.mul(tf.mean(tf.sum(tf.square(dx), 1)), r1Weight(this.cfg) / 2) as tf.Scalar;
   }
 
   /**

@@ -44,6 +44,11 @@ export interface ModelConfig {
    * label, as fake. Absent means off.
    */
   matchingAware?: boolean;
+  /**
+   * Weight gamma of the R1 penalty (Mescheder et al. 2018): D's loss gains gamma/2 times the mean
+   * squared norm of the gradient of D's logit w.r.t. each real image. Absent or 0 means off.
+   */
+  r1?: number;
 }
 
 export type DLabel = 'concat' | 'projection';
@@ -134,6 +139,11 @@ export function matchingAware(cfg: ModelConfig): boolean {
   return cfg.kind === 'cgan' && cfg.matchingAware === true;
 }
 
+/** The R1 penalty's weight gamma (0: off). */
+export function r1Weight(cfg: ModelConfig): number {
+  return cfg.r1 ?? 0;
+}
+
 /**
  * What the handshake compares: model kind, every parameter shape in order, and what else changes
  * the gradients a worker computes (a matching-aware D), so a build that would ignore it is refused
@@ -144,7 +154,8 @@ export function modelSignature(cfg: ModelConfig): string {
   const d = netLayout(cfg, 'D');
   const shapes = (l: NetLayout) => l.params.map((p) => p.shape.join('x')).join(',');
   const ma = matchingAware(cfg) ? ';matching-aware' : '';
-  return `${cfg.kind}${ma};G:${shapes(g)};D:${shapes(d)}`;
+  const r1 = r1Weight(cfg) > 0 ? `;r1=${r1Weight(cfg)}` : '';
+  return `${cfg.kind}${ma}${r1};G:${shapes(g)};D:${shapes(d)}`;
 }
 
 /**
@@ -182,6 +193,7 @@ export function modelConfigProblem(x: unknown): string | null {
   if (typeof m.leak !== 'number' || !Number.isFinite(m.leak)) return 'leak must be a finite number';
   if (m.dLabel !== undefined && !D_LABELS.includes(m.dLabel as DLabel)) return `dLabel must be one of ${D_LABELS.join(', ')}`;
   if (m.matchingAware !== undefined && typeof m.matchingAware !== 'boolean') return 'matchingAware must be true or false';
+  if (m.r1 !== undefined && !(typeof m.r1 === 'number' && m.r1 >= 0 && m.r1 <= 1e6)) return 'r1 must be a number from 0 to 1e6';
   const cfg = m as unknown as ModelConfig;
   const params = netLayout(cfg, 'G').total + netLayout(cfg, 'D').total;
   if (params > MODEL_LIMITS.maxParams) return `${params} parameters is above the limit of ${MODEL_LIMITS.maxParams}`;
