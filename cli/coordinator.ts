@@ -26,7 +26,7 @@ export interface CliOptions {
   workers: number; minWorkers: number; spawn: boolean; host: string; port: number; out?: string; resume?: string;
   data?: string; model: ModelKind; recipe: Recipe; epochs?: number; maxRounds: number; batchSize?: number;
   lr?: number; lrD?: number; lrG?: number; beta1: number; beta2: number; eps: number;
-  gHidden: number[]; dHidden: number[]; noiseDim: number; dropout?: number; leak: number; seed: number;
+  gHidden: number[]; dHidden: number[]; noiseDim: number; dropout?: number; r1?: number; leak: number; seed: number;
   checkpointEvery: number; roundTimeout: number; fp16: boolean; token?: string; insecure: boolean;
   tlsCert?: string; tlsKey?: string; relay: RelayPolicy; backend: BackendName; threads?: number; evalEvery: number; heartbeat: number; ema?: number;
 }
@@ -57,6 +57,7 @@ export function program(): Command {
     .option('--d-hidden <widths>', 'discriminator hidden layer widths', listArg, m.dHidden)
     .option('--noise-dim <n>', 'size of the noise vector z', intArg(1, 4096), m.noiseDim)
     .option('--dropout <p>', `dropout rate after each hidden layer of D, 0 turns it off (default per model: ${perKind('dropout')})`, floatArg(0, 0.95))
+    .option('--r1 <gamma>', `weight of D's R1 penalty on real digits (Mescheder et al. 2018), 0 turns it off (default per model: ${perKind('r1')})`, floatArg(0, 1e6))
     .option('--leak <x>', 'LeakyReLU negative slope', floatArg(0, 1), m.leak)
     .option('--seed <n>', 'seed for data order, noise, dropout and initial weights', intArg(0, 2 ** 32 - 1), d.seed)
     .option('--checkpoint-every <n>', 'checkpoint every N rounds (0: only at the end and on SIGINT/SIGTERM)', intArg(0), d.checkpointEvery)
@@ -83,10 +84,13 @@ function perKind(key: keyof typeof kindDefaults.gan): string {
 /** The run's configuration: each flag given, else the recipe's default for the model kind. */
 export function trainConfig(o: CliOptions): TrainConfig {
   const k = recipeDefaults(o.recipe ?? 'tuned', o.model);
+  const r1 = o.r1 ?? k.r1;
   return {
     model: {
       ...m, kind: o.model, gHidden: o.gHidden, dHidden: o.dHidden, noiseDim: o.noiseDim, dropout: o.dropout ?? k.dropout, leak: o.leak,
       ...(o.model === 'cgan' ? CGAN_D : {}),
+      // Absent when off, so a run without it has the model signature it always had.
+      ...(r1 > 0 ? { r1 } : {}),
     },
     seed: o.seed,
     workers: o.workers,

@@ -77,6 +77,8 @@ export interface KindDefaults {
   lrG: number;
   emaDecay: number;
   dropout: number;
+  /** Weight of D's R1 penalty (ModelConfig.r1; 0: none). */
+  r1: number;
 }
 
 /**
@@ -85,13 +87,13 @@ export interface KindDefaults {
  * average of G's weights.
  */
 export const kindDefaults: Record<ModelKind, KindDefaults> = {
-  gan: { epochs: 80, batchSize: 50, lrD: 5e-4, lrG: 1e-3, emaDecay: 0.999, dropout: 0.3 },
-  cgan: { epochs: 15, batchSize: 50, lrD: 1e-3, lrG: 2e-3, emaDecay: 0.999, dropout: 0 },
-  acgan: { epochs: 40, batchSize: 50, lrD: 5e-4, lrG: 1e-3, emaDecay: 0.999, dropout: 0.3 },
+  gan: { epochs: 33, batchSize: 50, lrD: 1e-3, lrG: 1e-3, emaDecay: 0.999, dropout: 0, r1: 10 },
+  cgan: { epochs: 15, batchSize: 50, lrD: 1e-3, lrG: 2e-3, emaDecay: 0.999, dropout: 0, r1: 0 },
+  acgan: { epochs: 40, batchSize: 50, lrD: 5e-4, lrG: 1e-3, emaDecay: 0.999, dropout: 0.3, r1: 0 },
 };
 
-/** The seed's own settings: batch 100, Adam at 2e-4 for both nets, 30 epochs, dropout 0.3, no moving average. */
-export const seedRecipe: KindDefaults = { epochs: 30, batchSize: 100, lrD: 2e-4, lrG: 2e-4, emaDecay: 0, dropout: 0.3 };
+/** The seed's own settings: batch 100, Adam at 2e-4 for both nets, 30 epochs, dropout 0.3, no moving average, no penalty. */
+export const seedRecipe: KindDefaults = { epochs: 30, batchSize: 100, lrD: 2e-4, lrG: 2e-4, emaDecay: 0, dropout: 0.3, r1: 0 };
 
 export const RECIPES = ['tuned', 'seed'] as const;
 export type Recipe = (typeof RECIPES)[number];

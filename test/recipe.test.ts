@@ -5,7 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { modelConfigProblem } from '../shared/compute/model.js';
+import { modelConfigProblem, modelSignature } from '../shared/compute/model.js';
 import { CGAN_D, defaultTrainConfig, kindDefaults, seedRecipe } from '../coordinator/config.js';
 import { evalDue, program, trainConfig, type CliOptions } from '../cli/coordinator.js';
 import { maxRelDiff, smallData, startCluster, tempDir, tinyConfig, tinyModel } from './helpers.js';
@@ -29,6 +29,7 @@ describe('per-kind defaults of the coordinator command', () => {
     const k = kindDefaults[kind];
     expect(c).toMatchObject({ epochs: k.epochs, batchSize: k.batchSize, lrD: k.lrD, lrG: k.lrG, emaDecay: k.emaDecay });
     expect(c.model.dropout).toBe(k.dropout);
+    expect(c.model.r1 ?? 0).toBe(k.r1);
     // Every new cgan run has the projection, matching-aware D; the other kinds carry neither field.
     if (kind === 'cgan') expect(c.model).toMatchObject({ dLabel: 'projection', matchingAware: true });
     else expect('dLabel' in c.model || 'matchingAware' in c.model).toBe(false);
@@ -43,6 +44,8 @@ describe('per-kind defaults of the coordinator command', () => {
     expect(c).toMatchObject({ epochs: 3, batchSize: 7, lrD: 1e-4, lrG: 3e-4, emaDecay: 0 });
     expect(c.model).toMatchObject({ dropout: 0.2, ...CGAN_D });
     expect(trainConfig(parse(['--model', 'acgan', '--lr', '1e-4']))).toMatchObject({ lrD: 1e-4, lrG: 1e-4, epochs: kindDefaults.acgan.epochs });
+    expect(trainConfig(parse(['--model', 'cgan', '--r1', '2'])).model.r1).toBe(2);
+    expect('r1' in trainConfig(parse(['--model', 'gan', '--r1', '0'])).model).toBe(false);
   });
 
   it('--recipe seed trains with the seed\'s settings whatever the kind; flags still win', () => {
@@ -51,7 +54,16 @@ describe('per-kind defaults of the coordinator command', () => {
       expect(c).toMatchObject({ epochs: 30, batchSize: 100, lrD: 2e-4, lrG: 2e-4, emaDecay: 0 });
       expect(c.model.dropout).toBe(0.3);
     }
-    expect(seedRecipe).toEqual({ epochs: 30, batchSize: 100, lrD: 2e-4, lrG: 2e-4, emaDecay: 0, dropout: 0.3 });
+    expect(seedRecipe).toEqual({ epochs: 30, batchSize: 100, lrD: 2e-4, lrG: 2e-4, emaDecay: 0, dropout: 0.3, r1: 0 });
+    // Everything that governs the seed recipe's arithmetic, written out: a new default elsewhere
+    // (a penalty, a rate, a field in the model signature) must not reach it.
+    const seedGan = trainConfig(parse(['--model', 'gan', '--recipe', 'seed']));
+    expect(seedGan).toEqual({
+      model: { kind: 'gan', noiseDim: 100, imageDim: 784, numClasses: 10, gHidden: [256, 512, 1024], dHidden: [1024, 512, 256], dropout: 0.3, leak: 0.2 },
+      seed: 1, workers: 4, minWorkers: 1, batchSize: 100, epochs: 30, maxRounds: 0, lrD: 2e-4, lrG: 2e-4, beta1: 0.5, beta2: 0.999, epsilon: 1e-8,
+      data: null, checkpointEvery: 50, roundTimeoutMs: 60_000, fp16: false, evalEvery: 0, emaDecay: 0,
+    });
+    expect(modelSignature(seedGan.model)).toBe('gan;G:100x256,256,256x512,512,512x1024,1024,1024x784,784;D:784x1024,1024,1024x512,512,512x256,256,256x1,1');
     expect(trainConfig(parse(['--recipe', 'seed', '--epochs', '2']))).toMatchObject({ epochs: 2, batchSize: 100 });
     expect(() => program().exitOverride().configureOutput({ writeErr: () => {} }).parse(['node', 'c', '--recipe', 'fast'])).toThrow(/Allowed choices are tuned, seed/);
   });
@@ -81,6 +93,22 @@ describe('each kind\'s defaults, end to end', () => {
     }
     for (const net of ['D', 'G'] as const) expect(coord.model.weights[net].every(Number.isFinite)).toBe(true);
   }, 120_000);
+});
+
+describe('npm run ablate', () => {
+  it('trains a recipe in one process with the trainer\'s modules and scores it as it goes', async () => {
+    requireDist();
+    const grid = join(tempDir(), 'grid.png');
+    const r = await runNode(dist.ablate, ['--rounds', '4', '--every', '2', '--batch', '40', '--samples', '100', '--r1', '10', '--threads', '1', '--grid', grid], { timeoutMs: 120_000 });
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    const rounds = r.stdout.split('\n').filter((l) => l.startsWith('round '));
+    expect(rounds.map((l) => l.split(' ')[1])).toEqual(['2', '4']);
+    for (const l of rounds) expect(l).toMatch(/FD \d+\.\d+ \(floor \d+\.\d+\) score \d\.\d+ digits \d+ KL .* \| latest G: FD \d/);
+    expect(readFileSync(grid).subarray(1, 4).toString()).toBe('PNG');
+    const bad = await runNode(dist.ablate, ['--r1', '-1'], { timeoutMs: 30_000 });
+    expect(bad.code).not.toBe(0);
+    expect(bad.stderr).toMatch(/r1/);
+  }, 150_000);
 });
 
 describe('data parallelism with the cgan discriminator', () => {

@@ -13,6 +13,7 @@ export const dist = {
   evaluate: join(repoRoot, 'dist', 'cli', 'evaluate.js'),
   dashboard: join(repoRoot, 'dist', 'cli', 'dashboard.js'),
   launch: join(repoRoot, 'dist', 'cli', 'launch.js'),
+  ablate: join(repoRoot, 'dist', 'scripts', 'ablate.js'),
 };
 
 /** The CLI tests run the compiled programs: `npm test` builds first. */
