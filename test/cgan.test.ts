@@ -7,7 +7,7 @@ import { digitBytes } from '../shared/data/digits.js';
 import { GanModel, wrongLabels } from '../shared/compute/gan.js';
 import { type SampleSource, buildBatch } from '../shared/compute/batch.js';
 import { initWeights, modelConfigProblem, modelSignature, netLayout } from '../shared/compute/model.js';
-import { smallData, startCluster, tinyConfig, tinyModel, useWasm } from './helpers.js';
+import { centralDifference, smallData, startCluster, tinyConfig, tinyModel, useWasm } from './helpers.js';
 
 /** The concat cGAN of older builds (no dLabel): the one-hot label beside D's input. */
 const cgan = { ...tinyModel, kind: 'cgan' as const };
@@ -134,12 +134,7 @@ describe('conditional GAN', () => {
     const last = m.d.params.at(-2)!;
     for (const k of [0, 1, 5, 10, 11 * 3 + 7]) {
       const i = last.offset + k;
-      const h = 1e-2;
-      const up = wD.slice();
-      up[i]! += h;
-      const down = wD.slice();
-      down[i]! -= h;
-      const fd = (lossAt(up) - lossAt(down)) / (2 * h);
+      const fd = centralDifference(lossAt, wD, i, 1e-2);
       expect(Math.abs(fd - r.grads[i]!)).toBeLessThan(2e-3 + 2e-2 * Math.abs(fd));
     }
     // G's loss adds the class cross-entropy of its fakes against the digits asked for.
@@ -244,12 +239,7 @@ describe('conditional GAN', () => {
     const r = m.dStep(b);
     expect(r.loss).toBeCloseTo(dLossAt(wD), 4);
     for (const i of [e.offset, e.offset + 3, e.offset + 7 * width + 5, m.d.params.at(-3)!.offset + 2, m.d.params.at(-2)!.offset]) {
-      const h = 1e-2;
-      const up = wD.slice();
-      up[i]! += h;
-      const down = wD.slice();
-      down[i]! -= h;
-      const fd = (dLossAt(up) - dLossAt(down)) / (2 * h);
+      const fd = centralDifference(dLossAt, wD, i, 1e-2);
       expect(Math.abs(fd - r.grads[i]!)).toBeLessThan(2e-3 + 2e-2 * Math.abs(fd));
     }
     // G's non-saturating loss goes through the same projection, with the digits asked for.

@@ -118,3 +118,12 @@ export function values(n: number, seed: number): Float32Array {
   }
   return out;
 }
+
+/** d f / d w[i] by central differences with step h, in double precision. */
+export function centralDifference(f: (w: Float32Array) => number, w: Float32Array, i: number, h: number): number {
+  const up = w.slice();
+  up[i]! += h;
+  const down = w.slice();
+  down[i]! -= h;
+  return (f(up) - f(down)) / (2 * h);
+}

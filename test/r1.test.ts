@@ -9,7 +9,7 @@ import { GanModel } from '../shared/compute/gan.js';
 import { buildBatch } from '../shared/compute/batch.js';
 import { initWeights, modelConfigProblem, modelSignature } from '../shared/compute/model.js';
 import { initBackend } from '../shared/backend/choose.js';
-import { maxRelDiff, smallData, startCluster, tinyConfig, tinyModel } from './helpers.js';
+import { centralDifference, maxRelDiff, smallData, startCluster, tinyConfig, tinyModel } from './helpers.js';
 
 const GAMMA = 10;
 const plain = { ...tinyModel, dropout: 0 };
@@ -91,12 +91,7 @@ describe('the R1 penalty', () => {
     for (const p of [layers[0]!, layers[1]!, layers[2]!, layers.at(-2)!, layers.at(-1)!]) {
       for (const k of [0, Math.floor(p.size / 2), p.size - 1]) {
         const i = p.offset + k;
-        const h = 1e-3;
-        const up = wD.slice();
-        up[i]! += h;
-        const down = wD.slice();
-        down[i]! -= h;
-        const fd = (penalty(up) - penalty(down)) / (2 * h);
+        const fd = centralDifference(penalty, wD, i, 1e-3);
         const got = withPenalty.grads[i]! - gradsWithout[i]!;
         expect(Math.abs(got - fd), `${p.name}[${k}]`).toBeLessThan(2e-4 + 2e-2 * Math.abs(fd));
       }
