@@ -100,6 +100,28 @@ describe('the R1 penalty', () => {
     b.dispose();
   });
 
+  it.each([
+    ['acgan', { ...plain, kind: 'acgan' as const }],
+    ['cgan (projection, matching-aware)', { ...plain, kind: 'cgan' as const, dLabel: 'projection' as const, matchingAware: true }],
+  ])('applies to the %s discriminator too: the same penalty on its real/fake logit', async (_name, model) => {
+    await initBackend('native', { log: () => {} });
+    const a = new GanModel(model);
+    const b = new GanModel({ ...model, r1: GAMMA });
+    for (const m of [a, b]) {
+      m.setWeights('G', initWeights(a.g, 6));
+      m.setWeights('D', initWeights(a.d, 6));
+    }
+    const data = smallData(4);
+    const src = { image: (id: number) => data.images.subarray(id * 784, id * 784 + 784), label: (id: number) => data.labels[id]! };
+    const batch = buildBatch(model, { seed: 4, epoch: 0, phase: 'D' }, [0, 1, 2, 3], src);
+    const without = a.dStep(batch).loss;
+    const withPenalty = b.dStep(batch);
+    expect(withPenalty.loss - without).toBeGreaterThan(1e-4);
+    expect(withPenalty.grads.every(Number.isFinite)).toBe(true);
+    a.dispose();
+    b.dispose();
+  });
+
   it('keeps data parallelism: two workers at batch b/2 give the weights of one worker at batch b; the same seed the same bits', async () => {
     const data = smallData(200);
     const run = async (workers: number) => (await startCluster(tinyConfig({ model: withR1, workers, batchSize: 20 / workers, maxRounds: 5 }), data)).finish();

@@ -178,13 +178,14 @@ export class GanModel {
       const mReal = this.masks(n, b.masksReal);
       const mFake = this.masks(n, b.masksFake);
       const masks = mReal && mFake ? mReal.map((m, i) => tf.concat2d([m, mFake[i]!], 0)) : null;
-      if (matchingAware(this.cfg)) return this.matchingAwareGrads(b, x, cond!, masks, kept);
+      // Every D loss gains the R1 penalty on the real rows when the model has one.
+      const penalised = (w: tf.Tensor[], loss: tf.Scalar): tf.Scalar => (r1Weight(this.cfg) > 0 ? (tf.add(loss, this.r1Penalty(w, real, cond, mReal)) as tf.Scalar) : loss);
+      if (matchingAware(this.cfg)) return this.matchingAwareGrads(b, x, cond!, masks, kept, penalised);
       const target = tf.concat2d([tf.ones([n, 1]), tf.zeros([n, 1])], 0);
       const { value, grads } = tf.valueAndGrads((...w: tf.Tensor[]) => {
         const { loss, p } = this.dLoss(this.dForward(w, x, c2, masks), target, c2);
         kept.push(tf.keep(tf.mean(p.slice([0, 0], [n, 1]))), tf.keep(tf.mean(p.slice([n, 0], [n, 1]))));
-        const total = tf.mul(loss, 2) as tf.Scalar;
-        return r1Weight(this.cfg) > 0 ? (tf.add(total, this.r1Penalty(w, real, cond, mReal)) as tf.Scalar) : total;
+        return penalised(w, tf.mul(loss, 2) as tf.Scalar);
       })(this.weights.D);
       kept.push(tf.keep(value));
       return grads;
@@ -211,7 +212,9 @@ export class GanModel {
    * The wrong label of a row is drawn from that row's own noise (never from other rows), so W
    * workers at batch b still compute what one worker at W*b would.
    */
-  private matchingAwareGrads(b: Batch, x2: Tensor2D, cond: Tensor2D, masks2: Tensor2D[] | null, kept: tf.Tensor[]): tf.Tensor[] {
+  private matchingAwareGrads(
+    b: Batch, x2: Tensor2D, cond: Tensor2D, masks2: Tensor2D[] | null, kept: tf.Tensor[], penalised: (w: tf.Tensor[], loss: tf.Scalar) => tf.Scalar,
+  ): tf.Tensor[] {
     const { n } = b;
     const wrong = wrongLabels(b.labels!, b.noise, this.cfg.noiseDim, this.cfg.numClasses);
     const x = tf.concat2d([x2, x2.slice([0, 0], [n, this.cfg.imageDim])], 0);
@@ -223,7 +226,7 @@ export class GanModel {
       const logits = this.dForward(w, x, c3, masks);
       const p = tf.sigmoid(logits) as Tensor2D;
       kept.push(tf.keep(tf.mean(p.slice([0, 0], [n, 1]))), tf.keep(tf.mean(p.slice([n, 0], [n, 1]))));
-      return tf.losses.sigmoidCrossEntropy(target, logits, weight, 0, tf.Reduction.SUM) as tf.Scalar;
+      return penalised(w, tf.losses.sigmoidCrossEntropy(target, logits, weight, 0, tf.Reduction.SUM) as tf.Scalar);
     })(this.weights.D);
     kept.push(tf.keep(value));
     return grads;
