@@ -10,13 +10,13 @@ import { Command, Option } from 'commander';
 import { BACKEND_NAMES, type BackendName, initBackend } from '../shared/backend/choose.js';
 import { EXIT_RESUMABLE, die, floatArg, intArg, isMain, listArg } from './args.js';
 import { Coordinator, type RelayPolicy } from '../coordinator/coordinator.js';
-import { CGAN_D, RECIPES, type Recipe, type TrainConfig, defaultTrainConfig, kindDefaults, recipeDefaults } from '../coordinator/config.js';
+import { RECIPES, type Recipe, type TrainConfig, defaultTrainConfig, kindDefaults, kindModel, recipeDefaults } from '../coordinator/config.js';
 import { Progress } from './progress.js';
 import { roundPlan } from '../coordinator/sharding.js';
 import { LocalWorkers } from '../coordinator/spawn.js';
 import { loadCheckpoint } from '../coordinator/run-dir.js';
 import { RemoteJudge } from '../eval/remote-judge.js';
-import { MODEL_KINDS, type ModelKind, modelConfigProblem } from '../shared/compute/model.js';
+import { MODEL_KINDS, MODEL_LIMITS, type ModelKind, modelConfigProblem } from '../shared/compute/model.js';
 import { GanError } from '../shared/wire/errors.js';
 
 const d = defaultTrainConfig;
@@ -57,7 +57,7 @@ export function program(): Command {
     .option('--d-hidden <widths>', 'discriminator hidden layer widths', listArg, m.dHidden)
     .option('--noise-dim <n>', 'size of the noise vector z', intArg(1, 4096), m.noiseDim)
     .option('--dropout <p>', `dropout rate after each hidden layer of D, 0 turns it off (default per model: ${perKind('dropout')})`, floatArg(0, 0.95))
-    .option('--r1 <gamma>', `weight of D's R1 penalty on real digits (Mescheder et al. 2018), 0 turns it off (default per model: ${perKind('r1')})`, floatArg(0, 1e6))
+    .option('--r1 <gamma>', `weight of D's R1 penalty on real digits (Mescheder et al. 2018), 0 turns it off (default per model: ${perKind('r1')})`, floatArg(0, MODEL_LIMITS.maxR1))
     .option('--leak <x>', 'LeakyReLU negative slope', floatArg(0, 1), m.leak)
     .option('--seed <n>', 'seed for data order, noise, dropout and initial weights', intArg(0, 2 ** 32 - 1), d.seed)
     .option('--checkpoint-every <n>', 'checkpoint every N rounds (0: only at the end and on SIGINT/SIGTERM)', intArg(0), d.checkpointEvery)
@@ -84,14 +84,8 @@ function perKind(key: keyof typeof kindDefaults.gan): string {
 /** The run's configuration: each flag given, else the recipe's default for the model kind. */
 export function trainConfig(o: CliOptions): TrainConfig {
   const k = recipeDefaults(o.recipe ?? 'tuned', o.model);
-  const r1 = o.r1 ?? k.r1;
   return {
-    model: {
-      ...m, kind: o.model, gHidden: o.gHidden, dHidden: o.dHidden, noiseDim: o.noiseDim, dropout: o.dropout ?? k.dropout, leak: o.leak,
-      ...(o.model === 'cgan' ? CGAN_D : {}),
-      // Absent when off, so a run without it has the model signature it always had.
-      ...(r1 > 0 ? { r1 } : {}),
-    },
+    model: kindModel(o.model, { dropout: o.dropout ?? k.dropout, r1: o.r1 ?? k.r1 }, { ...m, gHidden: o.gHidden, dHidden: o.dHidden, noiseDim: o.noiseDim, leak: o.leak }),
     seed: o.seed,
     workers: o.workers,
     minWorkers: o.minWorkers,

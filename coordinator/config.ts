@@ -95,6 +95,15 @@ export const kindDefaults: Record<ModelKind, KindDefaults> = {
 /** The seed's own settings: batch 100, Adam at 2e-4 for both nets, 30 epochs, dropout 0.3, no moving average, no penalty. */
 export const seedRecipe: KindDefaults = { epochs: 30, batchSize: 100, lrD: 2e-4, lrG: 2e-4, emaDecay: 0, dropout: 0.3, r1: 0 };
 
+/**
+ * The model a new run of `kind` trains: `base` (the seed's network unless flags changed it) with
+ * D's dropout and R1 weight; a cgan gets CGAN_D. The R1 field is absent when off, so a run without
+ * it keeps the model signature it always had.
+ */
+export function kindModel(kind: ModelKind, d: { dropout: number; r1: number }, base: ModelConfig = defaultModelConfig): ModelConfig {
+  return { ...base, kind, dropout: d.dropout, ...(kind === 'cgan' ? CGAN_D : {}), ...(d.r1 > 0 ? { r1: d.r1 } : {}) };
+}
+
 export const RECIPES = ['tuned', 'seed'] as const;
 export type Recipe = (typeof RECIPES)[number];
 

@@ -6,11 +6,11 @@
  * README's ablation tables come from it. Not a benchmark: its times are only for orientation.
  */
 import { writeFileSync } from 'node:fs';
-import { Command } from 'commander';
+import { Command, Option } from 'commander';
 import { die, floatArg, intArg, isMain } from '../cli/args.js';
 import { initBackend } from '../shared/backend/choose.js';
 import { GanModel } from '../shared/compute/gan.js';
-import { type ModelConfig, type ModelKind, type Net, MODEL_KINDS, defaultModelConfig, initWeights, netLayout } from '../shared/compute/model.js';
+import { type ModelKind, type Net, MODEL_KINDS, MODEL_LIMITS, initWeights, netLayout } from '../shared/compute/model.js';
 import { buildBatch } from '../shared/compute/batch.js';
 import { Stream, permutation } from '../shared/compute/rng.js';
 import { fixedNoise, sampleGenerator } from '../shared/compute/sampling.js';
@@ -18,7 +18,7 @@ import { digitBytes } from '../shared/data/digits.js';
 import { loadMnist } from '../shared/data/mnist.js';
 import { gridPng } from '../shared/data/png.js';
 import { adamApply, adamHyper, adamState, emaUpdate } from '../coordinator/optimizer.js';
-import { CGAN_D } from '../coordinator/config.js';
+import { defaultTrainConfig, kindModel } from '../coordinator/config.js';
 import { makeEvaluator } from '../eval/evaluator.js';
 
 export interface AblateOptions {
@@ -29,16 +29,16 @@ export interface AblateOptions {
 function program(): Command {
   return new Command('ablate')
     .description('Train one recipe in this process and score it every few rounds (the updates of one worker at the global batch).')
-    .option('--model <kind>', `model kind: ${MODEL_KINDS.join(', ')}`, 'gan')
+    .addOption(new Option('--model <kind>', 'model kind').choices([...MODEL_KINDS]).default('gan'))
     .option('--rounds <n>', 'rounds to train', intArg(1), 1500)
     .option('--batch <n>', 'global batch (samples per round)', intArg(1, 100000), 200)
     .option('--lr-d <x>', 'discriminator learning rate', floatArg(0, 10, { exclusiveMin: true }), 1e-3)
     .option('--lr-g <x>', 'generator learning rate', floatArg(0, 10, { exclusiveMin: true }), 1e-3)
     .option('--dropout <p>', 'dropout after each hidden layer of D', floatArg(0, 0.95), 0)
-    .option('--r1 <gamma>', 'weight of the R1 penalty on real digits (0: off)', floatArg(0, 1e6), 0)
+    .option('--r1 <gamma>', 'weight of the R1 penalty on real digits (0: off)', floatArg(0, MODEL_LIMITS.maxR1), 0)
     .option('--ema <decay>', "moving average of G's weights, scored instead of the latest (0: off)", floatArg(0, 0.999999), 0.999)
-    .option('--beta1 <x>', 'Adam beta1', floatArg(0, 0.999999), 0.5)
-    .option('--beta2 <x>', 'Adam beta2', floatArg(0, 0.999999), 0.999)
+    .option('--beta1 <x>', 'Adam beta1', floatArg(0, 0.999999), defaultTrainConfig.beta1)
+    .option('--beta2 <x>', 'Adam beta2', floatArg(0, 0.999999), defaultTrainConfig.beta2)
     .option('--every <n>', 'score every this many rounds and after the last', intArg(1), 300)
     .option('--samples <n>', 'samples per evaluation', intArg(10, 100000), 1000)
     .option('--seed <n>', 'seed of data order, noise, dropout and initial weights', intArg(0, 2 ** 32 - 1), 1)
@@ -47,11 +47,8 @@ function program(): Command {
 }
 
 export async function ablate(o: AblateOptions, log: (line: string) => void): Promise<void> {
-  if (!MODEL_KINDS.includes(o.model)) throw new Error(`--model must be one of ${MODEL_KINDS.join(', ')}`);
   await initBackend('auto', { threads: o.threads, log: () => {} });
-  const cfg: ModelConfig = {
-    ...defaultModelConfig, kind: o.model, dropout: o.dropout, ...(o.model === 'cgan' ? CGAN_D : {}), ...(o.r1 > 0 ? { r1: o.r1 } : {}),
-  };
+  const cfg = kindModel(o.model, o);
   const data = loadMnist();
   const evaluator = await makeEvaluator(data);
   const model = new GanModel(cfg);
@@ -59,6 +56,9 @@ export async function ablate(o: AblateOptions, log: (line: string) => void): Pro
   const w = { G: initWeights(layouts.G, o.seed), D: initWeights(layouts.D, o.seed) };
   const adam = { G: adamState(layouts.G.total), D: adamState(layouts.D.total) };
   const average = o.ema > 0 ? w.G.slice() : null;
+  // The model holds each net's latest weights: both now, then after each step the net it changed.
+  model.setWeights('G', w.G);
+  model.setWeights('D', w.D);
   const src = { image: (id: number) => digitBytes(data.train.images, id), label: (id: number) => data.train.labels[id]! };
   const n = data.train.n;
   let epoch = 0;
@@ -76,12 +76,11 @@ export async function ablate(o: AblateOptions, log: (line: string) => void): Pro
     const ids = order.subarray(next, Math.min(n, next + o.batch));
     next += ids.length;
     for (const net of ['D', 'G'] as Net[]) {
-      model.setWeights('G', w.G);
-      model.setWeights('D', w.D);
       const batch = buildBatch(cfg, { seed: o.seed, epoch, phase: net }, ids, src);
       const r = net === 'D' ? model.dStep(batch) : model.gStep(batch);
       adam[net].t++;
-      adamApply(w[net], r.grads, adam[net].m, adam[net].v, adamHyper(adam[net].t, { lr: net === 'D' ? o.lrD : o.lrG, beta1: o.beta1, beta2: o.beta2, epsilon: 1e-8 }));
+      adamApply(w[net], r.grads, adam[net].m, adam[net].v, adamHyper(adam[net].t, { lr: net === 'D' ? o.lrD : o.lrG, beta1: o.beta1, beta2: o.beta2, epsilon: defaultTrainConfig.epsilon }));
+      model.setWeights(net, w[net]);
       if (net === 'G' && average) emaUpdate(average, w.G, o.ema, adam.G.t);
     }
     if (round % o.every === 0 || round === o.rounds) {

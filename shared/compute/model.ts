@@ -175,7 +175,7 @@ export function initWeights(l: NetLayout, seed: number): Float32Array {
 }
 
 /** Limits any model this program builds stays within (a hostile config must not allocate gigabytes). */
-export const MODEL_LIMITS = { maxWidth: 65536, maxLayers: 16, maxParams: 256 * 1024 * 1024 } as const;
+export const MODEL_LIMITS = { maxWidth: 65536, maxLayers: 16, maxParams: 256 * 1024 * 1024, maxR1: 1e6 } as const;
 
 /**
  * Why `x` is not a usable model configuration, or null when it is. One check for every place a
@@ -193,7 +193,7 @@ export function modelConfigProblem(x: unknown): string | null {
   if (typeof m.leak !== 'number' || !Number.isFinite(m.leak)) return 'leak must be a finite number';
   if (m.dLabel !== undefined && !D_LABELS.includes(m.dLabel as DLabel)) return `dLabel must be one of ${D_LABELS.join(', ')}`;
   if (m.matchingAware !== undefined && typeof m.matchingAware !== 'boolean') return 'matchingAware must be true or false';
-  if (m.r1 !== undefined && !(typeof m.r1 === 'number' && m.r1 >= 0 && m.r1 <= 1e6)) return 'r1 must be a number from 0 to 1e6';
+  if (m.r1 !== undefined && !(typeof m.r1 === 'number' && m.r1 >= 0 && m.r1 <= MODEL_LIMITS.maxR1)) return `r1 must be a number from 0 to ${MODEL_LIMITS.maxR1}`;
   const cfg = m as unknown as ModelConfig;
   const params = netLayout(cfg, 'G').total + netLayout(cfg, 'D').total;
   if (params > MODEL_LIMITS.maxParams) return `${params} parameters is above the limit of ${MODEL_LIMITS.maxParams}`;
