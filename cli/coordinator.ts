@@ -28,7 +28,7 @@ export interface CliOptions {
   lr?: number; lrD?: number; lrG?: number; beta1: number; beta2: number; eps: number;
   gHidden: number[]; dHidden: number[]; noiseDim: number; dropout?: number; r1?: number; leak: number; seed: number;
   checkpointEvery: number; roundTimeout: number; fp16: boolean; token?: string; insecure: boolean;
-  tlsCert?: string; tlsKey?: string; relay: RelayPolicy; backend: BackendName; threads?: number; evalEvery: number; heartbeat: number; ema?: number;
+  tlsCert?: string; tlsKey?: string; relay: RelayPolicy; shm: 'auto' | 'off'; backend: BackendName; threads?: number; evalEvery: number; heartbeat: number; ema?: number;
 }
 
 export function program(): Command {
@@ -71,6 +71,7 @@ export function program(): Command {
     .addOption(new Option('--backend <name>', 'TensorFlow.js backend for spawned workers and for sampling').choices(BACKEND_NAMES as string[]).default('auto'))
     .option('--threads <n>', 'compute threads per spawned worker (default: cores / workers, at least 1)', intArg(1, 256))
     .option('--ema <decay>', `keep a moving average of G's weights with this decay for sample grids, evaluation and generate, 0: off (default per model: ${perKind('emaDecay')})`, floatArg(0, 0.999999))
+    .addOption(new Option('--shm <when>', 'workers on this host exchange weights and gradients through shared memory once they prove they map it: auto, or off (frames for everyone)').choices(['auto', 'off']).default('auto'))
     .addOption(new Option('--relay <when>', 'relay partial sums and weights through workers: auto (3+ workers on other hosts), always, never').choices(['auto', 'always', 'never']).default('auto'))
     .option('--eval-every <k>', 'score the generator every K epochs and after the last into eval.jsonl (FD, classifier score, coverage; 0: never)', intArg(0), d.evalEvery);
 }
@@ -148,6 +149,7 @@ export async function run(o: CliOptions, explicit: Set<string>, ctx: RunContext 
     tls: o.tlsCert && o.tlsKey ? { cert: readPem(o.tlsCert, 'certificate'), key: readPem(o.tlsKey, 'key') } : undefined,
     heartbeatMs: o.heartbeat * 1000,
     relay: o.relay,
+    sameHost: o.shm,
     log,
     hooks: {
       round: (mx) => bar.round(mx, config.epochs),

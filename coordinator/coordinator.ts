@@ -36,6 +36,7 @@ import { serveWeb } from './dashboard/web.js';
 import { describeDescriptors, descriptorLimit } from './descriptors.js';
 import { admissionLimits } from '../shared/wire/admission.js';
 import { type WorkerConn, WorkerPool } from './worker-pool.js';
+import { SameHostHub } from './same-host.js';
 
 export { type CoordinatorOptions, REDUCE_CHUNK } from './options.js';
 export type { RelayPolicy } from './topology.js';
@@ -61,6 +62,8 @@ export class Coordinator {
   readonly runDir: RunDir;
   /** Connections to the workers: membership, byte counters, and the `gradient` event for observers. */
   readonly pool: WorkerPool;
+  /** Shared regions for workers on this host (null: frames for everyone). */
+  readonly sameHost: SameHostHub | null;
   private readonly grids: SampleGrids;
   /** Both nets' weights and versions, both Adam states, the moving average of G. */
   model!: ModelState;
@@ -100,9 +103,10 @@ export class Coordinator {
     // Strangers get a share of the descriptors; the run directory and the workers keep the rest.
     const descriptors = descriptorLimit();
     this.log(describeDescriptors(descriptors));
+    this.sameHost = opts.sameHost === 'off' ? null : SameHostHub.open({ D: this.layouts.D.total, G: this.layouts.G.total }, this.log);
     this.pool = new WorkerPool({
       host: opts.host, port: opts.port, token: opts.token, tls: opts.tls, heartbeatMs: opts.heartbeatMs ?? 10_000,
-      model: this.cfg.model, signature: this.signature, seed: this.cfg.seed, fp16: this.cfg.fp16, capacity: this.cfg.workers, log: this.log,
+      model: this.cfg.model, signature: this.signature, seed: this.cfg.seed, fp16: this.cfg.fp16, capacity: this.cfg.workers, sameHost: this.sameHost, log: this.log,
       onHttp: opts.dashboard === false ? undefined : serveWeb,
       onObserver: opts.dashboard === false ? undefined : (ws, proven) => this.hub?.accept(ws, proven),
       admission: { ...admissionLimits(descriptors.soft), ...opts.admission },
@@ -121,6 +125,7 @@ export class Coordinator {
     this.data = this.opts.dataset ?? loadMnist(this.cfg.data ?? undefined).train;
     if (this.opts.resume) this.restore();
     else this.fresh();
+    for (const net of ['D', 'G'] as const) this.sameHost?.publish(net, this.model.versions[net], this.model.weights[net]);
     // Listen before writing anything: a port in use must leave no half-made run directory.
     const port = await this.pool.listen(this.opts.insecure);
     const config = { ...this.cfg, signature: this.signature, dataset: this.data.source, samples: this.data.n };
@@ -269,13 +274,16 @@ export class Coordinator {
     const { D: dVersion, G: gVersion } = this.model.versions;
     for (const { worker, ids } of live) this.pool.send(worker, encode({ k: Kind.Task, round: this.round, epoch: this.epoch, phase: net, dVersion, gVersion, ids }));
     const relay = relayRoles(live.map((a) => a.worker), this.opts.relay ?? 'auto');
+    const shares = (c: WorkerConn) => this.sameHost?.shares(c) ?? false;
     const reduction = new Reduction<WorkerConn>({
       net, round: this.round, version: this.model.versions[net],
-      members: live.map((a, i) => ({ conn: a.worker, count: a.ids.length, relay: relay[i]! })),
+      // A worker that shares this host never relays: its tensors do not cross a link at all.
+      members: live.map((a, i) => ({ conn: a.worker, count: a.ids.length, relay: relay[i]! && !shares(a.worker), slot: shares(a.worker) })),
       chunk: this.opts.reduceChunk ?? REDUCE_CHUNK, fp16: this.cfg.fp16,
       current: this.model.current(net), next: this.model.next[net], acc: this.model.acc[net], hyper: this.model.nextStep(net),
       reportTimeoutMs: this.cfg.roundTimeoutMs, stallMs: Math.min(this.cfg.roundTimeoutMs, 10_000),
       send: (c, f) => this.pool.send(c, f), drop: (c, e) => this.pool.drop(c, e), log: this.log,
+      take: (c, values, fp16) => this.sameHost!.take(c, values, fp16),
     });
     this.reduction = reduction;
     this.pool.route((c, m) => reduction.onMessage(c, m));
@@ -284,6 +292,8 @@ export class Coordinator {
     this.pool.route(null);
     if (r.applied.length > 0) {
       this.model.commit(net);
+      // Before the next task names this version: slot members copy it from here.
+      this.sameHost?.publish(net, this.model.versions[net], this.model.weights[net]);
       this.lastChains = r.chains;
     }
     const applied = r.applied.map(({ conn, report }) => ({ worker: conn, report }));
@@ -423,6 +433,7 @@ export class Coordinator {
     this.hub?.close();
     const code = failure ? ((failure as { code?: string }).code ?? 'E_INTERNAL') : undefined;
     await this.pool.close(encode({ k: Kind.Stop, reason, code, resumes: resumes && !failure ? true : undefined }), reason);
+    this.sameHost?.close();
     // Only a run whose directory exists has a summary to write (a port in use stops it before that).
     if (!this.view) return this.runDir.close();
     try {

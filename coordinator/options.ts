@@ -33,6 +33,8 @@ export interface CoordinatorOptions {
   hooks?: RunHooks;
   /** When workers relay partial sums (default auto). */
   relay?: RelayPolicy;
+  /** Workers on this host exchange tensors through shared memory when they prove they can (default auto). */
+  sameHost?: 'auto' | 'off';
   /** Floats per reduction chunk (default REDUCE_CHUNK). */
   reduceChunk?: number;
   /** Serve the dashboard and observers on the coordinator's port (default true). */

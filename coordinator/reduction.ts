@@ -4,7 +4,8 @@
  * chunk's sum is complete, and each chunk of the new weights sent at once. Upload, reduction, Adam
  * and download overlap instead of adding up.
  *
- * Members either send their own gradient here (direct) or belong to a relay chain (topology.ts):
+ * Members either send their own gradient here (direct: in frames, or through their slot when they
+ * share this host, coordinator/same-host.ts) or belong to a relay chain (topology.ts):
  * consecutive members that pass partial sums worker to worker, the last one sending the chain's
  * partial here, while new weights travel back down the same links. The coordinator folds direct
  * members itself and seeds a chain that does not start the sum with the partial so far. Either way
@@ -37,7 +38,7 @@ import { chunkAt, chunkCount, chunkRange } from '../shared/numerics/chunks.js';
 import { foldInto } from '../shared/numerics/fold.js';
 import { fromHalf } from '../shared/numerics/half.js';
 import type { Net } from '../shared/compute/model.js';
-import { COORDINATOR, type ChunkMsg, Kind, type Message, NOBODY, type ReportMsg, encode } from '../shared/wire/codec.js';
+import { COORDINATOR, type ChunkMsg, Kind, type Message, NOBODY, type PostedMsg, type ReportMsg, encode } from '../shared/wire/codec.js';
 import { PEER_FACTOR, checkGradient, outlier, partialOutOfBounds, stragglerLimitMs } from './bounds.js';
 import { type AdamHyper, adamApply, allFinite } from './optimizer.js';
 import { segments } from './topology.js';
@@ -56,6 +57,8 @@ export interface ReductionMember<C extends MemberConn> {
   count: number;
   /** It may relay partial sums over peer links. */
   relay: boolean;
+  /** It shares this host: its gradient comes through its slot and its weights through the region, not in frames. */
+  slot?: boolean;
 }
 
 export interface ReductionOptions<C extends MemberConn> {
@@ -76,6 +79,8 @@ export interface ReductionOptions<C extends MemberConn> {
   reportTimeoutMs: number;
   stallMs: number;
   send(c: C, frame: Uint8Array): void;
+  /** A private copy of the gradient a slot member posted (coordinator/same-host.ts). */
+  take?(c: C, values: number, fp16: boolean): Float32Array;
   /** Drop a member from the run (its connection); the owner answers with lost(c). */
   drop(c: C, e: GanError): void;
   log(line: string): void;
@@ -189,11 +194,12 @@ export class Reduction<C extends MemberConn> {
   onMessage(conn: C, msg: Message): void {
     const m = this.members.find((x) => x.conn === conn && x.alive);
     if (msg.k === Kind.PeerLost) return this.onPeerLost(conn, msg.peer, `${msg.code} ${msg.reason}`);
-    if (msg.k !== Kind.Report && msg.k !== Kind.Chunk) throw new GanError('E_UNEXPECTED', `workers may not send ${Kind[msg.k] ?? msg.k} during a phase`);
+    if (msg.k !== Kind.Report && msg.k !== Kind.Chunk && msg.k !== Kind.Posted) throw new GanError('E_UNEXPECTED', `workers may not send ${Kind[msg.k] ?? msg.k} during a phase`);
     if (!m || msg.round !== this.o.round || msg.phase !== this.o.net) {
       throw new GanError('E_STALE', `${Kind[msg.k]} for round ${msg.round} phase ${msg.phase} is not open for this worker (duplicate or stale)`);
     }
     if (msg.k === Kind.Report) this.onReport(m, msg);
+    else if (msg.k === Kind.Posted) this.onPosted(m, msg);
     else this.onChunk(m, msg);
   }
 
@@ -255,6 +261,26 @@ export class Reduction<C extends MemberConn> {
     this.advance(chunk);
   }
 
+  /** A slot member's whole gradient is in its slot: copied here once, checked chunk by chunk as a frame's chunks are. */
+  private onPosted(m: Member<C>, x: PostedMsg): void {
+    const t0 = performance.now();
+    if (!m.slot || !this.o.take) throw new GanError('E_UNEXPECTED', 'Posted from a worker that sends its gradient in frames');
+    if (x.attempt > this.attempt.n) throw new GanError('E_STALE', `Posted for attempt ${x.attempt}, the phase is at attempt ${this.attempt.n}`);
+    if (m.own.some((c) => c)) throw new GanError('E_STALE', `second gradient of round ${x.round} phase ${x.phase}`);
+    if (x.values !== this.size) throw new GanError('E_SHAPE', `${this.o.net} gradient of ${x.values} values in the slot, the model has ${this.size}`);
+    if (x.fp16 !== this.o.fp16) throw new GanError('E_SHAPE', `gradient precision ${x.fp16 ? 'fp16' : 'fp32'} differs from the run's`);
+    const data = this.o.take(m.conn, x.values, x.fp16);
+    for (let c = 0; c < this.chunkTotal; c++) {
+      const [start, end] = chunkRange(this.size, this.o.chunk, c);
+      const g = data.subarray(start, end);
+      m.rms[c] = checkGradient(g, this.o.net);
+      m.own[c] = g;
+    }
+    this.lastProgress = performance.now();
+    this.busyMs += this.lastProgress - t0;
+    for (let c = 0; c < this.chunkTotal; c++) this.advance(c);
+  }
+
   /** A new attempt among the live members: who relays, with what scale; every member is told. */
   private plan(): void {
     const alive = this.members.filter((m) => m.alive);
@@ -280,7 +306,7 @@ export class Reduction<C extends MemberConn> {
 
   private sendReduce(m: Member<C>, prev: number, next: number, nextUrl: string, partial: boolean): void {
     const a = this.attempt;
-    this.o.send(m.conn, encode({ k: Kind.Reduce, round: this.o.round, phase: this.o.net, attempt: a.n, total: a.total, chunk: this.o.chunk, prev, next, nextUrl, partial }));
+    this.o.send(m.conn, encode({ k: Kind.Reduce, round: this.o.round, phase: this.o.net, attempt: a.n, total: a.total, chunk: this.o.chunk, prev, next, nextUrl, partial, slot: m.slot ? true : undefined }));
   }
 
   /** Carry chunk c's sum as far as the data here allows; step it when it is complete. */
@@ -339,8 +365,12 @@ export class Reduction<C extends MemberConn> {
       return;
     }
     a.chunks[c]!.stage = ChunkStage.Stepped;
-    const frame = encode({ k: Kind.WeightsChunk, net: this.o.net, version: this.o.version + 1, attempt: a.n, offset: start, data: next.w.subarray(start, end) });
-    for (const s of a.segments) this.o.send(s.kind === 'direct' ? s.member.conn : s.members[s.members.length - 1]!.conn, frame);
+    // Slot members copy the new weights out of the region once the step commits.
+    const to = a.segments.flatMap((s) => (s.kind === 'chain' ? [s.members[s.members.length - 1]!.conn] : s.member.slot ? [] : [s.member.conn]));
+    if (to.length > 0) {
+      const frame = encode({ k: Kind.WeightsChunk, net: this.o.net, version: this.o.version + 1, attempt: a.n, offset: start, data: next.w.subarray(start, end) });
+      for (const c of to) this.o.send(c, frame);
+    }
     if (++a.stepped === this.chunkTotal) this.stage = Stage.AwaitingReports;
     this.maybeCommit();
   }

@@ -34,6 +34,7 @@ import { listenGuarded } from './listen.js';
 import { Admission, type AdmissionLimits, type Listening, PRE_AUTH_BYTES } from '../shared/wire/admission.js';
 import { LogLimiter } from '../shared/wire/log-limit.js';
 import { type HeldShard, SHARD_CHUNK } from './sharding.js';
+import type { SameHostHub } from './same-host.js';
 import { DIGIT_PIXELS } from '../shared/data/digits.js';
 
 export interface PoolOptions {
@@ -52,6 +53,8 @@ export interface PoolOptions {
   fp16: boolean;
   /** Most workers joining or live at once (--workers). */
   capacity: number;
+  /** Shared regions offered to workers that can map them (null: frames for everyone). */
+  sameHost: SameHostHub | null;
   /** Plain HTTP requests (the dashboard and browser-worker pages). */
   onHttp?: (req: IncomingMessage, res: ServerResponse) => void;
   /** A WebSocket opened at /observe (the dashboard watching the run); `proven` once it proved the token. */
@@ -317,7 +320,8 @@ export class WorkerPool extends EventEmitter<PoolEvents> {
       c.peerUrl = `${this.o.tls ? 'wss' : 'ws'}://${host.includes(':') ? `[${host}]` : host}:${m.peerPort}`;
     }
     c.state = 'joining';
-    this.send(c, encode({ k: Kind.Welcome, workerId: c.id, seed: this.o.seed, fp16: this.o.fp16, maxPayload: this.maxOutbound }));
+    const offer = m.sameHost ? this.o.sameHost?.offer(c) : null;
+    this.send(c, encode({ k: Kind.Welcome, workerId: c.id, seed: this.o.seed, fp16: this.o.fp16, maxPayload: this.maxOutbound, ...offer }));
     this.o.log(`${c.label} connected from ${c.addr}; joins at the next round`);
     this.emit('connected', c);
     this.poke();
@@ -330,6 +334,11 @@ export class WorkerPool extends EventEmitter<PoolEvents> {
       this.o.log(`${c.label} left: ${code} ${m.reason.slice(0, 200)}`);
       closeLink(c.ws, 1000, 'refusal received');
       return this.markDead(c, code);
+    }
+    if (m.k === Kind.SameHost) {
+      const a = this.o.sameHost?.answer(c, m);
+      if (!a) throw new GanError('E_UNEXPECTED', 'SameHost without an offer of shared regions');
+      return this.o.log(a.shared ? `${c.label} shares this host: tensors through shared memory` : `${c.label} uses frames (${a.why})`);
     }
     if (m.k === Kind.Report) this.emit('report', c, m);
     if (c.state !== 'live') throw new GanError('E_UNEXPECTED', `${Kind[m.k] ?? m.k} before this worker was admitted to a round`);
@@ -347,6 +356,7 @@ export class WorkerPool extends EventEmitter<PoolEvents> {
     const wasWorker = c.state !== 'handshake';
     c.state = 'dead';
     this.conns.delete(c);
+    this.o.sameHost?.release(c);
     if (wasWorker) this.emit('left', c, wasLive, reason);
     this.poke();
   }

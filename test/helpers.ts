@@ -74,7 +74,8 @@ export async function startCluster(
   const workers: WorkerClient[] = [];
   const runs: Promise<void>[] = [];
   const addWorker = ({ faults, ...over }: Partial<NodeWorkerOptions> & { faults?: WireFaults } = {}) => {
-    const o = { url, backend: 'wasm', connectTimeoutMs: 5000, ...workerOpts, ...over };
+    // Frames unless a test asks for shared memory: most tests are about what crosses a wire.
+    const o = { url, backend: 'wasm', connectTimeoutMs: 5000, sameHost: false, ...workerOpts, ...over };
     const w = faults ? faultyWorker(o, faults) : nodeWorker(o);
     workers.push(w);
     const run = w.run();

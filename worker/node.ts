@@ -6,9 +6,10 @@ import { hostname } from 'node:os';
 import { isLoopback } from '../shared/wire/address.js';
 import { nodeConnect } from './node-transport.js';
 import { nodeRelay } from './peers.js';
+import { nodeSameHost } from './same-host.js';
 import { type Relay, WorkerClient, type WorkerOptions } from './worker.js';
 
-export interface NodeWorkerOptions extends Omit<WorkerOptions, 'connect' | 'host' | 'pid' | 'relay'> {
+export interface NodeWorkerOptions extends Omit<WorkerOptions, 'connect' | 'host' | 'pid' | 'relay' | 'sameHost'> {
   /** CA certificate(s) to trust for wss:// (the coordinator and peers). */
   ca?: Buffer;
   /** Take part in relayed reductions (default true). */
@@ -17,11 +18,13 @@ export interface NodeWorkerOptions extends Omit<WorkerOptions, 'connect' | 'host
   peerHost?: string;
   /** Certificate and key of the relay listener; relays need them when the coordinator uses wss://. */
   tls?: { cert: Buffer; key: Buffer };
+  /** Exchange tensors through shared memory when the coordinator is on this host and offers it (default true). */
+  sameHost?: boolean;
 }
 
 /** What a Node worker is made of: its transports (ws, a relay listener) and its identity. */
 export function nodeWorkerOptions(o: NodeWorkerOptions): WorkerOptions {
-  const { ca, relay: wantRelay = true, peerHost, tls, ...rest } = o;
+  const { ca, relay: wantRelay = true, peerHost, tls, sameHost = true, ...rest } = o;
   const maxPayload = o.maxPayload ?? 256 * 1024 * 1024;
   const log = o.log ?? (() => {});
   let relay: Relay | undefined;
@@ -34,7 +37,7 @@ export function nodeWorkerOptions(o: NodeWorkerOptions): WorkerOptions {
       tls, ca, token: o.token, maxPayload, log,
     });
   }
-  return { ...rest, connect: nodeConnect({ maxPayload, ca }), host: hostname(), pid: process.pid, relay };
+  return { ...rest, connect: nodeConnect({ maxPayload, ca }), host: hostname(), pid: process.pid, relay, sameHost: sameHost ? nodeSameHost() : undefined };
 }
 
 export function nodeWorker(o: NodeWorkerOptions): WorkerClient {

@@ -19,6 +19,7 @@ import { GanModel } from '../shared/compute/gan.js';
 import { fromHalf, toHalf } from '../shared/numerics/half.js';
 import type { ModelConfig, Net } from '../shared/compute/model.js';
 import { digitBytes } from '../shared/data/digits.js';
+import type { GradientSlot, WeightsRegion } from '../shared/wire/same-host.js';
 
 export interface ParticipantOptions {
   model: ModelConfig;
@@ -28,6 +29,8 @@ export interface ParticipantOptions {
   toCoordinator(frame: Uint8Array): void;
   /** A frame to a peer (dialing `url` when there is no link yet); absent for workers that do not relay. */
   toPeer?(peer: number, url: string | null, frame: Uint8Array): void;
+  /** The coordinator's shared regions, when this worker proved it maps them (shared/wire/same-host.ts). */
+  shared?: { region: WeightsRegion; slot: GradientSlot } | null;
   /** Told after each phase this worker computed (a page's status line). */
   onComputed?: (c: { round: number; phase: Net; count: number; computeMs: number }) => void;
 }
@@ -167,9 +170,23 @@ export class Participant {
     if (t.dVersion < this.versions.D || t.gVersion < this.versions.G) {
       throw new GanError('E_STALE', `task wants D v${t.dVersion} / G v${t.gVersion}, worker holds newer D v${this.versions.D} / G v${this.versions.G}`);
     }
+    if (this.o.shared) this.pullShared(t);
     if (t.dVersion !== this.versions.D || t.gVersion !== this.versions.G) return; // still on their way
     this.waiting = null;
     this.compute(t);
+  }
+
+  /** Copy the nets whose named version this worker lacks out of the weights region (one that holds another version leaves them to frames). */
+  private pullShared(t: TaskMsg): void {
+    for (const [net, version] of [['D', t.dVersion], ['G', t.gVersion]] as const) {
+      if (version === this.versions[net]) continue;
+      const w = this.o.shared!.region.pull(net, version);
+      if (w === 'version') continue;
+      if (w === 'torn') throw new GanError('E_STALE', `${net} weights v${version} changed in the shared region while they were copied`);
+      this.model.setWeights(net, w);
+      this.versions[net] = version;
+      if (this.staging[net] && this.staging[net].version <= version) this.staging[net] = null;
+    }
   }
 
   private compute(t: TaskMsg): void {
@@ -211,7 +228,7 @@ export class Participant {
     if (r.chunk < 1 || r.total < h.count) throw new GanError('E_MALFORMED', `reduce plan with chunk ${r.chunk} and total ${r.total}`);
     if (this.plans[r.phase].round !== r.round) this.plans[r.phase] = { round: r.round, byAttempt: new Map() };
     this.plans[r.phase].byAttempt.set(r.attempt, r);
-    if (!r.partial) return this.sendRaw(h, r);
+    if (!r.partial) return r.slot ? this.post(h, r) : this.sendRaw(h, r);
     for (let c = 0; c < chunkCount(h.grads.length, r.chunk); c++) this.fold(h, r, c);
   }
 
@@ -231,6 +248,15 @@ export class Participant {
       const data = h.half ? h.half.subarray(start, end) : h.grads.subarray(start, end);
       this.o.toCoordinator(encode({ k: Kind.Chunk, round: h.round, phase: h.phase, attempt: r.attempt, offset: start, partial: false, fp16: !!h.half, data }));
     }
+  }
+
+  /** This worker's gradient into its slot, and a word to the coordinator that it is there (once per phase). */
+  private post(h: Held, r: ReduceMsg): void {
+    if (!this.o.shared) throw new GanError('E_UNEXPECTED', 'reduce plan names a slot this worker does not have');
+    if (h.sentRaw) return;
+    h.sentRaw = true;
+    this.o.shared.slot.write(h.half ?? h.grads);
+    this.o.toCoordinator(encode({ k: Kind.Posted, round: h.round, phase: h.phase, attempt: r.attempt, values: h.grads.length, fp16: !!h.half }));
   }
 
   /** A partial sum from the member before this one (or the coordinator's seed). */

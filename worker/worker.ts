@@ -15,8 +15,9 @@ import {
 import { type ErrorCode, ErrorCodes, GanError, asGanError, isErrorCode } from '../shared/wire/errors.js';
 import { answerChallenge, refuse, refusedError } from '../shared/wire/handshake.js';
 import type { GanModel } from '../shared/compute/gan.js';
-import { type ModelConfig, type ModelKind, modelSignature } from '../shared/compute/model.js';
+import { type ModelConfig, type ModelKind, modelSignature, netLayout } from '../shared/compute/model.js';
 import { Participant, type ParticipantOptions } from './participant.js';
+import type { SameHostMapper, SharedRegions } from './same-host.js';
 import type { Connect, Link } from './transport.js';
 
 /** A relay listener: how this worker takes part in relayed reductions (Node workers that can listen). */
@@ -50,6 +51,8 @@ export interface WorkerOptions {
   expectModel?: ModelKind;
   /** Take part in relayed reductions (absent: this worker sends its gradients to the coordinator). */
   relay?: Relay;
+  /** Map the coordinator's shared regions when it offers them (absent: tensors always travel in frames). */
+  sameHost?: SameHostMapper;
   log?: (line: string) => void;
   /** Told after each phase this worker computed. */
   onComputed?: ParticipantOptions['onComputed'];
@@ -278,7 +281,7 @@ export class WorkerClient {
       : undefined;
     this.send({
       k: Kind.Hello, v: PROTOCOL_VERSION, signature: modelSignature(cfg), backend: this.opts.backend, host: this.opts.host, pid: this.opts.pid,
-      proof, peerPort: peer?.port, peerHost: peer?.host,
+      proof, peerPort: peer?.port, peerHost: peer?.host, sameHost: this.opts.sameHost ? true : undefined,
     });
     if (this.participant) {
       this.done += this.participant.tasksDone;
@@ -296,13 +299,29 @@ export class WorkerClient {
     this.welcome = m;
     this.id = m.workerId;
     const relay = this.opts.relay;
+    const shared = this.mapShared(m, this.pendingModel);
     this.participant = new Participant({
-      model: this.pendingModel, seed: m.seed, fp16: m.fp16,
+      model: this.pendingModel, seed: m.seed, fp16: m.fp16, shared,
       toCoordinator: (f) => this.link?.send(f),
       toPeer: relay ? (peer, url, f) => relay.send(peer, url, f) : undefined,
       onComputed: this.opts.onComputed,
     });
-    this.log(`joined as worker ${m.workerId}`);
+    this.log(`joined as worker ${m.workerId}${shared ? ', exchanging tensors through shared memory' : ''}`);
     this.opts.onJoined?.(m.workerId);
+  }
+
+  /** Map the regions the Welcome offers and prove it with the slot's nonce, or tell the coordinator why not. */
+  private mapShared(m: WelcomeMsg, model: ModelConfig): SharedRegions | null {
+    if (!m.region || !m.slot) return null;
+    if (!this.opts.sameHost) throw new GanError('E_UNEXPECTED', 'Welcome offers shared regions this worker did not ask for');
+    try {
+      const shared = this.opts.sameHost(m.region, m.slot, { D: netLayout(model, 'D').total, G: netLayout(model, 'G').total });
+      this.send({ k: Kind.SameHost, proof: shared.slot.nonce.slice() });
+      return shared;
+    } catch (e) {
+      // Another host has no such file; another user may not open it.
+      this.send({ k: Kind.SameHost, reason: `${(e as NodeJS.ErrnoException).code ?? 'E_REGION'}: ${(e as Error).message}`.slice(0, 300) });
+      return null;
+    }
   }
 }

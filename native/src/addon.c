@@ -1,7 +1,8 @@
 /*
  * The gan_native addon's entry: registers the functions of kernels.c (TensorFlow.js kernels on a
  * wasm heap) and array_math.c (the coordinator's arithmetic), and the matrix-product settings
- * (gemm.h: the built-in GEMM or OpenBLAS, whichever the build chose).
+ * (gemm.h: the built-in GEMM or OpenBLAS, whichever the build chose), and shm.c (files mapped into
+ * memory, for the regions a coordinator shares with the workers on its host).
  */
 #include <node_api.h>
 #include <pthread.h>
@@ -10,6 +11,7 @@
 #include "array_math.h"
 #include "gemm.h"
 #include "kernels.h"
+#include "shm.h"
 
 /* setThreads(n): compute threads of later matrix products. */
 static napi_value set_threads(napi_env env, napi_callback_info info) {
@@ -55,6 +57,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"emaUpdate", NULL, math_ema_update, NULL, NULL, NULL, napi_default, NULL},
       {"halfToFloat", NULL, math_half_to_float, NULL, NULL, NULL, napi_default, NULL},
       {"floatToHalf", NULL, math_float_to_half, NULL, NULL, NULL, napi_default, NULL},
+      {"mapFile", NULL, shm_map_file, NULL, NULL, NULL, napi_default, NULL},
   };
   pthread_once(&globals_once, array_math_init);
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;

@@ -44,6 +44,8 @@ export interface NativeAddon {
   emaUpdate: NativeMath['emaUpdate'];
   halfToFloat: NativeMath['halfToFloat'];
   floatToHalf: NativeMath['floatToHalf'];
+  /** A file mapped into memory (native/src/shm.c): mode 0 creates it (0600, exclusive), 1 opens it to read and write, 2 read only. */
+  mapFile?(path: string, bytes: number, mode: 0 | 1 | 2): ArrayBuffer;
 }
 
 /**
@@ -136,6 +138,15 @@ export function nativeMath(): NativeMath | null {
   }
   mathState = { math };
   return math;
+}
+
+/**
+ * Maps files into memory for the same-host regions (shared/wire/same-host.ts), or null when the
+ * addon is not built (or predates mapFile): then every worker exchanges tensors in frames.
+ */
+export function fileMapper(): ((path: string, bytes: number, mode: 0 | 1 | 2) => ArrayBuffer) | null {
+  const s = loadAddon();
+  return 'addon' in s && typeof s.addon.mapFile === 'function' ? s.addon.mapFile : null;
 }
 
 export function nativeAvailable(): { ok: boolean; reason?: string } {

@@ -14,10 +14,14 @@
  * - A reduction attempt (round, phase, attempt) is all or nothing: weights chunks of an attempt
  *   are applied by a worker only when every chunk of that version has arrived, and a later attempt
  *   of the same phase supersedes them.
+ * - A worker on the coordinator's host that proves it maps the coordinator's memory
+ *   (same-host.ts) exchanges weights and gradients through shared regions instead: its Reduce says
+ *   `slot`, it writes its gradient to its slot and sends Posted, and it copies new weights out of
+ *   the weights region when a task names them. The sum, the checks and the bits are the same.
  */
 import type { ModelConfig, Net } from '../compute/model.js';
 
-export const PROTOCOL_VERSION = 4;
+export const PROTOCOL_VERSION = 5;
 
 export enum Kind {
   /** coordinator -> worker (and listener -> dialer on a peer link), first frame: version and a nonce to prove the token over. */
@@ -56,6 +60,10 @@ export enum Kind {
   Grid = 17,
   /** either side, before it closes a connection it refuses: the code, the reason, and how long to wait before trying again. */
   Refused = 18,
+  /** worker -> coordinator, after a Welcome that offered regions: the nonce read from its slot, or why it cannot map them. */
+  SameHost = 19,
+  /** worker -> coordinator: its gradient of this phase is in its slot. */
+  Posted = 20,
 }
 
 /** Reduce.prev / Reduce.next: no one (start from zero) and the coordinator; peers are worker ids >= 0. */
@@ -83,6 +91,8 @@ export interface HelloMsg {
   peerPort?: number;
   /** The address peers dial, when not the one the coordinator sees this connection come from. */
   peerHost?: string;
+  /** It can map the coordinator's shared regions, should it be on the same host. */
+  sameHost?: boolean;
 }
 export interface WelcomeMsg {
   k: Kind.Welcome;
@@ -92,6 +102,9 @@ export interface WelcomeMsg {
   fp16: boolean;
   /** The largest frame the coordinator will send. */
   maxPayload: number;
+  /** Paths of the weights region and this worker's gradient slot (same-host.ts), offered to workers that can map them. */
+  region?: string;
+  slot?: string;
 }
 export interface ShardMsg {
   k: Kind.Shard;
@@ -146,6 +159,24 @@ export interface ReduceMsg {
   nextUrl: string;
   /** Send partial sums (a relay member) rather than the raw gradient. */
   partial: boolean;
+  /** Put the raw gradient in this worker's slot and send Posted (a proven same-host worker). */
+  slot?: boolean;
+}
+export interface SameHostMsg {
+  k: Kind.SameHost;
+  /** The nonce at the start of the slot, as read from it. */
+  proof?: Uint8Array;
+  /** Why the regions could not be mapped (another host, another user): this worker stays on frames. */
+  reason?: string;
+}
+export interface PostedMsg {
+  k: Kind.Posted;
+  round: number;
+  phase: Net;
+  attempt: number;
+  /** Values in the slot (the net's size) and their precision. */
+  values: number;
+  fp16: boolean;
 }
 export interface ChunkMsg {
   k: Kind.Chunk;
@@ -201,22 +232,22 @@ export interface RefusedMsg {
 export type Message =
   | ChallengeMsg | HelloMsg | WelcomeMsg | ShardMsg | WeightsMsg | TaskMsg | ReportMsg | StopMsg
   | ReduceMsg | ChunkMsg | WeightsChunkMsg | PeerLostMsg | PeerHelloMsg | PeerWelcomeMsg
-  | ObserveMsg | UpdateMsg | GridMsg | RefusedMsg;
+  | ObserveMsg | UpdateMsg | GridMsg | RefusedMsg | SameHostMsg | PostedMsg;
 
 /** Field types decode() checks before anything uses a message. */
 export type FieldType = 'uint' | 'int' | 'number' | 'string' | 'bool' | 'bin' | 'net' | 'object' | 'uint?' | 'bin?' | 'string?' | 'bool?';
 
 export const SPECS: Record<Kind, Record<string, FieldType>> = {
   [Kind.Challenge]: { v: 'uint', nonce: 'bin', auth: 'bool', model: 'object' },
-  [Kind.Hello]: { v: 'uint', signature: 'string', backend: 'string', host: 'string', pid: 'uint', proof: 'bin?', peerPort: 'uint?', peerHost: 'string?' },
-  [Kind.Welcome]: { workerId: 'uint', seed: 'uint', fp16: 'bool', maxPayload: 'uint' },
+  [Kind.Hello]: { v: 'uint', signature: 'string', backend: 'string', host: 'string', pid: 'uint', proof: 'bin?', peerPort: 'uint?', peerHost: 'string?', sameHost: 'bool?' },
+  [Kind.Welcome]: { workerId: 'uint', seed: 'uint', fp16: 'bool', maxPayload: 'uint', region: 'string?', slot: 'string?' },
   [Kind.Shard]: { epoch: 'uint', reset: 'bool', ids: 'bin', images: 'bin', labels: 'bin' },
   [Kind.Weights]: { net: 'net', version: 'uint', data: 'bin' },
   [Kind.Task]: { round: 'uint', epoch: 'uint', phase: 'net', dVersion: 'uint', gVersion: 'uint', ids: 'bin' },
   [Kind.Report]: { round: 'uint', phase: 'net', count: 'uint', loss: 'number', dReal: 'number', dFake: 'number', computeMs: 'number' },
   [Kind.Stop]: { reason: 'string', code: 'string?', resumes: 'bool?' },
   [Kind.Reduce]: {
-    round: 'uint', phase: 'net', attempt: 'uint', total: 'uint', chunk: 'uint', prev: 'int', next: 'int', nextUrl: 'string', partial: 'bool',
+    round: 'uint', phase: 'net', attempt: 'uint', total: 'uint', chunk: 'uint', prev: 'int', next: 'int', nextUrl: 'string', partial: 'bool', slot: 'bool?',
   },
   [Kind.Chunk]: { round: 'uint', phase: 'net', attempt: 'uint', offset: 'uint', partial: 'bool', fp16: 'bool', data: 'bin' },
   [Kind.WeightsChunk]: { net: 'net', version: 'uint', attempt: 'uint', offset: 'uint', data: 'bin' },
@@ -227,4 +258,6 @@ export const SPECS: Record<Kind, Record<string, FieldType>> = {
   [Kind.Update]: { body: 'bin' },
   [Kind.Grid]: { run: 'uint', name: 'string', png: 'bin' },
   [Kind.Refused]: { code: 'string', reason: 'string', retryAfterMs: 'uint?' },
+  [Kind.SameHost]: { proof: 'bin?', reason: 'string?' },
+  [Kind.Posted]: { round: 'uint', phase: 'net', attempt: 'uint', values: 'uint', fp16: 'bool' },
 };

@@ -1,0 +1,196 @@
+/**
+ * The coordinator's side of the same-host path (shared/wire/same-host.ts): a private directory of
+ * mapped files, the weights region it publishes every committed step into, and one gradient slot
+ * per worker that asked for one. A worker uses its slot only once it has proved, by reading back
+ * the slot's nonce, that it maps this process's memory; until then, and for every worker that
+ * cannot (another host, another user, a browser), tensors travel in frames as before.
+ *
+ * Invariants:
+ * - The directory is made by this process (mode 0700) under a random name, its files 0600 under
+ *   random names; a path is sent only in the Welcome of a worker that proved the token.
+ * - Nothing is read from a slot but a copy: the coordinator copies (or widens from halves) a slot
+ *   into memory of its own once per phase, and validates that copy as it validates a frame. No
+ *   authoritative state (weights, moments, the moving average) lives in shared memory.
+ * - The directory is removed when the run closes or the process exits; one left by a coordinator
+ *   that was killed is removed by the next coordinator of the same user on this host.
+ */
+import { randomBytes, timingSafeEqual } from 'node:crypto';
+import { accessSync, constants, mkdtempSync, readdirSync, rmSync, statSync, unlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileMapper } from '../shared/backend/addon.js';
+import type { Net } from '../shared/compute/model.js';
+import { fromHalf } from '../shared/numerics/half.js';
+import type { SameHostMsg } from '../shared/wire/codec.js';
+import { GanError } from '../shared/wire/errors.js';
+import { GradientSlot, NONCE_BYTES, type RegionSizes, WeightsRegion, slotBytes, weightsRegionBytes } from '../shared/wire/same-host.js';
+
+/** Directories of this project's regions start with this, then the owning coordinator's pid. */
+const PREFIX = 'gan-ddp-';
+
+interface SlotState {
+  path: string;
+  slot: GradientSlot;
+  proven: boolean;
+  /** Where a posted gradient is copied to: this coordinator's own memory, reused every phase. */
+  copy: Float32Array | null;
+}
+
+/** Where regions go: /dev/shm (memory) when this host has it, else the temporary directory. */
+export function regionBase(): string {
+  try {
+    if (statSync('/dev/shm').isDirectory()) {
+      accessSync('/dev/shm', constants.W_OK);
+      return '/dev/shm';
+    }
+  } catch {
+    // no /dev/shm here (macOS) or not writable: the temporary directory
+  }
+  return tmpdir();
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Remove region directories of this user whose coordinator is gone; returns how many. */
+export function removeStale(base: string): number {
+  let removed = 0;
+  const uid = process.getuid?.();
+  for (const name of readdirSync(base)) {
+    const m = new RegExp(`^${PREFIX}(\\d+)-`).exec(name);
+    if (!m) continue;
+    const path = join(base, name);
+    try {
+      const st = statSync(path);
+      if (!st.isDirectory() || (uid !== undefined && st.uid !== uid) || alive(Number(m[1]))) continue;
+      rmSync(path, { recursive: true, force: true });
+      removed++;
+    } catch {
+      // gone meanwhile, or not ours to remove
+    }
+  }
+  return removed;
+}
+
+export class SameHostHub {
+  readonly dir: string;
+  readonly regionPath: string;
+  private readonly region: WeightsRegion;
+  private readonly slots = new Map<object, SlotState>();
+  private readonly map: (path: string, bytes: number, mode: 0 | 1 | 2) => ArrayBuffer;
+  private readonly onExit = () => this.close();
+  private closed = false;
+
+  /**
+   * Regions for a run whose nets have `sizes` values, or null (and a line saying why) when this
+   * host cannot make them: then every worker uses frames.
+   */
+  static open(sizes: RegionSizes, log: (line: string) => void, base = regionBase()): SameHostHub | null {
+    const map = fileMapper();
+    if (!map) {
+      log('same-host workers use frames: the native addon (which maps shared memory) is not built');
+      return null;
+    }
+    try {
+      const stale = removeStale(base);
+      if (stale > 0) log(`removed ${stale} shared-memory region${stale === 1 ? '' : 's'} left by coordinators that are gone`);
+      return new SameHostHub(sizes, map, base);
+    } catch (e) {
+      log(`same-host workers use frames: no shared region in ${base} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+      return null;
+    }
+  }
+
+  private constructor(readonly sizes: RegionSizes, map: SameHostHub['map'], base: string) {
+    this.map = map;
+    this.dir = mkdtempSync(join(base, `${PREFIX}${process.pid}-`));
+    try {
+      this.regionPath = join(this.dir, randomBytes(16).toString('hex'));
+      this.region = new WeightsRegion(map(this.regionPath, weightsRegionBytes(sizes), 0), sizes);
+      this.region.init();
+    } catch (e) {
+      rmSync(this.dir, { recursive: true, force: true });
+      throw e;
+    }
+    process.once('exit', this.onExit);
+  }
+
+  /** A worker that can map regions gets the paths of the weights region and of a new slot of its own (null: frames). */
+  offer(worker: object): { region: string; slot: string } | null {
+    if (this.closed) return null;
+    const path = join(this.dir, randomBytes(16).toString('hex'));
+    try {
+      const slot = new GradientSlot(this.map(path, slotBytes(this.sizes), 0), this.sizes);
+      slot.nonce.set(randomBytes(NONCE_BYTES));
+      this.slots.set(worker, { path, slot, proven: false, copy: null });
+      return { region: this.regionPath, slot: path };
+    } catch {
+      return null; // a full /dev/shm: this worker uses frames
+    }
+  }
+
+  /** The worker's answer to its offer; returns whether it now uses its slot (else why not). */
+  answer(worker: object, m: SameHostMsg): { shared: true } | { shared: false; why: string } {
+    const s = this.slots.get(worker);
+    if (!s) throw new GanError('E_UNEXPECTED', 'SameHost without an offer of shared regions');
+    if (s.proven) throw new GanError('E_UNEXPECTED', 'second SameHost answer');
+    if (m.proof && m.proof.length === NONCE_BYTES && timingSafeEqual(m.proof, s.slot.nonce)) {
+      s.proven = true;
+      s.copy = new Float32Array(Math.max(this.sizes.D, this.sizes.G));
+      return { shared: true };
+    }
+    this.release(worker);
+    return { shared: false, why: m.proof ? 'its slot\'s nonce did not match' : (m.reason ?? 'no reason given').slice(0, 200) };
+  }
+
+  /** Whether this worker proved it maps the regions. */
+  shares(worker: object): boolean {
+    return this.slots.get(worker)?.proven === true;
+  }
+
+  /**
+   * A copy, in this process's memory, of the `values` float32 values (or halves, widened) the
+   * worker says its slot holds. Valid until the worker's next phase; validated by the caller.
+   */
+  take(worker: object, values: number, fp16: boolean): Float32Array {
+    const s = this.slots.get(worker);
+    if (!s?.proven || !s.copy) throw new GanError('E_UNEXPECTED', 'Posted from a worker without a proven slot');
+    if (values > s.copy.length) throw new GanError('E_SHAPE', `slot said to hold ${values} values, it has room for ${s.copy.length}`);
+    const out = s.copy.subarray(0, values);
+    if (fp16) fromHalf(s.slot.halves(values), out);
+    else out.set(s.slot.floats(values));
+    return out;
+  }
+
+  /** `net`'s committed weights of `version`, for workers to copy when a task names them. */
+  publish(net: Net, version: number, w: Float32Array): void {
+    if (!this.closed) this.region.publish(net, version, w);
+  }
+
+  /** The worker left: its slot goes (a worker that comes back gets a new one). */
+  release(worker: object): void {
+    const s = this.slots.get(worker);
+    if (!s) return;
+    this.slots.delete(worker);
+    try {
+      unlinkSync(s.path);
+    } catch {
+      // already gone with the directory
+    }
+  }
+
+  /** Remove the directory and every file in it (mappings stay valid until they are collected). */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.slots.clear();
+    process.removeListener('exit', this.onExit);
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
