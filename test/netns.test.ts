@@ -209,4 +209,31 @@ describe('training across network namespaces', () => {
       setQdisc(null);
     }
   }, 120_000);
+  it.skipIf(!!can.ns || !haveCommand('unshare'))(`3 namespaces, one worker sharing the coordinator's memory and one that cannot see it (its own /dev/shm, as on another machine): completes with each sample once per epoch${skipNote(can.ns ?? (haveCommand('unshare') ? null : 'no unshare'))}`, async () => {
+    const n = 200;
+    const data = writeIdxDir(smallData(n));
+    const out = join(tempDir(), 'run');
+    const coord = spawnCoordinator([
+      ...TINY_MODEL_FLAGS, '--host', COORD_IP, '--port', '0', '--token', TOKEN, '--data', data, '--workers', '2',
+      '--batch-size', '10', '--epochs', '2', '--round-timeout', '30', '--out', out,
+    ], 'netns-mixed-coordinator', ['ip', 'netns', 'exec', NS.coord]);
+    procs.push(coord);
+    const url = `ws://${COORD_IP}:${await coord.port}`;
+    const local = spawnWorker(url, 'netns-mixed-local', { token: TOKEN, wrap: ['ip', 'netns', 'exec', NS.w1], connectTimeoutS: 30 });
+    // A mount namespace with an empty /dev/shm: the region's path names nothing there.
+    const remote = spawnWorker(url, 'netns-mixed-remote', {
+      token: TOKEN, connectTimeoutS: 30,
+      wrap: ['ip', 'netns', 'exec', NS.w2, 'unshare', '--mount', '--propagation', 'private', 'sh', '-c', 'mount -t tmpfs tmpfs /dev/shm && exec "$@"', 'sh'],
+    });
+    procs.push(local, remote);
+    const done = await coord.waitExit(90_000);
+    expect(done.code, coord.output.slice(-2000)).toBe(0);
+    for (const w of [local, remote]) expect((await w.waitExit(15_000)).code, w.output).toBe(0);
+    expect(coord.output).toMatch(/worker \d \(.*\) shares this host: tensors through shared memory/);
+    expect(coord.output).toMatch(/worker \d \(.*\) uses frames \(ENOENT/);
+    const epochs = epochsOf(out);
+    expect(epochs).toHaveLength(2);
+    for (const e of epochs) expect(e).toMatchObject({ samples: n, usedOnce: n, missing: 0, duplicated: 0, rounds: 10 });
+    for (const m of metricsOf(out)) expect(m).toMatchObject({ workers: 2, dropped: [] });
+  }, 120_000);
 });

@@ -6,7 +6,7 @@ import { hostname } from 'node:os';
 import { isLoopback } from '../shared/wire/address.js';
 import { nodeConnect } from './node-transport.js';
 import { nodeRelay } from './peers.js';
-import { nodeSameHost } from './same-host.js';
+import { type SameHostMapper, nodeSameHost } from './same-host.js';
 import { type Relay, WorkerClient, type WorkerOptions } from './worker.js';
 
 export interface NodeWorkerOptions extends Omit<WorkerOptions, 'connect' | 'host' | 'pid' | 'relay' | 'sameHost'> {
@@ -18,8 +18,8 @@ export interface NodeWorkerOptions extends Omit<WorkerOptions, 'connect' | 'host
   peerHost?: string;
   /** Certificate and key of the relay listener; relays need them when the coordinator uses wss://. */
   tls?: { cert: Buffer; key: Buffer };
-  /** Exchange tensors through shared memory when the coordinator is on this host and offers it (default true). */
-  sameHost?: boolean;
+  /** Exchange tensors through shared memory when the coordinator is on this host and offers it (default true; tests pass a mapper of their own). */
+  sameHost?: boolean | SameHostMapper;
 }
 
 /** What a Node worker is made of: its transports (ws, a relay listener) and its identity. */
@@ -37,7 +37,7 @@ export function nodeWorkerOptions(o: NodeWorkerOptions): WorkerOptions {
       tls, ca, token: o.token, maxPayload, log,
     });
   }
-  return { ...rest, connect: nodeConnect({ maxPayload, ca }), host: hostname(), pid: process.pid, relay, sameHost: sameHost ? nodeSameHost() : undefined };
+  return { ...rest, connect: nodeConnect({ maxPayload, ca }), host: hostname(), pid: process.pid, relay, sameHost: sameHost === true ? nodeSameHost() : sameHost || undefined };
 }
 
 export function nodeWorker(o: NodeWorkerOptions): WorkerClient {

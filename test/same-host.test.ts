@@ -1,0 +1,253 @@
+/**
+ * Workers on the coordinator's host exchange weights and gradients through shared memory
+ * (shared/wire/same-host.ts): the same bits as frames, the same refusals, no region for a stranger
+ * or another user, and no region left behind by a coordinator that was killed.
+ */
+import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { afterAll, describe, expect, it } from 'vitest';
+import { Kind, type Message, decode, encode } from '../shared/wire/codec.js';
+import { fileMapper } from '../shared/backend/addon.js';
+import { SameHostHub, regionBase } from '../coordinator/same-host.js';
+import { type SameHostMapper, nodeSameHost } from '../worker/same-host.js';
+import { type Connect } from '../worker/transport.js';
+import { nodeWorkerOptions } from '../worker/node.js';
+import { WorkerClient } from '../worker/worker.js';
+import type { Coordinator } from '../coordinator/coordinator.js';
+import type { TrainState } from '../coordinator/checkpoint.js';
+import { type Cluster, smallData, startCluster, tinyConfig } from './helpers.js';
+import {
+  type Proc, TINY_MODEL_FLAGS, expectEveryEpochExact, expectSameState, requireBuild, spawnCoordinator, spawnWorker, waitUntil, writeIdxDir,
+} from './util-faults.js';
+
+const mapper = fileMapper();
+const noAddon = mapper ? null : 'the native addon is not built';
+const isRoot = process.getuid?.() === 0;
+
+interface Outcome {
+  state: TrainState;
+  shared: number;
+  framed: number;
+  left: string[];
+  coord: Coordinator;
+}
+
+/** Train on `n` samples with `workers` workers, each made by `make(i, self)`; what the run did. */
+async function train(
+  over: Parameters<typeof tinyConfig>[0],
+  n: number,
+  make: (c: Cluster, i: number) => void,
+): Promise<Outcome> {
+  const lines: string[] = [];
+  const left: string[] = [];
+  const c = await startCluster(tinyConfig({ minWorkers: 1, ...over }), smallData(n), { startWorkers: 0, log: (l) => lines.push(l) });
+  c.coord.pool.on('left', (_w, live, reason) => void (live && reason !== 'E_DONE' && left.push(reason)));
+  for (let i = 0; i < tinyConfig(over).workers; i++) make(c, i);
+  const coord = await c.finish();
+  return {
+    state: coord.state(), coord, left,
+    shared: lines.filter((l) => l.includes('shares this host')).length,
+    framed: lines.filter((l) => / uses frames \(/.test(l)).length,
+  };
+}
+
+/** A worker that crashes when it is asked to send its G gradient of round 2, if it is worker `victim`. */
+function addWorker(c: Cluster, sameHost: boolean, victim: number | null): void {
+  let id = -1;
+  c.addWorker({
+    sameHost,
+    onJoined: (x) => (id = x),
+    faults: { inbound: (m: Message) => (victim !== null && id === victim && m.k === Kind.Reduce && m.round === 2 && m.phase === 'G' ? 'crash' : undefined) },
+  });
+}
+
+describe('same-host workers and framed workers train the same bits', () => {
+  for (const fp16 of [false, true]) {
+    for (const workers of [1, 2, 4]) {
+      it(`${workers} worker${workers > 1 ? 's' : ''}, ${fp16 ? 'fp16' : 'fp32'} gradients${noAddon ? ` [skipped: ${noAddon}]` : ''}`, async () => {
+        if (noAddon) return;
+        const over = { workers, fp16, batchSize: 10, maxRounds: 6 };
+        const framed = await train(over, 120, (c) => addWorker(c, false, null));
+        const shared = await train(over, 120, (c) => addWorker(c, true, null));
+        expect(framed.shared).toBe(0);
+        expect(shared.shared).toBe(workers);
+        expectSameState(framed.state, shared.state);
+      }, 60_000);
+    }
+  }
+
+  for (const fp16 of [false, true]) {
+    it(`4 workers, one killed before it sends its G gradient of round 2, ${fp16 ? 'fp16' : 'fp32'}: the same bits, every sample once${noAddon ? ` [skipped: ${noAddon}]` : ''}`, async () => {
+      if (noAddon) return;
+      const over = { workers: 4, fp16, batchSize: 10, epochs: 1 };
+      const framed = await train(over, 240, (c) => addWorker(c, false, 1));
+      const shared = await train(over, 240, (c) => addWorker(c, true, 1));
+      expect(shared.shared).toBe(4);
+      expect(framed.left).toHaveLength(1);
+      expect(shared.left).toHaveLength(1);
+      expectSameState(framed.state, shared.state);
+      expectEveryEpochExact(shared.coord.epochLog, 240, 1);
+    }, 60_000);
+  }
+});
+
+/** The real mapper, with the slot's contents changed after each honest write by `corrupt` (given the phase's values). */
+function tampering(corrupt: (g: Float32Array | Uint16Array, slotFloats: (n: number) => Float32Array) => void): SameHostMapper {
+  const real = nodeSameHost()!;
+  return (region, slot, sizes) => {
+    const m = real(region, slot, sizes);
+    const write = m.slot.write.bind(m.slot);
+    m.slot.write = (g) => {
+      write(g);
+      corrupt(g, (n) => m.slot.floats(n));
+    };
+    return m;
+  };
+}
+
+/** A worker whose Posted messages are rewritten by `edit` on their way out. */
+function rewritingPosted(c: Cluster, edit: (m: Extract<Message, { k: Kind.Posted }>) => void): WorkerClient {
+  const base = nodeWorkerOptions({ url: c.url, backend: 'wasm', connectTimeoutMs: 5000, sameHost: true });
+  const connect: Connect = (url, h) => {
+    const link = base.connect(url, h);
+    return {
+      get open() {
+        return link.open;
+      },
+      send(frame: Uint8Array) {
+        const m = decode(frame);
+        if (m.k === Kind.Posted) {
+          edit(m);
+          return link.send(encode(m));
+        }
+        link.send(frame);
+      },
+      close: link.close.bind(link),
+      terminate: link.terminate.bind(link),
+    };
+  };
+  const w = new WorkerClient({ ...base, connect });
+  c.workers.push(w);
+  const run = w.run();
+  run.catch(() => {});
+  c.runs.push(run);
+  return w;
+}
+
+describe('what a slot holds is checked as a frame is', () => {
+  const bad: { what: string; code: string; worker: (c: Cluster) => void }[] = [
+    {
+      what: 'a NaN', code: 'E_NONFINITE',
+      worker: (c) => void c.addWorker({ sameHost: tampering((g, f) => void (f(g.length)[3] = NaN)) }),
+    },
+    {
+      what: 'a value of 1e38', code: 'E_BOUNDS',
+      worker: (c) => void c.addWorker({ sameHost: tampering((g, f) => void (f(g.length)[7] = 1e38)) }),
+    },
+    {
+      what: 'the wrong number of values', code: 'E_SHAPE',
+      worker: (c) => void rewritingPosted(c, (m) => void (m.values += 1)),
+    },
+  ];
+  for (const b of bad) {
+    it(`a slot holding ${b.what} is refused with ${b.code}; the phase completes with the honest worker and every sample is used once${noAddon ? ` [skipped: ${noAddon}]` : ''}`, async () => {
+      if (noAddon) return;
+      const lines: string[] = [];
+      const left: string[] = [];
+      const c = await startCluster(tinyConfig({ workers: 2, minWorkers: 1, batchSize: 10, epochs: 1 }), smallData(100), { startWorkers: 0, log: (l) => lines.push(l) });
+      c.coord.pool.on('left', (_w, _live, reason) => left.push(reason));
+      c.addWorker({ sameHost: true });
+      b.worker(c);
+      const coord = await c.finish();
+      expect(lines.filter((l) => l.includes('shares this host'))).toHaveLength(2);
+      expect(left[0]).toBe(b.code);
+      expectEveryEpochExact(coord.epochLog, 100, 1);
+    }, 60_000);
+  }
+});
+
+describe('who gets a region', () => {
+  it(`a worker with the wrong token is refused before any region is named to it; a proven worker gets a slot of its own${noAddon ? ` [skipped: ${noAddon}]` : ''}`, async () => {
+    if (noAddon) return;
+    const c = await startCluster(tinyConfig({ workers: 1, batchSize: 10, maxRounds: 3 }), smallData(40), { startWorkers: 0, token: 'right-token' });
+    const dir = c.coord.sameHost!.dir;
+    const seen: Message[] = [];
+    c.addWorker({ token: 'wrong-token', sameHost: true, faults: { inbound: (m) => void seen.push(m) } });
+    await expect(c.runs[0]).rejects.toThrow(/E_AUTH|token/);
+    expect(seen.some((m) => m.k === Kind.Welcome)).toBe(false);
+    expect(JSON.stringify(seen.map((m) => ({ ...m, model: undefined, nonce: undefined })))).not.toContain(dir);
+    expect(readdirSync(dir)).toHaveLength(1); // the weights region only
+    c.addWorker({ token: 'right-token', sameHost: true });
+    await waitUntil(() => readdirSync(dir).length === 2, 10_000, 'a slot for the proven worker');
+    const coord = await c.finish();
+    expect(coord.round).toBe(3);
+    expect(existsSync(dir)).toBe(false);
+  }, 30_000);
+
+  const procs: Proc[] = [];
+  afterAll(async () => {
+    await Promise.all(procs.map((p) => p.kill('SIGKILL')));
+  });
+
+  it.skipIf(!isRoot || !!noAddon)(`a worker running as another user cannot map the region: it trains through frames${isRoot ? '' : ' [skipped: needs root to run a worker as nobody]'}`, async () => {
+    requireBuild();
+    const lines: string[] = [];
+    const c = await startCluster(tinyConfig({ workers: 1, batchSize: 10, maxRounds: 4 }), smallData(40), { startWorkers: 0, log: (l) => lines.push(l) });
+    const w = spawnWorker(c.url, 'nobody-worker', { wrap: ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups'] });
+    procs.push(w);
+    const coord = await c.finish();
+    expect(coord.round).toBe(4);
+    expect(lines.join('\n')).toMatch(/uses frames \(EACCES/);
+    expect(lines.join('\n')).not.toMatch(/shares this host/);
+    expect((await w.waitExit(15_000)).code, w.output).toBe(0);
+  }, 60_000);
+});
+
+describe('regions left behind', () => {
+  it(`a region directory of a coordinator that is gone is removed by the next one; a live one's stays${noAddon ? ` [skipped: ${noAddon}]` : ''}`, () => {
+    if (noAddon) return;
+    const base = regionBase();
+    const gone = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' }).stdout;
+    const stale = join(base, `gan-ddp-${gone}-test`);
+    const live = join(base, `gan-ddp-${process.pid}-test`);
+    for (const d of [stale, live]) {
+      mkdirSync(d, { recursive: true });
+      writeFileSync(join(d, 'region'), 'x');
+    }
+    const lines: string[] = [];
+    const hub = SameHostHub.open({ D: 10, G: 10 }, (l) => lines.push(l), base)!;
+    try {
+      expect(existsSync(stale)).toBe(false);
+      expect(existsSync(live)).toBe(true);
+      expect(lines.join('\n')).toMatch(/removed 1 shared-memory region/);
+    } finally {
+      hub.close();
+      spawnSync('rm', ['-rf', live]);
+    }
+    expect(existsSync(hub.dir)).toBe(false);
+  });
+
+  it(`a coordinator killed with SIGKILL leaves its region; the next coordinator removes it${noAddon ? ` [skipped: ${noAddon}]` : ''}`, async () => {
+    if (noAddon) return;
+    requireBuild();
+    const data = writeIdxDir(smallData(400));
+    const coord = spawnCoordinator([...TINY_MODEL_FLAGS, '--port', '0', '--data', data, '--workers', '1', '--batch-size', '10', '--epochs', '50', '--out', join(data, 'run')], 'killed-coordinator');
+    const worker = spawnWorker(`ws://127.0.0.1:${await coord.port}`, 'killed-coordinator-worker', { connectTimeoutS: 2 });
+    try {
+      await coord.waitFor(/shares this host/, 30_000);
+      const pid = coord.child.pid!;
+      const left = () => readdirSync(regionBase()).filter((n) => n.startsWith(`gan-ddp-${pid}-`));
+      expect(left()).toHaveLength(1);
+      coord.child.kill('SIGKILL');
+      await coord.waitExit(10_000);
+      expect(left()).toHaveLength(1);
+      const hub = SameHostHub.open({ D: 10, G: 10 }, () => {})!;
+      hub.close();
+      expect(left()).toHaveLength(0);
+    } finally {
+      await worker.kill('SIGKILL');
+      await coord.kill('SIGKILL');
+    }
+  }, 60_000);
+});
