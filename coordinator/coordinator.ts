@@ -279,7 +279,8 @@ export class Coordinator {
       net, round: this.round, version: this.model.versions[net],
       // A worker that shares this host never relays: its tensors do not cross a link at all.
       members: live.map((a, i) => ({ conn: a.worker, count: a.ids.length, relay: relay[i]! && !shares(a.worker), slot: shares(a.worker) })),
-      chunk: this.opts.reduceChunk ?? REDUCE_CHUNK, fp16: this.cfg.fp16,
+      // Chunks pipeline frames; when every member posts through its slot the whole net is one chunk (one threaded Adam step).
+      chunk: live.every((a) => shares(a.worker)) ? this.layouts[net].total : this.opts.reduceChunk ?? REDUCE_CHUNK, fp16: this.cfg.fp16,
       current: this.model.current(net), next: this.model.next[net], acc: this.model.acc[net], hyper: this.model.nextStep(net),
       reportTimeoutMs: this.cfg.roundTimeoutMs, stallMs: Math.min(this.cfg.roundTimeoutMs, 10_000),
       send: (c, f) => this.pool.send(c, f), drop: (c, e) => this.pool.drop(c, e), log: this.log,

@@ -58,20 +58,21 @@ export function adamHyper(t: number, c: AdamConfig): AdamHyper {
  * keeps the result within float32 rounding of tf.train.adam at a fraction of the cost of emulating
  * every float32 operation. Elementwise, so a step taken chunk by chunk is the same bits as one
  * over the whole vector. `math` is the addon (the default when built) or null for the JavaScript
- * loop below, the reference it reproduces bit for bit.
+ * loop below, the reference it reproduces bit for bit. Returns whether every new weight and moment
+ * is finite (the addon checks each range while it is still in cache).
  */
 export function adamApply(
   w: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, h: AdamHyper,
   out: { w: Float32Array; m: Float32Array; v: Float32Array } = { w, m, v }, math: NativeMath | null = nativeMath(),
-): void {
+): boolean {
   const n = w.length;
   if (g.length !== n || m.length !== n || v.length !== n || out.w.length !== n || out.m.length !== n || out.v.length !== n) {
     throw new Error('adam: weight, gradient and state sizes differ');
   }
   const { b1, b2, omb1, omb2, c1, c2, lr, eps } = h;
   if (math) {
-    math.adamStep(w, g, m, v, b1, b2, omb1, omb2, c1, c2, lr, eps, out.w, out.m, out.v);
-    return;
+    // An addon built from an older checkout returns nothing: check the outputs here.
+    return math.adamStep(w, g, m, v, b1, b2, omb1, omb2, c1, c2, lr, eps, out.w, out.m, out.v) ?? (allFinite(out.w) && allFinite(out.m) && allFinite(out.v));
   }
   const { w: wo, m: mo, v: vo } = out;
   for (let i = 0; i < n; i++) {
@@ -83,6 +84,7 @@ export function adamApply(
     // The unrounded moments feed the update.
     wo[i] = w[i]! - (lr * (mi / c1)) / (Math.sqrt(vi / c2) + eps);
   }
+  return allFinite(wo, null) && allFinite(mo, null) && allFinite(vo, null);
 }
 
 /** One whole Adam step in place: the step count advances, then every weight moves. */

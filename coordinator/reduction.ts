@@ -40,7 +40,7 @@ import { fromHalf } from '../shared/numerics/half.js';
 import type { Net } from '../shared/compute/model.js';
 import { COORDINATOR, type ChunkMsg, Kind, type Message, NOBODY, type PostedMsg, type ReportMsg, encode } from '../shared/wire/codec.js';
 import { PEER_FACTOR, checkGradient, outlier, partialOutOfBounds, stragglerLimitMs } from './bounds.js';
-import { type AdamHyper, adamApply, allFinite } from './optimizer.js';
+import { type AdamHyper, adamApply } from './optimizer.js';
 import { segments } from './topology.js';
 
 /** What a reduction needs of a member's connection. */
@@ -356,8 +356,7 @@ export class Reduction<C extends MemberConn> {
     const a = this.attempt;
     const g = this.o.acc.subarray(start, end);
     const out = { w: next.w.subarray(start, end), m: next.m.subarray(start, end), v: next.v.subarray(start, end) };
-    adamApply(cur.w.subarray(start, end), g, cur.m.subarray(start, end), cur.v.subarray(start, end), this.o.hyper, out);
-    if (!allFinite(out.w) || !allFinite(out.m) || !allFinite(out.v)) {
+    if (!adamApply(cur.w.subarray(start, end), g, cur.m.subarray(start, end), cur.v.subarray(start, end), this.o.hyper, out)) {
       // Bounded inputs cannot get here; if they ever do, this step must not be the one that poisons the state.
       const alive = this.members.filter((m) => m.alive);
       const culprit = alive.reduce((x, m) => (m.rms[c]! > x.rms[c]! ? m : x));

@@ -3,10 +3,11 @@
  *
  * 1. One process, one GAN iteration (D and G gradients at batch 100), for every backend that
  *    initialises here; also with the coordinator's Adam step on both nets.
- * 2. The real coordinator with 1, 2 and 4 local worker processes: samples/s, the round split into
- *    compute / transfer / the coordinator's own work, and bytes per round beside the theoretical
- *    minimum (4 bytes x parameters x workers, each way, per phase). Then the same with 16-bit
- *    gradients.
+ * 2. The real coordinator with 1, 2 and 4 local worker processes, their tensors through shared
+ *    memory (the default on one host) and through frames (--shm off): samples/s, the round split
+ *    into compute / transfer / the coordinator's own work, and bytes per round beside the
+ *    theoretical minimum for frames (4 bytes x parameters x workers, each way, per phase). Then 2
+ *    workers with 16-bit gradients, both ways.
  * 3. The PyTorch anchor (bench/pytorch_gan.py), when a Python that imports torch is found ($PYTHON,
  *    python3, /usr/bin/python3; Debian: apt-get install python3-torch): one process with 1 and 2
  *    threads, and a gloo world of 2 processes on loopback with 1 thread each. Ratios: 2 workers
@@ -53,6 +54,8 @@ interface SingleResult {
 interface DistResult {
   workers: number;
   fp16: boolean;
+  /** How tensors travelled: shared memory (same-host regions) or WebSocket frames. */
+  tensors: 'shared memory' | 'frames';
   backend: string;
   threadsPerWorker: number;
   rounds: number;
@@ -114,19 +117,20 @@ async function single(backend: BackendName, seconds: number, threads: number): P
   };
 }
 
-async function distributed(workers: number, fp16: boolean, backend: string, rounds: number): Promise<DistResult> {
+async function distributed(workers: number, fp16: boolean, shm: boolean, backend: string, rounds: number): Promise<DistResult> {
   const threads = Math.max(1, Math.floor(availableParallelism() / workers));
   const out = mkdtempSync(join(tmpdir(), 'gan-bench-'));
   const warmup = 3;
   // The coordinator samples a grid at the end of the run: it needs a backend too.
   await initBackend('auto', { threads: 1, log: () => {} });
   const config = { ...defaultTrainConfig, workers, batchSize: BATCH, epochs: 1000, maxRounds: warmup + rounds, checkpointEvery: 0, fp16 };
-  const coord = new Coordinator({ config, host: '127.0.0.1', port: 0, out });
+  const coord = new Coordinator({ config, host: '127.0.0.1', port: 0, out, sameHost: shm ? 'auto' : 'off' });
   const port = await coord.start();
   const local = new LocalWorkers({ url: `ws://127.0.0.1:${port}`, count: workers, backend, threads, log: (s) => process.stderr.write(`${s}\n`) });
   local.start();
   try {
     await coord.train();
+    if (shm && !coord.sameHost) throw new Error('shared memory was asked for and is not available (the native addon is not built)');
   } finally {
     await coord.close();
     await local.stop();
@@ -143,7 +147,7 @@ async function distributed(workers: number, fp16: boolean, backend: string, roun
   const bytesIn = mean((m) => m.bytes_in);
   const bytesOut = mean((m) => m.bytes_out);
   return {
-    workers, fp16, backend, threadsPerWorker: threads, rounds: steady.length,
+    workers, fp16, tensors: shm ? 'shared memory' : 'frames', backend, threadsPerWorker: threads, rounds: steady.length,
     samplesPerSec: mean((m) => m.samples) / (roundMs / 1000),
     roundMs, computeMs: mean((m) => m.compute_ms), transferMs: mean((m) => m.transfer_ms), reduceMs,
     reduceShare: reduceMs / roundMs,
@@ -178,24 +182,26 @@ interface TorchRow {
 type TorchSection = { info: TorchInfo; rows: TorchRow[]; failed: string[] } | { missing: string };
 
 interface Ratios {
-  /** This project's 2 workers (fp32) over PyTorch gloo world 2. */
+  /** This project's 2 workers (fp32, shared memory) over PyTorch gloo world 2. */
   twoWorkersVsTorchWorld2: number | null;
-  /** 1 worker through the coordinator over the best single process of this project (with Adam). */
+  /** 1 worker through the coordinator (shared memory) over the best single process of this project (with Adam, all cores). */
   oneWorkerVsBestSingle: number | null;
+  /** 4 workers (shared memory) over the same single process. */
+  fourWorkersVsBestSingle: number | null;
+  /** The same three through frames. */
+  framed: { twoWorkersVsTorchWorld2: number | null; oneWorkerVsBestSingle: number | null; fourWorkersVsBestSingle: number | null };
   bestSingle: string | null;
 }
 
 function ratiosOf(singles: SingleResult[], dists: DistResult[], torch: TorchSection): Ratios {
-  const dist = (w: number) => dists.find((d) => d.workers === w && !d.fp16);
   const t2 = 'rows' in torch ? torch.rows.find((r) => r.processes === 2)?.result : undefined;
   const best = [...singles].sort((a, b) => b.samplesPerSecWithAdam - a.samplesPerSecWithAdam)[0];
-  const two = dist(2);
-  const one = dist(1);
-  return {
-    twoWorkersVsTorchWorld2: two && t2 ? two.samplesPerSec / t2.samplesPerSec : null,
-    oneWorkerVsBestSingle: one && best ? one.samplesPerSec / best.samplesPerSecWithAdam : null,
-    bestSingle: best ? `${best.backend} (${best.detail})` : null,
+  const of = (tensors: DistResult['tensors']) => {
+    const dist = (w: number) => dists.find((d) => d.workers === w && !d.fp16 && d.tensors === tensors);
+    const vsBest = (w: number) => (dist(w) && best ? dist(w)!.samplesPerSec / best.samplesPerSecWithAdam : null);
+    return { twoWorkersVsTorchWorld2: dist(2) && t2 ? dist(2)!.samplesPerSec / t2.samplesPerSec : null, oneWorkerVsBestSingle: vsBest(1), fourWorkersVsBestSingle: vsBest(4) };
   };
+  return { ...of('shared memory'), framed: of('frames'), bestSingle: best ? `${best.backend} (${best.detail})` : null };
 }
 
 async function freePort(): Promise<number> {
@@ -246,11 +252,11 @@ function markdown(m: string, singles: SingleResult[], dists: DistResult[], torch
     '',
     'Real coordinator and local worker processes, batch 100 per worker (round = D phase + G phase):',
     '',
-    '| workers | gradients | samples/s | round ms | compute ms | transfer ms | coordinator work ms (share of round) | bytes in / round (x min) | bytes out / round (x min) |',
-    '|---:|---|---:|---:|---:|---:|---:|---:|---:|',
-    ...dists.map((d) => `| ${d.workers} | ${d.fp16 ? 'fp16' : 'fp32'} | ${f0(d.samplesPerSec)} | ${f1(d.roundMs)} | ${f1(d.computeMs)} | ${f1(d.transferMs)} | ${f1(d.reduceMs)} (${pct(d.reduceShare)}) | ${mib(d.bytesInPerRound)} (${d.inOverMin.toFixed(3)}) | ${mib(d.bytesOutPerRound)} (${d.outOverMin.toFixed(3)}) |`),
+    '| workers | tensors | gradients | samples/s | round ms | compute ms | transfer ms | coordinator work ms (share of round) | bytes in / round (x min) | bytes out / round (x min) |',
+    '|---:|---|---|---:|---:|---:|---:|---:|---:|---:|',
+    ...dists.map((d) => `| ${d.workers} | ${d.tensors} | ${d.fp16 ? 'fp16' : 'fp32'} | ${f0(d.samplesPerSec)} | ${f1(d.roundMs)} | ${f1(d.computeMs)} | ${f1(d.transferMs)} | ${f1(d.reduceMs)} (${pct(d.reduceShare)}) | ${mib(d.bytesInPerRound)} (${d.inOverMin.toFixed(3)}) | ${mib(d.bytesOutPerRound)} (${d.outOverMin.toFixed(3)}) |`),
     '',
-    'Minimum bytes per round each way = 4 bytes x (D + G parameters) x workers. Coordinator work = its own CPU time in a round (folding gradient chunks, Adam, packing, handing frames to the sockets); it overlaps with the transfers, so the columns do not add up to the round.',
+    'Minimum bytes per round each way = 4 bytes x (D + G parameters) x workers, for frames; through shared memory only control messages cross the socket. Transfer = the round less compute and the coordinator\'s work: moving tensors, messages, and waiting for the slowest worker. Coordinator work = its own CPU time in a round (copying and checking gradients, folding, Adam, packing or publishing weights); with frames it overlaps with the transfers, so the columns do not add up to the round.',
   ];
   rows.push('');
   if ('missing' in torch) {
@@ -271,8 +277,9 @@ function markdown(m: string, singles: SingleResult[], dists: DistResult[], torch
     '',
     'Ratios:',
     '',
-    `- this project's 2 workers (fp32) vs PyTorch gloo world 2: ${x(q.twoWorkersVsTorchWorld2)}`,
-    `- 1 worker through the coordinator vs the best single process of this project (${q.bestSingle ?? 'none'}, with Adam): ${x(q.oneWorkerVsBestSingle)}`,
+    `- this project's 2 workers (fp32, shared memory) vs PyTorch gloo world 2: ${x(q.twoWorkersVsTorchWorld2)} (frames: ${x(q.framed.twoWorkersVsTorchWorld2)})`,
+    `- 1 worker through the coordinator (shared memory) vs the best single process of this project (${q.bestSingle ?? 'none'}, with Adam): ${x(q.oneWorkerVsBestSingle)} (frames: ${x(q.framed.oneWorkerVsBestSingle)})`,
+    `- 4 workers (shared memory) vs the same single process: ${x(q.fourWorkersVsBestSingle)} (frames: ${x(q.framed.fourWorkersVsBestSingle)})`,
   );
   return rows.join('\n') + '\n';
 }
@@ -281,7 +288,7 @@ async function main(): Promise<void> {
   const at = process.argv.indexOf('--hosts');
   if (at >= 2) return hostsMain(process.argv.filter((_, i) => i !== at));
   const cmd = new Command('bench')
-    .description('Measure the seed model: one process per backend, then the real coordinator with 1, 2 and 4 local workers.')
+    .description('Measure the seed model: one process per backend, then the real coordinator with 1, 2 and 4 local workers (shared memory, then frames).')
     .option('--out <dir>', 'where bench.md and bench.json go', 'bench')
     .option('--seconds <n>', 'seconds of timing per single-process measurement', intArg(1, 600), 8)
     .option('--rounds <n>', 'timed rounds per distributed configuration', intArg(3, 10000), 20)
@@ -321,11 +328,12 @@ async function main(): Promise<void> {
   const best = singles.filter((s) => s.backend !== 'cpu').sort((a, b) => b.samplesPerSec - a.samplesPerSec)[0]?.backend ?? 'cpu';
   const dists: DistResult[] = [];
   const counts = o.workers.split(',').map(Number);
-  const configs = [...counts.map((w) => ({ w, fp16: false })), { w: counts.includes(2) ? 2 : counts[0]!, fp16: true }];
-  for (const { w, fp16 } of configs) {
-    const d = await distributed(w, fp16, best, o.rounds);
+  const two = counts.includes(2) ? 2 : counts[0]!;
+  const configs = [true, false].flatMap((shm) => [...counts.map((w) => ({ w, fp16: false, shm })), { w: two, fp16: true, shm }]);
+  for (const { w, fp16, shm } of configs) {
+    const d = await distributed(w, fp16, shm, best, o.rounds);
     dists.push(d);
-    process.stdout.write(`${w} workers (${fp16 ? 'fp16' : 'fp32'}): ${f0(d.samplesPerSec)} samples/s, round ${f1(d.roundMs)} ms = compute ${f1(d.computeMs)} + transfer ${f1(d.transferMs)} + reduce ${f1(d.reduceMs)}; bytes in ${d.inOverMin.toFixed(3)}x min, out ${d.outOverMin.toFixed(3)}x min\n`);
+    process.stdout.write(`${w} workers (${d.tensors}, ${fp16 ? 'fp16' : 'fp32'}): ${f0(d.samplesPerSec)} samples/s, round ${f1(d.roundMs)} ms = compute ${f1(d.computeMs)} + transfer ${f1(d.transferMs)} + reduce ${f1(d.reduceMs)}; bytes in ${d.inOverMin.toFixed(3)}x min, out ${d.outOverMin.toFixed(3)}x min\n`);
   }
   const torch: TorchSection = 'python' in found ? await pytorchAnchor(found, o.torchIters) : found;
   mkdirSync(o.out, { recursive: true });

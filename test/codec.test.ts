@@ -52,6 +52,12 @@ const samples: Message[] = [
   { k: Kind.Refused, code: 'E_BACKOFF', reason: 'dropped for timeouts 2 times; come back in 2 s', retryAfterMs: 2000 },
   { k: Kind.Stop, reason: 'run finished' },
   { k: Kind.Stop, reason: 'preempted by SIGUSR1 at round 44', resumes: true },
+  { k: Kind.Hello, v: PROTOCOL_VERSION, signature: 'gan;x', backend: 'native', host: 'h4', pid: 8, sameHost: true },
+  { k: Kind.Welcome, workerId: 2, seed: 7, fp16: false, maxPayload: 1 << 20, region: '/dev/shm/gan-ddp-1-abc/r', slot: '/dev/shm/gan-ddp-1-abc/s' },
+  { k: Kind.Reduce, round: 1, phase: 'D', attempt: 0, total: 20, chunk: 65536, prev: NOBODY, next: COORDINATOR, nextUrl: '', partial: false, slot: true },
+  { k: Kind.SameHost, proof: new Uint8Array(32).fill(5) },
+  { k: Kind.SameHost, reason: 'EACCES: gan_native.mapFile: open /dev/shm/x: Permission denied' },
+  { k: Kind.Posted, round: 4, phase: 'G', attempt: 1, values: 12345, fp16: true },
 ];
 
 /** Typed arrays as (type, bytes) so that equality also checks the element type that comes out. */

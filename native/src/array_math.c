@@ -10,9 +10,12 @@
 #include "array_math.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "args.h"
 
@@ -140,11 +143,49 @@ SIMD_CLONES static void adam_to(const float* restrict w, const float* restrict g
   for (size_t i = 0; i < n; i++) ADAM_ELEMENT(w[i], m[i], v[i], wo[i], mo[i], vo[i]);
 }
 
+/* No NaN or infinity among n floats: no element with an all-ones exponent. */
+static bool finite_run(const float* a, size_t n) {
+  const uint32_t* u = (const uint32_t*)a;
+  uint32_t bad = 0;
+  for (size_t i = 0; i < n; i++) bad |= (u[i] & 0x7f800000u) == 0x7f800000u;
+  return bad == 0;
+}
+
+/* One thread's share of an Adam step: its range, then whether its outputs are finite (still in cache). */
+typedef struct {
+  float *w, *g, *m, *v, *wo, *mo, *vo;
+  size_t n;
+  double h[8];
+  bool finite;
+} adam_part_t;
+
+static void* adam_part(void* arg) {
+  adam_part_t* p = arg;
+  const double* h = p->h;
+  clean_upper();
+  for (size_t b = 0; b < p->n; b += 16384) {
+    const size_t len = p->n - b < 16384 ? p->n - b : 16384;
+    if (p->wo == p->w)
+      adam_in_place(p->w + b, p->g + b, p->m + b, p->v + b, len, h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]);
+    else
+      adam_to(p->w + b, p->g + b, p->m + b, p->v + b, p->wo + b, p->mo + b, p->vo + b, len, h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]);
+    p->finite = p->finite && finite_run(p->wo + b, len) && finite_run(p->mo + b, len) && finite_run(p->vo + b, len);
+  }
+  return NULL;
+}
+
+/* Below this many elements a second thread costs more than it saves. */
+#define ADAM_MT_MIN (1 << 17)
+#define ADAM_MAX_THREADS 4
+
 /*
  * adamStep(w, g, m, v, b1, b2, omb1, omb2, c1, c2, lr, eps[, wOut, mOut, vOut]): one Adam update,
  * in place or into the three outputs (a chunked step writes the next weights beside the current
  * ones, so an aborted reduction leaves the current ones untouched). Each output is its input or
- * shares memory with no other array.
+ * shares memory with no other array. Returns whether every new weight and moment is finite.
+ * Large vectors are cut into contiguous ranges stepped on up to ADAM_MAX_THREADS threads (the
+ * update is elementwise, so the bits do not depend on the cut): every worker of a run waits for
+ * this step.
  */
 napi_value math_adam_step(napi_env env, napi_callback_info info) {
   Args a;
@@ -175,14 +216,34 @@ napi_value math_adam_step(napi_env env, napi_callback_info info) {
     for (int k = j + 1; k < 7; k++)
       if (!(k >= 4 && p[k] == p[input_of[k]] && j == input_of[k]) && ranges_overlap(p[j], len[j] * 4, p[k], len[k] * 4))
         return args_fail(&a, "w, g, m, v and the outputs must not share memory (an output may be its own input)");
-  clean_upper();
-  if (p[4] == p[0] && p[5] == p[2] && p[6] == p[3])
-    adam_in_place(p[0], p[1], p[2], p[3], len[0], h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]);
-  else if (p[4] != p[0] && p[5] != p[2] && p[6] != p[3])
-    adam_to(p[0], p[1], p[2], p[3], p[4], p[5], p[6], len[0], h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]);
-  else
-    return args_fail(&a, "wOut, mOut and vOut must all be their inputs or none of them");
-  return NULL;
+  const bool in_place = p[4] == p[0] && p[5] == p[2] && p[6] == p[3];
+  if (!in_place && (p[4] == p[0] || p[5] == p[2] || p[6] == p[3])) return args_fail(&a, "wOut, mOut and vOut must all be their inputs or none of them");
+
+  const size_t n = len[0];
+  long cores = sysconf(_SC_NPROCESSORS_ONLN);
+  int parts = n >= ADAM_MT_MIN && cores > 1 ? (int)(cores < ADAM_MAX_THREADS ? cores : ADAM_MAX_THREADS) : 1;
+  adam_part_t part[ADAM_MAX_THREADS];
+  pthread_t tid[ADAM_MAX_THREADS];
+  bool started[ADAM_MAX_THREADS] = {false};
+  const size_t per = (n + (size_t)parts - 1) / (size_t)parts;
+  for (int t = 0; t < parts; t++) {
+    const size_t off = (size_t)t * per < n ? (size_t)t * per : n;
+    const size_t cnt = n - off < per ? n - off : per;
+    part[t] = (adam_part_t){p[0] + off, p[1] + off, p[2] + off, p[3] + off, p[4] + off, p[5] + off, p[6] + off, cnt, {0}, true};
+    memcpy(part[t].h, h, sizeof h);
+  }
+  /* Helpers take ranges 1.. (a helper that cannot start leaves its range to this thread). */
+  for (int t = 1; t < parts; t++) started[t] = pthread_create(&tid[t], NULL, adam_part, &part[t]) == 0;
+  adam_part(&part[0]);
+  bool finite = part[0].finite;
+  for (int t = 1; t < parts; t++) {
+    if (started[t]) pthread_join(tid[t], NULL);
+    else adam_part(&part[t]);
+    finite = finite && part[t].finite;
+  }
+  napi_value out;
+  if (napi_get_boolean(env, finite, &out) != napi_ok) return napi_failed(env, "napi_get_boolean");
+  return out;
 }
 
 /* allFinite(a): no NaN or infinity, i.e. no element with an all-ones exponent. */

@@ -43,7 +43,7 @@ static const char* errno_name(int e) {
 }
 
 static napi_value fail_errno(napi_env env, const char* what, const char* path, int e) {
-  char msg[512];
+  char msg[4608];
   snprintf(msg, sizeof msg, "gan_native.mapFile: %s %s: %s", what, path, strerror(e));
   napi_throw_error(env, errno_name(e), msg);
   return NULL;
@@ -90,7 +90,7 @@ napi_value shm_map_file(napi_env env, napi_callback_info info) {
     }
     if (!S_ISREG(st.st_mode) || st.st_size != (off_t)bytes) {
       close(fd);
-      char msg[512];
+      char msg[4608];
       snprintf(msg, sizeof msg, "gan_native.mapFile: %s is %lld bytes, expected %lld", path, (long long)st.st_size, (long long)bytes);
       napi_throw_error(env, "E_SIZE", msg);
       return NULL;

@@ -57,7 +57,7 @@ export interface NativeAddon {
 export interface NativeMath {
   /** out[i] = sum over k, in order, of scales[k] * parts[k][i]: double products and adds, rounded to float32 after each add. */
   weightedSum(out: Float32Array, parts: Float32Array[], scales: number[]): void;
-  /** One Adam update; the hyperparameters are the ones coordinator/optimizer.ts derives. */
+  /** One Adam update (on several threads when the vector is large); whether every output is finite. The hyperparameters are the ones coordinator/optimizer.ts derives. */
   adamStep(
     w: Float32Array,
     g: Float32Array,
@@ -75,7 +75,7 @@ export interface NativeMath {
     wOut?: Float32Array,
     mOut?: Float32Array,
     vOut?: Float32Array,
-  ): void;
+  ): boolean | undefined;
   allFinite(a: Float32Array): boolean;
   /** out[0] = largest |a[i]|, out[1] = sum of squares in double (NaN or Infinity when a holds one). */
   magnitude(a: Float32Array, out: Float64Array): void;
