@@ -72,9 +72,13 @@ interface Held {
   round: number;
   phase: Net;
   count: number;
-  /** The gradient as the sum will see it (rounded through fp16 when the run sends fp16). */
-  grads: Float32Array;
+  /** Values in the gradient. */
+  values: number;
+  /** The gradient as computed, and its 16-bit halves when the run sends fp16. */
+  raw: Float32Array;
   half: Uint16Array | null;
+  /** The gradient as the sum will see it (rounded through fp16 when the run sends fp16), made when a relay first folds it. */
+  summed: Float32Array | null;
   sentRaw: boolean;
   /** Partial sums received (and who sent each), by attempt and chunk offset; chunks already sent, by attempt. */
   partials: Map<number, Map<number, { data: Float32Array; from: number }>>;
@@ -180,10 +184,10 @@ export class Participant {
   private pullShared(t: TaskMsg): void {
     for (const [net, version] of [['D', t.dVersion], ['G', t.gVersion]] as const) {
       if (version === this.versions[net]) continue;
-      const w = this.o.shared!.region.pull(net, version);
-      if (w === 'version') continue;
-      if (w === 'torn') throw new GanError('E_STALE', `${net} weights v${version} changed in the shared region while they were copied`);
-      this.model.setWeights(net, w);
+      // Making the tensors is the copy: the region is never held on to.
+      const got = this.o.shared!.region.read(net, version, (w) => this.model.setWeights(net, w));
+      if (got === 'version') continue;
+      if (got === 'torn') throw new GanError('E_STALE', `${net} weights v${version} changed in the shared region while they were copied`);
       this.versions[net] = version;
       if (this.staging[net] && this.staging[net].version <= version) this.staging[net] = null;
     }
@@ -194,14 +198,9 @@ export class Participant {
     const batch = buildBatch(this.model.cfg, { seed: this.o.seed, epoch: t.epoch, phase: t.phase }, t.ids, this.store);
     const r = t.phase === 'D' ? this.model.dStep(batch) : this.model.gStep(batch);
     const computeMs = performance.now() - t0;
-    let grads = r.grads;
-    let half: Uint16Array | null = null;
-    if (this.o.fp16) {
-      half = toHalf(r.grads);
-      // What the coordinator will fold is the half value: a relayed sum must fold the same.
-      grads = fromHalf(half);
-    }
-    this.held = { round: t.round, phase: t.phase, count: t.ids.length, grads, half, sentRaw: false, partials: new Map(), sent: new Map() };
+    // What the coordinator will fold is the half value: a relay folds the same (summed(), made when needed).
+    const half = this.o.fp16 ? toHalf(r.grads) : null;
+    this.held = { round: t.round, phase: t.phase, count: t.ids.length, values: r.grads.length, raw: r.grads, half, summed: null, sentRaw: false, partials: new Map(), sent: new Map() };
     this.tasksDone++;
     this.o.onComputed?.({ round: t.round, phase: t.phase, count: t.ids.length, computeMs });
     this.o.toCoordinator(encode({ k: Kind.Report, round: t.round, phase: t.phase, count: t.ids.length, loss: r.loss, dReal: r.dReal, dFake: r.dFake, computeMs }));
@@ -229,7 +228,7 @@ export class Participant {
     if (this.plans[r.phase].round !== r.round) this.plans[r.phase] = { round: r.round, byAttempt: new Map() };
     this.plans[r.phase].byAttempt.set(r.attempt, r);
     if (!r.partial) return r.slot ? this.post(h, r) : this.sendRaw(h, r);
-    for (let c = 0; c < chunkCount(h.grads.length, r.chunk); c++) this.fold(h, r, c);
+    for (let c = 0; c < chunkCount(h.values, r.chunk); c++) this.fold(h, r, c);
   }
 
   /** The plan of attempt `attempt` of the phase this worker holds, once it has arrived. */
@@ -242,10 +241,10 @@ export class Participant {
   private sendRaw(h: Held, r: ReduceMsg): void {
     if (h.sentRaw) return;
     h.sentRaw = true;
-    const n = h.grads.length;
+    const n = h.values;
     for (let c = 0; c < chunkCount(n, r.chunk); c++) {
       const [start, end] = chunkRange(n, r.chunk, c);
-      const data = h.half ? h.half.subarray(start, end) : h.grads.subarray(start, end);
+      const data = h.half ? h.half.subarray(start, end) : h.raw.subarray(start, end);
       this.o.toCoordinator(encode({ k: Kind.Chunk, round: h.round, phase: h.phase, attempt: r.attempt, offset: start, partial: false, fp16: !!h.half, data }));
     }
   }
@@ -255,8 +254,8 @@ export class Participant {
     if (!this.o.shared) throw new GanError('E_UNEXPECTED', 'reduce plan names a slot this worker does not have');
     if (h.sentRaw) return;
     h.sentRaw = true;
-    this.o.shared.slot.write(h.half ?? h.grads);
-    this.o.toCoordinator(encode({ k: Kind.Posted, round: h.round, phase: h.phase, attempt: r.attempt, values: h.grads.length, fp16: !!h.half }));
+    this.o.shared.slot.write(h.half ?? h.raw);
+    this.o.toCoordinator(encode({ k: Kind.Posted, round: h.round, phase: h.phase, attempt: r.attempt, values: h.values, fp16: !!h.half }));
   }
 
   /** A partial sum from the member before this one (or the coordinator's seed). */
@@ -271,7 +270,7 @@ export class Participant {
     // Without its plan yet a partial sum is checked (and folded) when the plan comes.
     if (plan) {
       if (from !== plan.prev) throw new GanError('E_UNEXPECTED', `partial sum from ${from}, expected one from ${plan.prev}`);
-      chunkAt(h.grads.length, plan.chunk, x.offset, x.data.length, 'partial sum');
+      chunkAt(h.values, plan.chunk, x.offset, x.data.length, 'partial sum');
     }
     const data = x.data as Float32Array;
     for (let i = 0; i < data.length; i++) if (!Number.isFinite(data[i]!)) throw new GanError('E_NONFINITE', 'partial sum has NaN or Inf values');
@@ -287,7 +286,7 @@ export class Participant {
     let sent = h.sent.get(r.attempt);
     if (!sent) h.sent.set(r.attempt, (sent = new Set()));
     if (sent.has(c)) return;
-    const [start, end] = chunkRange(h.grads.length, r.chunk, c);
+    const [start, end] = chunkRange(h.values, r.chunk, c);
     const got = r.prev === NOBODY ? null : h.partials.get(r.attempt)?.get(start);
     if (r.prev !== NOBODY && !got) return;
     if (got && (got.from !== r.prev || got.data.length !== end - start)) {
@@ -299,7 +298,8 @@ export class Participant {
     if (!this.scratch || this.scratch.length < r.chunk) this.scratch = new Float32Array(r.chunk);
     const out = this.scratch.subarray(0, end - start);
     if (before) out.set(before);
-    foldInto(out, h.grads.subarray(start, end), h.count / r.total, !before);
+    h.summed ??= h.half ? fromHalf(h.half) : h.raw;
+    foldInto(out, h.summed.subarray(start, end), h.count / r.total, !before);
     sent.add(c);
     const frame = encode({ k: Kind.Chunk, round: h.round, phase: h.phase, attempt: r.attempt, offset: start, partial: true, fp16: false, data: out });
     if (r.next === COORDINATOR) this.o.toCoordinator(frame);

@@ -67,7 +67,9 @@ export class GanModel {
     const l = this.layout(net);
     if (flat.length !== l.total) throw new GanError('E_SHAPE', `${net} weights have ${flat.length} values, model needs ${l.total}`);
     for (const t of this.weights[net]) t.dispose();
-    this.weights[net] = l.params.map((p) => tf.tensor(flat.subarray(p.offset, p.offset + p.size), p.shape, 'float32'));
+    // Every backend but cpu copies the values into its own memory; cpu keeps the array, so it gets a copy (the caller may reuse it).
+    const copy = tf.getBackend() === 'cpu';
+    this.weights[net] = l.params.map((p) => tf.tensor(copy ? flat.slice(p.offset, p.offset + p.size) : flat.subarray(p.offset, p.offset + p.size), p.shape, 'float32'));
   }
 
   dispose(): void {

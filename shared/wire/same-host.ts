@@ -70,11 +70,14 @@ export class WeightsRegion {
     return this.head[i] === 0 ? this.head[i + 1]! : -1;
   }
 
-  /** Worker: a private copy of `net`'s weights if the region holds exactly `version`, unchanged while copied. */
-  pull(net: Net, version: number): Float32Array | PullRefusal {
+  /**
+   * Worker: hand `net`'s weights to `use` (which must copy them, as creating tensors does) if the
+   * region holds exactly `version`, and confirm they did not change while it ran.
+   */
+  read(net: Net, version: number, use: (w: Float32Array) => void): true | PullRefusal {
     if (this.version(net) !== version) return 'version';
-    const copy = this.nets[net].slice();
-    return this.version(net) === version ? copy : 'torn';
+    use(this.nets[net]);
+    return this.version(net) === version ? true : 'torn';
   }
 }
 
