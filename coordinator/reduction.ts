@@ -35,7 +35,7 @@
  */
 import { GanError } from '../shared/wire/errors.js';
 import { chunkAt, chunkCount, chunkRange } from '../shared/numerics/chunks.js';
-import { foldInto } from '../shared/numerics/fold.js';
+import { foldMany } from '../shared/numerics/fold.js';
 import { fromHalf } from '../shared/numerics/half.js';
 import type { Net } from '../shared/compute/model.js';
 import { COORDINATOR, type ChunkMsg, Kind, type Message, NOBODY, type PostedMsg, type ReportMsg, encode } from '../shared/wire/codec.js';
@@ -331,19 +331,26 @@ export class Reduction<C extends MemberConn> {
     while (state.next < a.segments.length) {
       const s = a.segments[state.next]!;
       if (s.kind === 'direct') {
-        const g = s.member.own[c];
-        if (!g) break;
-        foldInto(acc, g, s.member.count / a.total, state.next === 0);
-      } else {
-        if (state.next > 0 && !state.seeded) {
-          // The chain continues the sum so far.
-          state.seeded = true;
-          this.o.send(s.members[0]!.conn, encode({ k: Kind.Chunk, round: this.o.round, phase: this.o.net, attempt: a.n, offset: start, partial: true, fp16: false, data: acc }));
+        // Every direct member from here whose chunk is in, folded in one pass.
+        const run: Member<C>[] = [];
+        for (let k = state.next; k < a.segments.length; k++) {
+          const x = a.segments[k]!;
+          if (x.kind !== 'direct' || !x.member.own[c]) break;
+          run.push(x.member);
         }
-        const tail = s.tail[c];
-        if (!tail) break;
-        acc.set(tail);
+        if (run.length === 0) break;
+        foldMany(acc, run.map((m) => m.own[c]!), run.map((m) => m.count / a.total), state.next === 0);
+        state.next += run.length;
+        continue;
       }
+      if (state.next > 0 && !state.seeded) {
+        // The chain continues the sum so far.
+        state.seeded = true;
+        this.o.send(s.members[0]!.conn, encode({ k: Kind.Chunk, round: this.o.round, phase: this.o.net, attempt: a.n, offset: start, partial: true, fp16: false, data: acc }));
+      }
+      const tail = s.tail[c];
+      if (!tail) break;
+      acc.set(tail);
       state.next++;
     }
     if (state.next === a.segments.length) this.step(c, start, end);
