@@ -288,7 +288,10 @@ export class Coordinator {
     });
     this.reduction = reduction;
     this.pool.route((c, m) => reduction.onMessage(c, m));
-    const r = await reduction.start();
+    const done = reduction.start();
+    // The workers are computing: the moving average takes G's last step now, not before their tasks.
+    this.model.flushAverage();
+    const r = await done;
     this.reduction = null;
     this.pool.route(null);
     if (r.applied.length > 0) {

@@ -18,8 +18,10 @@ export interface NetBuffers {
 export class ModelState {
   weights: Record<Net, Float32Array>;
   adam: Record<Net, AdamState>;
-  /** Moving average of G's weights (null with --ema 0), updated after every G step. */
-  emaG: Float32Array | null;
+  /** Moving average of G's weights (null with --ema 0): see `emaG`. */
+  private average: Float32Array | null;
+  /** G committed a step the average has not taken in yet (flushAverage). */
+  private averagePending = false;
   versions: { D: number; G: number };
   /** Where a phase's Adam step writes the new weights and moments; swapped in when it commits. */
   readonly next: Record<Net, NetBuffers>;
@@ -27,10 +29,10 @@ export class ModelState {
   readonly acc: Record<Net, Float32Array>;
   private frames: Record<Net, Uint8Array | null> = { D: null, G: null };
 
-  private constructor(private readonly cfg: TrainConfig, layouts: Record<Net, NetLayout>, s: Pick<ModelState, 'weights' | 'adam' | 'emaG' | 'versions'>) {
+  private constructor(private readonly cfg: TrainConfig, layouts: Record<Net, NetLayout>, s: Pick<ModelState, 'weights' | 'adam' | 'versions'> & { emaG: Float32Array | null }) {
     this.weights = s.weights;
     this.adam = s.adam;
-    this.emaG = s.emaG;
+    this.average = s.emaG;
     this.versions = s.versions;
     const buffers = (n: number): NetBuffers => ({ w: new Float32Array(n), m: new Float32Array(n), v: new Float32Array(n) });
     this.next = { D: buffers(layouts.D.total), G: buffers(layouts.G.total) };
@@ -71,6 +73,7 @@ export class ModelState {
 
   /** A phase's step took: the next weights and moments become the current ones. */
   commit(net: Net): void {
+    if (net === 'G') this.flushAverage();
     const next = this.next[net];
     const adam = this.adam[net];
     this.next[net] = { w: this.weights[net], m: adam.m, v: adam.v };
@@ -80,8 +83,21 @@ export class ModelState {
     adam.t++;
     this.versions[net]++;
     this.frames[net] = null;
-    // Workers never see the average.
-    if (net === 'G' && this.emaG) emaUpdate(this.emaG, this.weights.G, this.cfg.emaDecay, adam.t);
+    // Workers never see the average: it takes this step in later (flushAverage), off the path to the next task.
+    if (net === 'G' && this.average) this.averagePending = true;
+  }
+
+  /** Moving average of G's weights (null with --ema 0), up to date with every committed G step. */
+  get emaG(): Float32Array | null {
+    this.flushAverage();
+    return this.average;
+  }
+
+  /** Take G's last committed step into the moving average, if it has not been yet (the round loop calls it once the next tasks are out). */
+  flushAverage(): void {
+    if (!this.averagePending || !this.average) return;
+    this.averagePending = false;
+    emaUpdate(this.average, this.weights.G, this.cfg.emaDecay, this.adam.G.t);
   }
 
   /** One net's whole current weights as a frame, packed once per version. */
