@@ -13,7 +13,7 @@ import { Coordinator, type RelayPolicy } from '../coordinator/coordinator.js';
 import { RECIPES, type Recipe, type TrainConfig, defaultTrainConfig, kindDefaults, kindModel, recipeDefaults } from '../coordinator/config.js';
 import { Progress } from './progress.js';
 import { roundPlan } from '../coordinator/sharding.js';
-import { LocalWorkers } from '../coordinator/spawn.js';
+import { type Arrangement, LocalWorkers, arrange, canPin } from '../coordinator/spawn.js';
 import { loadCheckpoint } from '../coordinator/run-dir.js';
 import { RemoteJudge } from '../eval/remote-judge.js';
 import { MODEL_KINDS, MODEL_LIMITS, type ModelKind, modelConfigProblem } from '../shared/compute/model.js';
@@ -182,9 +182,9 @@ export async function run(o: CliOptions, explicit: Set<string>, ctx: RunContext 
 
   let local: LocalWorkers | null = null;
   if (o.spawn) {
-    const threads = o.threads ?? Math.max(1, Math.floor(availableParallelism() / config.workers));
-    log(spawnNotice(config.workers, threads, backend.name));
-    local = new LocalWorkers({ url: `${scheme}://127.0.0.1:${port}`, count: config.workers, backend: o.backend, threads, token, log });
+    const plan = arrange(config.workers, availableParallelism(), o.threads, canPin());
+    log(spawnNotice(config.workers, plan, backend.name));
+    local = new LocalWorkers({ url: `${scheme}://127.0.0.1:${port}`, count: config.workers, backend: o.backend, threads: plan.threads, pin: plan.pin, token, log });
     local.start();
   }
   const preempt = new Set(ctx.preemptSignals ?? []);
@@ -244,11 +244,12 @@ export function evalDue(epoch: number, every: number, epochs: number): boolean {
  * One line on how spawned workers use this host: without the native backend each worker computes
  * on one thread (wasm), so the machine is used in full only with a worker per core.
  */
-export function spawnNotice(workers: number, threads: number, backend: string): string {
+export function spawnNotice(workers: number, plan: Arrangement, backend: string): string {
   const cores = availableParallelism();
-  if (backend === 'native' || backend === 'tensorflow') return `spawning ${workers} workers x ${threads} thread(s) on ${cores} cores, ${backend} backend`;
+  const pinned = plan.pin ? `, each pinned to one core (${Math.ceil(workers / cores)} per core)` : '';
+  if (backend === 'native' || backend === 'tensorflow') return `spawning ${workers} workers x ${plan.threads} thread(s) on ${cores} cores, ${backend} backend${pinned}`;
   const use = Math.min(workers, cores);
-  return `spawning ${workers} workers on ${cores} cores with the ${backend} backend, one thread each (${use} of ${cores} cores busy)` +
+  return `spawning ${workers} workers on ${cores} cores with the ${backend} backend, one thread each (${use} of ${cores} cores busy${pinned})` +
     '; for the faster native backend run `npm run build:native` (needs only a C compiler)';
 }
 

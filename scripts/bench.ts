@@ -30,7 +30,7 @@ import { Command } from 'commander';
 import { adamState, adamStep } from '../coordinator/optimizer.js';
 import { defaultTrainConfig } from '../coordinator/config.js';
 import { Coordinator, type RoundMetrics } from '../coordinator/coordinator.js';
-import { LocalWorkers } from '../coordinator/spawn.js';
+import { LocalWorkers, arrange, canPin } from '../coordinator/spawn.js';
 import { BACKEND_NAMES, type BackendName, initBackend } from '../shared/backend/choose.js';
 import { buildBatch } from '../shared/compute/batch.js';
 import { die, intArg } from '../cli/args.js';
@@ -118,7 +118,8 @@ async function single(backend: BackendName, seconds: number, threads: number): P
 }
 
 async function distributed(workers: number, fp16: boolean, shm: boolean, backend: string, rounds: number): Promise<DistResult> {
-  const threads = Math.max(1, Math.floor(availableParallelism() / workers));
+  // Laid out as --spawn lays them out.
+  const { threads, pin } = arrange(workers, availableParallelism(), undefined, canPin());
   const out = mkdtempSync(join(tmpdir(), 'gan-bench-'));
   const warmup = 3;
   // The coordinator samples a grid at the end of the run: it needs a backend too.
@@ -126,7 +127,7 @@ async function distributed(workers: number, fp16: boolean, shm: boolean, backend
   const config = { ...defaultTrainConfig, workers, batchSize: BATCH, epochs: 1000, maxRounds: warmup + rounds, checkpointEvery: 0, fp16 };
   const coord = new Coordinator({ config, host: '127.0.0.1', port: 0, out, sameHost: shm ? 'auto' : 'off' });
   const port = await coord.start();
-  const local = new LocalWorkers({ url: `ws://127.0.0.1:${port}`, count: workers, backend, threads, log: (s) => process.stderr.write(`${s}\n`) });
+  const local = new LocalWorkers({ url: `ws://127.0.0.1:${port}`, count: workers, backend, threads, pin, log: (s) => process.stderr.write(`${s}\n`) });
   local.start();
   try {
     await coord.train();

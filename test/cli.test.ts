@@ -7,6 +7,7 @@ import type { AddressInfo } from 'node:net';
 import { RunDir, loadCheckpoint } from '../coordinator/run-dir.js';
 import { initWeights, netLayout } from '../shared/compute/model.js';
 import { tinyConfig, tinyModel } from './helpers.js';
+import { arrange } from '../coordinator/spawn.js';
 import { type ProcResult, dist, lines, requireDist, runNode } from './util-proc.js';
 
 const PNG_SIGNATURE = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
@@ -220,4 +221,16 @@ describe('--help lists every flag', () => {
       for (const f of expected) expect(r.stdout).toMatch(new RegExp(`${f}\\b[^\\n]*\\s{2,}\\S`));
     });
   }
+});
+
+describe('--spawn lays the workers out on the host', () => {
+  it('shares the cores out as threads, and pins single-threaded workers round robin when they fill every core', () => {
+    expect(arrange(4, 2, undefined, true)).toEqual({ threads: 1, pin: [0, 1, 0, 1] });
+    expect(arrange(2, 2, undefined, true)).toEqual({ threads: 1, pin: [0, 1] });
+    expect(arrange(1, 2, undefined, true)).toEqual({ threads: 2, pin: null });
+    expect(arrange(2, 8, undefined, true)).toEqual({ threads: 4, pin: null });
+    expect(arrange(4, 2, undefined, false)).toEqual({ threads: 1, pin: null });
+    expect(arrange(4, 2, 2, true)).toEqual({ threads: 2, pin: null });
+    expect(arrange(3, 1, undefined, true)).toEqual({ threads: 1, pin: null });
+  });
 });
