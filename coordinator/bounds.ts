@@ -25,9 +25,13 @@ export const STRAGGLER_FACTOR = 8;
 /** ... but never less than this. */
 export const STRAGGLER_MIN_MS = 3000;
 
-/** A member's own gradient chunk: its root mean square, or E_NONFINITE / E_BOUNDS. */
-export function checkGradient(data: Float32Array, net: Net): number {
-  const { maxAbs, rms } = magnitude(data);
+/**
+ * A member's own gradient chunk: its root mean square, or E_NONFINITE / E_BOUNDS. With `from` (a
+ * slot in shared memory), the chunk is copied from there into `data` in the same pass, and what is
+ * checked is what was copied.
+ */
+export function checkGradient(data: Float32Array, net: Net, from?: Float32Array): number {
+  const { maxAbs, rms } = magnitude(from ?? data, undefined, from ? data : undefined);
   if (Number.isNaN(maxAbs)) throw new GanError('E_NONFINITE', `gradient for ${net} has NaN or Inf values`);
   if (maxAbs > GRADIENT_LIMIT) throw new GanError('E_BOUNDS', `gradient for ${net} has a value of ${maxAbs.toExponential(2)}, beyond ${GRADIENT_LIMIT.toExponential(0)}`);
   return rms;

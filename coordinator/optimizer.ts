@@ -186,22 +186,31 @@ const magnitudeOut = new Float64Array(2);
 
 /**
  * How big a gradient (chunk) is: its largest |value| and its root mean square, NaN when it holds a
- * NaN or an infinity. The addon does it in one pass when built.
+ * NaN or an infinity. With `copy`, `a` is copied there in the same pass and what is measured is
+ * what was copied (a slot another process may still write). The sum of squares runs as four
+ * interleaved sums, (s0 + s1) + (s2 + s3), here and in the addon alike. The addon does it when built.
  */
-export function magnitude(a: Float32Array, math: NativeMath | null = nativeMath()): { maxAbs: number; rms: number } {
+export function magnitude(a: Float32Array, math: NativeMath | null = nativeMath(), copy?: Float32Array): { maxAbs: number; rms: number } {
   let maxAbs = 0;
   let sumSq = 0;
+  if (copy && copy.length !== a.length) throw new Error(`magnitude: copy of ${copy.length} values for ${a.length}`);
   if (math) {
-    math.magnitude(a, magnitudeOut);
+    if (copy) math.magnitude(a, magnitudeOut, copy);
+    else math.magnitude(a, magnitudeOut);
     maxAbs = magnitudeOut[0]!;
     sumSq = magnitudeOut[1]!;
   } else {
-    for (let i = 0; i < a.length; i++) {
-      const x = a[i]!;
-      const ax = Math.abs(x);
-      if (ax > maxAbs) maxAbs = ax;
-      sumSq += x * x;
+    const s = new Float64Array(4);
+    const n = a.length;
+    const x = copy ? (copy.set(a), copy) : a;
+    for (let i = 0; i < n; i++) {
+      const v = x[i]!;
+      const av = Math.abs(v);
+      if (av > maxAbs) maxAbs = av;
+      // The tail past the last multiple of four goes to the first sum, as in the addon.
+      s[i < n - (n % 4) ? i % 4 : 0]! += v * v;
     }
+    sumSq = (s[0]! + s[1]!) + (s[2]! + s[3]!);
   }
   const rms = a.length ? Math.sqrt(sumSq / a.length) : 0;
   return { maxAbs: Number.isFinite(sumSq) ? maxAbs : NaN, rms };

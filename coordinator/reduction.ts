@@ -79,8 +79,8 @@ export interface ReductionOptions<C extends MemberConn> {
   reportTimeoutMs: number;
   stallMs: number;
   send(c: C, frame: Uint8Array): void;
-  /** A private copy of the gradient a slot member posted (coordinator/same-host.ts). */
-  take?(c: C, values: number, fp16: boolean): Float32Array;
+  /** Where a slot member's posted gradient goes here, and the slot to copy it from (coordinator/same-host.ts). */
+  take?(c: C, values: number, fp16: boolean): { data: Float32Array; from: Float32Array | null };
   /** Drop a member from the run (its connection); the owner answers with lost(c). */
   drop(c: C, e: GanError): void;
   log(line: string): void;
@@ -269,11 +269,11 @@ export class Reduction<C extends MemberConn> {
     if (m.own.some((c) => c)) throw new GanError('E_STALE', `second gradient of round ${x.round} phase ${x.phase}`);
     if (x.values !== this.size) throw new GanError('E_SHAPE', `${this.o.net} gradient of ${x.values} values in the slot, the model has ${this.size}`);
     if (x.fp16 !== this.o.fp16) throw new GanError('E_SHAPE', `gradient precision ${x.fp16 ? 'fp16' : 'fp32'} differs from the run's`);
-    const data = this.o.take(m.conn, x.values, x.fp16);
+    const { data, from } = this.o.take(m.conn, x.values, x.fp16);
     for (let c = 0; c < this.chunkTotal; c++) {
       const [start, end] = chunkRange(this.size, this.o.chunk, c);
       const g = data.subarray(start, end);
-      m.rms[c] = checkGradient(g, this.o.net);
+      m.rms[c] = checkGradient(g, this.o.net, from?.subarray(start, end));
       m.own[c] = g;
     }
     this.lastProgress = performance.now();

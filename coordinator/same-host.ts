@@ -155,17 +155,19 @@ export class SameHostHub {
   }
 
   /**
-   * A copy, in this process's memory, of the `values` float32 values (or halves, widened) the
-   * worker says its slot holds. Valid until the worker's next phase; validated by the caller.
+   * Where the `values` values the worker says its slot holds go in this process's memory (`data`,
+   * valid until the worker's next phase), and, for float32, the slot to copy them from as they are
+   * checked (`from`; checkGradient copies and measures in one pass). 16-bit halves are widened into
+   * `data` here.
    */
-  take(worker: object, values: number, fp16: boolean): Float32Array {
+  take(worker: object, values: number, fp16: boolean): { data: Float32Array; from: Float32Array | null } {
     const s = this.slots.get(worker);
     if (!s?.proven || !s.copy) throw new GanError('E_UNEXPECTED', 'Posted from a worker without a proven slot');
     if (values > s.copy.length) throw new GanError('E_SHAPE', `slot said to hold ${values} values, it has room for ${s.copy.length}`);
-    const out = s.copy.subarray(0, values);
-    if (fp16) fromHalf(s.slot.halves(values), out);
-    else out.set(s.slot.floats(values));
-    return out;
+    const data = s.copy.subarray(0, values);
+    if (!fp16) return { data, from: s.slot.floats(values) };
+    fromHalf(s.slot.halves(values), data);
+    return { data, from: null };
   }
 
   /** `net`'s committed weights of `version`, for workers to copy when a task names them. */

@@ -287,33 +287,62 @@ napi_value math_ema_update(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-SIMD_CLONES static void magnitude_loop(const float* restrict a, size_t n, double* max_abs, double* sum_sq) {
+/*
+ * Four running sums of squares, element i going to sum i % 4, added as (s0 + s1) + (s2 + s3): four
+ * independent chains instead of one (a double add waits for the previous one), and the same order
+ * as the JS loop in coordinator/optimizer.ts, so the same bits.
+ */
+SIMD_CLONES static void magnitude_loop(const float* restrict a, float* restrict copy, size_t n, double* max_abs, double* sum_sq) {
   float m = 0.f;
-  double s = 0.0;
-  for (size_t i = 0; i < n; i++) {
-    const float x = fabsf(a[i]);
-    /* NaN compares false: the max ignores it, the sum of squares keeps it. */
-    m = x > m ? x : m;
-    s += (double)a[i] * (double)a[i];
+  double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+  size_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const float x0 = a[i], x1 = a[i + 1], x2 = a[i + 2], x3 = a[i + 3];
+    if (copy) {
+      copy[i] = x0;
+      copy[i + 1] = x1;
+      copy[i + 2] = x2;
+      copy[i + 3] = x3;
+    }
+    /* NaN compares false: the max ignores it, the sums of squares keep it. */
+    m = fabsf(x0) > m ? fabsf(x0) : m;
+    m = fabsf(x1) > m ? fabsf(x1) : m;
+    m = fabsf(x2) > m ? fabsf(x2) : m;
+    m = fabsf(x3) > m ? fabsf(x3) : m;
+    s0 += (double)x0 * (double)x0;
+    s1 += (double)x1 * (double)x1;
+    s2 += (double)x2 * (double)x2;
+    s3 += (double)x3 * (double)x3;
+  }
+  for (; i < n; i++) {
+    const float x = a[i];
+    if (copy) copy[i] = x;
+    m = fabsf(x) > m ? fabsf(x) : m;
+    s0 += (double)x * (double)x;
   }
   *max_abs = m;
-  *sum_sq = s;
+  *sum_sq = (s0 + s1) + (s2 + s3);
 }
 
 /*
- * magnitude(a: Float32Array, out: Float64Array): out[0] = the largest |a[i]|, out[1] = the sum of
- * squares in double (NaN or Infinity when a holds one). How big a gradient is, in one pass.
+ * magnitude(a: Float32Array, out: Float64Array[, copy: Float32Array]): out[0] = the largest |a[i]|,
+ * out[1] = the sum of squares in double (NaN or Infinity when a holds one). How big a gradient is,
+ * in one pass. With `copy`, a is copied there in the same pass and what is measured is exactly
+ * what was copied (a may be memory another process writes).
  */
 napi_value math_magnitude(napi_env env, napi_callback_info info) {
   Args a;
   if (!args_init(&a, env, info, 2, "magnitude")) return NULL;
-  size_t n = 0, no = 0;
+  size_t n = 0, no = 0, nc = 0;
   const float* x = arg_typed(&a, 0, napi_float32_array, &n, "a");
   double* out = arg_typed(&a, 1, napi_float64_array, &no, "out");
+  float* copy = a.argc >= 3 ? arg_typed(&a, 2, napi_float32_array, &nc, "copy") : NULL;
   if (a.failed) return NULL;
   if (no < 2) return args_fail(&a, "out needs two values");
+  if (copy && nc != n) return args_fail(&a, "copy differs in size from a");
+  if (copy && ranges_overlap(x, n * 4, copy, nc * 4)) return args_fail(&a, "a and copy must not share memory");
   clean_upper();
-  magnitude_loop(x, n, &out[0], &out[1]);
+  magnitude_loop(x, copy, n, &out[0], &out[1]);
   return NULL;
 }
 
