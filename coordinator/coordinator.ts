@@ -290,18 +290,22 @@ export class Coordinator {
     this.pool.route((c, m) => reduction.onMessage(c, m));
     const done = reduction.start();
     // The workers are computing: the moving average takes G's last step now, not before their tasks.
+    const t0 = performance.now();
     this.model.flushAverage();
+    let busyMs = performance.now() - t0;
     const r = await done;
     this.reduction = null;
     this.pool.route(null);
     if (r.applied.length > 0) {
+      const t1 = performance.now();
       this.model.commit(net);
       // Before the next task names this version: slot members copy it from here.
       this.sameHost?.publish(net, this.model.versions[net], this.model.weights[net]);
       this.lastChains = r.chains;
+      busyMs += performance.now() - t1;
     }
     const applied = r.applied.map(({ conn, report }) => ({ worker: conn, report }));
-    return { applied, busyMs: r.busyMs };
+    return { applied, busyMs: busyMs + r.busyMs };
   }
 
   /**

@@ -353,12 +353,14 @@ export class Reduction<C extends MemberConn> {
       acc.set(tail);
       state.next++;
     }
-    if (state.next === a.segments.length) this.step(c, start, end);
+    // Counted before the step, which may commit the phase and report its time.
     this.busyMs += performance.now() - t0;
+    if (state.next === a.segments.length) this.step(c, start, end);
   }
 
   /** Adam on one chunk, into the next buffers, and its new weights out to every direct member and chain end. */
   private step(c: number, start: number, end: number): void {
+    const t0 = performance.now();
     const { current: cur, next } = this.o;
     const a = this.attempt;
     const g = this.o.acc.subarray(start, end);
@@ -378,6 +380,7 @@ export class Reduction<C extends MemberConn> {
       for (const c of to) this.o.send(c, frame);
     }
     if (++a.stepped === this.chunkTotal) this.stage = Stage.AwaitingReports;
+    this.busyMs += performance.now() - t0;
     this.maybeCommit();
   }
 
