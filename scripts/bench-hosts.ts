@@ -116,7 +116,8 @@ async function runProject(net: Net, rate: string, w: number, mode: 'direct' | 'r
   const out = mkdtempSync(join(tmpdir(), 'gan-bench-hosts-'));
   const metricsFile = join(out, 'metrics.jsonl');
   const coord = lan.spawnIn(lan.coord, [process.execPath, CLI('coordinator'), '--workers', String(w), '--host', '0.0.0.0', '--port', String(PORT),
-    '--insecure', '--relay', mode === 'relayed' ? 'always' : 'never', '--batch-size', String(BATCH), '--epochs', '1000',
+    // The namespaces share this machine's memory; hosts of their own could not map it.
+    '--insecure', '--shm', 'off', '--relay', mode === 'relayed' ? 'always' : 'never', '--batch-size', String(BATCH), '--epochs', '1000',
     '--max-rounds', String(WARMUP + rounds), '--checkpoint-every', '0', '--round-timeout', '120', '--out', out]);
   const workers = Array.from({ length: w }, (_, i) => lan.spawnIn(lan.workerNs(i + 1), [process.execPath, CLI('worker'),
     '--connect', `ws://${lan.coordIp}:${PORT}`, '--backend', backend, '--threads', '1', '--quiet']));

@@ -106,7 +106,8 @@ class Soak {
 
   startCoordinator(resume: boolean): void {
     const args = [
-      process.execPath, COORDINATOR, '--host', this.lan.coordIp, '--port', String(PORT), '--workers', String(this.spare), '--min-workers', '1',
+      // Hosts in namespaces share this machine's memory; as separate machines they use frames (and relay).
+      process.execPath, COORDINATOR, '--shm', 'off', '--host', this.lan.coordIp, '--port', String(PORT), '--workers', String(this.spare), '--min-workers', '1',
       '--backend', 'wasm', ...TINY, '--batch-size', '10', '--epochs', '100000', '--checkpoint-every', '10', '--round-timeout', '5', '--heartbeat', '1',
       '--data', this.data,
       ...(resume ? ['--resume', this.run] : ['--out', this.run]),

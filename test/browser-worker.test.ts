@@ -52,16 +52,21 @@ describe.skipIf(!browserAvailable())(`browser workers${skipNote}`, () => {
 
   it('leave the run when the page closes mid-phase: its samples are dealt again, none lost or repeated', async () => {
     const n = 80;
-    let page: TestPage | null = null;
+    let opened: (p: TestPage) => void = () => {};
+    const page = new Promise<TestPage>((resolve) => (opened = resolve));
     const c = await startCluster(tinyConfig({ workers: 3, minWorkers: 1, batchSize: 10, epochs: 2 }), smallData(n), {
       startWorkers: 2,
-      // Round 2: the tasks go out, then the tab is closed while it computes.
-      hooks: { phase: (round, phase) => {
-        if (round === 2 && phase === 'D') setTimeout(() => void page?.close(), 0);
+      // Round 2: the tasks go out, then the tab is closed while it computes (the page may still be
+      // loading in the test's eyes when its worker has already joined: the round waits for it).
+      hooks: { phase: async (round, phase) => {
+        if (round === 2 && phase === 'D') {
+          const p = await page;
+          setTimeout(() => void p.close(), 0);
+        }
       } },
     });
     clusters.push(c);
-    page = await open(pageUrl(c));
+    opened(await open(pageUrl(c)));
     const coord = await c.finish();
     const dropped = coord.runDir.metrics().find((m) => m.dropped.length > 0);
     expect(dropped?.round).toBe(2);

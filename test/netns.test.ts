@@ -130,7 +130,8 @@ describe('training across network namespaces', () => {
     const data = writeIdxDir(smallData(n));
     const out = join(tempDir(), 'run');
     const coord = spawnCoordinator([
-      ...TINY_MODEL_FLAGS, '--host', COORD_IP, '--port', '0', '--token', TOKEN, '--data', data, '--workers', '2',
+      // The namespaces share this machine's memory: as hosts of their own, the workers use frames over the links.
+      ...TINY_MODEL_FLAGS, '--shm', 'off', '--host', COORD_IP, '--port', '0', '--token', TOKEN, '--data', data, '--workers', '2',
       '--batch-size', '10', '--epochs', '2', '--round-timeout', '30', '--heartbeat', '5', '--out', out,
     ], 'netns-coordinator', ['ip', 'netns', 'exec', NS.coord]);
     procs.push(coord);
