@@ -274,13 +274,13 @@ export class Coordinator {
     const { D: dVersion, G: gVersion } = this.model.versions;
     for (const { worker, ids } of live) this.pool.send(worker, encode({ k: Kind.Task, round: this.round, epoch: this.epoch, phase: net, dVersion, gVersion, ids }));
     const relay = relayRoles(live.map((a) => a.worker), this.opts.relay ?? 'auto');
-    const shares = (c: WorkerConn) => this.sameHost?.shares(c) ?? false;
+    const slot = live.map((a) => this.sameHost?.shares(a.worker) ?? false);
     const reduction = new Reduction<WorkerConn>({
       net, round: this.round, version: this.model.versions[net],
       // A worker that shares this host never relays: its tensors do not cross a link at all.
-      members: live.map((a, i) => ({ conn: a.worker, count: a.ids.length, relay: relay[i]! && !shares(a.worker), slot: shares(a.worker) })),
+      members: live.map((a, i) => ({ conn: a.worker, count: a.ids.length, relay: relay[i]! && !slot[i], slot: slot[i] })),
       // Chunks pipeline frames; when every member posts through its slot the whole net is one chunk (one threaded Adam step).
-      chunk: live.every((a) => shares(a.worker)) ? this.layouts[net].total : this.opts.reduceChunk ?? REDUCE_CHUNK, fp16: this.cfg.fp16,
+      chunk: slot.every(Boolean) ? this.layouts[net].total : this.opts.reduceChunk ?? REDUCE_CHUNK, fp16: this.cfg.fp16,
       current: this.model.current(net), next: this.model.next[net], acc: this.model.acc[net], hyper: this.model.nextStep(net),
       reportTimeoutMs: this.cfg.roundTimeoutMs, stallMs: Math.min(this.cfg.roundTimeoutMs, 10_000),
       send: (c, f) => this.pool.send(c, f), drop: (c, e) => this.pool.drop(c, e), log: this.log,

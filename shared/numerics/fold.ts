@@ -12,12 +12,7 @@ import { type NativeMath, nativeMath } from '../backend/addon.js';
  */
 export function foldInto(acc: Float32Array, g: Float32Array, scale: number, first: boolean, math: NativeMath | null = nativeMath()): void {
   if (acc.length !== g.length) throw new Error(`fold: ${g.length} values into ${acc.length}`);
-  if (math) {
-    // acc is never -0 (0 + -0 is +0), so 1 * acc as the first term of the sum is acc itself.
-    if (first) math.weightedSum(acc, [g], [scale]);
-    else math.weightedSum(acc, [acc, g], [1, scale]);
-    return;
-  }
+  if (math) return foldMany(acc, [g], [scale], first, math);
   if (first) for (let i = 0; i < acc.length; i++) acc[i] = 0 + scale * g[i]!;
   else for (let i = 0; i < acc.length; i++) acc[i] = acc[i]! + scale * g[i]!;
 }
@@ -30,6 +25,7 @@ export function foldMany(acc: Float32Array, gs: Float32Array[], scales: number[]
   if (gs.length === 0) return;
   for (const g of gs) if (g.length !== acc.length) throw new Error(`fold: ${g.length} values into ${acc.length}`);
   if (math) {
+    // acc is never -0 (0 + -0 is +0), so 1 * acc as the first term of the sum is acc itself.
     if (first) math.weightedSum(acc, gs, scales);
     else math.weightedSum(acc, [acc, ...gs], [1, ...scales]);
     return;
