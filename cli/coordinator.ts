@@ -18,6 +18,7 @@ import { loadCheckpoint } from '../coordinator/run-dir.js';
 import { RemoteJudge } from '../eval/remote-judge.js';
 import { MODEL_KINDS, MODEL_LIMITS, type ModelKind, modelConfigProblem } from '../shared/compute/model.js';
 import { GanError } from '../shared/wire/errors.js';
+import { WIRE_PRECISIONS, type WirePrecision } from '../shared/numerics/wire-format.js';
 
 const d = defaultTrainConfig;
 const m = d.model;
@@ -27,7 +28,7 @@ export interface CliOptions {
   data?: string; model: ModelKind; recipe: Recipe; epochs?: number; maxRounds: number; batchSize?: number;
   lr?: number; lrD?: number; lrG?: number; beta1: number; beta2: number; eps: number;
   gHidden: number[]; dHidden: number[]; noiseDim: number; dropout?: number; r1?: number; leak: number; seed: number;
-  checkpointEvery: number; roundTimeout: number; fp16: boolean; token?: string; insecure: boolean;
+  checkpointEvery: number; roundTimeout: number; wire: WirePrecision; fp16: boolean; token?: string; insecure: boolean;
   tlsCert?: string; tlsKey?: string; relay: RelayPolicy; shm: 'auto' | 'off'; backend: BackendName; threads?: number; evalEvery: number; heartbeat: number; ema?: number;
 }
 
@@ -63,7 +64,8 @@ export function program(): Command {
     .option('--checkpoint-every <n>', 'checkpoint every N rounds (0: only at the end and on SIGINT/SIGTERM)', intArg(0), d.checkpointEvery)
     .option('--round-timeout <s>', 'drop a worker that has not answered a phase within this many seconds', floatArg(0.1, 86400), d.roundTimeoutMs / 1000)
     .option('--heartbeat <s>', 'ping workers this often; three missed pongs drop a worker', floatArg(0.1, 3600), 10)
-    .option('--fp16', 'workers send gradients as 16-bit floats (half the upload)', false)
+    .addOption(new Option('--wire <precision>', 'precision of gradients, partial sums and weights between hosts: fp32 (exact), 16 (IEEE half, master weights stay fp32), 8 (blockwise 8-bit with error feedback)').choices(WIRE_PRECISIONS as string[]).default(d.wire))
+    .option('--fp16', 'the same as --wire 16', false)
     .option('--token <secret>', 'shared secret workers must prove (HMAC over a nonce; never sent); env GAN_DDP_TOKEN')
     .option('--insecure', 'allow listening beyond loopback without a token', false)
     .option('--tls-cert <file>', 'serve wss:// with this certificate (PEM)')
@@ -84,6 +86,7 @@ function perKind(key: keyof typeof kindDefaults.gan): string {
 
 /** The run's configuration: each flag given, else the recipe's default for the model kind. */
 export function trainConfig(o: CliOptions): TrainConfig {
+  if (o.fp16 && o.wire !== '16' && o.wire !== defaultTrainConfig.wire) throw new GanError('E_ARGS', `--fp16 is --wire 16; it contradicts --wire ${o.wire}`);
   const k = recipeDefaults(o.recipe ?? 'tuned', o.model);
   return {
     model: kindModel(o.model, { dropout: o.dropout ?? k.dropout, r1: o.r1 ?? k.r1 }, { ...m, gHidden: o.gHidden, dHidden: o.dHidden, noiseDim: o.noiseDim, leak: o.leak }),
@@ -101,7 +104,7 @@ export function trainConfig(o: CliOptions): TrainConfig {
     data: o.data ?? null,
     checkpointEvery: o.checkpointEvery,
     roundTimeoutMs: Math.round(o.roundTimeout * 1000),
-    fp16: o.fp16,
+    wire: o.fp16 ? '16' : o.wire,
     evalEvery: o.evalEvery,
     emaDecay: o.ema ?? k.emaDecay,
   };

@@ -13,9 +13,10 @@
 import type { Net } from '../shared/compute/model.js';
 import { GanError } from '../shared/wire/errors.js';
 import { magnitude } from './optimizer.js';
+import { VALUE_LIMIT } from '../shared/numerics/wire-format.js';
 
-/** Largest gradient value accepted: its square (about 1e30) stays far inside float32. */
-export const GRADIENT_LIMIT = 1e15;
+/** Largest gradient value accepted: its square (about 1e30) stays far inside float32 (the wire's limit). */
+export const GRADIENT_LIMIT = VALUE_LIMIT;
 /** A direct member's chunk may be at most this many times larger than the median of its peers'. */
 export const PEER_FACTOR = 1000;
 /** The smallest reference a chunk is compared with. */

@@ -1,5 +1,6 @@
 /** The coordinator's effective configuration: saved to config.json and inside every checkpoint. */
 import { type ModelConfig, type ModelKind, defaultModelConfig } from '../shared/compute/model.js';
+import type { WirePrecision } from '../shared/numerics/wire-format.js';
 
 export interface TrainConfig {
   model: ModelConfig;
@@ -25,8 +26,8 @@ export interface TrainConfig {
   checkpointEvery: number;
   /** A worker that has not answered a phase within this many ms is dropped. */
   roundTimeoutMs: number;
-  /** Workers send gradients as 16-bit floats. */
-  fp16: boolean;
+  /** Precision of gradients, partial sums and weights on the wire (shared/numerics/wire-format.ts). */
+  wire: WirePrecision;
   /** Evaluate the generator every this many epochs (0: never). */
   evalEvery: number;
   /**
@@ -52,7 +53,7 @@ export const defaultTrainConfig: TrainConfig = {
   data: null,
   checkpointEvery: 50,
   roundTimeoutMs: 60_000,
-  fp16: false,
+  wire: 'fp32',
   evalEvery: 0,
   emaDecay: 0.999,
 };

@@ -106,7 +106,7 @@ export class Coordinator {
     this.sameHost = opts.sameHost === 'off' ? null : SameHostHub.open({ D: this.layouts.D.total, G: this.layouts.G.total }, this.log);
     this.pool = new WorkerPool({
       host: opts.host, port: opts.port, token: opts.token, tls: opts.tls, heartbeatMs: opts.heartbeatMs ?? 10_000,
-      model: this.cfg.model, signature: this.signature, seed: this.cfg.seed, fp16: this.cfg.fp16, capacity: this.cfg.workers, sameHost: this.sameHost, log: this.log,
+      model: this.cfg.model, signature: this.signature, seed: this.cfg.seed, wire: this.cfg.wire, capacity: this.cfg.workers, sameHost: this.sameHost, log: this.log,
       onHttp: opts.dashboard === false ? undefined : serveWeb,
       onObserver: opts.dashboard === false ? undefined : (ws, proven) => this.hub?.accept(ws, proven),
       admission: { ...admissionLimits(descriptors.soft), ...opts.admission },
@@ -125,7 +125,7 @@ export class Coordinator {
     this.data = this.opts.dataset ?? loadMnist(this.cfg.data ?? undefined).train;
     if (this.opts.resume) this.restore();
     else this.fresh();
-    for (const net of ['D', 'G'] as const) this.sameHost?.publish(net, this.model.versions[net], this.model.weights[net]);
+    for (const net of ['D', 'G'] as const) this.sameHost?.publish(net, this.model.versions[net], this.model.view[net]);
     // Listen before writing anything: a port in use must leave no half-made run directory.
     const port = await this.pool.listen(this.opts.insecure);
     const config = { ...this.cfg, signature: this.signature, dataset: this.data.source, samples: this.data.n };
@@ -280,8 +280,9 @@ export class Coordinator {
       // A worker that shares this host never relays: its tensors do not cross a link at all.
       members: live.map((a, i) => ({ conn: a.worker, count: a.ids.length, relay: relay[i]! && !slot[i], slot: slot[i] })),
       // Chunks pipeline frames; when every member posts through its slot the whole net is one chunk (one threaded Adam step).
-      chunk: slot.every(Boolean) ? this.layouts[net].total : this.opts.reduceChunk ?? REDUCE_CHUNK, fp16: this.cfg.fp16,
+      chunk: slot.every(Boolean) ? this.layouts[net].total : this.opts.reduceChunk ?? REDUCE_CHUNK, wire: this.cfg.wire,
       current: this.model.current(net), next: this.model.next[net], acc: this.model.acc[net], hyper: this.model.nextStep(net),
+      view: { current: this.model.view[net], next: this.model.nextView[net] },
       reportTimeoutMs: this.cfg.roundTimeoutMs, stallMs: Math.min(this.cfg.roundTimeoutMs, 10_000),
       send: (c, f) => this.pool.send(c, f), drop: (c, e) => this.pool.drop(c, e), log: this.log,
       take: (c, values, fp16) => this.sameHost!.take(c, values, fp16),
@@ -300,7 +301,7 @@ export class Coordinator {
       const t1 = performance.now();
       this.model.commit(net);
       // Before the next task names this version: slot members copy it from here.
-      this.sameHost?.publish(net, this.model.versions[net], this.model.weights[net]);
+      this.sameHost?.publish(net, this.model.versions[net], this.model.view[net]);
       this.lastChains = r.chains;
       busyMs += performance.now() - t1;
     }

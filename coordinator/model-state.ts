@@ -1,8 +1,15 @@
 /**
  * What the coordinator is the authority for: both nets' weights and versions, both Adam states,
- * the moving average of G, and the buffers a phase's step is written into before it commits.
+ * the moving average of G, the view of the weights the workers hold, and the buffers a phase's
+ * step is written into before it commits.
+ *
+ * The master weights, moments and average are float32 whatever the wire. On the fp32 wire the
+ * workers' view is the master weights themselves; on a 16- or 8-bit wire it is what the wire
+ * delivered (shared/numerics/wire-format.ts), kept here so that whole weights (a joiner, a repair,
+ * the shared region) are the same bits the workers that followed every chunk hold.
  */
 import { Kind, encode } from '../shared/wire/codec.js';
+import { roundTrip } from '../shared/numerics/wire-format.js';
 import { type Net, type NetLayout, initWeights } from '../shared/compute/model.js';
 import type { TrainState } from './checkpoint.js';
 import type { TrainConfig } from './config.js';
@@ -25,6 +32,9 @@ export class ModelState {
   versions: { D: number; G: number };
   /** Where a phase's Adam step writes the new weights and moments; swapped in when it commits. */
   readonly next: Record<Net, NetBuffers>;
+  /** The weights every worker holds (the master weights on the fp32 wire), and where a phase writes the next ones. */
+  readonly view: Record<Net, Float32Array>;
+  readonly nextView: Record<Net, Float32Array>;
   /** Scratch for a phase's running sums. */
   readonly acc: Record<Net, Float32Array>;
   private frames: Record<Net, Uint8Array | null> = { D: null, G: null };
@@ -37,6 +47,11 @@ export class ModelState {
     const buffers = (n: number): NetBuffers => ({ w: new Float32Array(n), m: new Float32Array(n), v: new Float32Array(n) });
     this.next = { D: buffers(layouts.D.total), G: buffers(layouts.G.total) };
     this.acc = { D: new Float32Array(layouts.D.total), G: new Float32Array(layouts.G.total) };
+    // A new or resumed run's view: the master weights as the wire delivers them whole (8-bit's
+    // later versions are differences from this one, so it starts exact).
+    const start = (w: Float32Array): Float32Array => (cfg.wire === 'fp32' ? w : cfg.wire === '16' ? roundTrip('16', w) : w.slice());
+    this.view = { D: start(this.weights.D), G: start(this.weights.G) };
+    this.nextView = cfg.wire === 'fp32' ? { D: this.next.D.w, G: this.next.G.w } : { D: new Float32Array(layouts.D.total), G: new Float32Array(layouts.G.total) };
   }
 
   /** A new run: seeded initial weights, fresh Adam states, the average starting at G's weights. */
@@ -81,6 +96,12 @@ export class ModelState {
     adam.m = next.m;
     adam.v = next.v;
     adam.t++;
+    if (this.cfg.wire === 'fp32') {
+      this.view[net] = this.weights[net];
+      this.nextView[net] = this.next[net].w;
+    } else {
+      [this.view[net], this.nextView[net]] = [this.nextView[net], this.view[net]];
+    }
     this.versions[net]++;
     this.frames[net] = null;
     // Workers never see the average: it takes this step in later (flushAverage), off the path to the next task.
@@ -100,9 +121,9 @@ export class ModelState {
     emaUpdate(this.average, this.weights.G, this.cfg.emaDecay, this.adam.G.t);
   }
 
-  /** One net's whole current weights as a frame, packed once per version. */
+  /** One net's whole current weights, as the workers hold them, as a frame packed once per version. */
   weightsFrame(net: Net): Uint8Array {
-    this.frames[net] ??= encode({ k: Kind.Weights, net, version: this.versions[net], data: this.weights[net] });
+    this.frames[net] ??= encode({ k: Kind.Weights, net, version: this.versions[net], data: this.view[net] });
     return this.frames[net];
   }
 

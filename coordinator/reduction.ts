@@ -36,7 +36,7 @@
 import { GanError } from '../shared/wire/errors.js';
 import { chunkAt, chunkCount, chunkRange } from '../shared/numerics/chunks.js';
 import { foldMany } from '../shared/numerics/fold.js';
-import { fromHalf } from '../shared/numerics/half.js';
+import { type WirePrecision, decodeValues, encodeValues, encodeWeights } from '../shared/numerics/wire-format.js';
 import type { Net } from '../shared/compute/model.js';
 import { COORDINATOR, type ChunkMsg, Kind, type Message, NOBODY, type PostedMsg, type ReportMsg, encode } from '../shared/wire/codec.js';
 import { PEER_FACTOR, checkGradient, outlier, partialOutOfBounds, stragglerLimitMs } from './bounds.js';
@@ -69,10 +69,13 @@ export interface ReductionOptions<C extends MemberConn> {
   /** The version of `net` the tasks named; the new weights are the next one. */
   version: number;
   chunk: number;
-  fp16: boolean;
+  /** Precision of gradients, partial sums and weights in frames (shared/numerics/wire-format.ts). */
+  wire: WirePrecision;
   /** Current weights and moments (read only) and where the new ones go. */
   current: { w: Float32Array; m: Float32Array; v: Float32Array };
   next: { w: Float32Array; m: Float32Array; v: Float32Array };
+  /** The weights the workers hold (read only) and where the view of the new ones goes (the same as next.w on the fp32 wire). */
+  view: { current: Float32Array; next: Float32Array };
   hyper: AdamHyper;
   /** Scratch of the net's size for the running sums. */
   acc: Float32Array;
@@ -238,9 +241,8 @@ export class Reduction<C extends MemberConn> {
       if (x.attempt < this.attempt.n) return;
       const seg = this.attempt.segments.find((s): s is Extract<Planned<C>, { kind: 'chain' }> => s.kind === 'chain' && s.members[s.members.length - 1] === m);
       if (!seg || x.attempt !== this.attempt.n) throw new GanError('E_STALE', `partial sum of attempt ${x.attempt} from a worker that is not the end of a chain of attempt ${this.attempt.n}`);
-      if (x.fp16) throw new GanError('E_SHAPE', 'partial sums are float32');
       if (seg.tail[chunk]) throw new GanError('E_STALE', `second partial sum for chunk ${chunk}`);
-      const data = x.data as Float32Array;
+      const data = decodeValues(this.o.wire, x, `partial sum of ${this.o.net}`);
       const maxAbs = partialOutOfBounds(data, this.o.net);
       if (maxAbs !== null) {
         // Someone in the chain sent an outsized gradient; only a direct reduction can tell who.
@@ -250,9 +252,8 @@ export class Reduction<C extends MemberConn> {
       }
       seg.tail[chunk] = data;
     } else {
-      if (x.fp16 !== this.o.fp16) throw new GanError('E_SHAPE', `gradient precision ${x.fp16 ? 'fp16' : 'fp32'} differs from the run's`);
       if (m.own[chunk]) throw new GanError('E_STALE', `second gradient chunk at ${x.offset}`);
-      const data = x.data instanceof Uint16Array ? fromHalf(x.data) : x.data;
+      const data = decodeValues(this.o.wire, x, `${this.o.net} gradient`);
       m.rms[chunk] = checkGradient(data, this.o.net);
       m.own[chunk] = data;
     }
@@ -268,7 +269,8 @@ export class Reduction<C extends MemberConn> {
     if (x.attempt > this.attempt.n) throw new GanError('E_STALE', `Posted for attempt ${x.attempt}, the phase is at attempt ${this.attempt.n}`);
     if (m.own.some((c) => c)) throw new GanError('E_STALE', `second gradient of round ${x.round} phase ${x.phase}`);
     if (x.values !== this.size) throw new GanError('E_SHAPE', `${this.o.net} gradient of ${x.values} values in the slot, the model has ${this.size}`);
-    if (x.fp16 !== this.o.fp16) throw new GanError('E_SHAPE', `gradient precision ${x.fp16 ? 'fp16' : 'fp32'} differs from the run's`);
+    // An 8-bit wire's slot holds the decoded float32 values: rounding and error feedback are the same as in frames.
+    if (x.fp16 !== (this.o.wire === '16')) throw new GanError('E_SHAPE', `gradient precision ${x.fp16 ? 'fp16' : 'fp32'} in the slot differs from the run's wire (${this.o.wire})`);
     const { data, from } = this.o.take(m.conn, x.values, x.fp16);
     for (let c = 0; c < this.chunkTotal; c++) {
       const [start, end] = chunkRange(this.size, this.o.chunk, c);
@@ -346,7 +348,7 @@ export class Reduction<C extends MemberConn> {
       if (state.next > 0 && !state.seeded) {
         // The chain continues the sum so far.
         state.seeded = true;
-        this.o.send(s.members[0]!.conn, encode({ k: Kind.Chunk, round: this.o.round, phase: this.o.net, attempt: a.n, offset: start, partial: true, fp16: false, data: acc }));
+        this.o.send(s.members[0]!.conn, encode({ k: Kind.Chunk, round: this.o.round, phase: this.o.net, attempt: a.n, offset: start, partial: true, ...encodeValues(this.o.wire, acc) }));
       }
       const tail = s.tail[c];
       if (!tail) break;
@@ -373,10 +375,12 @@ export class Reduction<C extends MemberConn> {
       return;
     }
     a.chunks[c]!.stage = ChunkStage.Stepped;
+    // What the workers will hold of this chunk (written even when every member reads the region).
+    const values = encodeWeights(this.o.wire, out.w, this.o.view.current.subarray(start, end), this.o.view.next.subarray(start, end));
     // Slot members copy the new weights out of the region once the step commits.
     const to = a.segments.flatMap((s) => (s.kind === 'chain' ? [s.members[s.members.length - 1]!.conn] : s.member.slot ? [] : [s.member.conn]));
     if (to.length > 0) {
-      const frame = encode({ k: Kind.WeightsChunk, net: this.o.net, version: this.o.version + 1, attempt: a.n, offset: start, data: next.w.subarray(start, end) });
+      const frame = encode({ k: Kind.WeightsChunk, net: this.o.net, version: this.o.version + 1, attempt: a.n, offset: start, ...values, fp16: values.fp16 || undefined });
       for (const c of to) this.o.send(c, frame);
     }
     if (++a.stepped === this.chunkTotal) this.stage = Stage.AwaitingReports;

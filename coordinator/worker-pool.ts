@@ -21,6 +21,7 @@
  *   accepts a report or a chunk only for the (round, phase) the worker was asked for, only once, of
  *   the model's size and with finite values; outside a phase they are refused.
  */
+import type { WirePrecision } from '../shared/numerics/wire-format.js';
 import { EventEmitter } from 'node:events';
 import { type IncomingMessage, type ServerResponse, createServer as createHttpServer } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
@@ -50,7 +51,7 @@ export interface PoolOptions {
   signature: string;
   /** What every Welcome tells a worker. */
   seed: number;
-  fp16: boolean;
+  wire: WirePrecision;
   /** Most workers joining or live at once (--workers). */
   capacity: number;
   /** Shared regions offered to workers that can map them (null: frames for everyone). */
@@ -321,7 +322,7 @@ export class WorkerPool extends EventEmitter<PoolEvents> {
     }
     c.state = 'joining';
     const offer = m.sameHost ? this.o.sameHost?.offer(c) : null;
-    this.send(c, encode({ k: Kind.Welcome, workerId: c.id, seed: this.o.seed, fp16: this.o.fp16, maxPayload: this.maxOutbound, ...offer }));
+    this.send(c, encode({ k: Kind.Welcome, workerId: c.id, seed: this.o.seed, wire: this.o.wire, maxPayload: this.maxOutbound, ...offer }));
     this.o.log(`${c.label} connected from ${c.addr}; joins at the next round`);
     this.emit('connected', c);
     this.poke();

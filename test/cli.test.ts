@@ -196,7 +196,7 @@ describe('--help lists every flag', () => {
   const coordinatorFlags = [
     '--workers', '--min-workers', '--spawn', '--host', '--port', '--out', '--resume', '--data', '--model', '--recipe', '--epochs',
     '--max-rounds', '--batch-size', '--lr', '--lr-d', '--lr-g', '--beta1', '--beta2', '--eps', '--g-hidden', '--d-hidden',
-    '--noise-dim', '--dropout', '--r1', '--leak', '--seed', '--checkpoint-every', '--round-timeout', '--heartbeat', '--fp16',
+    '--noise-dim', '--dropout', '--r1', '--leak', '--seed', '--checkpoint-every', '--round-timeout', '--heartbeat', '--wire', '--fp16',
     '--token', '--insecure', '--tls-cert', '--tls-key', '--backend', '--threads', '--ema', '--eval-every', '--relay', '--shm', '--help',
   ];
   const flags: Record<string, [string, string[]]> = {

@@ -24,7 +24,7 @@ const samples: Message[] = [
   { k: Kind.Challenge, v: PROTOCOL_VERSION, nonce: new Uint8Array(32).map((_, i) => i * 7), auth: true, model: { ...defaultModelConfig } },
   { k: Kind.Hello, v: PROTOCOL_VERSION, signature: 'gan;G:100x256;D:784x1024', backend: 'wasm (XNNPACK)', host: 'h1', pid: 4242, proof: new Uint8Array(32).fill(9) },
   { k: Kind.Hello, v: PROTOCOL_VERSION, signature: 'cgan;x', backend: 'cpu', host: 'h2', pid: 1 },
-  { k: Kind.Welcome, workerId: 3, seed: 2 ** 32 - 1, fp16: true, maxPayload: 16 * 1024 * 1024 },
+  { k: Kind.Welcome, workerId: 3, seed: 2 ** 32 - 1, wire: '16', maxPayload: 16 * 1024 * 1024 },
   {
     k: Kind.Shard, epoch: 2, reset: true, ids: new Uint32Array([5, 0, 4_000_000_000]),
     images: new Uint8Array(nShard * 784).map((_, i) => i % 256), labels: new Uint8Array([1, 9, 0]),
@@ -39,6 +39,10 @@ const samples: Message[] = [
   { k: Kind.Chunk, round: 12, phase: 'D', attempt: 0, offset: 65536, partial: false, fp16: false, data: randomFloats(333, 2) },
   { k: Kind.Chunk, round: 3, phase: 'G', attempt: 1, offset: 0, partial: false, fp16: true, data: new Uint16Array([0, 0x3c00, 0x8000, 0x7bff, 1]) },
   { k: Kind.Chunk, round: 3, phase: 'G', attempt: 1, offset: 1024, partial: true, fp16: false, data: randomFloats(17, 5) },
+  { k: Kind.Chunk, round: 3, phase: 'G', attempt: 1, offset: 1024, partial: true, fp16: true, data: new Uint16Array([0x3c00, 7]) },
+  { k: Kind.Chunk, round: 5, phase: 'D', attempt: 0, offset: 0, partial: false, fp16: false, scales: new Float32Array([0.5, 2 ** -20]), data: new Int8Array([127, -127, 0, 3, -1]) },
+  { k: Kind.WeightsChunk, net: 'G', version: 4, attempt: 0, offset: 512, fp16: true, data: new Uint16Array([1, 2, 3]) },
+  { k: Kind.WeightsChunk, net: 'D', version: 9, attempt: 2, offset: 0, scales: new Float32Array([1e-4]), data: new Int8Array([1, -2, 127]) },
   { k: Kind.WeightsChunk, net: 'D', version: 9, attempt: 0, offset: 2048, data: randomFloats(100, 6) },
   { k: Kind.PeerLost, peer: 3, code: 'E_CONNECT', reason: 'link to worker 3 closed (1006)' },
   { k: Kind.PeerHello, v: PROTOCOL_VERSION, workerId: 2, signature: 'gan;x', proof: new Uint8Array(32).fill(1), nonce: new Uint8Array(32).fill(2) },
@@ -53,7 +57,7 @@ const samples: Message[] = [
   { k: Kind.Stop, reason: 'run finished' },
   { k: Kind.Stop, reason: 'preempted by SIGUSR1 at round 44', resumes: true },
   { k: Kind.Hello, v: PROTOCOL_VERSION, signature: 'gan;x', backend: 'native', host: 'h4', pid: 8, sameHost: true },
-  { k: Kind.Welcome, workerId: 2, seed: 7, fp16: false, maxPayload: 1 << 20, region: '/dev/shm/gan-ddp-1-abc/r', slot: '/dev/shm/gan-ddp-1-abc/s' },
+  { k: Kind.Welcome, workerId: 2, seed: 7, wire: 'fp32', maxPayload: 1 << 20, region: '/dev/shm/gan-ddp-1-abc/r', slot: '/dev/shm/gan-ddp-1-abc/s' },
   { k: Kind.Reduce, round: 1, phase: 'D', attempt: 0, total: 20, chunk: 65536, prev: NOBODY, next: COORDINATOR, nextUrl: '', partial: false, slot: true },
   { k: Kind.SameHost, proof: new Uint8Array(32).fill(5) },
   { k: Kind.SameHost, reason: 'EACCES: gan_native.mapFile: open /dev/shm/x: Permission denied' },
@@ -249,7 +253,7 @@ describe('codec rejects malformed frames with E_MALFORMED and a message naming t
     rejects(pack({ ...task, phase: 'X' }), /Task\.phase: expected "D" or "G"/);
     rejects(pack({ ...task, ids: [1, 2] }), /Task\.ids: expected binary data/);
     rejects(pack({ k: Kind.Weights, net: 'D', version: 1, data: 3 }), /Weights\.data: expected binary data/);
-    rejects(pack({ k: Kind.Welcome, workerId: 0, seed: 1, fp16: 'yes', maxPayload: 10 }), /Welcome\.fp16: expected a boolean/);
+    rejects(pack({ k: Kind.Welcome, workerId: 0, seed: 1, wire: 16, maxPayload: 10 }), /Welcome\.wire: expected a string/);
     rejects(pack({ k: Kind.Report, round: 0, phase: 'D', count: 1, loss: '0.5', dReal: 0, dFake: 0, computeMs: 0 }), /Report\.loss: expected a number/);
     rejects(pack({ k: Kind.Reduce, round: 0, phase: 'D', attempt: 0, total: 1, chunk: 8, prev: 1.5, next: -2, nextUrl: '', partial: false }), /Reduce\.prev: expected an integer/);
     rejects(pack({ k: Kind.Hello, v: 1, signature: 's', backend: 'b', host: 'h', pid: 1, proof: 'abc' }), /Hello\.proof: expected binary data/);
@@ -265,7 +269,8 @@ describe('codec rejects malformed frames with E_MALFORMED and a message naming t
     rejects(pack({ k: Kind.Weights, net: 'D', version: 1, data: Buffer.alloc(5) }), /Weights\.data: 5 bytes is not a whole number of 4-byte values/);
     rejects(pack({ ...task, ids: Buffer.alloc(6) }), /Task\.ids: 6 bytes/);
     rejects(pack({ k: Kind.Chunk, round: 0, phase: 'D', attempt: 0, offset: 0, partial: false, fp16: true, data: Buffer.alloc(3) }), /Chunk\.data: 3 bytes is not a whole number of 2-byte values/);
-    rejects(pack({ k: Kind.Chunk, round: 0, phase: 'D', attempt: 0, offset: 0, partial: true, fp16: true, data: Buffer.alloc(4) }), /partial sums are float32/);
+    rejects(pack({ k: Kind.Chunk, round: 0, phase: 'D', attempt: 0, offset: 0, partial: true, fp16: true, scales: Buffer.alloc(4), data: Buffer.alloc(4) }), /8-bit values \(scales\) cannot also be fp16/);
+    rejects(pack({ k: Kind.WeightsChunk, net: 'D', version: 1, attempt: 0, offset: 0, scales: Buffer.alloc(3), data: Buffer.alloc(4) }), /WeightsChunk\.scales: 3 bytes is not a whole number of 4-byte values/);
     rejects(pack({ k: Kind.Shard, epoch: 0, reset: true, ids: Buffer.alloc(8), images: Buffer.alloc(784), labels: Buffer.alloc(2) }), /Shard: 784 image bytes for 2 samples/);
     rejects(pack({ k: Kind.Shard, epoch: 0, reset: true, ids: Buffer.alloc(4), images: Buffer.alloc(784), labels: Buffer.alloc(2) }), /Shard: 2 labels for 1 samples/);
   });

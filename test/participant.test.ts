@@ -31,7 +31,7 @@ async function participant() {
   const toCoord: Message[] = [];
   const toPeer: { peer: number; url: string | null; m: Message }[] = [];
   const p = new Participant({
-    model: tinyModel, seed: SEED, fp16: false,
+    model: tinyModel, seed: SEED, wire: 'fp32',
     toCoordinator: (f) => toCoord.push(decode(f)),
     toPeer: (peer, url, f) => toPeer.push({ peer, url, m: decode(f) }),
   });

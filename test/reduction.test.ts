@@ -21,14 +21,14 @@ interface Conn extends MemberConn {
 }
 
 /** A phase among members with these sample counts (and relay abilities), on in-memory connections. */
-function phase(counts: number[], o: { relay?: boolean[]; fp16?: boolean } = {}) {
+function phase(counts: number[], o: { relay?: boolean[] } = {}) {
   const conns: Conn[] = counts.map((_, id) => ({ id, peerUrl: o.relay?.[id] ? `ws://peer-${id}` : '', got: [] }));
   const current = { w: values(SIZE, 1), m: new Float32Array(SIZE), v: new Float32Array(SIZE) };
   const next = { w: new Float32Array(SIZE), m: new Float32Array(SIZE), v: new Float32Array(SIZE) };
   const dropped: { id: number; code: string; message: string }[] = [];
   const logs: string[] = [];
   const r: Reduction<Conn> = new Reduction<Conn>({
-    net: 'D', round: 7, version: 3, chunk: CHUNK, fp16: !!o.fp16,
+    net: 'D', round: 7, version: 3, chunk: CHUNK, wire: 'fp32', view: { current: current.w, next: next.w },
     members: conns.map((conn, i) => ({ conn, count: counts[i]!, relay: !!o.relay?.[i] })),
     current, next, hyper: HYPER, acc: new Float32Array(SIZE),
     reportTimeoutMs: 60_000, stallMs: 10_000,

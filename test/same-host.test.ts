@@ -63,11 +63,11 @@ function addWorker(c: Cluster, sameHost: boolean, victim: number | null): void {
 }
 
 describe('same-host workers and framed workers train the same bits', () => {
-  for (const fp16 of [false, true]) {
-    for (const workers of [1, 2, 4]) {
-      it(`${workers} worker${workers > 1 ? 's' : ''}, ${fp16 ? 'fp16' : 'fp32'} gradients${noAddon ? ` [skipped: ${noAddon}]` : ''}`, async () => {
+  for (const wire of ['fp32', '16', '8'] as const) {
+    for (const workers of wire === '8' ? [2, 4] : [1, 2, 4]) {
+      it(`${workers} worker${workers > 1 ? 's' : ''}, ${wire} wire${noAddon ? ` [skipped: ${noAddon}]` : ''}`, async () => {
         if (noAddon) return;
-        const over = { workers, fp16, batchSize: 10, maxRounds: 6 };
+        const over = { workers, wire, batchSize: 10, maxRounds: 6 };
         const framed = await train(over, 120, (c) => addWorker(c, false, null));
         const shared = await train(over, 120, (c) => addWorker(c, true, null));
         expect(framed.shared).toBe(0);
@@ -77,10 +77,10 @@ describe('same-host workers and framed workers train the same bits', () => {
     }
   }
 
-  for (const fp16 of [false, true]) {
-    it(`4 workers, one killed before it sends its G gradient of round 2, ${fp16 ? 'fp16' : 'fp32'}: the same bits, every sample once${noAddon ? ` [skipped: ${noAddon}]` : ''}`, async () => {
+  for (const wire of ['fp32', '16', '8'] as const) {
+    it(`4 workers, one killed before it sends its G gradient of round 2, ${wire} wire: the same bits, every sample once${noAddon ? ` [skipped: ${noAddon}]` : ''}`, async () => {
       if (noAddon) return;
-      const over = { workers: 4, fp16, batchSize: 10, epochs: 1 };
+      const over = { workers: 4, wire, batchSize: 10, epochs: 1 };
       const framed = await train(over, 240, (c) => addWorker(c, false, 1));
       const shared = await train(over, 240, (c) => addWorker(c, true, 1));
       expect(shared.shared).toBe(4);

@@ -17,6 +17,9 @@ import { chunkAt, chunkCount, chunkRange } from '../shared/numerics/chunks.js';
 import { foldInto } from '../shared/numerics/fold.js';
 import { GanModel } from '../shared/compute/gan.js';
 import { fromHalf, toHalf } from '../shared/numerics/half.js';
+import {
+  type WirePrecision, type WireValues, chunkScales, decodeValues, decodeWeights, encodeValues, isWirePrecision, quantizeWithFeedback,
+} from '../shared/numerics/wire-format.js';
 import type { ModelConfig, Net } from '../shared/compute/model.js';
 import { digitBytes } from '../shared/data/digits.js';
 import type { GradientSlot, WeightsRegion } from '../shared/wire/same-host.js';
@@ -24,7 +27,8 @@ import type { GradientSlot, WeightsRegion } from '../shared/wire/same-host.js';
 export interface ParticipantOptions {
   model: ModelConfig;
   seed: number;
-  fp16: boolean;
+  /** Precision of gradients, partial sums and weights in frames (Welcome.wire). */
+  wire: WirePrecision;
   /** A frame to the coordinator. */
   toCoordinator(frame: Uint8Array): void;
   /** A frame to a peer (dialing `url` when there is no link yet); absent for workers that do not relay. */
@@ -74,11 +78,13 @@ interface Held {
   count: number;
   /** Values in the gradient. */
   values: number;
-  /** The gradient as computed, and its 16-bit halves when the run sends fp16. */
+  /** The gradient as computed. */
   raw: Float32Array;
-  half: Uint16Array | null;
-  /** The gradient as the sum will see it (rounded through fp16 when the run sends fp16), made when a relay first folds it. */
-  summed: Float32Array | null;
+  /**
+   * The gradient as it crosses the wire, made once per phase when the first plan names the chunk
+   * size: half bits, or 8-bit blocks with their scales; and as the sum sees it (decoded).
+   */
+  wire: { chunk: number; half: Uint16Array | null; q: Int8Array | null; scales: Float32Array | null; summed: Float32Array } | null;
   sentRaw: boolean;
   /** Partial sums received (and who sent each), by attempt and chunk offset; chunks already sent, by attempt. */
   partials: Map<number, Map<number, { data: Float32Array; from: number }>>;
@@ -96,6 +102,10 @@ export class Participant {
   /** Plans and partial sums (with who sent them) that arrived before their phase was computed. */
   private early: { plans: ReduceMsg[]; partials: { x: ChunkMsg; from: number }[] } = { plans: [], partials: [] };
   private scratch: Float32Array | null = null;
+  /** The weights held, on the 8-bit wire (its weights chunks are differences from them). */
+  private view: Record<Net, Float32Array | null> = { D: null, G: null };
+  /** What rounding to 8 bits has lost of each net's gradients so far, added to the next one (error feedback). */
+  private residual: Record<Net, Float32Array | null> = { D: null, G: null };
   /**
    * The reduce plans of each net's latest reduction, by attempt: they route the phase's partial
    * sums, and its weights chunks, which may still be arriving down the chain after this worker
@@ -104,6 +114,7 @@ export class Participant {
   private plans: Record<Net, { round: number; byAttempt: Map<number, ReduceMsg> }> = { D: { round: -1, byAttempt: new Map() }, G: { round: -1, byAttempt: new Map() } };
 
   constructor(private readonly o: ParticipantOptions) {
+    if (!isWirePrecision(o.wire)) throw new GanError('E_MALFORMED', `wire precision ${JSON.stringify(o.wire)} is not one of fp32, 16, 8`);
     this.model = new GanModel(o.model);
   }
 
@@ -139,6 +150,7 @@ export class Participant {
     if (version > this.versions[net]) {
       this.model.setWeights(net, data);
       this.versions[net] = version;
+      if (this.o.wire === '8') this.view[net] = data === this.staging[net]?.buf ? data : data.slice();
     }
     if (this.staging[net] && this.staging[net].version <= version) this.staging[net] = null;
     return this.startIfReady();
@@ -153,6 +165,9 @@ export class Participant {
     // Down the chain first: the members before this one wait for these bytes.
     if (plan.prev >= 0) this.o.toPeer?.(plan.prev, null, encode(m));
     if (m.version <= this.versions[m.net]) return;
+    if (this.o.wire === '8' && m.version !== this.versions[m.net] + 1) {
+      throw new GanError('E_STALE', `8-bit weights of ${m.net} v${m.version} are a difference from v${m.version - 1}, this worker holds v${this.versions[m.net]}`);
+    }
     let st = this.staging[m.net];
     if (st && (st.version < m.version || (st.version === m.version && st.attempt < m.attempt))) st = null;
     if (st && (st.version > m.version || st.attempt > m.attempt)) return; // an attempt that was superseded
@@ -162,7 +177,8 @@ export class Participant {
       this.staging[m.net] = st;
     }
     if (st.got[c]) throw new GanError('E_STALE', `weights chunk at ${m.offset} arrived twice`);
-    st.buf.set(m.data, start);
+    const end = start + m.data.length;
+    decodeWeights(this.o.wire, m, this.view[m.net]?.subarray(start, end) ?? null, st.buf.subarray(start, end), `${m.net} weights chunk at ${start}`);
     st.got[c] = 1;
     if (--st.missing === 0) await this.setWeights(m.net, st.version, st.buf);
   }
@@ -185,7 +201,10 @@ export class Participant {
     for (const [net, version] of [['D', t.dVersion], ['G', t.gVersion]] as const) {
       if (version === this.versions[net]) continue;
       // Making the tensors is the copy: the region is never held on to.
-      const got = this.o.shared!.region.read(net, version, (w) => this.model.setWeights(net, w));
+      const got = this.o.shared!.region.read(net, version, (w) => {
+        this.model.setWeights(net, w);
+        if (this.o.wire === '8') this.view[net] = w.slice();
+      });
       if (got === 'version') continue;
       if (got === 'torn') throw new GanError('E_STALE', `${net} weights v${version} changed in the shared region while they were copied`);
       this.versions[net] = version;
@@ -198,9 +217,7 @@ export class Participant {
     const batch = buildBatch(this.model.cfg, { seed: this.o.seed, epoch: t.epoch, phase: t.phase }, t.ids, this.store);
     const r = t.phase === 'D' ? this.model.dStep(batch) : this.model.gStep(batch);
     const computeMs = performance.now() - t0;
-    // What the coordinator will fold is the half value: a relay folds the same (summed(), made when needed).
-    const half = this.o.fp16 ? toHalf(r.grads) : null;
-    this.held = { round: t.round, phase: t.phase, count: t.ids.length, values: r.grads.length, raw: r.grads, half, summed: null, sentRaw: false, partials: new Map(), sent: new Map() };
+    this.held = { round: t.round, phase: t.phase, count: t.ids.length, values: r.grads.length, raw: r.grads, wire: null, sentRaw: false, partials: new Map(), sent: new Map() };
     this.tasksDone++;
     this.o.onComputed?.({ round: t.round, phase: t.phase, count: t.ids.length, computeMs });
     this.o.toCoordinator(encode({ k: Kind.Report, round: t.round, phase: t.phase, count: t.ids.length, loss: r.loss, dReal: r.dReal, dFake: r.dFake, computeMs }));
@@ -227,6 +244,7 @@ export class Participant {
     if (r.chunk < 1 || r.total < h.count) throw new GanError('E_MALFORMED', `reduce plan with chunk ${r.chunk} and total ${r.total}`);
     if (this.plans[r.phase].round !== r.round) this.plans[r.phase] = { round: r.round, byAttempt: new Map() };
     this.plans[r.phase].byAttempt.set(r.attempt, r);
+    this.encodeOwn(h, r.chunk);
     if (!r.partial) return r.slot ? this.post(h, r) : this.sendRaw(h, r);
     for (let c = 0; c < chunkCount(h.values, r.chunk); c++) this.fold(h, r, c);
   }
@@ -237,6 +255,35 @@ export class Participant {
     return p.round === h.round ? p.byAttempt.get(attempt) : undefined;
   }
 
+  /**
+   * The gradient as the wire carries it and as the sum sees it, made once per phase (a retried
+   * attempt sends the same values; error feedback takes each gradient in once).
+   */
+  private encodeOwn(h: Held, chunk: number): void {
+    if (h.wire) {
+      if (h.wire.chunk !== chunk) throw new GanError('E_MALFORMED', `reduce plan with chunk ${chunk}, this phase's chunks are ${h.wire.chunk}`);
+      return;
+    }
+    if (this.o.wire === 'fp32') {
+      h.wire = { chunk, half: null, q: null, scales: null, summed: h.raw };
+    } else if (this.o.wire === '16') {
+      const half = toHalf(h.raw);
+      h.wire = { chunk, half, q: null, scales: null, summed: fromHalf(half) };
+    } else {
+      const residual = (this.residual[h.phase] ??= new Float32Array(h.values));
+      const { q, scales, decoded } = quantizeWithFeedback(h.raw, residual, chunk);
+      h.wire = { chunk, half: null, q, scales, summed: decoded };
+    }
+  }
+
+  /** Chunk [start, end) of this worker's own gradient as it crosses the wire. */
+  private ownValues(h: Held, start: number, end: number): WireValues & { fp16: boolean } {
+    const w = h.wire!;
+    if (w.half) return { fp16: true, data: w.half.subarray(start, end) };
+    if (w.q) return { fp16: false, data: w.q.subarray(start, end), scales: chunkScales(w.scales!, w.chunk, start, end) };
+    return { fp16: false, data: h.raw.subarray(start, end) };
+  }
+
   /** This worker sends its own gradient to the coordinator (once per phase, whatever the attempt). */
   private sendRaw(h: Held, r: ReduceMsg): void {
     if (h.sentRaw) return;
@@ -244,8 +291,7 @@ export class Participant {
     const n = h.values;
     for (let c = 0; c < chunkCount(n, r.chunk); c++) {
       const [start, end] = chunkRange(n, r.chunk, c);
-      const data = h.half ? h.half.subarray(start, end) : h.raw.subarray(start, end);
-      this.o.toCoordinator(encode({ k: Kind.Chunk, round: h.round, phase: h.phase, attempt: r.attempt, offset: start, partial: false, fp16: !!h.half, data }));
+      this.o.toCoordinator(encode({ k: Kind.Chunk, round: h.round, phase: h.phase, attempt: r.attempt, offset: start, partial: false, ...this.ownValues(h, start, end) }));
     }
   }
 
@@ -254,8 +300,10 @@ export class Participant {
     if (!this.o.shared) throw new GanError('E_UNEXPECTED', 'reduce plan names a slot this worker does not have');
     if (h.sentRaw) return;
     h.sentRaw = true;
-    this.o.shared.slot.write(h.half ?? h.raw);
-    this.o.toCoordinator(encode({ k: Kind.Posted, round: h.round, phase: h.phase, attempt: r.attempt, values: h.values, fp16: !!h.half }));
+    // Halves as they are; on the 8-bit wire the decoded values, which is what frames would have made of them.
+    const half = h.wire!.half;
+    this.o.shared.slot.write(half ?? h.wire!.summed);
+    this.o.toCoordinator(encode({ k: Kind.Posted, round: h.round, phase: h.phase, attempt: r.attempt, values: h.values, fp16: !!half }));
   }
 
   /** A partial sum from the member before this one (or the coordinator's seed). */
@@ -272,7 +320,7 @@ export class Participant {
       if (from !== plan.prev) throw new GanError('E_UNEXPECTED', `partial sum from ${from}, expected one from ${plan.prev}`);
       chunkAt(h.values, plan.chunk, x.offset, x.data.length, 'partial sum');
     }
-    const data = x.data as Float32Array;
+    const data = decodeValues(this.o.wire, x, 'partial sum');
     for (let i = 0; i < data.length; i++) if (!Number.isFinite(data[i]!)) throw new GanError('E_NONFINITE', 'partial sum has NaN or Inf values');
     let byChunk = h.partials.get(x.attempt);
     if (!byChunk) h.partials.set(x.attempt, (byChunk = new Map()));
@@ -298,10 +346,10 @@ export class Participant {
     if (!this.scratch || this.scratch.length < r.chunk) this.scratch = new Float32Array(r.chunk);
     const out = this.scratch.subarray(0, end - start);
     if (before) out.set(before);
-    h.summed ??= h.half ? fromHalf(h.half) : h.raw;
-    foldInto(out, h.summed.subarray(start, end), h.count / r.total, !before);
+    foldInto(out, h.wire!.summed.subarray(start, end), h.count / r.total, !before);
     sent.add(c);
-    const frame = encode({ k: Kind.Chunk, round: h.round, phase: h.phase, attempt: r.attempt, offset: start, partial: true, fp16: false, data: out });
+    // On a 16- or 8-bit wire the partial sum is rounded to it here, once per hop.
+    const frame = encode({ k: Kind.Chunk, round: h.round, phase: h.phase, attempt: r.attempt, offset: start, partial: true, ...encodeValues(this.o.wire, out) });
     if (r.next === COORDINATOR) this.o.toCoordinator(frame);
     else this.o.toPeer?.(r.next, r.nextUrl, frame);
   }

@@ -9,6 +9,7 @@
  * Stop or a refusal (version, model, token, certificate), the worker reconnects with capped
  * exponential backoff and gives up after --connect-timeout without a successful handshake.
  */
+import type { WirePrecision } from '../shared/numerics/wire-format.js';
 import {
   type ChallengeMsg, Kind, type Message, PROTOCOL_VERSION, type WelcomeMsg, decode, encode,
 } from '../shared/wire/codec.js';
@@ -301,7 +302,7 @@ export class WorkerClient {
     const relay = this.opts.relay;
     const shared = this.mapShared(m, this.pendingModel);
     this.participant = new Participant({
-      model: this.pendingModel, seed: m.seed, fp16: m.fp16, shared,
+      model: this.pendingModel, seed: m.seed, wire: m.wire as WirePrecision, shared,
       toCoordinator: (f) => this.link?.send(f),
       toPeer: relay ? (peer, url, f) => relay.send(peer, url, f) : undefined,
       onComputed: this.opts.onComputed,

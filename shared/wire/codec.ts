@@ -127,6 +127,16 @@ function checkField(kind: Kind, key: string, type: FieldType, val: unknown): voi
   }
 }
 
+/** A Chunk's or WeightsChunk's values as typed arrays: float32, half bits, or signed bytes with their float32 scales. */
+function wireValues(m: Record<string, unknown>, what: string): { data: Float32Array | Uint16Array | Int8Array; scales?: Float32Array } {
+  const bin = m.data as Uint8Array;
+  if (m.scales !== undefined && m.scales !== null) {
+    if (m.fp16) fail(`${what}: 8-bit values (scales) cannot also be fp16`);
+    return { data: new Int8Array(bin.buffer, bin.byteOffset, bin.byteLength), scales: view(m.scales as Uint8Array, Float32Array, `${what}.scales`) };
+  }
+  return { data: m.fp16 ? view(bin, Uint16Array, `${what}.data`) : view(bin, Float32Array, `${what}.data`) };
+}
+
 /** Decode and validate one frame. Throws GanError E_MALFORMED with a clear message. */
 export function decode(frame: Uint8Array): Message {
   if (frame.byteLength === 0) fail('empty frame');
@@ -161,14 +171,9 @@ export function decode(frame: Uint8Array): Message {
       return { ...(m as object), data: view(m.data as Uint8Array, Float32Array, 'Weights.data') } as WeightsMsg;
     case Kind.Task:
       return { ...(m as object), ids: view(m.ids as Uint8Array, Uint32Array, 'Task.ids') } as TaskMsg;
-    case Kind.Chunk: {
-      const bin = m.data as Uint8Array;
-      if (m.fp16 && m.partial) fail('Chunk: partial sums are float32, never fp16');
-      const data = m.fp16 ? view(bin, Uint16Array, 'Chunk.data') : view(bin, Float32Array, 'Chunk.data');
-      return { ...(m as object), data } as Message;
-    }
+    case Kind.Chunk:
     case Kind.WeightsChunk:
-      return { ...(m as object), data: view(m.data as Uint8Array, Float32Array, 'WeightsChunk.data') } as Message;
+      return { ...(m as object), ...wireValues(m, Kind[kind as Kind]) } as Message;
     case Kind.Challenge: {
       const problem = modelConfigProblem(m.model);
       if (problem) fail(`Challenge.model: not a valid model configuration (${problem})`);

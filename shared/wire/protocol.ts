@@ -6,11 +6,15 @@
  * - Protocol version and model signature are exchanged once, in Hello; a mismatch closes the
  *   connection with E_VERSION / E_MODEL. Peer links (worker to worker) open with the same
  *   challenge and token proof, in both directions.
- * - A phase's gradients travel in chunks of `Reduce.chunk` floats at fixed offsets. A chunk is
- *   either a worker's own gradient (to the coordinator: float32, or IEEE half with --fp16) or a
- *   partial sum (float32): the weighted sum, in worker-id order, of the gradients of every member
- *   before and including its sender. Whatever path the chunks take, the coordinator's sum is the
- *   same bits.
+ * - A phase's gradients travel in chunks of `Reduce.chunk` values at fixed offsets, in the run's
+ *   wire precision (Welcome.wire; shared/numerics/wire-format.ts): float32, IEEE half, or 8-bit
+ *   blocks with one scale each. A chunk is either a worker's own gradient or a partial sum: the
+ *   weighted sum, in worker-id order, of the gradients of every member before and including its
+ *   sender. On the fp32 wire, whatever path the chunks take, the coordinator's sum is the same
+ *   bits; on a 16- or 8-bit wire a partial sum is rounded to the wire once per hop.
+ * - New weights travel in the same precision: float32, half, or on the 8-bit wire the difference
+ *   from the version the phase's tasks named (which every member holds). Whole weights (Weights)
+ *   are always float32: the view the workers hold.
  * - A reduction attempt (round, phase, attempt) is all or nothing: weights chunks of an attempt
  *   are applied by a worker only when every chunk of that version has arrived, and a later attempt
  *   of the same phase supersedes them.
@@ -21,7 +25,7 @@
  */
 import type { ModelConfig, Net } from '../compute/model.js';
 
-export const PROTOCOL_VERSION = 5;
+export const PROTOCOL_VERSION = 6;
 
 export enum Kind {
   /** coordinator -> worker (and listener -> dialer on a peer link), first frame: version and a nonce to prove the token over. */
@@ -98,8 +102,8 @@ export interface WelcomeMsg {
   k: Kind.Welcome;
   workerId: number;
   seed: number;
-  /** Send gradients as 16-bit floats. */
-  fp16: boolean;
+  /** The wire precision of gradients, partial sums and weights: 'fp32', '16' or '8' (wire-format.ts). */
+  wire: string;
   /** The largest frame the coordinator will send. */
   maxPayload: number;
   /** Paths of the weights region and this worker's gradient slot (same-host.ts), offered to workers that can map them. */
@@ -185,11 +189,13 @@ export interface ChunkMsg {
   attempt: number;
   /** First float of this chunk in the net's flat layout (a multiple of the chunk size). */
   offset: number;
-  /** A partial sum (float32) rather than one worker's gradient. */
+  /** A partial sum rather than one worker's gradient. */
   partial: boolean;
-  /** Float32 (fp16 false) or IEEE half bits (fp16 true; raw gradients only). */
+  /** IEEE half bits (the 16-bit wire). */
   fp16: boolean;
-  data: Float32Array | Uint16Array;
+  /** One float32 scale per 8-bit block of data (the 8-bit wire: data is then signed bytes). */
+  scales?: Float32Array;
+  data: Float32Array | Uint16Array | Int8Array;
 }
 export interface WeightsChunkMsg {
   k: Kind.WeightsChunk;
@@ -197,7 +203,11 @@ export interface WeightsChunkMsg {
   version: number;
   attempt: number;
   offset: number;
-  data: Float32Array;
+  /** IEEE half bits of the new weights (the 16-bit wire). */
+  fp16?: boolean;
+  /** The 8-bit wire: data is the difference from version - 1, in signed bytes with one scale per block. */
+  scales?: Float32Array;
+  data: Float32Array | Uint16Array | Int8Array;
 }
 export interface PeerLostMsg { k: Kind.PeerLost; peer: number; code: string; reason: string }
 export interface PeerHelloMsg {
@@ -240,7 +250,7 @@ export type FieldType = 'uint' | 'int' | 'number' | 'string' | 'bool' | 'bin' | 
 export const SPECS: Record<Kind, Record<string, FieldType>> = {
   [Kind.Challenge]: { v: 'uint', nonce: 'bin', auth: 'bool', model: 'object' },
   [Kind.Hello]: { v: 'uint', signature: 'string', backend: 'string', host: 'string', pid: 'uint', proof: 'bin?', peerPort: 'uint?', peerHost: 'string?', sameHost: 'bool?' },
-  [Kind.Welcome]: { workerId: 'uint', seed: 'uint', fp16: 'bool', maxPayload: 'uint', region: 'string?', slot: 'string?' },
+  [Kind.Welcome]: { workerId: 'uint', seed: 'uint', wire: 'string', maxPayload: 'uint', region: 'string?', slot: 'string?' },
   [Kind.Shard]: { epoch: 'uint', reset: 'bool', ids: 'bin', images: 'bin', labels: 'bin' },
   [Kind.Weights]: { net: 'net', version: 'uint', data: 'bin' },
   [Kind.Task]: { round: 'uint', epoch: 'uint', phase: 'net', dVersion: 'uint', gVersion: 'uint', ids: 'bin' },
@@ -249,8 +259,8 @@ export const SPECS: Record<Kind, Record<string, FieldType>> = {
   [Kind.Reduce]: {
     round: 'uint', phase: 'net', attempt: 'uint', total: 'uint', chunk: 'uint', prev: 'int', next: 'int', nextUrl: 'string', partial: 'bool', slot: 'bool?',
   },
-  [Kind.Chunk]: { round: 'uint', phase: 'net', attempt: 'uint', offset: 'uint', partial: 'bool', fp16: 'bool', data: 'bin' },
-  [Kind.WeightsChunk]: { net: 'net', version: 'uint', attempt: 'uint', offset: 'uint', data: 'bin' },
+  [Kind.Chunk]: { round: 'uint', phase: 'net', attempt: 'uint', offset: 'uint', partial: 'bool', fp16: 'bool', scales: 'bin?', data: 'bin' },
+  [Kind.WeightsChunk]: { net: 'net', version: 'uint', attempt: 'uint', offset: 'uint', fp16: 'bool?', scales: 'bin?', data: 'bin' },
   [Kind.PeerLost]: { peer: 'int', code: 'string', reason: 'string' },
   [Kind.PeerHello]: { v: 'uint', workerId: 'uint', signature: 'string', proof: 'bin?', nonce: 'bin' },
   [Kind.PeerWelcome]: { workerId: 'uint', proof: 'bin?' },

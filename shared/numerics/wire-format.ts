@@ -1,0 +1,220 @@
+/**
+ * How tensors travel at the run's wire precision (--wire), and how they are checked on arrival.
+ *
+ * - `fp32`: float32 as computed. Exact: every path gives the same bits.
+ * - `16`: IEEE half (half.ts), round to nearest even: gradients, relayed partial sums and weights.
+ *   The coordinator keeps float32 master weights, moments and the moving average; workers hold
+ *   and compute on the half-rounded view of the weights.
+ * - `8`: blockwise 8-bit: each block of BLOCK values (counted from the start of its chunk) is sent
+ *   as one float32 scale and BLOCK signed bytes, value = q * scale with |q| <= 127. Gradients carry
+ *   their rounding error into the worker's next gradient of that net (error feedback); weights
+ *   travel as the difference between the new master weights and the view every worker holds, and
+ *   what that difference loses stays in the next one, so the view never drifts further than one
+ *   block step from the master weights.
+ *
+ * Every function here is plain float32 arithmetic in a fixed order, so encoding and decoding give
+ * the same bits on every machine (the coordinator and the workers compute the view identically).
+ */
+import { GanError } from '../wire/errors.js';
+import { fromHalf, toHalf } from './half.js';
+
+export type WirePrecision = 'fp32' | '16' | '8';
+export const WIRE_PRECISIONS: readonly WirePrecision[] = ['fp32', '16', '8'];
+
+/** Values per 8-bit block (one float32 scale each: 1.6% of the bytes). */
+export const BLOCK = 256;
+/** Largest 8-bit magnitude: q is in [-127, 127], so the encoding is symmetric. */
+const QMAX = 127;
+/**
+ * Smallest scale an encoder writes (a block of zeros, or of values too small to matter, gets this
+ * one): a normal float32, so that a zero or denormal scale on the wire is always a forgery.
+ */
+export const MIN_SCALE = 2 ** -100;
+/**
+ * Largest magnitude of any value on the wire (a gradient, a partial sum, a weight difference): its
+ * square (about 1e30) stays far inside float32, so Adam's second moment cannot overflow. 8-bit
+ * scales are bounded by it / 127.
+ */
+export const VALUE_LIMIT = 1e15;
+
+/** Values of one chunk as they cross the wire: float32, half bits, or 8-bit blocks with their scales. */
+export interface WireValues {
+  fp16?: boolean;
+  scales?: Float32Array;
+  data: Float32Array | Uint16Array | Int8Array;
+}
+
+export function isWirePrecision(x: unknown): x is WirePrecision {
+  return typeof x === 'string' && (WIRE_PRECISIONS as readonly string[]).includes(x);
+}
+
+/** Scales for `n` values. */
+export function blocksOf(n: number): number {
+  return Math.ceil(n / BLOCK);
+}
+
+/** Bytes one value costs on the wire (8-bit counts its share of the scales). */
+export function bytesPerValue(wire: WirePrecision): number {
+  return wire === 'fp32' ? 4 : wire === '16' ? 2 : 1 + 4 / BLOCK;
+}
+
+/**
+ * Blockwise 8-bit encoding of `src`: scale = max |x| / 127 of each block (at least MIN_SCALE),
+ * q = round(x / scale).
+ */
+export function quantize8(src: Float32Array, q: Int8Array = new Int8Array(src.length), scales: Float32Array = new Float32Array(blocksOf(src.length))): { q: Int8Array; scales: Float32Array } {
+  const n = src.length;
+  for (let b = 0, start = 0; start < n; b++, start += BLOCK) {
+    const end = Math.min(n, start + BLOCK);
+    let maxAbs = 0;
+    for (let i = start; i < end; i++) {
+      const a = Math.abs(src[i]!);
+      if (a > maxAbs) maxAbs = a;
+    }
+    const scale = Math.max(MIN_SCALE, Math.fround(maxAbs / QMAX));
+    scales[b] = scale;
+    for (let i = start; i < end; i++) {
+      const v = Math.round(src[i]! / scale);
+      // The float32 scale may round below max/127: clamp what lands just outside.
+      q[i] = v > QMAX ? QMAX : v < -QMAX ? -QMAX : v;
+    }
+  }
+  return { q, scales };
+}
+
+/** dst = (base ?? 0) + q * scale, each product and sum rounded to float32. */
+export function dequantize8(q: Int8Array, scales: Float32Array, dst: Float32Array = new Float32Array(q.length), base?: Float32Array): Float32Array {
+  const n = q.length;
+  for (let b = 0, start = 0; start < n; b++, start += BLOCK) {
+    const end = Math.min(n, start + BLOCK);
+    const scale = scales[b]!;
+    if (base) for (let i = start; i < end; i++) dst[i] = base[i]! + Math.fround(q[i]! * scale);
+    else for (let i = start; i < end; i++) dst[i] = q[i]! * scale;
+  }
+  return dst;
+}
+
+/** `src` as it crosses the wire at this precision (fp32: `src` itself). */
+export function encodeValues(wire: WirePrecision, src: Float32Array): WireValues & { fp16: boolean } {
+  if (wire === 'fp32') return { fp16: false, data: src };
+  if (wire === '16') return { fp16: true, data: toHalf(src) };
+  const { q, scales } = quantize8(src);
+  return { fp16: false, data: q, scales };
+}
+
+/**
+ * What the receiver makes of `src` once encoded: the same bits decodeValues gives on the other
+ * side. Written into `dst` (which may be `src`).
+ */
+export function roundTrip(wire: WirePrecision, src: Float32Array, dst: Float32Array = new Float32Array(src.length)): Float32Array {
+  if (wire === 'fp32') {
+    if (dst !== src) dst.set(src);
+    return dst;
+  }
+  const x = encodeValues(wire, src);
+  return wire === '16' ? fromHalf(x.data as Uint16Array, dst) : dequantize8(x.data as Int8Array, x.scales!, dst);
+}
+
+/** The precision a frame's values say they are in. */
+function precisionOf(x: WireValues): WirePrecision {
+  return x.scales ? '8' : x.fp16 ? '16' : 'fp32';
+}
+
+/**
+ * Check that `x` is in the run's precision and, for 8-bit, that its scales are what an encoder
+ * writes (one per block, finite, at least MIN_SCALE, at most VALUE_LIMIT / 127); then its values as
+ * float32 (`base` + values for weight deltas). What the values themselves may be is the caller's
+ * rule (bounds.ts for gradients).
+ */
+export function decodeValues(wire: WirePrecision, x: WireValues, what: string, base?: Float32Array, dst?: Float32Array): Float32Array {
+  const got = precisionOf(x);
+  if (got !== wire) throw new GanError('E_SHAPE', `${what} in ${got === 'fp32' ? 'fp32' : `${got}-bit`} values, the run's wire is ${wire}`);
+  if (wire === '16') {
+    const out = fromHalf(x.data as Uint16Array, dst);
+    if (base) for (let i = 0; i < out.length; i++) out[i] = base[i]! + out[i]!;
+    return out;
+  }
+  if (wire === 'fp32') {
+    const f = x.data as Float32Array;
+    if (!base) return dst ? (dst.set(f), dst) : f;
+    const out = dst ?? new Float32Array(f.length);
+    for (let i = 0; i < f.length; i++) out[i] = base[i]! + f[i]!;
+    return out;
+  }
+  const q = x.data as Int8Array;
+  const scales = x.scales!;
+  if (scales.length !== blocksOf(q.length)) throw new GanError('E_SHAPE', `${what}: ${scales.length} scales for ${q.length} 8-bit values (${blocksOf(q.length)} blocks of ${BLOCK})`);
+  const maxScale = VALUE_LIMIT / QMAX;
+  for (let b = 0; b < scales.length; b++) {
+    const s = scales[b]!;
+    if (!Number.isFinite(s)) throw new GanError('E_NONFINITE', `${what}: scale of block ${b} is ${s}`);
+    if (!(s >= MIN_SCALE) || s > maxScale) throw new GanError('E_BOUNDS', `${what}: scale of block ${b} is ${s}, outside [${MIN_SCALE.toExponential(2)}, ${maxScale.toExponential(2)}]`);
+  }
+  for (let i = 0; i < q.length; i++) {
+    if (q[i] === -128) throw new GanError('E_BOUNDS', `${what}: 8-bit value -128 at ${i} (encoders write -127..127)`);
+  }
+  return dequantize8(q, scales, dst, base);
+}
+
+/**
+ * A worker's gradient of one net on an 8-bit wire, with error feedback: what is sent is the
+ * gradient plus what earlier rounding lost (`residual`), and what this rounding loses is kept for
+ * the next time. Encodes `g` chunk by chunk (blocks count from each chunk's start, as the frames
+ * do) into `q`/`scales`; returns the values the coordinator will sum (the decoded chunks).
+ */
+export function quantizeWithFeedback(g: Float32Array, residual: Float32Array, chunk: number): { q: Int8Array; scales: Float32Array; decoded: Float32Array } {
+  const n = g.length;
+  const x = new Float32Array(n);
+  for (let i = 0; i < n; i++) x[i] = g[i]! + residual[i]!;
+  const q = new Int8Array(n);
+  const scales = new Float32Array(scalesFor(n, chunk));
+  const decoded = new Float32Array(n);
+  for (let start = 0, s = 0; start < n; start += chunk) {
+    const end = Math.min(n, start + chunk);
+    const nb = blocksOf(end - start);
+    quantize8(x.subarray(start, end), q.subarray(start, end), scales.subarray(s, s + nb));
+    dequantize8(q.subarray(start, end), scales.subarray(s, s + nb), decoded.subarray(start, end));
+    s += nb;
+  }
+  for (let i = 0; i < n; i++) residual[i] = x[i]! - decoded[i]!;
+  return { q, scales, decoded };
+}
+
+/** Scales of a vector of `n` values sent in chunks of `chunk`. */
+export function scalesFor(n: number, chunk: number): number {
+  const full = Math.floor(n / chunk);
+  return full * blocksOf(chunk) + blocksOf(n - full * chunk);
+}
+
+/** The scales of chunk [start, end) within a vector's scales laid out by scalesFor. */
+export function chunkScales(scales: Float32Array, chunk: number, start: number, end: number): Float32Array {
+  const s = (start / chunk) * blocksOf(chunk);
+  return scales.subarray(s, s + blocksOf(end - start));
+}
+
+/**
+ * New weights `w` of one chunk as they travel, given the view of it every worker holds now
+ * (`view`); writes the view they will hold once these values arrive into `nextView` (on the fp32
+ * wire `w` itself is the view, and `nextView` is expected to be `w`).
+ */
+export function encodeWeights(wire: WirePrecision, w: Float32Array, view: Float32Array, nextView: Float32Array): WireValues & { fp16: boolean } {
+  if (wire === 'fp32') return { fp16: false, data: w };
+  if (wire === '16') {
+    const h = toHalf(w);
+    fromHalf(h, nextView);
+    return { fp16: true, data: h };
+  }
+  const delta = new Float32Array(w.length);
+  for (let i = 0; i < w.length; i++) delta[i] = w[i]! - view[i]!;
+  const { q, scales } = quantize8(delta);
+  dequantize8(q, scales, nextView, view);
+  return { fp16: false, data: q, scales };
+}
+
+/** What a worker makes of a weights chunk: the new view of it (`view`: the one it holds, the base of an 8-bit difference). */
+export function decodeWeights(wire: WirePrecision, x: WireValues, view: Float32Array | null, dst: Float32Array, what: string): Float32Array {
+  if (wire === '8' && !view) throw new GanError('E_STALE', `${what}: an 8-bit difference without the weights it applies to`);
+  const out = decodeValues(wire, x, what, wire === '8' ? view! : undefined, dst);
+  if (wire !== 'fp32') for (let i = 0; i < out.length; i++) if (!Number.isFinite(out[i]!)) throw new GanError('E_NONFINITE', `${what}: weights are not finite`);
+  return out;
+}
