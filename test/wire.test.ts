@@ -1,0 +1,215 @@
+/**
+ * The 16- and 8-bit wires (--wire): what the encodings promise, what error feedback keeps, that the
+ * workers' view of the weights stays within a block step of the master weights, that compressed
+ * runs are deterministic and move the bytes they should, and that malformed 8-bit values are
+ * refused with their code while the phase completes.
+ */
+import { createHash } from 'node:crypto';
+import { afterEach, describe, expect, it } from 'vitest';
+import { WebSocket } from 'ws';
+import type { Coordinator } from '../coordinator/coordinator.js';
+import { Kind, PROTOCOL_VERSION, type TaskMsg, decode, encode } from '../shared/wire/codec.js';
+import { GanError } from '../shared/wire/errors.js';
+import { modelSignature } from '../shared/compute/model.js';
+import {
+  BLOCK, MIN_SCALE, VALUE_LIMIT, type WirePrecision, decodeValues, decodeWeights, dequantize8, encodeValues, encodeWeights, quantize8, quantizeWithFeedback,
+} from '../shared/numerics/wire-format.js';
+import { type Cluster, smallData, startCluster, tinyConfig, tinyModel } from './helpers.js';
+
+/** Deterministic values of mixed magnitudes (a small LCG). */
+function values(n: number, seed: number, scale = 1): Float32Array {
+  let s = seed >>> 0;
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    out[i] = ((s / 2 ** 32) * 2 - 1) * scale * (i % 7 === 0 ? 10 : 1);
+  }
+  return out;
+}
+
+function codeOf(f: () => unknown): string {
+  try {
+    f();
+  } catch (e) {
+    return e instanceof GanError ? e.code : String(e);
+  }
+  return 'accepted';
+}
+
+describe('the 8-bit encoding', () => {
+  it('rounds each value to within half a block step, one scale per block of 256', () => {
+    const x = values(1000, 3, 0.01);
+    const { q, scales } = quantize8(x);
+    expect(scales).toHaveLength(Math.ceil(1000 / BLOCK));
+    const y = dequantize8(q, scales);
+    for (let i = 0; i < x.length; i++) expect(Math.abs(y[i]! - x[i]!)).toBeLessThanOrEqual(scales[Math.floor(i / BLOCK)]! / 2 * (1 + 1e-6));
+    // A block of zeros gets the smallest scale and decodes to zeros.
+    const z = quantize8(new Float32Array(300));
+    expect([...z.scales]).toEqual([MIN_SCALE, MIN_SCALE]);
+    expect(dequantize8(z.q, z.scales).every((v) => v === 0)).toBe(true);
+  });
+
+  it('refuses what no encoder writes: NaN, Inf, zero, tiny or huge scales, -128, a wrong count of scales, another precision', () => {
+    const good = encodeValues('8', values(600, 5));
+    const withScale = (s: number) => {
+      const scales = (good.scales as Float32Array).slice();
+      scales[1] = s;
+      return { ...good, scales };
+    };
+    expect(codeOf(() => decodeValues('8', good, 'g'))).toBe('accepted');
+    expect(codeOf(() => decodeValues('8', withScale(NaN), 'g'))).toBe('E_NONFINITE');
+    expect(codeOf(() => decodeValues('8', withScale(Infinity), 'g'))).toBe('E_NONFINITE');
+    expect(codeOf(() => decodeValues('8', withScale(0), 'g'))).toBe('E_BOUNDS');
+    expect(codeOf(() => decodeValues('8', withScale(-1), 'g'))).toBe('E_BOUNDS');
+    expect(codeOf(() => decodeValues('8', withScale(1e-40), 'g'))).toBe('E_BOUNDS');
+    expect(codeOf(() => decodeValues('8', withScale(VALUE_LIMIT), 'g'))).toBe('E_BOUNDS');
+    const q = (good.data as Int8Array).slice();
+    q[17] = -128;
+    expect(codeOf(() => decodeValues('8', { ...good, data: q }, 'g'))).toBe('E_BOUNDS');
+    expect(codeOf(() => decodeValues('8', { ...good, scales: (good.scales as Float32Array).subarray(1) }, 'g'))).toBe('E_SHAPE');
+    expect(codeOf(() => decodeValues('16', good, 'g'))).toBe('E_SHAPE');
+    expect(codeOf(() => decodeValues('8', encodeValues('fp32', values(10, 1)), 'g'))).toBe('E_SHAPE');
+  });
+});
+
+describe('error feedback', () => {
+  it('what was sent over many rounds adds up to what was computed, short by less than one block step', () => {
+    const n = 3000;
+    const chunk = 1024;
+    const residual = new Float32Array(n);
+    const computed = new Float64Array(n);
+    const sent = new Float64Array(n);
+    let lastScale = 0;
+    for (let t = 0; t < 200; t++) {
+      const g = values(n, 100 + t, 1e-3);
+      const { decoded, scales } = quantizeWithFeedback(g, residual, chunk);
+      for (let i = 0; i < n; i++) {
+        computed[i]! += g[i]!;
+        sent[i]! += decoded[i]!;
+      }
+      lastScale = Math.max(...scales);
+    }
+    // sum(sent) = sum(computed) - residual: nothing is lost for good, only delayed.
+    for (let i = 0; i < n; i++) {
+      expect(Math.abs(computed[i]! - sent[i]! - residual[i]!)).toBeLessThan(1e-6);
+      expect(Math.abs(residual[i]!)).toBeLessThanOrEqual(lastScale);
+    }
+  });
+});
+
+describe("the workers' view of the weights", () => {
+  // The coordinator encodes each step against the view; a worker decodes it the same way. Over 500
+  // Adam-sized steps (up to 3x the learning rate per value) the worker holds the coordinator's
+  // view bit for bit, and the view is never further than half a block step (max step / 127) from
+  // the master weights: what one difference loses goes into the next.
+  it.each(['16', '8'] as const)('on the %s-bit wire: the same bits on both sides, within tolerance of the master weights over 500 rounds', (wire: WirePrecision) => {
+    const n = 5000;
+    const lr = 2e-4;
+    const master = values(n, 9, 0.05);
+    const coordView = wire === '8' ? master.slice() : new Float32Array(n);
+    if (wire === '16') encodeWeights('16', master, coordView, coordView);
+    let workerView = coordView.slice();
+    /** Largest |master - view|, absolute (8-bit) or relative to |master| (16-bit, a floating format). */
+    let worst = 0;
+    for (let t = 0; t < 500; t++) {
+      const step = values(n, 1000 + t, 3 * lr);
+      for (let i = 0; i < n; i++) master[i] = master[i]! + step[i]!;
+      const next = new Float32Array(n);
+      const x = encodeWeights(wire, master, coordView, next);
+      coordView.set(next);
+      const got = new Float32Array(n);
+      decodeWeights(wire, decode(encode({ k: Kind.WeightsChunk, net: 'D', version: t + 1, attempt: 0, offset: 0, ...x })) as never, workerView, got, 'weights');
+      workerView = got;
+      expect(Buffer.from(workerView.buffer).equals(Buffer.from(coordView.buffer))).toBe(true);
+      for (let i = 0; i < n; i++) worst = Math.max(worst, Math.abs(master[i]! - workerView[i]!) / (wire === '16' ? Math.max(Math.abs(master[i]!), 2 ** -14) : 1));
+    }
+    // 16-bit: half an ulp of a half, 2^-11 of |w|; 8-bit: half a block step of a difference no
+    // larger than the largest step (10 * 3 * lr) plus the last error, well under 30 * 3 * lr / 127.
+    expect(worst).toBeLessThanOrEqual(wire === '16' ? 2 ** -11 : (30 * 3 * lr) / 127);
+  });
+});
+
+const clusters: Cluster[] = [];
+afterEach(async () => {
+  for (const c of clusters.splice(0)) await c.coord.close().catch(() => {});
+});
+
+function fingerprint(c: Coordinator): string {
+  const h = createHash('sha256');
+  for (const a of [c.model.weights.D, c.model.weights.G, c.model.adam.D.m, c.model.adam.D.v, c.model.adam.G.m, c.model.adam.G.v, c.model.view.D, c.model.view.G]) h.update(new Uint8Array(a.buffer, a.byteOffset, a.byteLength));
+  return h.digest('hex');
+}
+
+async function run(wire: WirePrecision, n = 200): Promise<Coordinator> {
+  const c = await startCluster(tinyConfig({ workers: 2, batchSize: 10, epochs: 2, wire }), smallData(n));
+  clusters.push(c);
+  return c.finish();
+}
+
+describe('compressed runs', () => {
+  it('are deterministic, use every sample once, move half (16) and about a quarter (8) of the fp32 bytes, and keep the view near the master weights', async () => {
+    const full = await run('fp32');
+    const perRound = (c: Coordinator) => ({ in: c.pool.bytes.in / c.round, out: c.pool.bytes.out / c.round });
+    for (const wire of ['16', '8'] as const) {
+      const a = await run(wire);
+      const b = await run(wire);
+      expect(fingerprint(a)).toBe(fingerprint(b));
+      expect(a.round).toBe(full.round);
+      for (const e of a.epochLog) expect(e).toMatchObject({ usedOnce: 200, missing: 0, duplicated: 0 });
+      // Tasks, reports and shards are a small part of a round: the tensors decide.
+      const ratio = { in: perRound(a).in / perRound(full).in, out: perRound(a).out / perRound(full).out };
+      const want = wire === '16' ? 0.5 : 0.26;
+      for (const r of [ratio.in, ratio.out]) expect(Math.abs(r - want), JSON.stringify(ratio)).toBeLessThan(0.06);
+      for (const net of ['D', 'G'] as const) {
+        let worst = 0;
+        for (let i = 0; i < a.model.view[net].length; i++) worst = Math.max(worst, Math.abs(a.model.view[net][i]! - a.model.weights[net][i]!));
+        expect(worst).toBeLessThan(wire === '16' ? 2 ** -10 : 1e-4);
+      }
+    }
+  }, 120_000);
+});
+
+/** A member that speaks the protocol and sends 8-bit gradients, changed by `tamper` in round 1's D phase; resolves with how it was closed. */
+function member8(url: string, sizes: { D: number; G: number }, tamper: (x: { q: Int8Array; scales: Float32Array }) => void): Promise<{ code: number; reason: string }> {
+  return new Promise((resolve) => {
+    const ws = new WebSocket(url, { perMessageDeflate: false });
+    let task: TaskMsg | null = null;
+    ws.on('message', (d) => {
+      const m = decode(d as Buffer);
+      if (m.k === Kind.Challenge) ws.send(encode({ k: Kind.Hello, v: PROTOCOL_VERSION, signature: modelSignature(tinyModel), backend: 'rogue', host: 'rogue', pid: 9 }));
+      else if (m.k === Kind.Task) task = m;
+      else if (m.k === Kind.Reduce && task) {
+        ws.send(encode({ k: Kind.Report, round: m.round, phase: m.phase, count: task.ids.length, loss: 0.7, dReal: m.phase === 'D' ? 0.5 : NaN, dFake: 0.5, computeMs: 1 }));
+        const total = sizes[m.phase];
+        for (let off = 0; off < total; off += m.chunk) {
+          const x = quantize8(values(Math.min(m.chunk, total - off), off + 1, 1e-3));
+          if (m.round === 1 && m.phase === 'D' && off === 0) tamper(x);
+          ws.send(encode({ k: Kind.Chunk, round: m.round, phase: m.phase, attempt: m.attempt, offset: off, partial: false, fp16: false, scales: x.scales, data: x.q }));
+        }
+      }
+    });
+    ws.on('close', (code, reason) => resolve({ code, reason: reason.toString() }));
+    ws.on('error', () => {});
+  });
+}
+
+describe('a malformed 8-bit gradient', () => {
+  it.each([
+    ['a NaN scale', (x: { scales: Float32Array }) => void (x.scales[0] = NaN), 'E_NONFINITE'],
+    ['an Inf scale', (x: { scales: Float32Array }) => void (x.scales[0] = Infinity), 'E_NONFINITE'],
+    ['a zero scale', (x: { scales: Float32Array }) => void (x.scales[0] = 0), 'E_BOUNDS'],
+    ['a scale out of bounds (1e20)', (x: { scales: Float32Array }) => void (x.scales[0] = 1e20), 'E_BOUNDS'],
+    ['a block holding -128', (x: { q: Int8Array }) => void (x.q[3] = -128), 'E_BOUNDS'],
+  ] as const)('with %s is refused with its code; the phase completes and every sample is used once', async (_name, tamper, code) => {
+    const n = 60;
+    const c = await startCluster(tinyConfig({ workers: 3, minWorkers: 1, batchSize: 10, epochs: 2, wire: '8' }), smallData(n), { startWorkers: 2 });
+    clusters.push(c);
+    const closed = member8(c.url, { D: c.coord.layouts.D.total, G: c.coord.layouts.G.total }, tamper as (x: { q: Int8Array; scales: Float32Array }) => void);
+    const coord = await c.finish();
+    const r = await closed;
+    expect(r.reason).toMatch(new RegExp(`^${code}: `));
+    expect(coord.runDir.metrics().find((m) => m.round === 1)!.dropped).toHaveLength(1);
+    expect(coord.epochLog.map((e) => e.usedOnce)).toEqual([n, n]);
+    for (const a of [coord.model.weights.D, coord.model.weights.G, coord.model.view.D]) expect(a.every((v) => Number.isFinite(v))).toBe(true);
+  }, 60_000);
+});
