@@ -12,6 +12,9 @@ a fake batch G(z) (no gradient into G), then one G step, as DCGAN-style code doe
 With --world > 1 each rank joins a gloo process group and G and D are each wrapped in
 DistributedDataParallel (CPU), which averages gradients with allreduce during backward. Set
 GLOO_SOCKET_IFNAME to the interface the ranks reach each other on (lo on one host).
+With --hook fp16 both DDP modules register DDP's fp16_compress_hook: gradients are allreduced as
+IEEE half and decompressed, as `--wire 16` sends gradients (PyTorch keeps full weights on every
+rank, so nothing else crosses the wire).
 Rank 0 prints one JSON line: {"mode":"pytorch","world":W,"samplesPerSec":...,"msPerIter":...,"threads":T}.
 With --marks it also prints {"event":"timed-start"} just before the timed iterations.
 
@@ -57,6 +60,7 @@ def main() -> None:
     p.add_argument('--iters', type=int, default=50, help='timed iterations')
     p.add_argument('--warmup', type=int, default=5, help='untimed iterations first')
     p.add_argument('--marks', action='store_true', help='rank 0 also prints {"event":"timed-start"}')
+    p.add_argument('--hook', choices=['none', 'fp16'], default='none', help="DDP communication hook (fp16: DDP's fp16_compress_hook)")
     a = p.parse_args()
 
     torch.set_num_threads(a.threads)
@@ -69,6 +73,10 @@ def main() -> None:
         from torch.nn.parallel import DistributedDataParallel as DDP
         dist.init_process_group('gloo', init_method=f'tcp://{a.master}', world_size=a.world, rank=a.rank)
         G, D = DDP(G), DDP(D)  # DDP broadcasts rank 0's initial weights
+        if a.hook == 'fp16':
+            from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+            G.register_comm_hook(state=None, hook=default_hooks.fp16_compress_hook)
+            D.register_comm_hook(state=None, hook=default_hooks.fp16_compress_hook)
         Dplain = D.module
     optG = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
     optD = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
@@ -108,7 +116,7 @@ def main() -> None:
     secs = time.perf_counter() - t0
     if a.rank == 0:
         print(json.dumps({'mode': 'pytorch', 'world': a.world, 'samplesPerSec': a.world * BATCH * a.iters / secs,
-                          'msPerIter': 1000 * secs / a.iters, 'threads': a.threads, 'iters': a.iters}), flush=True)
+                          'msPerIter': 1000 * secs / a.iters, 'threads': a.threads, 'iters': a.iters, 'hook': a.hook}), flush=True)
     if dist:
         dist.destroy_process_group()
 

@@ -2,8 +2,8 @@
  * `npm run bench:hosts` (same as `npm run bench -- --hosts`): the seed model across several "hosts"
  * on one LAN switch, built from Linux network namespaces. Needs root and iproute2 (ip, tc).
  *
- *   npm run bench:hosts                                   # rates 200mbit,1gbit; W = 1, 2, 4; 20 rounds
- *   npm run bench:hosts -- --rates 1gbit --workers 1,2 --rounds 3    # a quick smoke run
+ *   npm run bench:hosts                                   # rates 200mbit,1gbit; W = 1, 2, 4; wires fp32,16,8; 20 rounds
+ *   npm run bench:hosts -- --rates 1gbit --workers 1,2 --wires fp32 --rounds 3    # a quick smoke run
  *
  * Topology: namespace gbh-sw holds a Linux bridge (the switch); gbh-c (the coordinator, 10.77.0.1)
  * and gbh-w1..gbh-wW (workers, 10.77.0.11...) each reach it over one veth pair (eth0 in the host,
@@ -13,8 +13,8 @@
  *
  * For each rate and each W: the real coordinator (dist/cli/coordinator.js) in gbh-c and W real
  * workers (dist/cli/worker.js, --threads 1) in gbh-w1..gbh-wW, batch 100 per worker, 3 warm-up
- * rounds then --rounds timed rounds, once with --relay never (direct) and once with --relay always
- * (relayed; with W = 1 relays do nothing, so that runs once). From metrics.jsonl: median round ms
+ * rounds then --rounds timed rounds, for each --wire of --wires, once with --relay never (direct)
+ * and once with --relay always (relayed; with W = 1 relays do nothing, so that runs once). From metrics.jsonl: median round ms
  * and samples/s (sum of samples / sum of round seconds over the timed rounds). Link bytes are the
  * kernel's counters of each host's eth0 (the ones /sys/class/net/eth0/statistics/{rx,tx}_bytes
  * shows inside that namespace), read through /proc/PID/net/dev of a process parked in each
@@ -25,7 +25,13 @@
  * that much and the average over N rounds by that / N. The counters count a GSO packet's headers
  * once, so they show slightly less than a wire would.)
  * Then the PyTorch anchor (bench/pytorch_gan.py) on the same links when torch imports: rank R in
- * gbh-w(R+1), gloo master 10.77.0.11, W = 1 (one plain process), 2, 4; bytes per iteration.
+ * gbh-w(R+1), gloo master 10.77.0.11, W = 1 (one plain process), 2, 4, and for W > 1 once more
+ * with DDP's fp16_compress_hook; bytes per iteration.
+ *
+ * Each row's busiest link is also given as a multiple of the least its topology must move per
+ * round in each direction (minimumPerLink): the star's coordinator link W models, a chain's relay
+ * links two (partial sums one way and weights the other, both ways), a ring all-reduce's links
+ * 2(W-1)/W; a model at the row's wire precision.
  *
  * Writes bench/hosts.md and bench/hosts.json. Namespaces named gbh-* are deleted at the start
  * (left by an interrupted run), at the end, on failure and on SIGINT/SIGTERM.
@@ -41,6 +47,7 @@ import { die, intArg, isMain } from '../cli/args.js';
 import type { RoundMetrics } from '../coordinator/metrics.js';
 import { type TorchInfo, findTorch, runTorch } from './bench-torch.js';
 import { DEV, Lan, type Net, type Snapshot } from './lan.js';
+import { WIRE_PRECISIONS, type WirePrecision, bytesPerValue } from '../shared/numerics/wire-format.js';
 
 const lan = new Lan('gbh-', '10.77.0');
 
@@ -51,6 +58,8 @@ const modelBytes = () => 4 * (netLayout(defaultModelConfig, 'D').total + netLayo
 const CLI = (name: string) => fileURLToPath(new URL(`../cli/${name}.js`, import.meta.url));
 
 type Mode = 'direct' | 'relayed' | 'pytorch';
+/** The project's --wire, or PyTorch's allreduce precision (fp16: fp16_compress_hook). */
+type Wire = WirePrecision;
 
 interface LinkBytes {
   /** Bytes into the host (rx of its eth0) and out of it (tx), per round. */
@@ -62,6 +71,7 @@ interface HostRow {
   rate: string;
   workers: number;
   mode: Mode;
+  wire: Wire;
   /** Runs with W = 1 are direct and relayed at once. */
   note?: string;
   error?: string;
@@ -112,12 +122,25 @@ async function withTimeout<T>(p: Promise<T>, ms: number, onTimeout: () => void):
   }
 }
 
-async function runProject(net: Net, rate: string, w: number, mode: 'direct' | 'relayed', rounds: number, backend: string, timeoutMs: number): Promise<HostRow> {
+/**
+ * The least a row's busiest link must carry per round in each direction, in bytes: the star's
+ * coordinator link W models (W gradients in, W weights out), a relay chain's inner links two
+ * (partial sums and weights pass both ways), PyTorch's ring all-reduce 2(W-1)/W (nothing with
+ * W = 1); one model at the wire's precision.
+ */
+function minimumPerLink(mode: Mode, wire: Wire, w: number): number {
+  const model = (modelBytes() / 4) * bytesPerValue(wire);
+  if (mode === 'pytorch') return w === 1 ? 0 : (2 * (w - 1) / w) * model;
+  if (mode === 'relayed' && w >= 2) return 2 * model;
+  return w * model;
+}
+
+async function runProject(net: Net, rate: string, w: number, mode: 'direct' | 'relayed', wire: Wire, rounds: number, backend: string, timeoutMs: number): Promise<HostRow> {
   const out = mkdtempSync(join(tmpdir(), 'gan-bench-hosts-'));
   const metricsFile = join(out, 'metrics.jsonl');
   const coord = lan.spawnIn(lan.coord, [process.execPath, CLI('coordinator'), '--workers', String(w), '--host', '0.0.0.0', '--port', String(PORT),
     // The namespaces share this machine's memory; hosts of their own could not map it.
-    '--insecure', '--shm', 'off', '--relay', mode === 'relayed' ? 'always' : 'never', '--batch-size', String(BATCH), '--epochs', '1000',
+    '--insecure', '--shm', 'off', '--wire', wire, '--relay', mode === 'relayed' ? 'always' : 'never', '--batch-size', String(BATCH), '--epochs', '1000',
     '--max-rounds', String(WARMUP + rounds), '--checkpoint-every', '0', '--round-timeout', '120', '--out', out]);
   const workers = Array.from({ length: w }, (_, i) => lan.spawnIn(lan.workerNs(i + 1), [process.execPath, CLI('worker'),
     '--connect', `ws://${lan.coordIp}:${PORT}`, '--backend', backend, '--threads', '1', '--quiet']));
@@ -157,11 +180,11 @@ async function runProject(net: Net, rate: string, w: number, mode: 'direct' | 'r
   const timed = ms.slice(WARMUP);
   const links = perRound(snap.first, snap.last, true);
   // Relayed, the coordinator receives one partial sum per chain instead of one gradient per worker.
-  const unrelayed = mode === 'relayed' && links.coordinator!.in > 1.5 * modelBytes();
+  const unrelayed = mode === 'relayed' && links.coordinator!.in > 1.5 * minimumPerLink('direct', wire, 1);
   const secs = timed.reduce((a, m) => a + m.round_ms, 0) / 1000;
   const dropped = timed.filter((m) => m.dropped.length > 0 || m.joined.length > 0).length;
   return {
-    rate, workers: w, mode, rounds: timed.length,
+    rate, workers: w, mode, wire, rounds: timed.length,
     note: [w === 1 ? 'direct = relayed with one worker' : '', dropped ? `${dropped} rounds with drops or joins` : '',
       unrelayed ? 'relays did not engage: the coordinator received more than one model per round' : ''].filter(Boolean).join('; ') || undefined,
     samplesPerSec: timed.reduce((a, m) => a + m.samples, 0) / secs,
@@ -173,10 +196,10 @@ async function runProject(net: Net, rate: string, w: number, mode: 'direct' | 'r
 /** A fresh gloo master port for every world, so that no run waits on the last one's sockets. */
 let masterPort = 29500;
 
-async function runPytorch(net: Net, torch: TorchInfo, rate: string, w: number, rounds: number, timeoutMs: number): Promise<HostRow> {
+async function runPytorch(net: Net, torch: TorchInfo, rate: string, w: number, wire: 'fp32' | '16', rounds: number, timeoutMs: number): Promise<HostRow> {
   const snap: { first?: Snapshot } = {};
   const r = await runTorch({
-    python: torch.python, world: w, threads: 1, iters: rounds, warmup: WARMUP,
+    python: torch.python, world: w, threads: 1, iters: rounds, warmup: WARMUP, hook: wire === '16' ? 'fp16' : undefined,
     master: `${lan.workerIp(1)}:${masterPort++}`, ifname: DEV, wrap: (rank) => ['ip', 'netns', 'exec', lan.workerNs(rank + 1)],
     onTimedStart: () => {
       snap.first = lan.snapshot(net, w, 0);
@@ -186,7 +209,7 @@ async function runPytorch(net: Net, torch: TorchInfo, rate: string, w: number, r
   const last = lan.snapshot(net, w, r.iters);
   if (!snap.first) throw new Error('rank 0 never started its timed iterations');
   return {
-    rate, workers: w, mode: 'pytorch', rounds: r.iters,
+    rate, workers: w, mode: 'pytorch', wire, rounds: r.iters,
     note: w === 1 ? 'one process, no torch.distributed' : undefined,
     samplesPerSec: r.samplesPerSec, roundMs: r.msPerIter,
     ...perRound(snap.first, last, false),
@@ -203,18 +226,42 @@ function linkCell(l: LinkBytes | null, model: number): string {
   return l ? `${MB(l.in)} / ${MB(l.out)} (${xm(l.in, model)} / ${xm(l.out, model)})` : '–';
 }
 
+/** A wire as the tables name it. */
+const wireName = (r: Pick<HostRow, 'mode' | 'wire'>) => (r.mode === 'pytorch' ? (r.wire === '16' ? 'fp16 hook' : 'fp32') : r.wire === 'fp32' ? 'fp32' : `${r.wire}-bit`);
+
+/** The busiest link of a row (the coordinator's or a worker's) and the least its topology must carry. */
+function busiestLink(r: HostRow): { in: number; out: number; over: number } | null {
+  const links = [r.coordinator, r.busiest].filter((l): l is LinkBytes => !!l);
+  if (links.length === 0) return null;
+  const top = links.reduce((a, b) => (b.in + b.out > a.in + a.out ? b : a));
+  const min = minimumPerLink(r.mode, r.wire, r.workers);
+  return { in: top.in, out: top.out, over: min > 0 ? Math.max(top.in, top.out) / min : NaN };
+}
+
+/**
+ * The ratios the targets are stated in: for each worker count above one, the project's faster
+ * topology (direct or relayed) on each wire against PyTorch at the matching precision (fp32 gloo;
+ * 16- and 8-bit against the fp16 hook), and each wire's largest W against fp32 W = 1.
+ */
 function ratios(rows: HostRow[], rate: string): { name: string; value: number | null }[] {
   const ok = rows.filter((r) => r.rate === rate && !r.error);
-  const ws = [...new Set(ok.map((r) => r.workers))];
-  const top = Math.max(...ws);
-  const find = (w: number, modes: Mode[]) => ok.find((r) => r.workers === w && modes.includes(r.mode));
-  const relayedTop = find(top, top === 1 ? ['direct'] : ['relayed']);
-  const one = find(1, ['direct']);
-  const torchTop = find(top, ['pytorch']);
-  return [
-    { name: `relayed W=${top} vs W=1 samples/s`, value: relayedTop && one ? relayedTop.samplesPerSec / one.samplesPerSec : null },
-    { name: `relayed W=${top} vs PyTorch W=${top} samples/s`, value: relayedTop && torchTop ? relayedTop.samplesPerSec / torchTop.samplesPerSec : null },
-  ];
+  const ws = [...new Set(ok.map((r) => r.workers))].sort((a, b) => a - b);
+  const top = ws[ws.length - 1] ?? 1;
+  const wires = [...new Set(ok.filter((r) => r.mode !== 'pytorch').map((r) => r.wire))];
+  const best = (w: number, wire: Wire) => ok.filter((r) => r.mode !== 'pytorch' && r.workers === w && r.wire === wire).sort((a, b) => b.samplesPerSec - a.samplesPerSec)[0];
+  const torch = (w: number, wire: Wire) => ok.find((r) => r.mode === 'pytorch' && r.workers === w && r.wire === (wire === 'fp32' ? 'fp32' : '16'));
+  const one = best(1, 'fp32');
+  const out: { name: string; value: number | null }[] = [];
+  for (const wire of wires) {
+    for (const w of ws.filter((x) => x > 1)) {
+      const b = best(w, wire);
+      const t = torch(w, wire);
+      out.push({ name: `${wireName({ mode: 'direct', wire })} W=${w} (${b?.mode ?? '?'}) vs PyTorch ${t ? wireName(t) : (wire === 'fp32' ? 'fp32' : 'fp16 hook')} W=${w} samples/s`, value: b && t ? b.samplesPerSec / t.samplesPerSec : null });
+    }
+    const b = best(top, wire);
+    out.push({ name: `${wireName({ mode: 'direct', wire })} W=${top} (${b?.mode ?? '?'}) vs fp32 W=1 samples/s`, value: b && one ? b.samplesPerSec / one.samplesPerSec : null });
+  }
+  return out;
 }
 
 function markdown(machine: string, rates: string[], rows: HostRow[], modelBytes: number, torchLine: string, rounds: number): string {
@@ -223,14 +270,18 @@ function markdown(machine: string, rates: string[], rows: HostRow[], modelBytes:
     '',
     `Hosts in network namespaces on one bridge, each behind its own link limited to RATE in each direction (htb on both veth ends, no added latency); one host per worker or rank, workers as on the machine line; batch 100 per worker or rank; ${rounds} timed rounds after ${WARMUP} warm-up rounds. ${torchLine}`,
     '',
-    `Link MB are per round (PyTorch: per iteration), in / out as the host sees them, and in parentheses as multiples of the model (4 bytes x (D + G parameters) = ${MB(modelBytes)} MB, one copy of both nets). Samples/s = samples / round time over the timed rounds; PyTorch: W x 100 x iterations / seconds, and its round is the mean iteration.`,
+    `Link MB are per round (PyTorch: per iteration), in / out as the host sees them, and in parentheses as multiples of the fp32 model (4 bytes x (D + G parameters) = ${MB(modelBytes)} MB, one copy of both nets). "x minimum" is the busiest link's larger direction over the least its topology must move per round at that wire's precision (star: W models through the coordinator's link; relay chain: 2 through each relay's; ring all-reduce: 2(W-1)/W). Samples/s = samples / round time over the timed rounds; PyTorch: W x 100 x iterations / seconds, and its round is the mean iteration.`,
   ];
   for (const rate of rates) {
-    out.push('', `### ${rate} per link`, '', '| W | run | samples/s | median round ms | coordinator link MB in / out (x model) | busiest worker link MB in / out (x model) |', '|---:|---|---:|---:|---:|---:|');
+    out.push('', `### ${rate} per link`, '', '| W | run | wire | samples/s | median round ms | coordinator link MB in / out (x model) | busiest worker link MB in / out (x model) | busiest link x minimum |', '|---:|---|---|---:|---:|---:|---:|---:|');
     for (const r of rows.filter((x) => x.rate === rate)) {
       const run = `${r.mode}${r.note ? ` (${r.note})` : ''}`;
-      if (r.error) out.push(`| ${r.workers} | ${run} | failed: ${r.error.replace(/\|/g, '/').slice(0, 300)} | | | |`);
-      else out.push(`| ${r.workers} | ${run} | ${r.samplesPerSec.toFixed(0)} | ${r.roundMs.toFixed(1)} | ${linkCell(r.coordinator, modelBytes)} | ${r.busiest ? `w${r.busiest.worker}: ${linkCell(r.busiest, modelBytes)}` : '–'} |`);
+      if (r.error) {
+        out.push(`| ${r.workers} | ${run} | ${wireName(r)} | failed: ${r.error.replace(/\|/g, '/').slice(0, 300)} | | | | |`);
+        continue;
+      }
+      const b = busiestLink(r);
+      out.push(`| ${r.workers} | ${run} | ${wireName(r)} | ${r.samplesPerSec.toFixed(0)} | ${r.roundMs.toFixed(1)} | ${linkCell(r.coordinator, modelBytes)} | ${r.busiest ? `w${r.busiest.worker}: ${linkCell(r.busiest, modelBytes)}` : '–'} | ${b && Number.isFinite(b.over) ? b.over.toFixed(2) : '–'} |`);
     }
     out.push('');
     for (const q of ratios(rows, rate)) out.push(`- ${q.name}: ${q.value === null ? 'n/a' : `${q.value.toFixed(2)} x`}`);
@@ -245,18 +296,22 @@ export async function hostsMain(argv: string[]): Promise<void> {
     .description('Coordinator and workers (and the PyTorch anchor) in network namespaces behind rate-limited links to one bridge.')
     .option('--rates <list>', 'link rates (tc syntax), each run in turn', '200mbit,1gbit')
     .option('--workers <list>', 'worker counts', '1,2,4')
+    .option('--wires <list>', `the project's --wire values to run (${WIRE_PRECISIONS.join(', ')})`, WIRE_PRECISIONS.join(','))
     .option('--rounds <n>', 'timed rounds (PyTorch: iterations) after 3 warm-up rounds', intArg(1, 10000), 20)
     .option('--backend <name>', 'worker backend (default: the best that initialises here)')
     .option('--no-pytorch', 'skip the PyTorch anchor')
     .option('--out <dir>', 'where hosts.md and hosts.json go', 'bench')
     .option('--timeout <s>', 'give up on one configuration after this many seconds (default 120 + 30 x rounds)', intArg(10));
   cmd.parse(argv);
-  const o = cmd.opts<{ rates: string; workers: string; rounds: number; backend?: string; pytorch: boolean; out: string; timeout?: number }>();
+  const o = cmd.opts<{ rates: string; workers: string; wires: string; rounds: number; backend?: string; pytorch: boolean; out: string; timeout?: number }>();
   if (process.platform !== 'linux' || process.getuid?.() !== 0) throw new Error('needs Linux and root (network namespaces)');
   const rates = o.rates.split(',').map((s) => s.trim()).filter(Boolean);
   const counts = o.workers.split(',').map(Number);
   if (counts.some((w) => !Number.isInteger(w) || w < 1 || w > 200)) throw new Error(`--workers ${o.workers}: expected a list of counts from 1 to 200`);
   const maxW = Math.max(...counts);
+  const wires = o.wires.split(',').map((s) => s.trim()) as Wire[];
+  const badWire = wires.find((x) => !WIRE_PRECISIONS.includes(x));
+  if (badWire !== undefined) throw new Error(`--wires ${o.wires}: ${badWire} is not one of ${WIRE_PRECISIONS.join(', ')}`);
   const timeoutMs = (o.timeout ?? 120 + 30 * o.rounds) * 1000;
   const perEpoch = Math.floor(10000 / (BATCH * maxW));
   if (WARMUP + o.rounds > perEpoch) process.stdout.write(`note: with ${maxW} workers an epoch of the embedded 10,000 digits is ${perEpoch} rounds; the timed rounds cross an epoch boundary, whose new shards add to the link bytes\n`);
@@ -289,21 +344,23 @@ export async function hostsMain(argv: string[]): Promise<void> {
     for (const rate of rates) {
       lan.shape(maxW, rate);
       for (const w of counts) {
-        const jobs: { mode: Mode; run: () => Promise<HostRow> }[] = [
-          { mode: 'direct', run: () => runProject(net, rate, w, 'direct', o.rounds, backend, timeoutMs) },
-          ...(w > 1 ? [{ mode: 'relayed' as const, run: () => runProject(net, rate, w, 'relayed', o.rounds, backend, timeoutMs) }] : []),
-          ...('python' in torch ? [{ mode: 'pytorch' as const, run: () => runPytorch(net, torch, rate, w, o.rounds, timeoutMs) }] : []),
+        const jobs: { mode: Mode; wire: Wire; run: () => Promise<HostRow> }[] = [
+          ...wires.flatMap((wire) => [
+            { mode: 'direct' as const, wire, run: () => runProject(net, rate, w, 'direct', wire, o.rounds, backend, timeoutMs) },
+            ...(w > 1 ? [{ mode: 'relayed' as const, wire, run: () => runProject(net, rate, w, 'relayed', wire, o.rounds, backend, timeoutMs) }] : []),
+          ]),
+          ...('python' in torch ? (['fp32', '16'] as const).filter((x) => x === 'fp32' || w > 1).map((wire) => ({ mode: 'pytorch' as const, wire, run: () => runPytorch(net, torch, rate, w, wire, o.rounds, timeoutMs) })) : []),
         ];
         for (const job of jobs) {
           let row: HostRow;
           try {
             row = await job.run();
             const l = (x: LinkBytes | null) => (x ? `${MB(x.in)}/${MB(x.out)} MB` : '–');
-            process.stdout.write(`${rate} W=${w} ${job.mode}: ${row.samplesPerSec.toFixed(0)} samples/s, median round ${row.roundMs.toFixed(1)} ms; per round: coordinator link in/out ${l(row.coordinator)}, busiest worker link ${l(row.busiest)}\n`);
+            process.stdout.write(`${rate} W=${w} ${job.mode} ${wireName(row)}: ${row.samplesPerSec.toFixed(0)} samples/s, median round ${row.roundMs.toFixed(1)} ms; per round: coordinator link in/out ${l(row.coordinator)}, busiest worker link ${l(row.busiest)}\n`);
           } catch (e) {
             const error = (e as Error).message;
-            row = { rate, workers: w, mode: job.mode, error, rounds: 0, samplesPerSec: NaN, roundMs: NaN, coordinator: null, workerLinks: [], busiest: null };
-            process.stdout.write(`${rate} W=${w} ${job.mode}: FAILED: ${error}\n`);
+            row = { rate, workers: w, mode: job.mode, wire: job.wire, error, rounds: 0, samplesPerSec: NaN, roundMs: NaN, coordinator: null, workerLinks: [], busiest: null };
+            process.stdout.write(`${rate} W=${w} ${job.mode} ${wireName(job)}: FAILED: ${error}\n`);
           }
           rows.push(row);
           lan.killAll();
@@ -320,7 +377,7 @@ export async function hostsMain(argv: string[]): Promise<void> {
   const md = markdown(machine, rates, rows, modelBytes(), torchLine, o.rounds);
   writeFileSync(join(o.out, 'hosts.md'), md);
   writeFileSync(join(o.out, 'hosts.json'), JSON.stringify({
-    machine, date: new Date().toISOString(), rates, workers: counts, rounds: o.rounds, warmup: WARMUP, backend: info,
+    machine, date: new Date().toISOString(), rates, workers: counts, wires, rounds: o.rounds, warmup: WARMUP, backend: info,
     pytorch: 'python' in torch ? torch : null, modelBytes: modelBytes(), rows,
     ratios: Object.fromEntries(rates.map((r) => [r, ratios(rows, r)])),
   }, null, 2) + '\n');

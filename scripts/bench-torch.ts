@@ -19,6 +19,8 @@ export interface TorchResult {
   msPerIter: number;
   threads: number;
   iters: number;
+  /** DDP communication hook ('fp16': fp16_compress_hook). */
+  hook?: string;
 }
 
 export const TORCH_SCRIPT = join(packageRoot() ?? '.', 'bench', 'pytorch_gan.py');
@@ -47,6 +49,8 @@ export interface TorchRun {
   warmup: number;
   /** ADDR:PORT of rank 0 (world > 1). */
   master?: string;
+  /** DDP's fp16_compress_hook on both nets (world > 1). */
+  hook?: 'fp16';
   /** GLOO_SOCKET_IFNAME for every rank (world > 1). */
   ifname?: string;
   /** Command prefix for a rank, e.g. ['ip', 'netns', 'exec', NS] (default none). */
@@ -67,6 +71,7 @@ export async function runTorch(o: TorchRun): Promise<TorchResult> {
   for (let rank = 0; rank < o.world; rank++) {
     const args = [TORCH_SCRIPT, '--world', String(o.world), '--threads', String(o.threads), '--iters', String(o.iters), '--warmup', String(o.warmup)];
     if (o.world > 1) args.push('--rank', String(rank), '--master', o.master ?? '127.0.0.1:29500');
+    if (o.world > 1 && o.hook) args.push('--hook', o.hook);
     if (rank === 0 && o.onTimedStart) args.push('--marks');
     const cmd = [...(o.wrap?.(rank) ?? []), o.python, ...args];
     const env = { ...process.env, ...(o.ifname ? { GLOO_SOCKET_IFNAME: o.ifname } : {}), OMP_NUM_THREADS: String(o.threads) };

@@ -58,9 +58,17 @@ export function bytesPerValue(wire: WirePrecision): number {
   return wire === 'fp32' ? 4 : wire === '16' ? 2 : 1 + 4 / BLOCK;
 }
 
+/** Adding and subtracting 1.5 * 2^52 rounds a double of magnitude below 2^51 to an integer, ties to even (IEEE), without a call. */
+const ROUNDER = 6755399441055744;
+
+/** A block's scale: max |x| / 127 in float32, at least MIN_SCALE. */
+function scaleOf(maxAbs: number): number {
+  return Math.max(MIN_SCALE, Math.fround(maxAbs / QMAX));
+}
+
 /**
  * Blockwise 8-bit encoding of `src`: scale = max |x| / 127 of each block (at least MIN_SCALE),
- * q = round(x / scale).
+ * q = x / scale rounded to the nearest integer, ties to even.
  */
 export function quantize8(src: Float32Array, q: Int8Array = new Int8Array(src.length), scales: Float32Array = new Float32Array(blocksOf(src.length))): { q: Int8Array; scales: Float32Array } {
   const n = src.length;
@@ -71,15 +79,17 @@ export function quantize8(src: Float32Array, q: Int8Array = new Int8Array(src.le
       const a = Math.abs(src[i]!);
       if (a > maxAbs) maxAbs = a;
     }
-    const scale = Math.max(MIN_SCALE, Math.fround(maxAbs / QMAX));
+    const scale = scaleOf(maxAbs);
     scales[b] = scale;
-    for (let i = start; i < end; i++) {
-      const v = Math.round(src[i]! / scale);
-      // The float32 scale may round below max/127: clamp what lands just outside.
-      q[i] = v > QMAX ? QMAX : v < -QMAX ? -QMAX : v;
-    }
+    const inv = 1 / scale;
+    for (let i = start; i < end; i++) q[i] = clamp8(src[i]! * inv + ROUNDER - ROUNDER);
   }
   return { q, scales };
+}
+
+/** The float32 scale may round below max/127: what lands just outside [-127, 127] is brought back (an Int8Array would wrap 128). */
+function clamp8(v: number): number {
+  return v > QMAX ? QMAX : v < -QMAX ? -QMAX : v;
 }
 
 /** dst = (base ?? 0) + q * scale, each product and sum rounded to float32. */
@@ -164,19 +174,35 @@ export function decodeValues(wire: WirePrecision, x: WireValues, what: string, b
  */
 export function quantizeWithFeedback(g: Float32Array, residual: Float32Array, chunk: number): { q: Int8Array; scales: Float32Array; decoded: Float32Array } {
   const n = g.length;
-  const x = new Float32Array(n);
-  for (let i = 0; i < n; i++) x[i] = g[i]! + residual[i]!;
   const q = new Int8Array(n);
   const scales = new Float32Array(scalesFor(n, chunk));
   const decoded = new Float32Array(n);
-  for (let start = 0, s = 0; start < n; start += chunk) {
-    const end = Math.min(n, start + chunk);
-    const nb = blocksOf(end - start);
-    quantize8(x.subarray(start, end), q.subarray(start, end), scales.subarray(s, s + nb));
-    dequantize8(q.subarray(start, end), scales.subarray(s, s + nb), decoded.subarray(start, end));
-    s += nb;
+  const x = new Float32Array(BLOCK);
+  let b = 0;
+  for (let c = 0; c < n; c += chunk) {
+    const chunkEnd = Math.min(n, c + chunk);
+    for (let start = c; start < chunkEnd; start += BLOCK, b++) {
+      const end = Math.min(chunkEnd, start + BLOCK);
+      // x = g + residual (float32), its largest magnitude; then q, what it decodes to, and what it lost.
+      let maxAbs = 0;
+      for (let i = start; i < end; i++) {
+        const v = Math.fround(g[i]! + residual[i]!);
+        x[i - start] = v;
+        const a = Math.abs(v);
+        if (a > maxAbs) maxAbs = a;
+      }
+      const scale = scaleOf(maxAbs);
+      scales[b] = scale;
+      const inv = 1 / scale;
+      for (let i = start; i < end; i++) {
+        const xi = x[i - start]!;
+        const qi = clamp8(xi * inv + ROUNDER - ROUNDER);
+        q[i] = qi;
+        const d = (decoded[i] = qi * scale);
+        residual[i] = xi - Math.fround(d);
+      }
+    }
   }
-  for (let i = 0; i < n; i++) residual[i] = x[i]! - decoded[i]!;
   return { q, scales, decoded };
 }
 
@@ -204,10 +230,27 @@ export function encodeWeights(wire: WirePrecision, w: Float32Array, view: Float3
     fromHalf(h, nextView);
     return { fp16: true, data: h };
   }
-  const delta = new Float32Array(w.length);
-  for (let i = 0; i < w.length; i++) delta[i] = w[i]! - view[i]!;
-  const { q, scales } = quantize8(delta);
-  dequantize8(q, scales, nextView, view);
+  // The difference w - view, rounded to float32, encoded block by block; the next view is what
+  // decoding it onto this one gives (dequantize8 with a base, the same arithmetic as the workers').
+  const n = w.length;
+  const q = new Int8Array(n);
+  const scales = new Float32Array(blocksOf(n));
+  for (let b = 0, start = 0; start < n; b++, start += BLOCK) {
+    const end = Math.min(n, start + BLOCK);
+    let maxAbs = 0;
+    for (let i = start; i < end; i++) {
+      const a = Math.abs(Math.fround(w[i]! - view[i]!));
+      if (a > maxAbs) maxAbs = a;
+    }
+    const scale = scaleOf(maxAbs);
+    scales[b] = scale;
+    const inv = 1 / scale;
+    for (let i = start; i < end; i++) {
+      const qi = clamp8(Math.fround(w[i]! - view[i]!) * inv + ROUNDER - ROUNDER);
+      q[i] = qi;
+      nextView[i] = view[i]! + Math.fround(qi * scale);
+    }
+  }
   return { fp16: false, data: q, scales };
 }
 
