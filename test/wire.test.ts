@@ -15,6 +15,7 @@ import {
   BLOCK, MIN_SCALE, VALUE_LIMIT, type WirePrecision, decodeValues, decodeWeights, dequantize8, encodeValues, encodeWeights, quantize8, quantizeWithFeedback,
 } from '../shared/numerics/wire-format.js';
 import { type Cluster, smallData, startCluster, tinyConfig, tinyModel } from './helpers.js';
+import { nativeMath } from '../shared/backend/addon.js';
 
 /** Deterministic values of mixed magnitudes (a small LCG). */
 function values(n: number, seed: number, scale = 1): Float32Array {
@@ -69,6 +70,54 @@ describe('the 8-bit encoding', () => {
     expect(codeOf(() => decodeValues('8', { ...good, scales: (good.scales as Float32Array).subarray(1) }, 'g'))).toBe('E_SHAPE');
     expect(codeOf(() => decodeValues('16', good, 'g'))).toBe('E_SHAPE');
     expect(codeOf(() => decodeValues('8', encodeValues('fp32', values(10, 1)), 'g'))).toBe('E_SHAPE');
+  });
+
+  it('does not let a NaN or Inf pass as a number: its block gets a scale the receiver refuses (E_NONFINITE)', () => {
+    for (const bad of [NaN, Infinity]) {
+      const x = values(600, 8);
+      x[300] = bad;
+      const residual = new Float32Array(600);
+      for (const e of [encodeValues('8', x), { fp16: false, ...quantizeWithFeedback(x, residual, 600) }]) {
+        const sent = 'q' in e ? { fp16: false, data: e.q, scales: e.scales } : e;
+        expect(codeOf(() => decodeValues('8', sent, 'g'))).toBe('E_NONFINITE');
+      }
+    }
+  });
+});
+
+describe.skipIf(!nativeMath())('the addon\'s 8-bit loops', () => {
+  const same = (a: ArrayBufferView, b: ArrayBufferView) => Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
+  /** Values of every kind an encoder meets: ordinary, zero blocks, tiny (denormal) and huge ones, ties, NaN and Inf. */
+  function awkward(n: number, seed: number): Float32Array {
+    const x = values(n, seed, 1e-3);
+    x.fill(0, 256, 512);
+    for (let i = 600; i < 700; i++) x[i] = 1e-42 * (i % 3);
+    x[800] = 3e30;
+    x[900] = 0.5;
+    x[901] = 1.5 / 127;
+    x[n - 3] = NaN;
+    x[n - 300] = -Infinity;
+    return x;
+  }
+  it.each([1, 255, 256, 1000, 65536 + 77])('equal the JavaScript reference bit for bit (%i values)', (n) => {
+    const math = nativeMath()!;
+    const x = n >= 1000 ? awkward(n, n) : values(n, n, 0.3);
+    const js = quantize8(x, undefined, undefined, null);
+    const c = quantize8(x, undefined, undefined, math);
+    expect(same(c.q, js.q) && same(c.scales, js.scales)).toBe(true);
+    const base = values(n, 7, 0.1);
+    expect(same(dequantize8(js.q, js.scales, undefined, undefined, math), dequantize8(js.q, js.scales, undefined, undefined, null))).toBe(true);
+    expect(same(dequantize8(js.q, js.scales, undefined, base, math), dequantize8(js.q, js.scales, undefined, base, null))).toBe(true);
+    const r1 = values(n, 11, 1e-5);
+    const r2 = r1.slice();
+    const f1 = quantizeWithFeedback(x, r1, 1000, math);
+    const f2 = quantizeWithFeedback(x, r2, 1000, null);
+    expect(same(f1.q, f2.q) && same(f1.scales, f2.scales) && same(f1.decoded, f2.decoded) && same(r1, r2)).toBe(true);
+    const v1 = new Float32Array(n);
+    const v2 = new Float32Array(n);
+    const e1 = encodeWeights('8', x, base, v1, math);
+    const e2 = encodeWeights('8', x, base, v2, null);
+    expect(same(e1.data, e2.data) && same(e1.scales!, e2.scales!) && same(v1, v2)).toBe(true);
   });
 });
 

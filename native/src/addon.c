@@ -11,6 +11,7 @@
 #include "array_math.h"
 #include "gemm.h"
 #include "kernels.h"
+#include "quant8.h"
 #include "shm.h"
 
 /* setThreads(n): compute threads of later matrix products. */
@@ -57,6 +58,10 @@ static napi_value init(napi_env env, napi_value exports) {
       {"emaUpdate", NULL, math_ema_update, NULL, NULL, NULL, napi_default, NULL},
       {"halfToFloat", NULL, math_half_to_float, NULL, NULL, NULL, napi_default, NULL},
       {"floatToHalf", NULL, math_float_to_half, NULL, NULL, NULL, napi_default, NULL},
+      {"quantize8", NULL, math_quantize8, NULL, NULL, NULL, napi_default, NULL},
+      {"quantize8Feedback", NULL, math_quantize8_feedback, NULL, NULL, NULL, napi_default, NULL},
+      {"dequantize8", NULL, math_dequantize8, NULL, NULL, NULL, napi_default, NULL},
+      {"quantizeDelta8", NULL, math_quantize_delta8, NULL, NULL, NULL, napi_default, NULL},
       {"mapFile", NULL, shm_map_file, NULL, NULL, NULL, napi_default, NULL},
   };
   pthread_once(&globals_once, array_math_init);

@@ -44,6 +44,10 @@ export interface NativeAddon {
   emaUpdate: NativeMath['emaUpdate'];
   halfToFloat: NativeMath['halfToFloat'];
   floatToHalf: NativeMath['floatToHalf'];
+  quantize8: NativeMath['quantize8'];
+  quantize8Feedback: NativeMath['quantize8Feedback'];
+  dequantize8: NativeMath['dequantize8'];
+  quantizeDelta8: NativeMath['quantizeDelta8'];
   /** A file mapped into memory (native/src/shm.c): mode 0 creates it (0600, exclusive), 1 opens it to read and write, 2 read only. */
   mapFile?(path: string, bytes: number, mode: 0 | 1 | 2): ArrayBuffer;
 }
@@ -85,6 +89,14 @@ export interface NativeMath {
   halfToFloat(src: Uint16Array, dst: Float32Array): void;
   /** Converts src.length values; dst may be longer. */
   floatToHalf(src: Float32Array, dst: Uint16Array): void;
+  /** The 8-bit wire format (shared/numerics/wire-format.ts): src in blocks of 256, one scale each. */
+  quantize8(src: Float32Array, q: Int8Array, scales: Float32Array): void;
+  /** g + residual encoded as quantize8 does; decoded = what it decodes to, residual = what it lost. */
+  quantize8Feedback(g: Float32Array, residual: Float32Array, q: Int8Array, scales: Float32Array, decoded: Float32Array): void;
+  /** dst = (base +) q * scale. */
+  dequantize8(q: Int8Array, scales: Float32Array, dst: Float32Array, base?: Float32Array): void;
+  /** w - view encoded as quantize8 does; nextView = view + its decoded value. */
+  quantizeDelta8(w: Float32Array, view: Float32Array, q: Int8Array, scales: Float32Array, nextView: Float32Array): void;
 }
 
 export const ADDON_FILE = join('native', 'build', 'Release', 'gan_native.node');
@@ -124,7 +136,7 @@ export function nativeMath(): NativeMath | null {
   if ('addon' in s) {
     const a = s.addon;
     // An addon compiled from an older checkout loads fine but lacks these.
-    if ([a.weightedSum, a.adamStep, a.allFinite, a.magnitude, a.emaUpdate, a.halfToFloat, a.floatToHalf].every((f) => typeof f === 'function')) {
+    if ([a.weightedSum, a.adamStep, a.allFinite, a.magnitude, a.emaUpdate, a.halfToFloat, a.floatToHalf, a.quantize8, a.quantize8Feedback, a.dequantize8, a.quantizeDelta8].every((f) => typeof f === 'function')) {
       math = {
         weightedSum: a.weightedSum,
         adamStep: a.adamStep,
@@ -133,6 +145,10 @@ export function nativeMath(): NativeMath | null {
         emaUpdate: a.emaUpdate,
         halfToFloat: a.halfToFloat,
         floatToHalf: a.floatToHalf,
+        quantize8: a.quantize8,
+        quantize8Feedback: a.quantize8Feedback,
+        dequantize8: a.dequantize8,
+        quantizeDelta8: a.quantizeDelta8,
       };
     }
   }

@@ -14,9 +14,12 @@
  *
  * Every function here is plain float32 arithmetic in a fixed order, so encoding and decoding give
  * the same bits on every machine (the coordinator and the workers compute the view identically).
+ * The addon (native/src/quant8.c) runs the 8-bit loops when it is built; these JavaScript loops
+ * are the reference it matches bit for bit (`math` null), and stand in for it otherwise (browsers).
  */
 import { GanError } from '../wire/errors.js';
 import { fromHalf, toHalf } from './half.js';
+import { type NativeMath, nativeMath } from '../backend/addon.js';
 
 export type WirePrecision = 'fp32' | '16' | '8';
 export const WIRE_PRECISIONS: readonly WirePrecision[] = ['fp32', '16', '8'];
@@ -61,25 +64,35 @@ export function bytesPerValue(wire: WirePrecision): number {
 /** Adding and subtracting 1.5 * 2^52 rounds a double of magnitude below 2^51 to an integer, ties to even (IEEE), without a call. */
 const ROUNDER = 6755399441055744;
 
-/** A block's scale: max |x| / 127 in float32, at least MIN_SCALE. */
-function scaleOf(maxAbs: number): number {
-  return Math.max(MIN_SCALE, Math.fround(maxAbs / QMAX));
+/**
+ * A block's scale: max |x| / 127 in float32, at least MIN_SCALE; NaN when the block holds a NaN
+ * (and Inf when it holds an Inf), so that the receiver refuses it (E_NONFINITE) as it refuses a
+ * NaN in a float32 frame, instead of the NaN passing as a zero.
+ */
+function scaleOf(maxAbs: number, nan: boolean): number {
+  return nan ? NaN : Math.max(MIN_SCALE, Math.fround(maxAbs / QMAX));
 }
 
 /**
  * Blockwise 8-bit encoding of `src`: scale = max |x| / 127 of each block (at least MIN_SCALE),
  * q = x / scale rounded to the nearest integer, ties to even.
  */
-export function quantize8(src: Float32Array, q: Int8Array = new Int8Array(src.length), scales: Float32Array = new Float32Array(blocksOf(src.length))): { q: Int8Array; scales: Float32Array } {
+export function quantize8(src: Float32Array, q: Int8Array = new Int8Array(src.length), scales: Float32Array = new Float32Array(blocksOf(src.length)), math: NativeMath | null = nativeMath()): { q: Int8Array; scales: Float32Array } {
+  if (math) {
+    math.quantize8(src, q, scales);
+    return { q, scales };
+  }
   const n = src.length;
   for (let b = 0, start = 0; start < n; b++, start += BLOCK) {
     const end = Math.min(n, start + BLOCK);
     let maxAbs = 0;
+    let nan = false;
     for (let i = start; i < end; i++) {
       const a = Math.abs(src[i]!);
       if (a > maxAbs) maxAbs = a;
+      else if (a !== a) nan = true;
     }
-    const scale = scaleOf(maxAbs);
+    const scale = scaleOf(maxAbs, nan);
     scales[b] = scale;
     const inv = 1 / scale;
     for (let i = start; i < end; i++) q[i] = clamp8(src[i]! * inv + ROUNDER - ROUNDER);
@@ -89,11 +102,16 @@ export function quantize8(src: Float32Array, q: Int8Array = new Int8Array(src.le
 
 /** The float32 scale may round below max/127: what lands just outside [-127, 127] is brought back (an Int8Array would wrap 128). */
 function clamp8(v: number): number {
-  return v > QMAX ? QMAX : v < -QMAX ? -QMAX : v;
+  return v > QMAX ? QMAX : v < -QMAX ? -QMAX : v === v ? v : 0;
 }
 
 /** dst = (base ?? 0) + q * scale, each product and sum rounded to float32. */
-export function dequantize8(q: Int8Array, scales: Float32Array, dst: Float32Array = new Float32Array(q.length), base?: Float32Array): Float32Array {
+export function dequantize8(q: Int8Array, scales: Float32Array, dst: Float32Array = new Float32Array(q.length), base?: Float32Array, math: NativeMath | null = nativeMath()): Float32Array {
+  if (math) {
+    if (base) math.dequantize8(q, scales, dst, base);
+    else math.dequantize8(q, scales, dst);
+    return dst;
+  }
   const n = q.length;
   for (let b = 0, start = 0; start < n; b++, start += BLOCK) {
     const end = Math.min(n, start + BLOCK);
@@ -172,11 +190,20 @@ export function decodeValues(wire: WirePrecision, x: WireValues, what: string, b
  * the next time. Encodes `g` chunk by chunk (blocks count from each chunk's start, as the frames
  * do) into `q`/`scales`; returns the values the coordinator will sum (the decoded chunks).
  */
-export function quantizeWithFeedback(g: Float32Array, residual: Float32Array, chunk: number): { q: Int8Array; scales: Float32Array; decoded: Float32Array } {
+export function quantizeWithFeedback(g: Float32Array, residual: Float32Array, chunk: number, math: NativeMath | null = nativeMath()): { q: Int8Array; scales: Float32Array; decoded: Float32Array } {
   const n = g.length;
   const q = new Int8Array(n);
   const scales = new Float32Array(scalesFor(n, chunk));
   const decoded = new Float32Array(n);
+  if (math) {
+    for (let c = 0, s = 0; c < n; c += chunk) {
+      const end = Math.min(n, c + chunk);
+      const nb = blocksOf(end - c);
+      math.quantize8Feedback(g.subarray(c, end), residual.subarray(c, end), q.subarray(c, end), scales.subarray(s, s + nb), decoded.subarray(c, end));
+      s += nb;
+    }
+    return { q, scales, decoded };
+  }
   const x = new Float32Array(BLOCK);
   let b = 0;
   for (let c = 0; c < n; c += chunk) {
@@ -185,13 +212,15 @@ export function quantizeWithFeedback(g: Float32Array, residual: Float32Array, ch
       const end = Math.min(chunkEnd, start + BLOCK);
       // x = g + residual (float32), its largest magnitude; then q, what it decodes to, and what it lost.
       let maxAbs = 0;
+      let nan = false;
       for (let i = start; i < end; i++) {
         const v = Math.fround(g[i]! + residual[i]!);
         x[i - start] = v;
         const a = Math.abs(v);
         if (a > maxAbs) maxAbs = a;
+        else if (a !== a) nan = true;
       }
-      const scale = scaleOf(maxAbs);
+      const scale = scaleOf(maxAbs, nan);
       scales[b] = scale;
       const inv = 1 / scale;
       for (let i = start; i < end; i++) {
@@ -223,7 +252,7 @@ export function chunkScales(scales: Float32Array, chunk: number, start: number, 
  * (`view`); writes the view they will hold once these values arrive into `nextView` (on the fp32
  * wire `w` itself is the view, and `nextView` is expected to be `w`).
  */
-export function encodeWeights(wire: WirePrecision, w: Float32Array, view: Float32Array, nextView: Float32Array): WireValues & { fp16: boolean } {
+export function encodeWeights(wire: WirePrecision, w: Float32Array, view: Float32Array, nextView: Float32Array, math: NativeMath | null = nativeMath()): WireValues & { fp16: boolean } {
   if (wire === 'fp32') return { fp16: false, data: w };
   if (wire === '16') {
     const h = toHalf(w);
@@ -235,14 +264,20 @@ export function encodeWeights(wire: WirePrecision, w: Float32Array, view: Float3
   const n = w.length;
   const q = new Int8Array(n);
   const scales = new Float32Array(blocksOf(n));
+  if (math) {
+    math.quantizeDelta8(w, view, q, scales, nextView);
+    return { fp16: false, data: q, scales };
+  }
   for (let b = 0, start = 0; start < n; b++, start += BLOCK) {
     const end = Math.min(n, start + BLOCK);
     let maxAbs = 0;
+    let nan = false;
     for (let i = start; i < end; i++) {
       const a = Math.abs(Math.fround(w[i]! - view[i]!));
       if (a > maxAbs) maxAbs = a;
+      else if (a !== a) nan = true;
     }
-    const scale = scaleOf(maxAbs);
+    const scale = scaleOf(maxAbs, nan);
     scales[b] = scale;
     const inv = 1 / scale;
     for (let i = start; i < end; i++) {

@@ -1,0 +1,168 @@
+/*
+ * The 8-bit wire format (shared/numerics/wire-format.ts): blocks of QBLOCK values, each one
+ * float32 scale (max |x| / 127, at least 2^-100) and signed bytes q = x / scale rounded to the
+ * nearest integer, ties to even. Each function reproduces its JavaScript reference bit for bit:
+ * the same double arithmetic, float32 rounding only where JS stores to a Float32Array, the same
+ * rounding trick ((v + 1.5 * 2^52) - 1.5 * 2^52, which -ffp-contract=off and the absence of
+ * -ffast-math keep as written).
+ */
+#include "quant8.h"
+
+#include <math.h>
+#include <stdint.h>
+
+#include "args.h"
+
+#define QBLOCK 256
+#define QMAX 127.0
+static const double ROUNDER = 6755399441055744.0;
+/* MIN_SCALE in wire-format.ts. */
+static const double MIN_SCALE = 0x1p-100;
+
+/* max |x| / 127 in float32, at least MIN_SCALE; NaN for a block holding a NaN (the receiver refuses it). */
+static inline float scale_of(double max_abs, int nan) {
+  if (nan) return NAN;
+  const float s = (float)(max_abs / QMAX);
+  return (double)s > MIN_SCALE ? s : (float)MIN_SCALE;
+}
+
+/* As JS stores clamp8(v) into an Int8Array: NaN (a NaN or infinite input) becomes 0. */
+static inline int8_t round8(double v) {
+  double r = (v + ROUNDER) - ROUNDER;
+  if (r != r) return 0;
+  if (r > QMAX) r = QMAX;
+  if (r < -QMAX) r = -QMAX;
+  return (int8_t)r;
+}
+
+static size_t blocks_of(size_t n) { return (n + QBLOCK - 1) / QBLOCK; }
+
+/* quantize8(src: Float32Array, q: Int8Array, scales: Float32Array). */
+napi_value math_quantize8(napi_env env, napi_callback_info info) {
+  Args a;
+  if (!args_init(&a, env, info, 3, "quantize8")) return NULL;
+  size_t n = 0, nq = 0, ns = 0;
+  const float* src = arg_typed(&a, 0, napi_float32_array, &n, "src");
+  int8_t* q = arg_typed(&a, 1, napi_int8_array, &nq, "q");
+  float* scales = arg_typed(&a, 2, napi_float32_array, &ns, "scales");
+  if (a.failed) return NULL;
+  if (nq < n || ns < blocks_of(n)) return args_fail(&a, "q or scales too short for src");
+  for (size_t b = 0, start = 0; start < n; b++, start += QBLOCK) {
+    const size_t end = start + QBLOCK < n ? start + QBLOCK : n;
+    double max_abs = 0;
+    int nan = 0;
+    for (size_t i = start; i < end; i++) {
+      const double x = fabs((double)src[i]);
+      if (x > max_abs) max_abs = x;
+      nan |= x != x;
+    }
+    const float scale = scale_of(max_abs, nan);
+    scales[b] = scale;
+    const double inv = 1.0 / (double)scale;
+    for (size_t i = start; i < end; i++) q[i] = round8((double)src[i] * inv);
+  }
+  return NULL;
+}
+
+/*
+ * quantize8Feedback(g: Float32Array, residual: Float32Array, q: Int8Array, scales: Float32Array,
+ * decoded: Float32Array): x = g + residual (float32) encoded as quantize8 does; decoded = q * scale;
+ * residual = x - decoded.
+ */
+napi_value math_quantize8_feedback(napi_env env, napi_callback_info info) {
+  Args a;
+  if (!args_init(&a, env, info, 5, "quantize8Feedback")) return NULL;
+  size_t n = 0, nr = 0, nq = 0, ns = 0, nd = 0;
+  const float* g = arg_typed(&a, 0, napi_float32_array, &n, "g");
+  float* residual = arg_typed(&a, 1, napi_float32_array, &nr, "residual");
+  int8_t* q = arg_typed(&a, 2, napi_int8_array, &nq, "q");
+  float* scales = arg_typed(&a, 3, napi_float32_array, &ns, "scales");
+  float* decoded = arg_typed(&a, 4, napi_float32_array, &nd, "decoded");
+  if (a.failed) return NULL;
+  if (nr < n || nq < n || nd < n || ns < blocks_of(n)) return args_fail(&a, "residual, q, decoded or scales too short for g");
+  float x[QBLOCK];
+  for (size_t b = 0, start = 0; start < n; b++, start += QBLOCK) {
+    const size_t end = start + QBLOCK < n ? start + QBLOCK : n;
+    double max_abs = 0;
+    int nan = 0;
+    for (size_t i = start; i < end; i++) {
+      const float v = (float)((double)g[i] + (double)residual[i]);
+      x[i - start] = v;
+      const double av = fabs((double)v);
+      if (av > max_abs) max_abs = av;
+      nan |= av != av;
+    }
+    const float scale = scale_of(max_abs, nan);
+    scales[b] = scale;
+    const double inv = 1.0 / (double)scale;
+    for (size_t i = start; i < end; i++) {
+      const double xi = (double)x[i - start];
+      const int8_t qi = round8(xi * inv);
+      q[i] = qi;
+      const float d = (float)((double)qi * (double)scale);
+      decoded[i] = d;
+      residual[i] = (float)(xi - (double)d);
+    }
+  }
+  return NULL;
+}
+
+/* dequantize8(q: Int8Array, scales: Float32Array, dst: Float32Array[, base: Float32Array]): dst = (base +) q * scale. */
+napi_value math_dequantize8(napi_env env, napi_callback_info info) {
+  Args a;
+  if (!args_init(&a, env, info, 3, "dequantize8")) return NULL;
+  size_t n = 0, ns = 0, nd = 0, nb = 0;
+  const int8_t* q = arg_typed(&a, 0, napi_int8_array, &n, "q");
+  const float* scales = arg_typed(&a, 1, napi_float32_array, &ns, "scales");
+  float* dst = arg_typed(&a, 2, napi_float32_array, &nd, "dst");
+  const float* base = a.argc >= 4 ? arg_typed(&a, 3, napi_float32_array, &nb, "base") : NULL;
+  if (a.failed) return NULL;
+  if (nd < n || ns < blocks_of(n) || (base && nb < n)) return args_fail(&a, "scales, dst or base too short for q");
+  for (size_t b = 0, start = 0; start < n; b++, start += QBLOCK) {
+    const size_t end = start + QBLOCK < n ? start + QBLOCK : n;
+    const double scale = (double)scales[b];
+    if (base) {
+      for (size_t i = start; i < end; i++) dst[i] = (float)((double)base[i] + (double)(float)((double)q[i] * scale));
+    } else {
+      for (size_t i = start; i < end; i++) dst[i] = (float)((double)q[i] * scale);
+    }
+  }
+  return NULL;
+}
+
+/*
+ * quantizeDelta8(w: Float32Array, view: Float32Array, q: Int8Array, scales: Float32Array,
+ * nextView: Float32Array): the difference w - view (float32) encoded as quantize8 does, and
+ * nextView = view + its decoded value.
+ */
+napi_value math_quantize_delta8(napi_env env, napi_callback_info info) {
+  Args a;
+  if (!args_init(&a, env, info, 5, "quantizeDelta8")) return NULL;
+  size_t n = 0, nv = 0, nq = 0, ns = 0, nn = 0;
+  const float* w = arg_typed(&a, 0, napi_float32_array, &n, "w");
+  const float* view = arg_typed(&a, 1, napi_float32_array, &nv, "view");
+  int8_t* q = arg_typed(&a, 2, napi_int8_array, &nq, "q");
+  float* scales = arg_typed(&a, 3, napi_float32_array, &ns, "scales");
+  float* next = arg_typed(&a, 4, napi_float32_array, &nn, "nextView");
+  if (a.failed) return NULL;
+  if (nv < n || nq < n || nn < n || ns < blocks_of(n)) return args_fail(&a, "view, q, nextView or scales too short for w");
+  for (size_t b = 0, start = 0; start < n; b++, start += QBLOCK) {
+    const size_t end = start + QBLOCK < n ? start + QBLOCK : n;
+    double max_abs = 0;
+    int nan = 0;
+    for (size_t i = start; i < end; i++) {
+      const double d = fabs((double)(float)((double)w[i] - (double)view[i]));
+      if (d > max_abs) max_abs = d;
+      nan |= d != d;
+    }
+    const float scale = scale_of(max_abs, nan);
+    scales[b] = scale;
+    const double inv = 1.0 / (double)scale;
+    for (size_t i = start; i < end; i++) {
+      const int8_t qi = round8((double)(float)((double)w[i] - (double)view[i]) * inv);
+      q[i] = qi;
+      next[i] = (float)((double)view[i] + (double)(float)((double)qi * (double)scale));
+    }
+  }
+  return NULL;
+}
