@@ -64,7 +64,7 @@ export function program(): Command {
     .option('--checkpoint-every <n>', 'checkpoint every N rounds (0: only at the end and on SIGINT/SIGTERM)', intArg(0), d.checkpointEvery)
     .option('--round-timeout <s>', 'drop a worker that has not answered a phase within this many seconds', floatArg(0.1, 86400), d.roundTimeoutMs / 1000)
     .option('--heartbeat <s>', 'ping workers this often; three missed pongs drop a worker', floatArg(0.1, 3600), 10)
-    .addOption(new Option('--wire <precision>', 'precision of gradients, partial sums and weights between hosts: fp32 (exact), 16 (IEEE half, master weights stay fp32), 8 (blockwise 8-bit with error feedback)').choices(WIRE_PRECISIONS as string[]).default(d.wire))
+    .addOption(new Option('--wire <precision>', 'precision of gradients, partial sums and weights in frames: fp32 (exact; the default, as on one host shared memory moves no bytes), 16 (IEEE half), 8 (blockwise 8-bit with error feedback; the fastest between machines in bench:hosts). Master weights and moments stay fp32').choices(WIRE_PRECISIONS as string[]).default(d.wire))
     .option('--fp16', 'the same as --wire 16', false)
     .option('--token <secret>', 'shared secret workers must prove (HMAC over a nonce; never sent); env GAN_DDP_TOKEN')
     .option('--insecure', 'allow listening beyond loopback without a token', false)
@@ -74,7 +74,7 @@ export function program(): Command {
     .option('--threads <n>', 'compute threads per spawned worker (default: cores / workers, at least 1)', intArg(1, 256))
     .option('--ema <decay>', `keep a moving average of G's weights with this decay for sample grids, evaluation and generate, 0: off (default per model: ${perKind('emaDecay')})`, floatArg(0, 0.999999))
     .addOption(new Option('--shm <when>', 'workers on this host exchange weights and gradients through shared memory once they prove they map it: auto, or off (frames for everyone)').choices(['auto', 'off']).default('auto'))
-    .addOption(new Option('--relay <when>', 'relay partial sums and weights through workers: auto (3+ workers on other hosts), always, never').choices(['auto', 'always', 'never']).default('auto'))
+    .addOption(new Option('--relay <when>', 'relay partial sums and weights through workers: auto (2+ workers on other hosts), always, never').choices(['auto', 'always', 'never']).default('auto'))
     .option('--eval-every <k>', 'score the generator every K epochs and after the last into eval.jsonl (FD, classifier score, coverage; 0: never)', intArg(0), d.evalEvery);
 }
 

@@ -124,7 +124,7 @@ async function distributed(workers: number, fp16: boolean, shm: boolean, backend
   const warmup = 3;
   // The coordinator samples a grid at the end of the run: it needs a backend too.
   await initBackend('auto', { threads: 1, log: () => {} });
-  const config = { ...defaultTrainConfig, workers, batchSize: BATCH, epochs: 1000, maxRounds: warmup + rounds, checkpointEvery: 0, fp16 };
+  const config = { ...defaultTrainConfig, workers, batchSize: BATCH, epochs: 1000, maxRounds: warmup + rounds, checkpointEvery: 0, wire: fp16 ? '16' as const : 'fp32' as const };
   const coord = new Coordinator({ config, host: '127.0.0.1', port: 0, out, sameHost: shm ? 'auto' : 'off' });
   const port = await coord.start();
   const local = new LocalWorkers({ url: `ws://127.0.0.1:${port}`, count: workers, backend, threads, pin, log: (s) => process.stderr.write(`${s}\n`) });
