@@ -26,7 +26,7 @@ import { type RoundMetrics, roundMetrics } from './metrics.js';
 import { SampleGrids } from './grids.js';
 import { ModelState } from './model-state.js';
 import { resumeRun } from './resume.js';
-import { type CoordinatorOptions, reduceChunk } from './options.js';
+import { type CoordinatorOptions, REDUCE_CHUNK } from './options.js';
 import { Reduction } from './reduction.js';
 import { relayRoles } from './topology.js';
 import { type EpochAccount, RunDir } from './run-dir.js';
@@ -280,7 +280,7 @@ export class Coordinator {
       // A worker that shares this host never relays: its tensors do not cross a link at all.
       members: live.map((a, i) => ({ conn: a.worker, count: a.ids.length, relay: relay[i]! && !slot[i], slot: slot[i] })),
       // Chunks pipeline frames; when every member posts through its slot the whole net is one chunk (one threaded Adam step).
-      chunk: slot.every(Boolean) ? this.layouts[net].total : this.opts.reduceChunk ?? reduceChunk(this.cfg.wire), wire: this.cfg.wire,
+      chunk: slot.every(Boolean) ? this.layouts[net].total : this.opts.reduceChunk ?? REDUCE_CHUNK, wire: this.cfg.wire,
       current: this.model.current(net), next: this.model.next[net], acc: this.model.acc[net], hyper: this.model.nextStep(net),
       view: { current: this.model.view[net], next: this.model.nextView[net] },
       reportTimeoutMs: this.cfg.roundTimeoutMs, stallMs: Math.min(this.cfg.roundTimeoutMs, 10_000),

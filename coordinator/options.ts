@@ -3,23 +3,17 @@ import type { Dataset } from '../shared/data/mnist.js';
 import type { AdmissionLimits } from '../shared/wire/admission.js';
 import type { Net } from '../shared/compute/model.js';
 import type { TrainConfig } from './config.js';
-import type { WirePrecision } from '../shared/numerics/wire-format.js';
 import type { Coordinator } from './coordinator.js';
 import type { RoundMetrics } from './metrics.js';
 import type { RelayPolicy } from './topology.js';
 
-/** Values per chunk of a reduction on the fp32 wire (256 KiB): small enough to pipeline over a few hops, large enough that per-chunk costs vanish. */
-export const REDUCE_CHUNK = 65536;
-
 /**
- * Values per chunk on a wire: the same bytes per frame whatever the precision (2x the values at
- * 16 bits, 4x at 8), as a frame's fixed costs (a message, a wake-up of each hop) are per frame.
- * Measured with 4 relayed workers on loopback at 8 bits: 552 ms a round with 65,536 values per
- * chunk, 485 ms with 262,144.
+ * Values per chunk of a reduction, whatever the wire: small enough to pipeline over a few hops,
+ * large enough that per-chunk costs vanish. On loopback 4 relayed workers on the 8-bit wire were
+ * faster with 4x the values per chunk (485 against 552 ms a round), but behind 200 Mbit/s links
+ * slower (542-569 against 587-622 samples/s, bench:hosts): there each hop's fill time counts.
  */
-export function reduceChunk(wire: WirePrecision): number {
-  return REDUCE_CHUNK * (wire === 'fp32' ? 1 : wire === '16' ? 2 : 4);
-}
+export const REDUCE_CHUNK = 65536;
 
 export interface CoordinatorOptions {
   config: TrainConfig;
@@ -46,7 +40,7 @@ export interface CoordinatorOptions {
   relay?: RelayPolicy;
   /** Workers on this host exchange tensors through shared memory when they prove they can (default auto). */
   sameHost?: 'auto' | 'off';
-  /** Values per reduction chunk (default reduceChunk(wire)). */
+  /** Values per reduction chunk (default REDUCE_CHUNK). */
   reduceChunk?: number;
   /** Serve the dashboard and observers on the coordinator's port (default true). */
   dashboard?: boolean;
