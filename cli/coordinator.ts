@@ -135,9 +135,10 @@ export async function run(o: CliOptions, explicit: Set<string>, ctx: RunContext 
   if (problem) throw new GanError('E_ARGS', `model: ${problem}`);
   let out = o.out ?? join('runs', new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19));
   if (o.resume) {
-    // The checkpoint's config governs; flags given explicitly may change only what is safe to change.
+    // The checkpoint's config governs; flags given explicitly may change only what is safe to change
+    // (the wire too: fp32 and 16-bit resume exactly, 8-bit starts its error feedback again).
     const saved = loadCheckpoint(o.resume).config;
-    const flagOf: Record<string, keyof TrainConfig> = { epochs: 'epochs', maxRounds: 'maxRounds', checkpointEvery: 'checkpointEvery', roundTimeout: 'roundTimeoutMs', minWorkers: 'minWorkers', evalEvery: 'evalEvery', workers: 'workers', ema: 'emaDecay' };
+    const flagOf: Record<string, keyof TrainConfig> = { epochs: 'epochs', maxRounds: 'maxRounds', checkpointEvery: 'checkpointEvery', roundTimeout: 'roundTimeoutMs', minWorkers: 'minWorkers', evalEvery: 'evalEvery', workers: 'workers', ema: 'emaDecay', wire: 'wire', fp16: 'wire' };
     const next = { ...saved };
     for (const [flag, key] of Object.entries(flagOf)) if (explicit.has(flag)) (next as Record<string, unknown>)[key] = config[key];
     config = next;

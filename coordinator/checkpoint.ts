@@ -16,6 +16,7 @@
  */
 import { createHash } from 'node:crypto';
 import { modelConfigProblem, modelSignature, netLayout } from '../shared/compute/model.js';
+import { isWirePrecision } from '../shared/numerics/wire-format.js';
 import type { TrainConfig } from './config.js';
 import { GanError } from '../shared/wire/errors.js';
 import { allFinite } from './optimizer.js';
@@ -105,6 +106,11 @@ export function decodeCheckpoint(buf: Buffer, file: string): TrainState {
   if (problem) bad(`model configuration: ${problem}`);
   // Checkpoints from before the moving average existed have no emaDecay.
   config.emaDecay ??= 0;
+  // Checkpoints from before --wire said whether gradients went as 16-bit floats.
+  const legacy = config as TrainConfig & { fp16?: boolean };
+  if (legacy.wire === undefined) config.wire = legacy.fp16 ? '16' : 'fp32';
+  delete legacy.fp16;
+  if (!isWirePrecision(config.wire)) bad(`wire precision ${JSON.stringify(config.wire)} is not one of fp32, 16, 8`);
   const withAverage = meta.format === 2;
   if (withAverage !== config.emaDecay > 0) bad(`format ${String(meta.format)} does not match emaDecay ${config.emaDecay}`);
   if (meta.signature !== modelSignature(config.model)) bad('model signature does not match its own config');

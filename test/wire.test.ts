@@ -14,8 +14,9 @@ import { modelSignature } from '../shared/compute/model.js';
 import {
   BLOCK, MIN_SCALE, VALUE_LIMIT, type WirePrecision, decodeValues, decodeWeights, dequantize8, encodeValues, encodeWeights, quantize8, quantizeWithFeedback,
 } from '../shared/numerics/wire-format.js';
-import { type Cluster, smallData, startCluster, tinyConfig, tinyModel } from './helpers.js';
+import { type Cluster, smallData, startCluster, tempDir, tinyConfig, tinyModel } from './helpers.js';
 import { nativeMath } from '../shared/backend/addon.js';
+import { decodeCheckpoint, encodeCheckpoint } from '../coordinator/checkpoint.js';
 
 /** Deterministic values of mixed magnitudes (a small LCG). */
 function values(n: number, seed: number, scale = 1): Float32Array {
@@ -260,5 +261,40 @@ describe('a malformed 8-bit gradient', () => {
     expect(coord.runDir.metrics().find((m) => m.round === 1)!.dropped).toHaveLength(1);
     expect(coord.epochLog.map((e) => e.usedOnce)).toEqual([n, n]);
     for (const a of [coord.model.weights.D, coord.model.weights.G, coord.model.view.D]) expect(a.every((v) => Number.isFinite(v))).toBe(true);
+  }, 60_000);
+});
+
+describe('checkpoints and the wire', () => {
+  it('a checkpoint of a build before --wire resumes on the wire it used (fp16: the 16-bit wire); a wire this build does not know is refused', async () => {
+    const c = await startCluster(tinyConfig({ workers: 1, batchSize: 10, maxRounds: 2, wire: '16' }), smallData(20));
+    clusters.push(c);
+    const coord = await c.finish();
+    const state = coord.state();
+    expect(decodeCheckpoint(encodeCheckpoint(state), 'x').config.wire).toBe('16');
+    const { wire: _wire, ...older } = state.config;
+    for (const [fp16, wire] of [[true, '16'], [false, 'fp32'], [undefined, 'fp32']] as const) {
+      const old = { ...state, config: { ...older, fp16 } as unknown as typeof state.config };
+      const back = decodeCheckpoint(encodeCheckpoint(old), 'x').config;
+      expect(back.wire).toBe(wire);
+      expect('fp16' in back).toBe(false);
+    }
+    const odd = { ...state, config: { ...state.config, wire: '4' } as unknown as typeof state.config };
+    expect(() => decodeCheckpoint(encodeCheckpoint(odd), 'x')).toThrow(/wire precision "4"/);
+  }, 60_000);
+
+  // The view of a 16-bit run is the master weights rounded to half, so it is rebuilt exactly.
+  it('a 16-bit run stopped at a checkpoint and resumed ends with the bits of one that ran through', async () => {
+    const over = { workers: 2, batchSize: 10, epochs: 2, wire: '16' as const };
+    const through = await run('16', 80);
+    const dir = tempDir();
+    const first = await startCluster(tinyConfig({ ...over, maxRounds: 3 }), smallData(80), { out: dir });
+    clusters.push(first);
+    await first.finish();
+    await first.coord.close();
+    const second = await startCluster(tinyConfig(over), smallData(80), { out: dir, resume: true });
+    clusters.push(second);
+    const resumed = await second.finish();
+    expect(resumed.round).toBe(through.round);
+    expect(fingerprint(resumed)).toBe(fingerprint(through));
   }, 60_000);
 });
