@@ -37,6 +37,21 @@ static inline int8_t round8(double v) {
 
 static size_t blocks_of(size_t n) { return (n + QBLOCK - 1) / QBLOCK; }
 
+/* One block: x[0, n) into q[0, n); returns its scale. */
+static float encode_block(const float* x, size_t n, int8_t* q) {
+  double max_abs = 0;
+  int nan = 0;
+  for (size_t i = 0; i < n; i++) {
+    const double v = fabs((double)x[i]);
+    if (v > max_abs) max_abs = v;
+    nan |= v != v;
+  }
+  const float scale = scale_of(max_abs, nan);
+  const double inv = 1.0 / (double)scale;
+  for (size_t i = 0; i < n; i++) q[i] = round8((double)x[i] * inv);
+  return scale;
+}
+
 /* quantize8(src: Float32Array, q: Int8Array, scales: Float32Array). */
 napi_value math_quantize8(napi_env env, napi_callback_info info) {
   Args a;
@@ -49,17 +64,7 @@ napi_value math_quantize8(napi_env env, napi_callback_info info) {
   if (nq < n || ns < blocks_of(n)) return args_fail(&a, "q or scales too short for src");
   for (size_t b = 0, start = 0; start < n; b++, start += QBLOCK) {
     const size_t end = start + QBLOCK < n ? start + QBLOCK : n;
-    double max_abs = 0;
-    int nan = 0;
-    for (size_t i = start; i < end; i++) {
-      const double x = fabs((double)src[i]);
-      if (x > max_abs) max_abs = x;
-      nan |= x != x;
-    }
-    const float scale = scale_of(max_abs, nan);
-    scales[b] = scale;
-    const double inv = 1.0 / (double)scale;
-    for (size_t i = start; i < end; i++) q[i] = round8((double)src[i] * inv);
+    scales[b] = encode_block(src + start, end - start, q + start);
   }
   return NULL;
 }
@@ -83,25 +88,13 @@ napi_value math_quantize8_feedback(napi_env env, napi_callback_info info) {
   float x[QBLOCK];
   for (size_t b = 0, start = 0; start < n; b++, start += QBLOCK) {
     const size_t end = start + QBLOCK < n ? start + QBLOCK : n;
-    double max_abs = 0;
-    int nan = 0;
-    for (size_t i = start; i < end; i++) {
-      const float v = (float)((double)g[i] + (double)residual[i]);
-      x[i - start] = v;
-      const double av = fabs((double)v);
-      if (av > max_abs) max_abs = av;
-      nan |= av != av;
-    }
-    const float scale = scale_of(max_abs, nan);
+    for (size_t i = start; i < end; i++) x[i - start] = (float)((double)g[i] + (double)residual[i]);
+    const float scale = encode_block(x, end - start, q + start);
     scales[b] = scale;
-    const double inv = 1.0 / (double)scale;
     for (size_t i = start; i < end; i++) {
-      const double xi = (double)x[i - start];
-      const int8_t qi = round8(xi * inv);
-      q[i] = qi;
-      const float d = (float)((double)qi * (double)scale);
+      const float d = (float)((double)q[i] * (double)scale);
       decoded[i] = d;
-      residual[i] = (float)(xi - (double)d);
+      residual[i] = (float)((double)x[i - start] - (double)d);
     }
   }
   return NULL;
@@ -146,23 +139,13 @@ napi_value math_quantize_delta8(napi_env env, napi_callback_info info) {
   float* next = arg_typed(&a, 4, napi_float32_array, &nn, "nextView");
   if (a.failed) return NULL;
   if (nv < n || nq < n || nn < n || ns < blocks_of(n)) return args_fail(&a, "view, q, nextView or scales too short for w");
+  float x[QBLOCK];
   for (size_t b = 0, start = 0; start < n; b++, start += QBLOCK) {
     const size_t end = start + QBLOCK < n ? start + QBLOCK : n;
-    double max_abs = 0;
-    int nan = 0;
-    for (size_t i = start; i < end; i++) {
-      const double d = fabs((double)(float)((double)w[i] - (double)view[i]));
-      if (d > max_abs) max_abs = d;
-      nan |= d != d;
-    }
-    const float scale = scale_of(max_abs, nan);
+    for (size_t i = start; i < end; i++) x[i - start] = (float)((double)w[i] - (double)view[i]);
+    const float scale = encode_block(x, end - start, q + start);
     scales[b] = scale;
-    const double inv = 1.0 / (double)scale;
-    for (size_t i = start; i < end; i++) {
-      const int8_t qi = round8((double)(float)((double)w[i] - (double)view[i]) * inv);
-      q[i] = qi;
-      next[i] = (float)((double)view[i] + (double)(float)((double)qi * (double)scale));
-    }
+    for (size_t i = start; i < end; i++) next[i] = (float)((double)view[i] + (double)(float)((double)q[i] * (double)scale));
   }
   return NULL;
 }

@@ -83,26 +83,29 @@ export function quantize8(src: Float32Array, q: Int8Array = new Int8Array(src.le
     return { q, scales };
   }
   const n = src.length;
-  for (let b = 0, start = 0; start < n; b++, start += BLOCK) {
-    const end = Math.min(n, start + BLOCK);
-    let maxAbs = 0;
-    let nan = false;
-    for (let i = start; i < end; i++) {
-      const a = Math.abs(src[i]!);
-      if (a > maxAbs) maxAbs = a;
-      else if (a !== a) nan = true;
-    }
-    const scale = scaleOf(maxAbs, nan);
-    scales[b] = scale;
-    const inv = 1 / scale;
-    for (let i = start; i < end; i++) q[i] = clamp8(src[i]! * inv + ROUNDER - ROUNDER);
-  }
+  for (let b = 0, start = 0; start < n; b++, start += BLOCK) encodeBlock(src, start, Math.min(n, start + BLOCK) - start, q, start, scales, b);
   return { q, scales };
 }
 
 /** The float32 scale may round below max/127: what lands just outside [-127, 127] is brought back (an Int8Array would wrap 128). */
 function clamp8(v: number): number {
   return v > QMAX ? QMAX : v < -QMAX ? -QMAX : v === v ? v : 0;
+}
+
+/** One block: x[from, from + n) into q[at, at + n) and scales[b]; returns the scale. */
+function encodeBlock(x: Float32Array, from: number, n: number, q: Int8Array, at: number, scales: Float32Array, b: number): number {
+  let maxAbs = 0;
+  let nan = false;
+  for (let i = from; i < from + n; i++) {
+    const a = Math.abs(x[i]!);
+    if (a > maxAbs) maxAbs = a;
+    else if (a !== a) nan = true;
+  }
+  const scale = scaleOf(maxAbs, nan);
+  scales[b] = scale;
+  const inv = 1 / scale;
+  for (let i = 0; i < n; i++) q[at + i] = clamp8(x[from + i]! * inv + ROUNDER - ROUNDER);
+  return scale;
 }
 
 /** dst = (base ?? 0) + q * scale, each product and sum rounded to float32. */
@@ -210,25 +213,12 @@ export function quantizeWithFeedback(g: Float32Array, residual: Float32Array, ch
     const chunkEnd = Math.min(n, c + chunk);
     for (let start = c; start < chunkEnd; start += BLOCK, b++) {
       const end = Math.min(chunkEnd, start + BLOCK);
-      // x = g + residual (float32), its largest magnitude; then q, what it decodes to, and what it lost.
-      let maxAbs = 0;
-      let nan = false;
+      // x = g + residual (float32), encoded; then what it decodes to, and what it lost.
+      for (let i = start; i < end; i++) x[i - start] = g[i]! + residual[i]!;
+      const scale = encodeBlock(x, 0, end - start, q, start, scales, b);
       for (let i = start; i < end; i++) {
-        const v = Math.fround(g[i]! + residual[i]!);
-        x[i - start] = v;
-        const a = Math.abs(v);
-        if (a > maxAbs) maxAbs = a;
-        else if (a !== a) nan = true;
-      }
-      const scale = scaleOf(maxAbs, nan);
-      scales[b] = scale;
-      const inv = 1 / scale;
-      for (let i = start; i < end; i++) {
-        const xi = x[i - start]!;
-        const qi = clamp8(xi * inv + ROUNDER - ROUNDER);
-        q[i] = qi;
-        const d = (decoded[i] = qi * scale);
-        residual[i] = xi - Math.fround(d);
+        const d = (decoded[i] = q[i]! * scale);
+        residual[i] = x[i - start]! - Math.fround(d);
       }
     }
   }
@@ -268,23 +258,12 @@ export function encodeWeights(wire: WirePrecision, w: Float32Array, view: Float3
     math.quantizeDelta8(w, view, q, scales, nextView);
     return { fp16: false, data: q, scales };
   }
+  const x = new Float32Array(BLOCK);
   for (let b = 0, start = 0; start < n; b++, start += BLOCK) {
     const end = Math.min(n, start + BLOCK);
-    let maxAbs = 0;
-    let nan = false;
-    for (let i = start; i < end; i++) {
-      const a = Math.abs(Math.fround(w[i]! - view[i]!));
-      if (a > maxAbs) maxAbs = a;
-      else if (a !== a) nan = true;
-    }
-    const scale = scaleOf(maxAbs, nan);
-    scales[b] = scale;
-    const inv = 1 / scale;
-    for (let i = start; i < end; i++) {
-      const qi = clamp8(Math.fround(w[i]! - view[i]!) * inv + ROUNDER - ROUNDER);
-      q[i] = qi;
-      nextView[i] = view[i]! + Math.fround(qi * scale);
-    }
+    for (let i = start; i < end; i++) x[i - start] = w[i]! - view[i]!;
+    const scale = encodeBlock(x, 0, end - start, q, start, scales, b);
+    for (let i = start; i < end; i++) nextView[i] = view[i]! + Math.fround(q[i]! * scale);
   }
   return { fp16: false, data: q, scales };
 }
