@@ -4,6 +4,10 @@
  * so a run's weights do not depend on where the optimiser runs.
  */
 import { type NativeMath, nativeMath } from '../shared/backend/addon.js';
+import { allFinite } from '../shared/numerics/finite.js';
+
+/** Re-exported: the coordinator's state checks (checkpoints) use it from here. */
+export { allFinite };
 
 export interface AdamConfig {
   lr: number;
@@ -171,15 +175,6 @@ export function emaUpdate(avg: Float32Array, w: Float32Array, decay: number, t: 
   const e = 1 - d;
   if (math) return math.emaUpdate(avg, w, d, e);
   for (let i = 0; i < avg.length; i++) avg[i] = d * avg[i]! + e * w[i]!;
-}
-
-/** Whether every value is finite (no NaN, no ±Infinity). */
-export function allFinite(a: Float32Array, math: NativeMath | null = nativeMath()): boolean {
-  if (math) return math.allFinite(a);
-  // x * 0 is 0 for every finite x and NaN for NaN and ±Infinity; one sum keeps the loop branch-free.
-  let probe = 0;
-  for (let i = 0; i < a.length; i++) probe += a[i]! * 0;
-  return probe === 0;
 }
 
 const magnitudeOut = new Float64Array(2);

@@ -15,6 +15,7 @@ import {
 import { GanError } from '../shared/wire/errors.js';
 import { chunkAt, chunkCount, chunkRange } from '../shared/numerics/chunks.js';
 import { foldInto } from '../shared/numerics/fold.js';
+import { allFinite } from '../shared/numerics/finite.js';
 import { GanModel } from '../shared/compute/gan.js';
 import { fromHalf, toHalf } from '../shared/numerics/half.js';
 import {
@@ -321,7 +322,7 @@ export class Participant {
       chunkAt(h.values, plan.chunk, x.offset, x.data.length, 'partial sum');
     }
     const data = decodeValues(this.o.wire, x, 'partial sum');
-    for (let i = 0; i < data.length; i++) if (!Number.isFinite(data[i]!)) throw new GanError('E_NONFINITE', 'partial sum has NaN or Inf values');
+    if (!allFinite(data)) throw new GanError('E_NONFINITE', 'partial sum has NaN or Inf values');
     let byChunk = h.partials.get(x.attempt);
     if (!byChunk) h.partials.set(x.attempt, (byChunk = new Map()));
     if (byChunk.has(x.offset)) throw new GanError('E_STALE', `partial sum at ${x.offset} arrived twice`);

@@ -93,8 +93,8 @@ export interface NativeMath {
   quantize8(src: Float32Array, q: Int8Array, scales: Float32Array): void;
   /** g + residual encoded as quantize8 does; decoded = what it decodes to, residual = what it lost. */
   quantize8Feedback(g: Float32Array, residual: Float32Array, q: Int8Array, scales: Float32Array, decoded: Float32Array): void;
-  /** dst = (base +) q * scale. */
-  dequantize8(q: Int8Array, scales: Float32Array, dst: Float32Array, base?: Float32Array): void;
+  /** dst = (base +) q * scale; the index of the first byte of -128 (which no encoder writes), or -1. */
+  dequantize8(q: Int8Array, scales: Float32Array, dst: Float32Array, base?: Float32Array): number;
   /** w - view encoded as quantize8 does; nextView = view + its decoded value. */
   quantizeDelta8(w: Float32Array, view: Float32Array, q: Int8Array, scales: Float32Array, nextView: Float32Array): void;
 }

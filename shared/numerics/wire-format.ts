@@ -20,6 +20,7 @@
 import { GanError } from '../wire/errors.js';
 import { fromHalf, toHalf } from './half.js';
 import { type NativeMath, nativeMath } from '../backend/addon.js';
+import { allFinite } from './finite.js';
 
 export type WirePrecision = 'fp32' | '16' | '8';
 export const WIRE_PRECISIONS: readonly WirePrecision[] = ['fp32', '16', '8'];
@@ -110,19 +111,23 @@ function encodeBlock(x: Float32Array, from: number, n: number, q: Int8Array, at:
 
 /** dst = (base ?? 0) + q * scale, each product and sum rounded to float32. */
 export function dequantize8(q: Int8Array, scales: Float32Array, dst: Float32Array = new Float32Array(q.length), base?: Float32Array, math: NativeMath | null = nativeMath()): Float32Array {
-  if (math) {
-    if (base) math.dequantize8(q, scales, dst, base);
-    else math.dequantize8(q, scales, dst);
-    return dst;
-  }
+  decode8(q, scales, dst, base, math);
+  return dst;
+}
+
+/** dequantize8, and where the first byte of -128 is (-1: none; no encoder writes one). */
+function decode8(q: Int8Array, scales: Float32Array, dst: Float32Array, base: Float32Array | undefined, math: NativeMath | null): number {
+  if (math) return base ? math.dequantize8(q, scales, dst, base) : math.dequantize8(q, scales, dst);
+  let bad = -1;
   const n = q.length;
   for (let b = 0, start = 0; start < n; b++, start += BLOCK) {
     const end = Math.min(n, start + BLOCK);
     const scale = scales[b]!;
     if (base) for (let i = start; i < end; i++) dst[i] = base[i]! + Math.fround(q[i]! * scale);
     else for (let i = start; i < end; i++) dst[i] = q[i]! * scale;
+    for (let i = start; i < end && bad < 0; i++) if (q[i] === -128) bad = i;
   }
-  return dst;
+  return bad;
 }
 
 /** `src` as it crosses the wire at this precision (fp32: `src` itself). */
@@ -181,10 +186,10 @@ export function decodeValues(wire: WirePrecision, x: WireValues, what: string, b
     if (!Number.isFinite(s)) throw new GanError('E_NONFINITE', `${what}: scale of block ${b} is ${s}`);
     if (!(s >= MIN_SCALE) || s > maxScale) throw new GanError('E_BOUNDS', `${what}: scale of block ${b} is ${s}, outside [${MIN_SCALE.toExponential(2)}, ${maxScale.toExponential(2)}]`);
   }
-  for (let i = 0; i < q.length; i++) {
-    if (q[i] === -128) throw new GanError('E_BOUNDS', `${what}: 8-bit value -128 at ${i} (encoders write -127..127)`);
-  }
-  return dequantize8(q, scales, dst, base);
+  const out = dst ?? new Float32Array(q.length);
+  const bad = decode8(q, scales, out, base, nativeMath());
+  if (bad >= 0) throw new GanError('E_BOUNDS', `${what}: 8-bit value -128 at ${bad} (encoders write -127..127)`);
+  return out;
 }
 
 /**
@@ -272,6 +277,6 @@ export function encodeWeights(wire: WirePrecision, w: Float32Array, view: Float3
 export function decodeWeights(wire: WirePrecision, x: WireValues, view: Float32Array | null, dst: Float32Array, what: string): Float32Array {
   if (wire === '8' && !view) throw new GanError('E_STALE', `${what}: an 8-bit difference without the weights it applies to`);
   const out = decodeValues(wire, x, what, wire === '8' ? view! : undefined, dst);
-  if (wire !== 'fp32') for (let i = 0; i < out.length; i++) if (!Number.isFinite(out[i]!)) throw new GanError('E_NONFINITE', `${what}: weights are not finite`);
+  if (wire !== 'fp32' && !allFinite(out)) throw new GanError('E_NONFINITE', `${what}: weights are not finite`);
   return out;
 }
