@@ -36,7 +36,7 @@
 import { GanError } from '../shared/wire/errors.js';
 import { chunkAt, chunkCount, chunkRange } from '../shared/numerics/chunks.js';
 import { foldMany } from '../shared/numerics/fold.js';
-import { type WirePrecision, decodeValues, encodeValues, encodeWeights } from '../shared/numerics/wire-format.js';
+import { type WirePrecision, WireScratch, decodeValues, encodeValues, encodeWeights } from '../shared/numerics/wire-format.js';
 import type { Net } from '../shared/compute/model.js';
 import { COORDINATOR, type ChunkMsg, Kind, type Message, NOBODY, type PostedMsg, type ReportMsg, encode } from '../shared/wire/codec.js';
 import { PEER_FACTOR, checkGradient, outlier, partialOutOfBounds, stragglerLimitMs } from './bounds.js';
@@ -165,6 +165,8 @@ export class Reduction<C extends MemberConn> {
   private readonly startedAt = performance.now();
   private watchdog: NodeJS.Timeout | null = null;
   private settle: ((r: ReductionResult<C>) => void) | null = null;
+  /** Encoded chunks (seeds of chains, new weights) until their frame is packed. */
+  private readonly wireScratch = new WireScratch();
 
   constructor(private readonly o: ReductionOptions<C>) {
     this.size = o.current.w.length;
@@ -348,7 +350,7 @@ export class Reduction<C extends MemberConn> {
       if (state.next > 0 && !state.seeded) {
         // The chain continues the sum so far.
         state.seeded = true;
-        this.o.send(s.members[0]!.conn, encode({ k: Kind.Chunk, round: this.o.round, phase: this.o.net, attempt: a.n, offset: start, partial: true, ...encodeValues(this.o.wire, acc) }));
+        this.o.send(s.members[0]!.conn, encode({ k: Kind.Chunk, round: this.o.round, phase: this.o.net, attempt: a.n, offset: start, partial: true, ...encodeValues(this.o.wire, acc, this.wireScratch) }));
       }
       const tail = s.tail[c];
       if (!tail) break;
@@ -376,7 +378,7 @@ export class Reduction<C extends MemberConn> {
     }
     a.chunks[c]!.stage = ChunkStage.Stepped;
     // What the workers will hold of this chunk (written even when every member reads the region).
-    const values = encodeWeights(this.o.wire, out.w, this.o.view.current.subarray(start, end), this.o.view.next.subarray(start, end));
+    const values = encodeWeights(this.o.wire, out.w, this.o.view.current.subarray(start, end), this.o.view.next.subarray(start, end), this.wireScratch);
     // Slot members copy the new weights out of the region once the step commits.
     const to = a.segments.flatMap((s) => (s.kind === 'chain' ? [s.members[s.members.length - 1]!.conn] : s.member.slot ? [] : [s.member.conn]));
     if (to.length > 0) {

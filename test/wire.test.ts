@@ -12,7 +12,7 @@ import { Kind, PROTOCOL_VERSION, type TaskMsg, decode, encode } from '../shared/
 import { GanError } from '../shared/wire/errors.js';
 import { modelSignature } from '../shared/compute/model.js';
 import {
-  BLOCK, MIN_SCALE, VALUE_LIMIT, type WirePrecision, decodeValues, decodeWeights, dequantize8, encodeValues, encodeWeights, quantize8, quantizeWithFeedback,
+  BLOCK, MIN_SCALE, VALUE_LIMIT, type WirePrecision, WireScratch, decodeValues, decodeWeights, dequantize8, encodeValues, encodeWeights, quantize8, quantizeWithFeedback,
 } from '../shared/numerics/wire-format.js';
 import { type Cluster, smallData, startCluster, tempDir, tinyConfig, tinyModel } from './helpers.js';
 import { nativeMath } from '../shared/backend/addon.js';
@@ -116,8 +116,8 @@ describe.skipIf(!nativeMath())('the addon\'s 8-bit loops', () => {
     expect(same(f1.q, f2.q) && same(f1.scales, f2.scales) && same(f1.decoded, f2.decoded) && same(r1, r2)).toBe(true);
     const v1 = new Float32Array(n);
     const v2 = new Float32Array(n);
-    const e1 = encodeWeights('8', x, base, v1, math);
-    const e2 = encodeWeights('8', x, base, v2, null);
+    const e1 = encodeWeights('8', x, base, v1, undefined, math);
+    const e2 = encodeWeights('8', x, base, v2, new WireScratch(), null);
     expect(same(e1.data, e2.data) && same(e1.scales!, e2.scales!) && same(v1, v2)).toBe(true);
   });
 });

@@ -19,7 +19,7 @@ import { allFinite } from '../shared/numerics/finite.js';
 import { GanModel } from '../shared/compute/gan.js';
 import { fromHalf, toHalf } from '../shared/numerics/half.js';
 import {
-  type WirePrecision, type WireValues, chunkScales, decodeValues, decodeWeights, encodeValues, isWirePrecision, quantizeWithFeedback,
+  type WirePrecision, type WireValues, WireScratch, chunkScales, decodeValues, decodeWeights, encodeValues, isWirePrecision, quantizeWithFeedback,
 } from '../shared/numerics/wire-format.js';
 import type { ModelConfig, Net } from '../shared/compute/model.js';
 import { digitBytes } from '../shared/data/digits.js';
@@ -103,6 +103,8 @@ export class Participant {
   /** Plans and partial sums (with who sent them) that arrived before their phase was computed. */
   private early: { plans: ReduceMsg[]; partials: { x: ChunkMsg; from: number }[] } = { plans: [], partials: [] };
   private scratch: Float32Array | null = null;
+  /** A partial sum's encoding, until the frame holds it. */
+  private readonly wireScratch = new WireScratch();
   /** The weights held, on the 8-bit wire (its weights chunks are differences from them). */
   private view: Record<Net, Float32Array | null> = { D: null, G: null };
   /** What rounding to 8 bits has lost of each net's gradients so far, added to the next one (error feedback). */
@@ -350,7 +352,7 @@ export class Participant {
     foldInto(out, h.wire!.summed.subarray(start, end), h.count / r.total, !before);
     sent.add(c);
     // On a 16- or 8-bit wire the partial sum is rounded to it here, once per hop.
-    const frame = encode({ k: Kind.Chunk, round: h.round, phase: h.phase, attempt: r.attempt, offset: start, partial: true, ...encodeValues(this.o.wire, out) });
+    const frame = encode({ k: Kind.Chunk, round: h.round, phase: h.phase, attempt: r.attempt, offset: start, partial: true, ...encodeValues(this.o.wire, out, this.wireScratch) });
     if (r.next === COORDINATOR) this.o.toCoordinator(frame);
     else this.o.toPeer?.(r.next, r.nextUrl, frame);
   }

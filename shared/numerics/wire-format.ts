@@ -130,11 +130,35 @@ function decode8(q: Int8Array, scales: Float32Array, dst: Float32Array, base: Fl
   return bad;
 }
 
-/** `src` as it crosses the wire at this precision (fp32: `src` itself). */
-export function encodeValues(wire: WirePrecision, src: Float32Array): WireValues & { fp16: boolean } {
+/**
+ * Room for encoded values that live only until they are copied into a frame: one per sender, so
+ * that a chunk's encoding allocates nothing (each call reuses the last one's memory).
+ */
+export class WireScratch {
+  private halves = new Uint16Array(0);
+  private bytes = new Int8Array(0);
+  private blockScales = new Float32Array(0);
+  half(n: number): Uint16Array {
+    if (this.halves.length < n) this.halves = new Uint16Array(n);
+    return this.halves.subarray(0, n);
+  }
+  q(n: number): Int8Array {
+    if (this.bytes.length < n) this.bytes = new Int8Array(n);
+    return this.bytes.subarray(0, n);
+  }
+  scales(n: number): Float32Array {
+    const b = blocksOf(n);
+    if (this.blockScales.length < b) this.blockScales = new Float32Array(b);
+    return this.blockScales.subarray(0, b);
+  }
+}
+
+/** `src` as it crosses the wire at this precision (fp32: `src` itself); in `scratch` when given (valid until its next use). */
+export function encodeValues(wire: WirePrecision, src: Float32Array, scratch?: WireScratch): WireValues & { fp16: boolean } {
   if (wire === 'fp32') return { fp16: false, data: src };
-  if (wire === '16') return { fp16: true, data: toHalf(src) };
-  const { q, scales } = quantize8(src);
+  const n = src.length;
+  if (wire === '16') return { fp16: true, data: toHalf(src, scratch?.half(n)) };
+  const { q, scales } = quantize8(src, scratch?.q(n), scratch?.scales(n));
   return { fp16: false, data: q, scales };
 }
 
@@ -247,18 +271,18 @@ export function chunkScales(scales: Float32Array, chunk: number, start: number, 
  * (`view`); writes the view they will hold once these values arrive into `nextView` (on the fp32
  * wire `w` itself is the view, and `nextView` is expected to be `w`).
  */
-export function encodeWeights(wire: WirePrecision, w: Float32Array, view: Float32Array, nextView: Float32Array, math: NativeMath | null = nativeMath()): WireValues & { fp16: boolean } {
+export function encodeWeights(wire: WirePrecision, w: Float32Array, view: Float32Array, nextView: Float32Array, scratch?: WireScratch, math: NativeMath | null = nativeMath()): WireValues & { fp16: boolean } {
   if (wire === 'fp32') return { fp16: false, data: w };
   if (wire === '16') {
-    const h = toHalf(w);
+    const h = toHalf(w, scratch?.half(w.length));
     fromHalf(h, nextView);
     return { fp16: true, data: h };
   }
   // The difference w - view, rounded to float32, encoded block by block; the next view is what
   // decoding it onto this one gives (dequantize8 with a base, the same arithmetic as the workers').
   const n = w.length;
-  const q = new Int8Array(n);
-  const scales = new Float32Array(blocksOf(n));
+  const q = scratch?.q(n) ?? new Int8Array(n);
+  const scales = scratch?.scales(n) ?? new Float32Array(blocksOf(n));
   if (math) {
     math.quantizeDelta8(w, view, q, scales, nextView);
     return { fp16: false, data: q, scales };
