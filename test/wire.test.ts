@@ -219,6 +219,33 @@ describe('compressed runs', () => {
   }, 120_000);
 });
 
+describe('the view in a real run', () => {
+  // Each round's weights difference is one Adam step plus what the last one lost, and rounding it
+  // loses at most half a block step (1/254 of its largest value): the view of both nets stays
+  // within a tenth of a learning rate of the master weights, round after round.
+  it('on the 8-bit wire stays within lr / 10 of the master weights over 500 rounds', async () => {
+    let worst = 0;
+    let rounds = 0;
+    const c = await startCluster(tinyConfig({ workers: 2, batchSize: 10, epochs: 1000, maxRounds: 500, wire: '8' }), smallData(100), {
+      hooks: {
+        round: (_m, coord) => {
+          rounds++;
+          for (const net of ['D', 'G'] as const) {
+            const w = coord.model.weights[net];
+            const v = coord.model.view[net];
+            for (let i = 0; i < w.length; i++) worst = Math.max(worst, Math.abs(w[i]! - v[i]!));
+          }
+        },
+      },
+    });
+    clusters.push(c);
+    const coord = await c.finish();
+    expect(rounds).toBe(500);
+    expect(worst).toBeGreaterThan(0);
+    expect(worst).toBeLessThanOrEqual(Math.min(coord.cfg.lrD, coord.cfg.lrG) / 10);
+  }, 180_000);
+});
+
 /** A member that speaks the protocol and sends 8-bit gradients, changed by `tamper` in round 1's D phase; resolves with how it was closed. */
 function member8(url: string, sizes: { D: number; G: number }, tamper: (x: { q: Int8Array; scales: Float32Array }) => void): Promise<{ code: number; reason: string }> {
   return new Promise((resolve) => {
