@@ -21,8 +21,9 @@ export interface RelayCandidate {
  * Which of these workers may relay in a phase. On one host relaying only adds copies, so `auto`
  * relays among workers on other hosts, from two of them: with two, a chain moves the same two
  * models per phase through the relay's link instead of the coordinator's, and the relay, not the
- * coordinator, adds the first gradient. Measured at 200 Mbit/s (bench:hosts, two runs, three
- * wires each), two relayed workers were 2-8% faster than two direct ones in all six pairs.
+ * coordinator, adds the first gradient. Measured at 200 Mbit/s (bench:hosts, three runs, three
+ * wires each), two relayed workers were 2-8% faster than two direct ones in eight of nine pairs,
+ * and tied in the ninth.
  */
 export function relayRoles(workers: RelayCandidate[], policy: RelayPolicy): boolean[] {
   const able = workers.map((w) => w.peerUrl !== '');
