@@ -9,6 +9,7 @@ import { initWeights, netLayout } from '../shared/compute/model.js';
 import { digitBytes } from '../shared/data/digits.js';
 import { chunkCount, chunkRange } from '../shared/numerics/chunks.js';
 import { foldInto } from '../shared/numerics/fold.js';
+import { type WirePrecision, quantize8 } from '../shared/numerics/wire-format.js';
 import { COORDINATOR, type ChunkMsg, Kind, type Message, NOBODY, type ReduceMsg, decode } from '../shared/wire/codec.js';
 import { Participant } from '../worker/participant.js';
 import { smallData, tinyModel, useWasm } from './helpers.js';
@@ -27,11 +28,11 @@ afterEach(() => {
 });
 
 /** A participant holding the shard and both nets' weights (version 0); what it sends is recorded. */
-async function participant() {
+async function participant(wire: WirePrecision = 'fp32') {
   const toCoord: Message[] = [];
   const toPeer: { peer: number; url: string | null; m: Message }[] = [];
   const p = new Participant({
-    model: tinyModel, seed: SEED, wire: 'fp32',
+    model: tinyModel, seed: SEED, wire,
     toCoordinator: (f) => toCoord.push(decode(f)),
     toPeer: (peer, url, f) => toPeer.push({ peer, url, m: decode(f) }),
   });
@@ -138,5 +139,20 @@ describe('a participant', () => {
     const q = (await participant()).p;
     await expect(q.handle({ ...task, ids: new Uint32Array([3, 4]) })).rejects.toMatchObject({ code: 'E_UNEXPECTED', message: expect.stringMatching(/sample 4/) });
     await expect(q.handle({ k: Kind.Weights, net: 'G', version: 1, data: new Float32Array(5) })).rejects.toMatchObject({ code: 'E_SHAPE' });
+  });
+
+  it('refuses a wire precision it does not know (E_MALFORMED), weights in another precision than the run\'s (E_SHAPE), and an 8-bit difference from a version it does not hold (E_STALE)', async () => {
+    expect(() => new Participant({ model: tinyModel, seed: SEED, wire: '4' as never, toCoordinator: () => {} })).toThrow(/wire precision "4"/);
+    const { p } = await participant();
+    await p.handle(task);
+    await p.handle(plan({ chunk: 1 << 20 }));
+    const half = { k: Kind.WeightsChunk, net: 'D', version: 1, attempt: 0, offset: 0, fp16: true, data: new Uint16Array(D.total) } as const;
+    await expect(p.handle(half)).rejects.toMatchObject({ code: 'E_SHAPE', message: expect.stringMatching(/16-bit values, the run's wire is fp32/) });
+    const eight = (await participant('8')).p;
+    await eight.handle(task);
+    await eight.handle(plan({ chunk: 1 << 20 }));
+    const diff = quantize8(new Float32Array(D.total));
+    await expect(eight.handle({ k: Kind.WeightsChunk, net: 'D', version: 2, attempt: 0, offset: 0, scales: diff.scales, data: diff.q }))
+      .rejects.toMatchObject({ code: 'E_STALE', message: expect.stringMatching(/difference from v1, this worker holds v0/) });
   });
 });

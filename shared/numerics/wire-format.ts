@@ -183,24 +183,15 @@ function precisionOf(x: WireValues): WirePrecision {
 /**
  * Check that `x` is in the run's precision and, for 8-bit, that its scales are what an encoder
  * writes (one per block, finite, at least MIN_SCALE, at most VALUE_LIMIT / 127); then its values as
- * float32 (`base` + values for weight deltas). What the values themselves may be is the caller's
- * rule (bounds.ts for gradients).
+ * float32, into `dst` when given (fp32 without `dst`: the frame's own floats). `base` (8-bit only)
+ * makes them a difference added to it, as weights travel on that wire. What the values themselves
+ * may be is the caller's rule (bounds.ts for gradients).
  */
 export function decodeValues(wire: WirePrecision, x: WireValues, what: string, base?: Float32Array, dst?: Float32Array): Float32Array {
   const got = precisionOf(x);
   if (got !== wire) throw new GanError('E_SHAPE', `${what} in ${got === 'fp32' ? 'fp32' : `${got}-bit`} values, the run's wire is ${wire}`);
-  if (wire === '16') {
-    const out = fromHalf(x.data as Uint16Array, dst);
-    if (base) for (let i = 0; i < out.length; i++) out[i] = base[i]! + out[i]!;
-    return out;
-  }
-  if (wire === 'fp32') {
-    const f = x.data as Float32Array;
-    if (!base) return dst ? (dst.set(f), dst) : f;
-    const out = dst ?? new Float32Array(f.length);
-    for (let i = 0; i < f.length; i++) out[i] = base[i]! + f[i]!;
-    return out;
-  }
+  if (wire === '16') return fromHalf(x.data as Uint16Array, dst);
+  if (wire === 'fp32') return dst ? (dst.set(x.data as Float32Array), dst) : (x.data as Float32Array);
   const q = x.data as Int8Array;
   const scales = x.scales!;
   if (scales.length !== blocksOf(q.length)) throw new GanError('E_SHAPE', `${what}: ${scales.length} scales for ${q.length} 8-bit values (${blocksOf(q.length)} blocks of ${BLOCK})`);
