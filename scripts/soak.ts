@@ -20,7 +20,8 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync, openSync, writeSync, clo
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Command } from 'commander';
+import { Command, Option } from 'commander';
+import { WIRE_PRECISIONS, type WirePrecision } from '../shared/numerics/wire-format.js';
 import { die, intArg, isMain } from '../cli/args.js';
 import { Rng } from '../shared/compute/rng.js';
 import { encodeIdx, loadEmbedded } from '../shared/data/mnist.js';
@@ -53,6 +54,8 @@ export interface SoakOptions {
   minutes: number;
   workers: number;
   seed: number;
+  /** The coordinator's --wire. */
+  wire: WirePrecision;
 }
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -109,7 +112,7 @@ class Soak {
       // Hosts in namespaces share this machine's memory; as separate machines they use frames (and relay).
       process.execPath, COORDINATOR, '--shm', 'off', '--host', this.lan.coordIp, '--port', String(PORT), '--workers', String(this.spare), '--min-workers', '1',
       '--backend', 'wasm', ...TINY, '--batch-size', '10', '--epochs', '100000', '--checkpoint-every', '10', '--round-timeout', '5', '--heartbeat', '1',
-      '--data', this.data,
+      '--data', this.data, '--wire', this.o.wire,
       ...(resume ? ['--resume', this.run] : ['--out', this.run]),
     ];
     this.coord = this.lan.spawnIn(this.lan.coord, args);
@@ -213,7 +216,8 @@ class Soak {
         const r = this.lan.spawnIn(this.lan.workerNs(this.spare), [process.execPath, ROGUE, `ws://${this.lan.coordIp}:${PORT}`, lie]);
         const closed = await Promise.race([r.exit.then(() => true), sleep(45_000).then(() => false)]);
         if (!closed) r.proc.kill('SIGKILL');
-        const want = { shape: '4004', nan: '4005', bounds: '4011' }[lie];
+        // Half floats have no finite value beyond the bounds: the rogue's 1e30 arrives as Inf.
+        const want = { shape: '4004', nan: '4005', bounds: this.o.wire === '16' ? '4005' : '4011' }[lie];
         if (!closed || !r.output().includes(`rogue closed: ${want}`)) this.inv.fail(`a rogue sending ${lie} was not refused with ${want}: ${r.output().trim() || 'no output'}`);
         this.startWorker(this.spare);
         break;
@@ -345,7 +349,8 @@ export function main(argv: string[]): void {
     .description('Train the tiny model across network namespaces while faults are injected; check the invariants of the failure model.')
     .option('--minutes <n>', 'how long to inject faults', intArg(1, 24 * 60), 20)
     .option('--workers <n>', 'workers (one more, the spare, shares its host with the rogue and the strangers)', intArg(3, 8), 4)
-    .option('--seed <n>', 'seed of the fault schedule', intArg(0), 1);
+    .option('--seed <n>', 'seed of the fault schedule', intArg(0), 1)
+    .addOption(new Option('--wire <precision>', "the coordinator's --wire").choices(WIRE_PRECISIONS as string[]).default('fp32'));
   cmd.parse(argv);
   soak(cmd.opts<SoakOptions>()).then((ok) => process.exit(ok ? 0 : 1), (e) => die('soak', e));
 }
