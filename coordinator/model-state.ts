@@ -9,7 +9,7 @@
  * the shared region) are the same bits the workers that followed every chunk hold.
  */
 import { Kind, encode } from '../shared/wire/codec.js';
-import { roundTrip } from '../shared/numerics/wire-format.js';
+import { fromHalf, toHalf } from '../shared/numerics/half.js';
 import { type Net, type NetLayout, initWeights } from '../shared/compute/model.js';
 import type { TrainState } from './checkpoint.js';
 import type { TrainConfig } from './config.js';
@@ -49,7 +49,7 @@ export class ModelState {
     this.acc = { D: new Float32Array(layouts.D.total), G: new Float32Array(layouts.G.total) };
     // A new or resumed run's view: the master weights as the wire delivers them whole (8-bit's
     // later versions are differences from this one, so it starts exact).
-    const start = (w: Float32Array): Float32Array => (cfg.wire === 'fp32' ? w : cfg.wire === '16' ? roundTrip('16', w) : w.slice());
+    const start = (w: Float32Array): Float32Array => (cfg.wire === 'fp32' ? w : cfg.wire === '16' ? fromHalf(toHalf(w)) : w.slice());
     this.view = { D: start(this.weights.D), G: start(this.weights.G) };
     this.nextView = cfg.wire === 'fp32' ? { D: this.next.D.w, G: this.next.G.w } : { D: new Float32Array(layouts.D.total), G: new Float32Array(layouts.G.total) };
   }

@@ -162,19 +162,6 @@ export function encodeValues(wire: WirePrecision, src: Float32Array, scratch?: W
   return { fp16: false, data: q, scales };
 }
 
-/**
- * What the receiver makes of `src` once encoded: the same bits decodeValues gives on the other
- * side. Written into `dst` (which may be `src`).
- */
-export function roundTrip(wire: WirePrecision, src: Float32Array, dst: Float32Array = new Float32Array(src.length)): Float32Array {
-  if (wire === 'fp32') {
-    if (dst !== src) dst.set(src);
-    return dst;
-  }
-  const x = encodeValues(wire, src);
-  return wire === '16' ? fromHalf(x.data as Uint16Array, dst) : dequantize8(x.data as Int8Array, x.scales!, dst);
-}
-
 /** The precision a frame's values say they are in. */
 function precisionOf(x: WireValues): WirePrecision {
   return x.scales ? '8' : x.fp16 ? '16' : 'fp32';
@@ -218,31 +205,29 @@ export function quantizeWithFeedback(g: Float32Array, residual: Float32Array, ch
   const q = new Int8Array(n);
   const scales = new Float32Array(scalesFor(n, chunk));
   const decoded = new Float32Array(n);
-  if (math) {
-    for (let c = 0, s = 0; c < n; c += chunk) {
-      const end = Math.min(n, c + chunk);
-      const nb = blocksOf(end - c);
-      math.quantize8Feedback(g.subarray(c, end), residual.subarray(c, end), q.subarray(c, end), scales.subarray(s, s + nb), decoded.subarray(c, end));
-      s += nb;
-    }
-    return { q, scales, decoded };
-  }
-  const x = new Float32Array(BLOCK);
-  let b = 0;
-  for (let c = 0; c < n; c += chunk) {
-    const chunkEnd = Math.min(n, c + chunk);
-    for (let start = c; start < chunkEnd; start += BLOCK, b++) {
-      const end = Math.min(chunkEnd, start + BLOCK);
-      // x = g + residual (float32), encoded; then what it decodes to, and what it lost.
-      for (let i = start; i < end; i++) x[i - start] = g[i]! + residual[i]!;
-      const scale = encodeBlock(x, 0, end - start, q, start, scales, b);
-      for (let i = start; i < end; i++) {
-        const d = (decoded[i] = q[i]! * scale);
-        residual[i] = x[i - start]! - Math.fround(d);
-      }
-    }
+  for (let c = 0, s = 0; c < n; c += chunk) {
+    const end = Math.min(n, c + chunk);
+    const nb = blocksOf(end - c);
+    const part = [g.subarray(c, end), residual.subarray(c, end), q.subarray(c, end), scales.subarray(s, s + nb), decoded.subarray(c, end)] as const;
+    if (math) math.quantize8Feedback(...part);
+    else feedback8(...part);
+    s += nb;
   }
   return { q, scales, decoded };
+}
+
+/** One chunk of quantizeWithFeedback: x = g + residual (float32) encoded; decoded = what it decodes to; residual = what it lost. */
+function feedback8(g: Float32Array, residual: Float32Array, q: Int8Array, scales: Float32Array, decoded: Float32Array): void {
+  const x = new Float32Array(BLOCK);
+  for (let b = 0, start = 0; start < g.length; b++, start += BLOCK) {
+    const end = Math.min(g.length, start + BLOCK);
+    for (let i = start; i < end; i++) x[i - start] = g[i]! + residual[i]!;
+    const scale = encodeBlock(x, 0, end - start, q, start, scales, b);
+    for (let i = start; i < end; i++) {
+      const d = (decoded[i] = q[i]! * scale);
+      residual[i] = x[i - start]! - Math.fround(d);
+    }
+  }
 }
 
 /** Scales of a vector of `n` values sent in chunks of `chunk`. */
