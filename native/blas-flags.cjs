@@ -1,7 +1,8 @@
 // What binding.gyp compiles and links for the matrix products: GAN_GEMM=openblas links the
 // system OpenBLAS (pkg-config knows where Debian's alternatives put the pthread flavour; without
-// it, the default search paths); anything else builds the project's own GEMM (src/gemm.c, gemm_blocked.c and gemm_kernels.c), which
-// needs no library at all. scripts/build-native.mjs sets GAN_GEMM after probing.
+// it, the default search paths); anything else builds the project's own GEMM (src/gemm.c,
+// gemm_blocked.c, gemm_kernels.c and one gemm_kernels_<isa>.c per kernel set), which needs no
+// library at all. scripts/build-native.mjs sets GAN_GEMM after probing.
 'use strict';
 const { execFileSync } = require('node:child_process');
 const what = process.argv[2];
@@ -14,7 +15,8 @@ function pkg(flag) {
   }
 }
 if (what === 'sources') {
-  process.stdout.write(openblas ? 'src/gemm_openblas.c' : 'src/gemm.c src/gemm_blocked.c src/gemm_kernels.c');
+  const builtin = ['gemm.c', 'gemm_blocked.c', 'gemm_kernels.c', 'gemm_kernels_avx512.c', 'gemm_kernels_avx2.c', 'gemm_kernels_portable.c'];
+  process.stdout.write(openblas ? 'src/gemm_openblas.c' : builtin.map((f) => `src/${f}`).join(' '));
 } else if (what === 'include') {
   const f = openblas ? pkg('--cflags-only-I') : null;
   // gyp wants bare directories here; an empty answer still has to be a valid list entry.

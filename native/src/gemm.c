@@ -2,10 +2,12 @@
  * gemm.c - self-contained single-precision matrix product, a drop-in for the cblas_sgemm calls of
  * the gan_native addon (row-major, alpha = 1, beta = 0). See gemm.h for the interface.
  *
- * Build: cc -O3 -std=c11 -ffp-contract=off -fno-trapping-math -fno-math-errno -fPIC -c gemm.c gemm_blocked.c gemm_kernels.c
+ * Build: cc -O3 -std=c11 -ffp-contract=off -fno-trapping-math -fno-math-errno -fPIC -c gemm.c gemm_blocked.c gemm_kernels.c \
+ *          gemm_kernels_avx512.c gemm_kernels_avx2.c gemm_kernels_portable.c
  * (no -march: the x86-64 kernels carry their own target attributes and are picked at run time).
  * This file drives the threads and holds the public interface; gemm_blocked.c does the product on one
- * thread (blocking, packing order); gemm_kernels.c holds what the CPU runs.
+ * thread (blocking, packing order); gemm_kernels.c and gemm_kernels_<isa>.c (one kernel set per
+ * instruction set) hold what the CPU runs.
  *
  * Layout (the usual Goto/BLIS scheme):
  *   for each NC-wide column block of C

@@ -1,6 +1,6 @@
 /*
  * gemm_blocked.c - the built-in GEMM on one thread: blocking and packing order around the
- * micro-kernels of gemm_kernels.c (the Goto/BLIS scheme described in gemm.c), the
+ * micro-kernels of gemm_kernels*.c (the Goto/BLIS scheme described in gemm.c), the
  * matrix-vector case, and the plain loops used when a buffer cannot be allocated. gemm.c
  * drives it, on the calling thread or cut into chunks across its helper threads.
  */

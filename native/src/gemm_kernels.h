@@ -1,6 +1,7 @@
 /*
  * gemm_kernels.h - what the CPU runs for gemm_blocked.c and gemm.c: packing routines and register-tiled micro-kernels
- * per instruction set, picked once at run time. Internal to the addon; gemm.h is the interface.
+ * per instruction set, picked once at run time. Internal to the addon; gemm.h is the interface. gemm_kernels.c
+ * holds the shared part and the choice, gemm_kernels_<isa>.c one kernel set each.
  */
 #ifndef GAN_GEMM_KERNELS_H
 #define GAN_GEMM_KERNELS_H
@@ -50,6 +51,17 @@ const arch_t* gemm_arch(void);
 /* Copying pack of w rows/columns into ceil(w / P) panels of kc x P, zero padded (see
    gemm_kernels.c); the transposing pack is arch_t.tpack. */
 void gemm_pack_copy(const float* src, idx_t ld, int w, int kc, int P, float* dst);
+
+/* Between the kernel files only: each kernel set, defined in its own file, and the transposing
+   packs they use (tpack_fn). gemm_arch() picks the set; nothing else should name them. */
+extern const arch_t gemm_arch_portable; /* gemm_kernels_portable.c */
+void gemm_pack_trans_c(const float* src, idx_t ld, int w, int kc, int P, float* dst); /* gemm_kernels.c */
+#if GEMM_X86
+extern const arch_t gemm_arch_avx512; /* gemm_kernels_avx512.c */
+extern const arch_t gemm_arch_avx2;   /* gemm_kernels_avx2.c */
+/* 8x8 AVX transposes; needs AVX2 (gemm_kernels_avx2.c). */
+void gemm_pack_trans_avx(const float* src, idx_t ld, int w, int kc, int P, float* dst);
+#endif
 
 /* Dot product of two K-vectors, vectorised where the compiler can. */
 float gemm_dot(const float* a, const float* x, int K);

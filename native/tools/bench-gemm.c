@@ -4,7 +4,8 @@
  *
  * Build (from the repository root; same flags as the addon, no -march):
  *   cc -O3 -std=c11 -ffp-contract=off -fno-trapping-math -fno-math-errno -Wall -o /tmp/bench-gemm \
- *      native/tools/bench-gemm.c native/src/gemm.c native/src/gemm_blocked.c native/src/gemm_kernels.c $(pkg-config --cflags --libs openblas) -lpthread -lm
+ *      native/tools/bench-gemm.c native/src/gemm.c native/src/gemm_blocked.c native/src/gemm_kernels*.c \
+ *      $(pkg-config --cflags --libs openblas) -lpthread -lm
  * Without OpenBLAS (correctness only, e.g. on aarch64): add -DNO_OPENBLAS and drop the pkg-config part.
  * Adding -DGEMM_MT_MIN_FMA=1 (and -DGEMM_PREPACK_MAX=1000) makes even tiny products use the thread
  * pool (and its no-prepack path), so that `--check --check-threads 3` checks the threaded code on
