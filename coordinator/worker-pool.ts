@@ -14,9 +14,7 @@
  * - What a connection can cost before it proves the token is bounded (shared/wire/admission.ts):
  *   per address and in total, in bytes read, and in lines printed; workers and dashboard pages
  *   from addresses that proved the token before always find room.
- * - A worker dropped for a timeout waits before it is admitted again: 1 s after its first such
- *   drop, doubling with each next one, up to BACKOFF_MAX_MS (E_BACKOFF), so a worker that holds
- *   rounds and rejoins cannot hold the run.
+ * - A worker dropped for a timeout waits before it is admitted again (backoff.ts).
  * - After its handshake a worker's frames go to the handler of the open phase (reduction.ts), which
  *   accepts a report or a chunk only for the (round, phase) the worker was asked for, only once, of
  *   the model's size and with finite values; outside a phase they are refused.
@@ -34,7 +32,11 @@ import { type ModelConfig, type Net, netLayout } from '../shared/compute/model.j
 import { listenGuarded } from './listen.js';
 import { Admission, type AdmissionLimits, type Listening, PRE_AUTH_BYTES } from '../shared/wire/admission.js';
 import { LogLimiter } from '../shared/wire/log-limit.js';
-import { type HeldShard, SHARD_CHUNK } from './sharding.js';
+import { SHARD_CHUNK } from './sharding.js';
+import { TimeoutBackoff } from './backoff.js';
+import { WorkerConn, type WorkerState } from './worker-conn.js';
+
+export { WorkerConn, type WorkerState } from './worker-conn.js';
 import type { SameHostHub } from './same-host.js';
 import { DIGIT_PIXELS } from '../shared/data/digits.js';
 
@@ -65,29 +67,6 @@ export interface PoolOptions {
   log: (line: string) => void;
 }
 
-export type WorkerState = 'handshake' | 'joining' | 'live' | 'dead';
-
-/** One worker connection as the round loop sees it. */
-export class WorkerConn {
-  id = -1;
-  state: WorkerState = 'handshake';
-  host = '?';
-  pid = 0;
-  backend = '?';
-  /** Samples shipped to this worker in the current epoch (the round loop's bookkeeping). */
-  readonly shard: HeldShard = { ids: new Set(), epoch: -1 };
-  /** ws(s)://host:port where peers reach this worker's relay listener ('' when it has none). */
-  peerUrl = '';
-  missedPongs = 0;
-  /** Frame bytes from and to this worker. */
-  bytesIn = 0;
-  bytesOut = 0;
-  constructor(readonly ws: WebSocket, readonly addr: string, readonly remoteIp: string) {}
-  get label(): string {
-    return `worker ${this.id} (${this.host}/${this.pid}, ${this.backend})`;
-  }
-}
-
 export interface PoolEvents {
   /** A connection finished its handshake and waits to be admitted. */
   connected: [c: WorkerConn];
@@ -99,10 +78,6 @@ export interface PoolEvents {
    */
   left: [c: WorkerConn, wasLive: boolean, reason: string];
 }
-
-export const BACKOFF_MAX_MS = 300_000;
-/** A worker with no timeout for this long starts again from the shortest wait. */
-const BACKOFF_FORGET_MS = 600_000;
 
 export class WorkerPool extends EventEmitter<PoolEvents> {
   readonly layouts: Record<Net, { total: number }>;
@@ -119,8 +94,8 @@ export class WorkerPool extends EventEmitter<PoolEvents> {
   private wake: (() => void) | null = null;
   private bytesIn = 0;
   private bytesOut = 0;
-  /** Timeout drops by worker identity: how many, and until when it is refused. */
-  private backoff = new Map<string, { count: number; until: number; last: number }>();
+  /** Workers dropped for timeouts wait before they are admitted again. */
+  private readonly backoff = new TimeoutBackoff();
   private readonly limited: LogLimiter;
   private readonly admission: Admission;
   /** Where frames of live workers go: the open phase, or nothing between phases. */
@@ -220,7 +195,7 @@ export class WorkerPool extends EventEmitter<PoolEvents> {
       // A worker told to wait or that the run is full proved the token; anyone else failed the handshake.
       if (e.code !== 'E_BACKOFF' && e.code !== 'E_FULL') this.admission.penalize(c.remoteIp);
     }
-    if (e.code === 'E_TIMEOUT' && c.id >= 0) this.noteTimeout(c);
+    if (e.code === 'E_TIMEOUT' && c.id >= 0) this.backoff.dropped(c);
     refuse(c.ws, e);
     this.markDead(c, e.code);
   }
@@ -289,29 +264,13 @@ export class WorkerPool extends EventEmitter<PoolEvents> {
     this.send(c, encode(challenger.challenge));
   }
 
-  /** Who a worker is across reconnections, as far as this side can tell. */
-  private identity(c: WorkerConn): string {
-    return `${c.remoteIp}/${c.host}/${c.pid}`;
-  }
-
-  private noteTimeout(c: WorkerConn): void {
-    const now = Date.now();
-    const key = this.identity(c);
-    const prev = this.backoff.get(key);
-    const count = prev && now - prev.last < BACKOFF_FORGET_MS ? prev.count + 1 : 1;
-    this.backoff.set(key, { count, last: now, until: now + Math.min(BACKOFF_MAX_MS, 1000 * 2 ** (count - 1)) });
-  }
-
   /** A proven Hello: admit the worker (joining) unless it must wait (E_BACKOFF) or the run is full (E_FULL). */
   private onHello(c: WorkerConn, m: HelloMsg): void {
     if (c.state !== 'handshake') return; // it went away while its proof was checked
     c.host = m.host.slice(0, 64);
     c.pid = m.pid;
-    const wait = this.backoff.get(this.identity(c));
-    if (wait && Date.now() < wait.until) {
-      const ms = wait.until - Date.now();
-      return this.drop(c, new GanError('E_BACKOFF', `dropped for timeouts ${wait.count} time${wait.count === 1 ? '' : 's'}; come back in ${Math.ceil(ms / 1000)} s`, { retryAfterMs: ms }));
-    }
+    const wait = this.backoff.refusal(c);
+    if (wait) return this.drop(c, wait);
     const active = [...this.conns].filter((x) => x.state === 'live' || x.state === 'joining').length;
     if (active >= this.o.capacity) return this.drop(c, new GanError('E_FULL', `already ${this.o.capacity} workers (--workers)`));
     c.id = this.nextId++;
