@@ -9,7 +9,8 @@ import { join } from 'node:path';
 import { Command, Option } from 'commander';
 import { BACKEND_NAMES, type BackendName, initBackend } from '../shared/backend/choose.js';
 import { EXIT_RESUMABLE, die, floatArg, intArg, isMain, listArg } from './args.js';
-import { Coordinator, type RelayPolicy } from '../coordinator/coordinator.js';
+import { Coordinator, type Topology } from '../coordinator/coordinator.js';
+import { TOPOLOGIES } from '../coordinator/topology.js';
 import { RECIPES, type Recipe, type TrainConfig, defaultTrainConfig, kindDefaults, kindModel, recipeDefaults } from '../coordinator/config.js';
 import { Progress } from './progress.js';
 import { roundPlan } from '../coordinator/sharding.js';
@@ -29,7 +30,7 @@ export interface CliOptions {
   lr?: number; lrD?: number; lrG?: number; beta1: number; beta2: number; eps: number;
   gHidden: number[]; dHidden: number[]; noiseDim: number; dropout?: number; r1?: number; leak: number; seed: number;
   checkpointEvery: number; roundTimeout: number; wire: WirePrecision; fp16: boolean; token?: string; insecure: boolean;
-  tlsCert?: string; tlsKey?: string; relay: RelayPolicy; shm: 'auto' | 'off'; backend: BackendName; threads?: number; evalEvery: number; heartbeat: number; ema?: number;
+  tlsCert?: string; tlsKey?: string; topology: Topology; shm: 'auto' | 'off'; backend: BackendName; threads?: number; evalEvery: number; heartbeat: number; ema?: number;
 }
 
 export function program(): Command {
@@ -74,7 +75,7 @@ export function program(): Command {
     .option('--threads <n>', 'compute threads per spawned worker (default: cores / workers, at least 1)', intArg(1, 256))
     .option('--ema <decay>', `keep a moving average of G's weights with this decay for sample grids, evaluation and generate, 0: off (default per model: ${perKind('emaDecay')})`, floatArg(0, 0.999999))
     .addOption(new Option('--shm <when>', 'workers on this host exchange weights and gradients through shared memory once they prove they map it: auto, or off (frames for everyone)').choices(['auto', 'off']).default('auto'))
-    .addOption(new Option('--relay <when>', 'relay partial sums and weights through workers: auto (2+ workers on other hosts), always, never').choices(['auto', 'always', 'never']).default('auto'))
+    .addOption(new Option('--topology <kind>', 'how gradients and weights travel among workers on other hosts: auto (sharded from 2 of them, else star), star (every worker to the coordinator), chain (partial sums worker to worker), sharded (each worker sums a share of the chunks)').choices([...TOPOLOGIES]).default('auto'))
     .option('--eval-every <k>', 'score the generator every K epochs and after the last into eval.jsonl (FD, classifier score, coverage; 0: never)', intArg(0), d.evalEvery);
 }
 
@@ -152,7 +153,7 @@ export async function run(o: CliOptions, explicit: Set<string>, ctx: RunContext 
     config, host: o.host, port: o.port, out, resume: !!o.resume, token, insecure: o.insecure,
     tls: o.tlsCert && o.tlsKey ? { cert: readPem(o.tlsCert, 'certificate'), key: readPem(o.tlsKey, 'key') } : undefined,
     heartbeatMs: o.heartbeat * 1000,
-    relay: o.relay,
+    topology: o.topology,
     sameHost: o.shm,
     log,
     hooks: {

@@ -15,7 +15,7 @@
  * - Training continues while at least --min-workers are live; below that the coordinator waits
  *   up to --round-timeout for workers to come (back), then checkpoints and fails.
  */
-import { Kind, type ReportMsg, encode } from '../shared/wire/codec.js';
+import { Kind, encode } from '../shared/wire/codec.js';
 import type { EvalLine } from '../shared/wire/observe.js';
 import { GanError } from '../shared/wire/errors.js';
 import { type Dataset, loadMnist } from '../shared/data/mnist.js';
@@ -26,34 +26,21 @@ import { type RoundMetrics, roundMetrics } from './metrics.js';
 import { SampleGrids } from './grids.js';
 import { ModelState } from './model-state.js';
 import { resumeRun } from './resume.js';
-import { type CoordinatorOptions, REDUCE_CHUNK } from './options.js';
-import { Reduction } from './reduction.js';
-import { relayRoles } from './topology.js';
+import type { CoordinatorOptions } from './options.js';
+import { type Assignment, type PhaseResult, PhaseRunner } from './phase.js';
 import { type EpochAccount, RunDir } from './run-dir.js';
 import { EpochPlan, roundPlan, shardFrames } from './sharding.js';
 import { ObserverHub, RunView, noteRound, watchWorkers } from './dashboard/observers.js';
 import { serveWeb } from './dashboard/web.js';
 import { describeDescriptors, descriptorLimit } from './descriptors.js';
 import { admissionLimits } from '../shared/wire/admission.js';
-import { type WorkerConn, WorkerPool } from './worker-pool.js';
+import { WorkerPool } from './worker-pool.js';
 import { SameHostHub } from './same-host.js';
 
 export { type CoordinatorOptions, REDUCE_CHUNK } from './options.js';
-export type { RelayPolicy } from './topology.js';
+export type { Topology } from './topology.js';
 export type { RunHooks } from './options.js';
 export type { RoundMetrics } from './metrics.js';
-
-/** One worker's applied gradient in a phase. */
-interface Contribution {
-  worker: WorkerConn;
-  report: ReportMsg;
-}
-
-/** The samples one worker computes on this round. */
-interface Assignment {
-  worker: WorkerConn;
-  ids: Uint32Array;
-}
 
 export class Coordinator {
   readonly cfg: TrainConfig;
@@ -83,9 +70,8 @@ export class Coordinator {
   view: RunView | null = null;
   /** The dashboard's observers (after start(), unless the dashboard is off). */
   hub: ObserverHub | null = null;
-  /** The phase being reduced (its frames go there), and the relay chains of the last committed one. */
-  private reduction: Reduction<WorkerConn> | null = null;
-  private lastChains: number[][] = [];
+  /** Runs each phase's reduction; told when a member leaves. */
+  private readonly phases: PhaseRunner;
   private joinedThisRound: number[] = [];
   private droppedThisRound: number[] = [];
   private epochStartRound = 0;
@@ -111,12 +97,12 @@ export class Coordinator {
       onObserver: opts.dashboard === false ? undefined : (ws, proven) => this.hub?.accept(ws, proven),
       admission: { ...admissionLimits(descriptors.soft), ...opts.admission },
     });
+    this.phases = new PhaseRunner({ cfg: this.cfg, opts, layouts: this.layouts, pool: this.pool, sameHost: this.sameHost, log: this.log });
     this.pool.on('left', (c, wasLive) => {
       if (!wasLive) return;
       this.needsDeal = true;
       this.droppedThisRound.push(c.id);
-      this.reduction?.lost(c);
-      this.repairRelays(c.id);
+      this.phases.lost(c, this.model);
     });
   }
 
@@ -262,68 +248,10 @@ export class Coordinator {
     this.needsDeal = false;
   }
 
-  /**
-   * One phase: tasks out, gradients summed in worker-id order as their chunks arrive (directly or
-   * relayed), Adam stepped and the new weights sent chunk by chunk (reduction.ts); then the step is
-   * committed here. Returns whose gradients were applied and the coordinator's own time.
-   */
-  private async phase(net: Net, assigned: Assignment[]): Promise<{ applied: Contribution[]; busyMs: number }> {
+  /** One phase (phase.ts): tasks out, the reduction, the step committed. */
+  private async phase(net: Net, assigned: Assignment[]): Promise<PhaseResult> {
     await this.opts.hooks?.phase?.(this.round, net);
-    const live = assigned.filter((a) => a.worker.state === 'live');
-    if (live.length === 0) return { applied: [], busyMs: 0 };
-    const { D: dVersion, G: gVersion } = this.model.versions;
-    for (const { worker, ids } of live) this.pool.send(worker, encode({ k: Kind.Task, round: this.round, epoch: this.epoch, phase: net, dVersion, gVersion, ids }));
-    const relay = relayRoles(live.map((a) => a.worker), this.opts.relay ?? 'auto');
-    const slot = live.map((a) => this.sameHost?.shares(a.worker) ?? false);
-    const reduction = new Reduction<WorkerConn>({
-      net, round: this.round, version: this.model.versions[net],
-      // A worker that shares this host never relays: its tensors do not cross a link at all.
-      members: live.map((a, i) => ({ conn: a.worker, count: a.ids.length, relay: relay[i]! && !slot[i], slot: slot[i] })),
-      // Chunks pipeline frames; when every member posts through its slot the whole net is one chunk (one threaded Adam step).
-      chunk: slot.every(Boolean) ? this.layouts[net].total : this.opts.reduceChunk ?? REDUCE_CHUNK, wire: this.cfg.wire,
-      current: this.model.current(net), next: this.model.next[net], acc: this.model.acc[net], hyper: this.model.nextStep(net),
-      view: { current: this.model.view[net], next: this.model.nextView[net] },
-      reportTimeoutMs: this.cfg.roundTimeoutMs, stallMs: Math.min(this.cfg.roundTimeoutMs, 10_000),
-      send: (c, f) => this.pool.send(c, f), drop: (c, e) => this.pool.drop(c, e), log: this.log,
-      take: (c, values, fp16) => this.sameHost!.take(c, values, fp16),
-    });
-    this.reduction = reduction;
-    this.pool.route((c, m) => reduction.onMessage(c, m));
-    const done = reduction.start();
-    // The workers are computing: the moving average takes G's last step now, not before their tasks.
-    const t0 = performance.now();
-    this.model.flushAverage();
-    let busyMs = performance.now() - t0;
-    const r = await done;
-    this.reduction = null;
-    this.pool.route(null);
-    if (r.applied.length > 0) {
-      const t1 = performance.now();
-      this.model.commit(net);
-      // Before the next task names this version: slot members copy it from here.
-      this.sameHost?.publish(net, this.model.versions[net], this.model.view[net]);
-      this.lastChains = r.chains;
-      busyMs += performance.now() - t1;
-    }
-    const applied = r.applied.map(({ conn, report }) => ({ worker: conn, report }));
-    return { applied, busyMs: busyMs + r.busyMs };
-  }
-
-  /**
-   * A worker that relayed weights in the last phase is gone: the members it forwarded to may be
-   * missing them, so they get both nets' current weights directly (a worker keeps the newest).
-   */
-  private repairRelays(id: number): void {
-    for (const chain of this.lastChains) {
-      const at = chain.indexOf(id);
-      if (at <= 0) continue;
-      const orphans = new Set(chain.slice(0, at));
-      for (const c of this.pool.live()) {
-        if (!orphans.has(c.id)) continue;
-        this.pool.send(c, this.model.weightsFrame('D'));
-        this.pool.send(c, this.model.weightsFrame('G'));
-      }
-    }
+    return this.phases.run(this.model, this.round, this.epoch, net, assigned);
   }
 
   private logRound(m: RoundMetrics, counts: Map<number, number>): void {

@@ -5,7 +5,7 @@ import type { Net } from '../shared/compute/model.js';
 import type { TrainConfig } from './config.js';
 import type { Coordinator } from './coordinator.js';
 import type { RoundMetrics } from './metrics.js';
-import type { RelayPolicy } from './topology.js';
+import type { Topology } from './topology.js';
 
 /**
  * Values per chunk of a reduction, whatever the wire: small enough to pipeline over a few hops,
@@ -36,8 +36,8 @@ export interface CoordinatorOptions {
   log?: (line: string) => void;
   /** Callers that act at points of the run: progress, evaluation, fault injection in tests. */
   hooks?: RunHooks;
-  /** When workers relay partial sums (default auto). */
-  relay?: RelayPolicy;
+  /** How a phase's sum travels among the workers (topology.ts; default auto). */
+  topology?: Topology;
   /** Workers on this host exchange tensors through shared memory when they prove they can (default auto). */
   sameHost?: 'auto' | 'off';
   /** Values per reduction chunk (default REDUCE_CHUNK). */

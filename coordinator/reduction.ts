@@ -5,12 +5,15 @@
  * and download overlap instead of adding up.
  *
  * Members either send their own gradient here (direct: in frames, or through their slot when they
- * share this host, coordinator/same-host.ts) or belong to a relay chain (topology.ts):
- * consecutive members that pass partial sums worker to worker, the last one sending the chain's
- * partial here, while new weights travel back down the same links. The coordinator folds direct
- * members itself and seeds a chain that does not start the sum with the partial so far. Either way
- * the sum is s0*g0 + s1*g1 + ... in id order, each add rounded to float32 (shared/numerics/fold.ts),
- * so a relayed reduction equals the direct one bit for bit.
+ * share this host, coordinator/same-host.ts), belong to a relay chain, or to a sharded group
+ * (topology.ts; the attempt's plan and routes are reduce-plan.ts). A chain passes partial sums
+ * worker to worker, the last one sending the chain's partial here, while new weights travel back
+ * down the same links. In a group each chunk has an owner: a member, which sums every member's
+ * part of it and sends the sum here, then passes the chunk's new weights to the others; or the
+ * coordinator, which the members send their parts to directly. The coordinator folds direct parts
+ * itself and seeds a chain or an owner whose segment does not start the sum with the partial so
+ * far. Either way the sum is s0*g0 + s1*g1 + ... in id order, each add rounded to float32
+ * (shared/numerics/fold.ts), so a relayed or sharded reduction equals the direct one bit for bit.
  *
  * The phase's life is a Stage: Reducing (an attempt's plan is out; chunks are summed and stepped as
  * they arrive), AwaitingReports (every chunk is stepped, not every member has reported),
@@ -38,34 +41,22 @@ import { chunkAt, chunkCount, chunkRange } from '../shared/numerics/chunks.js';
 import { foldMany } from '../shared/numerics/fold.js';
 import { type WirePrecision, WireScratch, decodeValues, encodeValues, encodeWeights } from '../shared/numerics/wire-format.js';
 import type { Net } from '../shared/compute/model.js';
-import { COORDINATOR, type ChunkMsg, Kind, type Message, NOBODY, type PostedMsg, type ReportMsg, encode } from '../shared/wire/codec.js';
+import { type ChunkMsg, Kind, type Message, type PostedMsg, type ReportMsg, encode } from '../shared/wire/codec.js';
 import { PEER_FACTOR, checkGradient, outlier, partialOutOfBounds, stragglerLimitMs } from './bounds.js';
 import { type AdamHyper, adamApply } from './optimizer.js';
-import { segments } from './topology.js';
+import {
+  type Attempt, ChunkStage, type Member, type MemberConn, type ReductionMember, directParts, planAttempt, reduceFrames, relayedWeights, tailSender, weightsTargets,
+} from './reduce-plan.js';
 
-/** What a reduction needs of a member's connection. */
-export interface MemberConn {
-  /** Worker id: the sum goes in this order. */
-  id: number;
-  /** Where peers reach its relay listener ('' when it has none). */
-  peerUrl: string;
-}
-
-export interface ReductionMember<C extends MemberConn> {
-  conn: C;
-  /** Samples of its task. */
-  count: number;
-  /** It may relay partial sums over peer links. */
-  relay: boolean;
-  /** It shares this host: its gradient comes through its slot and its weights through the region, not in frames. */
-  slot?: boolean;
-}
+export type { MemberConn, ReductionMember } from './reduce-plan.js';
 
 export interface ReductionOptions<C extends MemberConn> {
   net: Net;
   round: number;
   /** Members in worker-id order (their tasks are out). */
   members: ReductionMember<C>[];
+  /** What runs of members that may relay become (topology.ts; default chain). */
+  relayAs?: 'chain' | 'group';
   /** The version of `net` the tasks named; the new weights are the next one. */
   version: number;
   chunk: number;
@@ -94,8 +85,8 @@ export interface ReductionResult<C extends MemberConn> {
   applied: { conn: C; report: ReportMsg }[];
   /** The coordinator's own work: folding, Adam, packing and handing chunks to the sockets. */
   busyMs: number;
-  /** Chains of the committed attempt (member ids, in id order), for repairs if a link breaks later. */
-  chains: number[][];
+  /** Who passed new weights on to whom in the committed attempt (worker ids), for repairs if one of them leaves later. */
+  relayed: Map<number, number[]>;
 }
 
 /** The life of a phase's reduction. */
@@ -110,46 +101,6 @@ export enum Stage {
   Committed = 'committed',
   /** No member is left: nothing to apply. */
   Abandoned = 'abandoned',
-}
-
-/** Where one chunk of the sum is in the current attempt. */
-enum ChunkStage {
-  /** Members' contributions are folded in, segment by segment, as they arrive. */
-  Summing,
-  /** Adam has stepped it; its new weights are out. */
-  Stepped,
-}
-
-interface ChunkState {
-  stage: ChunkStage;
-  /** The segment whose contribution is folded next. */
-  next: number;
-  /** The chain at `next` has been sent the sum so far (chains that do not start the sum). */
-  seeded: boolean;
-}
-
-interface Member<C extends MemberConn> extends ReductionMember<C> {
-  alive: boolean;
-  report: ReportMsg | null;
-  /** When its report arrived (ms after start()). */
-  reportedAfter: number;
-  /** Its own gradient's chunks received here (float32), by chunk index, kept across attempts; their root mean squares. */
-  own: (Float32Array | null)[];
-  rms: Float64Array;
-  timer: NodeJS.Timeout | null;
-}
-
-type Planned<C extends MemberConn> =
-  | { kind: 'direct'; member: Member<C> }
-  | { kind: 'chain'; members: Member<C>[]; /** The chain's partial sums, by chunk. */ tail: (Float32Array | null)[] };
-
-interface Attempt<C extends MemberConn> {
-  n: number;
-  segments: Planned<C>[];
-  /** Samples of every member of the attempt: each member's scale is its count / total. */
-  total: number;
-  chunks: ChunkState[];
-  stepped: number;
 }
 
 export class Reduction<C extends MemberConn> {
@@ -241,8 +192,8 @@ export class Reduction<C extends MemberConn> {
     if (x.partial) {
       // An attempt that was given up may still have chunks on their way: they are not an error.
       if (x.attempt < this.attempt.n) return;
-      const seg = this.attempt.segments.find((s): s is Extract<Planned<C>, { kind: 'chain' }> => s.kind === 'chain' && s.members[s.members.length - 1] === m);
-      if (!seg || x.attempt !== this.attempt.n) throw new GanError('E_STALE', `partial sum of attempt ${x.attempt} from a worker that is not the end of a chain of attempt ${this.attempt.n}`);
+      const seg = this.attempt.segments.find((s) => tailSender(s, chunk) === m);
+      if (!seg || seg.kind === 'direct' || x.attempt !== this.attempt.n) throw new GanError('E_STALE', `partial sum of chunk ${chunk} attempt ${x.attempt} from a worker that does not send it in attempt ${this.attempt.n}`);
       if (seg.tail[chunk]) throw new GanError('E_STALE', `second partial sum for chunk ${chunk}`);
       const data = decodeValues(this.o.wire, x, `partial sum of ${this.o.net}`);
       const maxAbs = partialOutOfBounds(data, this.o.net);
@@ -288,29 +239,12 @@ export class Reduction<C extends MemberConn> {
   /** A new attempt among the live members: who relays, with what scale; every member is told. */
   private plan(): void {
     const alive = this.members.filter((m) => m.alive);
-    const n = this.attempt.n + 1;
-    const planned: Planned<C>[] = segments(alive, this.relays).map((s) => (s.kind === 'direct' ? s : { ...s, tail: new Array<Float32Array | null>(this.chunkTotal).fill(null) }));
-    this.attempt = {
-      n, segments: planned, total: alive.reduce((a, m) => a + m.count, 0), stepped: 0,
-      chunks: Array.from({ length: this.chunkTotal }, () => ({ stage: ChunkStage.Summing, next: 0, seeded: false })),
-    };
+    this.attempt = planAttempt(this.attempt.n + 1, alive, { relays: this.relays, kind: this.o.relayAs ?? 'chain', chunks: this.chunkTotal });
     this.stage = Stage.Reducing;
     this.lastProgress = performance.now();
-    planned.forEach((s, k) => {
-      if (s.kind === 'direct') return this.sendReduce(s.member, NOBODY, COORDINATOR, '', false);
-      s.members.forEach((m, i) => {
-        const prev = i > 0 ? s.members[i - 1]!.conn.id : k > 0 ? COORDINATOR : NOBODY;
-        const last = i === s.members.length - 1;
-        this.sendReduce(m, prev, last ? COORDINATOR : s.members[i + 1]!.conn.id, last ? '' : s.members[i + 1]!.conn.peerUrl, true);
-      });
-    });
+    for (const [m, frame] of reduceFrames(this.attempt, { round: this.o.round, net: this.o.net, chunk: this.o.chunk })) this.o.send(m.conn, frame);
     if (this.attempt.total === 0) return this.finish(Stage.Abandoned);
     for (let c = 0; c < this.chunkTotal; c++) this.advance(c);
-  }
-
-  private sendReduce(m: Member<C>, prev: number, next: number, nextUrl: string, partial: boolean): void {
-    const a = this.attempt;
-    this.o.send(m.conn, encode({ k: Kind.Reduce, round: this.o.round, phase: this.o.net, attempt: a.n, total: a.total, chunk: this.o.chunk, prev, next, nextUrl, partial, slot: m.slot ? true : undefined }));
   }
 
   /** Carry chunk c's sum as far as the data here allows; step it when it is complete. */
@@ -322,8 +256,8 @@ export class Reduction<C extends MemberConn> {
     const [start, end] = chunkRange(this.size, this.o.chunk, c);
     const acc = this.o.acc.subarray(start, end);
     if (state.next === 0) {
-      // Every direct member's chunk is here before any is folded: they are judged against each other.
-      const direct = a.segments.flatMap((s) => (s.kind === 'direct' ? [s.member] : []));
+      // Every direct part of this chunk is here before any is folded: they are judged against each other.
+      const direct = a.segments.flatMap((s) => directParts(s, c));
       if (direct.some((m) => !m.own[c])) return;
       const big = outlier(direct.map((m) => m.rms[c]!));
       if (big) {
@@ -334,28 +268,32 @@ export class Reduction<C extends MemberConn> {
     }
     while (state.next < a.segments.length) {
       const s = a.segments[state.next]!;
-      if (s.kind === 'direct') {
-        // Every direct member from here whose chunk is in, folded in one pass.
+      const sender = tailSender(s, c);
+      if (!sender) {
+        // Every direct part from here whose chunk is in, folded in one pass (segments fold whole or not at all).
         const run: Member<C>[] = [];
-        for (let k = state.next; k < a.segments.length; k++) {
-          const x = a.segments[k]!;
-          if (x.kind !== 'direct' || !x.member.own[c]) break;
-          run.push(x.member);
+        let k = state.next;
+        for (; k < a.segments.length; k++) {
+          const parts = directParts(a.segments[k]!, c);
+          if (parts.length === 0 || parts.some((m) => !m.own[c])) break;
+          run.push(...parts);
         }
         if (run.length === 0) break;
         foldMany(acc, run.map((m) => m.own[c]!), run.map((m) => m.count / a.total), state.next === 0);
-        state.next += run.length;
+        state.next = k;
         continue;
       }
       if (state.next > 0 && !state.seeded) {
-        // The chain continues the sum so far.
+        // The chain, or the chunk's owner, continues the sum so far.
         state.seeded = true;
-        this.o.send(s.members[0]!.conn, encode({ k: Kind.Chunk, round: this.o.round, phase: this.o.net, attempt: a.n, offset: start, partial: true, ...encodeValues(this.o.wire, acc, this.wireScratch) }));
+        const head = s.kind === 'chain' ? s.members[0]! : sender;
+        this.o.send(head.conn, encode({ k: Kind.Chunk, round: this.o.round, phase: this.o.net, attempt: a.n, offset: start, partial: true, ...encodeValues(this.o.wire, acc, this.wireScratch) }));
       }
-      const tail = s.tail[c];
+      const tail = (s as { tail: (Float32Array | null)[] }).tail[c];
       if (!tail) break;
       acc.set(tail);
       state.next++;
+      state.seeded = false;
     }
     // Counted before the step, which may commit the phase and report its time.
     this.busyMs += performance.now() - t0;
@@ -380,7 +318,7 @@ export class Reduction<C extends MemberConn> {
     // What the workers will hold of this chunk (written even when every member reads the region).
     const values = encodeWeights(this.o.wire, out.w, this.o.view.current.subarray(start, end), this.o.view.next.subarray(start, end), this.wireScratch);
     // Slot members copy the new weights out of the region once the step commits.
-    const to = a.segments.flatMap((s) => (s.kind === 'chain' ? [s.members[s.members.length - 1]!.conn] : s.member.slot ? [] : [s.member.conn]));
+    const to = weightsTargets(a, c);
     if (to.length > 0) {
       const frame = encode({ k: Kind.WeightsChunk, net: this.o.net, version: this.o.version + 1, attempt: a.n, offset: start, ...values, fp16: values.fp16 || undefined });
       for (const c of to) this.o.send(c, frame);
@@ -401,8 +339,7 @@ export class Reduction<C extends MemberConn> {
     if (this.watchdog) clearInterval(this.watchdog);
     for (const m of this.members) if (m.timer) clearTimeout(m.timer);
     const applied = stage === Stage.Abandoned ? [] : this.members.filter((m) => m.alive).map((m) => ({ conn: m.conn, report: m.report! }));
-    const chains = this.attempt.segments.flatMap((s) => (s.kind === 'chain' ? [s.members.map((m) => m.conn.id)] : []));
-    this.settle?.({ applied, busyMs: this.busyMs, chains });
+    this.settle?.({ applied, busyMs: this.busyMs, relayed: relayedWeights(this.attempt) });
   }
 
   /** Start over among the survivors: a new attempt, a new plan. */
@@ -438,7 +375,7 @@ export class Reduction<C extends MemberConn> {
     if (performance.now() - this.lastProgress < this.o.stallMs) return;
     if (this.members.some((m) => m.alive && !m.report)) return; // still computing: the report timeout decides
     const a = this.attempt;
-    if (a.segments.some((s) => s.kind === 'chain')) {
+    if (a.segments.some((s) => s.kind !== 'direct')) {
       this.relays = false;
       this.restart(`relays made no progress for ${this.o.stallMs} ms; sending every gradient directly`);
       return;

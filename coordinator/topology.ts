@@ -1,13 +1,23 @@
 /**
- * Which path each member's gradient takes to the coordinator in a phase: straight there (direct),
- * or through a relay chain of consecutive members in id order that pass partial sums worker to
- * worker, the last one sending the chain's partial sum to the coordinator. Whatever the path, the
- * sum is the same bits (shared/numerics/fold.ts); only the bytes per link change.
+ * Which path each member's gradient takes to the coordinator in a phase, and its new weights back:
+ * - star: every member sends its own gradient to the coordinator and gets the weights from it;
+ * - chain: consecutive members in id order pass partial sums worker to worker, the last one
+ *   sending the chain's partial sum to the coordinator; the weights go back down the same links;
+ * - sharded: a group of members splits the net's chunks among themselves and the coordinator.
+ *   Each member sends its part of a chunk to the chunk's owner, which sums every member's part
+ *   in id order and sends the sum to the coordinator; the coordinator steps it and sends the new
+ *   weights to the owner, which passes them to the others (a reduce-scatter and an all-gather, as
+ *   hivemind's butterfly all-reduce: each part decoded and encoded once). Chunks the coordinator
+ *   owns itself travel as in the star, so its link takes a share of the load (shardOwners).
+ * Whatever the path, the sum is the same bits (shared/numerics/fold.ts); only the bytes per link
+ * change.
  */
 import { isLoopback } from '../shared/wire/address.js';
+import { SHARD_COORDINATOR } from '../shared/wire/protocol.js';
 
-/** When workers relay partial sums to each other: `auto` when at least two can and sit on other hosts than the coordinator. */
-export type RelayPolicy = 'auto' | 'always' | 'never';
+/** How a phase's sum travels: `auto` shards among workers on other hosts from two of them, else star. */
+export type Topology = 'auto' | 'star' | 'chain' | 'sharded';
+export const TOPOLOGIES: readonly Topology[] = ['auto', 'star', 'chain', 'sharded'];
 
 /** What the topology needs to know of a worker. */
 export interface RelayCandidate {
@@ -17,36 +27,50 @@ export interface RelayCandidate {
   remoteIp: string;
 }
 
-/**
- * Which of these workers may relay in a phase. On one host relaying only adds copies, so `auto`
- * relays among workers on other hosts, from two of them: with two, a chain moves the same two
- * models per phase through the relay's link instead of the coordinator's, and the relay, not the
- * coordinator, adds the first gradient. Measured at 200 Mbit/s (bench:hosts, three runs, three
- * wires each), two relayed workers were 2-8% faster than two direct ones in eight of nine pairs,
- * and tied in the ninth.
- */
-export function relayRoles(workers: RelayCandidate[], policy: RelayPolicy): boolean[] {
-  const able = workers.map((w) => w.peerUrl !== '');
-  if (policy === 'never') return workers.map(() => false);
-  if (policy === 'always') return able;
-  const remote = workers.map((w, i) => able[i]! && !isLoopback(w.remoteIp));
-  return remote.filter(Boolean).length >= 2 ? remote : workers.map(() => false);
+export interface TopologyChoice {
+  kind: 'star' | 'chain' | 'sharded';
+  /** Which workers take part in chains or the sharded group. */
+  relay: boolean[];
+  /** Why, in a few words (logged when the choice changes). */
+  why: string;
 }
 
-/** One stretch of the sum: a member that sends its own gradient, or a chain whose last member sends the partial sum. */
-export type Segment<M> = { kind: 'direct'; member: M } | { kind: 'chain'; members: M[] };
+/**
+ * The topology of a phase among these workers. On one host relaying only adds copies, so `auto`
+ * shards among workers on other hosts, from two of them (bench:hosts: at 200 Mbit/s the sharded
+ * plan moved the fewest bytes per link and was the fastest for W = 2 and 4 on every wire). An
+ * explicit chain or sharded uses every worker that can relay, on this host too.
+ */
+export function chooseTopology(workers: RelayCandidate[], policy: Topology): TopologyChoice {
+  const able = workers.map((w) => w.peerUrl !== '');
+  const none = workers.map(() => false);
+  if (policy === 'star') return { kind: 'star', relay: none, why: '--topology star' };
+  if (policy === 'chain' || policy === 'sharded') {
+    const n = able.filter(Boolean).length;
+    return n >= 2 ? { kind: policy, relay: able, why: `--topology ${policy}, ${n} workers that relay` } : { kind: 'star', relay: none, why: `--topology ${policy}, but fewer than 2 workers relay` };
+  }
+  const remote = workers.map((w, i) => able[i]! && !isLoopback(w.remoteIp));
+  const n = remote.filter(Boolean).length;
+  return n >= 2 ? { kind: 'sharded', relay: remote, why: `${n} workers on other hosts relay` } : { kind: 'star', relay: none, why: n === 1 ? 'one worker on another host' : 'every worker on this host' };
+}
+
+/**
+ * One stretch of the sum: a member that sends its own gradient, a chain whose last member sends
+ * the partial sum, or a sharded group (every member sends its part of a chunk to the chunk's owner).
+ */
+export type Segment<M> = { kind: 'direct'; member: M } | { kind: 'chain'; members: M[] } | { kind: 'group'; members: M[] };
 
 /**
  * The members (in id order) as segments of the sum: maximal runs of members that may relay become
- * chains, everyone else sends directly. A chain of one would only add a hop: it sends directly.
+ * chains or groups, everyone else sends directly. A run of one would only add a hop: it sends directly.
  */
-export function segments<M extends { relay: boolean }>(members: M[], relays: boolean): Segment<M>[] {
+export function segments<M extends { relay: boolean }>(members: M[], relays: boolean, kind: 'chain' | 'group' = 'chain'): Segment<M>[] {
   const out: Segment<M>[] = [];
   for (let i = 0; i < members.length;) {
     let j = i;
     while (relays && j < members.length && members[j]!.relay) j++;
     if (j - i >= 2) {
-      out.push({ kind: 'chain', members: members.slice(i, j) });
+      out.push({ kind, members: members.slice(i, j) });
       i = j;
     } else {
       out.push({ kind: 'direct', member: members[i]! });
@@ -54,4 +78,33 @@ export function segments<M extends { relay: boolean }>(members: M[], relays: boo
     }
   }
   return out;
+}
+
+/**
+ * Who owns each chunk of a sharded group of `k` members: SHARD_COORDINATOR or a member's index in
+ * the group. Per net and phase, with M the net's size, the coordinator's link carries its other
+ * members' gradients and weights (`others` models each way), the group's sums and weights of the
+ * chunks members own ((1 - f) M) and every member's part of the chunks it owns itself (f k M);
+ * each member's link carries (1 - f)(2k - 1)/k M (parts out, the sum, the weights passed on) and
+ * f M (its parts of the coordinator's chunks), both ways; a seeded group adds (1 - f) M to the
+ * coordinator's link. f is the share that makes the larger of the two least. Owned chunks are
+ * spread evenly through the net and the members' go round robin, so every link is busy from the
+ * first chunk on.
+ */
+export function shardOwners(chunks: number, k: number, o: { others: number; seeded: boolean }): Uint16Array {
+  const memberLoad = (f: number) => f + ((1 - f) * (2 * k - 1)) / k;
+  const coordinatorLoad = (f: number) => o.others + (1 - f) * (o.seeded ? 2 : 1) + f * k;
+  let best = 0;
+  for (let n = 1; n < chunks; n++) {
+    const load = (x: number) => Math.max(memberLoad(x / chunks), coordinatorLoad(x / chunks));
+    if (load(n) < load(best) - 1e-12) best = n;
+  }
+  const owners = new Uint16Array(chunks);
+  let member = 0;
+  for (let c = 0; c < chunks; c++) {
+    // The coordinator's chunks at even spacing: chunk c is its own when floor((c+1) best / chunks) steps up.
+    const mine = Math.floor(((c + 1) * best) / chunks) > Math.floor((c * best) / chunks);
+    owners[c] = mine ? SHARD_COORDINATOR : member++ % k;
+  }
+  return owners;
 }

@@ -11,10 +11,14 @@
  * direction of each link is limited, as a machine's link to its switch is. No netem (this kernel
  * has none): the links add bandwidth limits and queueing only.
  *
+ * Every host has a /dev/shm of its own (a private tmpfs mounted in the mount namespace `ip netns
+ * exec` makes), as separate machines have: a worker cannot map the coordinator's shared memory and
+ * falls back to frames by itself, as it would on another machine.
+ *
  * For each rate and each W: the real coordinator (dist/cli/coordinator.js) in gbh-c and W real
  * workers (dist/cli/worker.js, --threads 1) in gbh-w1..gbh-wW, batch 100 per worker, 3 warm-up
- * rounds then --rounds timed rounds, for each --wire of --wires, once with --relay never (direct)
- * and once with --relay always (relayed; with W = 1 relays do nothing, so that runs once). From metrics.jsonl: median round ms
+ * rounds then --rounds timed rounds, for each --wire of --wires and each --topology of --topologies
+ * (star, chain, sharded; with W = 1 relays do nothing, so that runs once). From metrics.jsonl: median round ms
  * and samples/s (sum of samples / sum of round seconds over the timed rounds). Link bytes are the
  * kernel's counters of each host's eth0 (the ones /sys/class/net/eth0/statistics/{rx,tx}_bytes
  * shows inside that namespace), read through /proc/PID/net/dev of a process parked in each
@@ -30,7 +34,9 @@
  *
  * Each row's busiest link is also given as a multiple of the least its topology must move per
  * round in each direction (minimumPerLink): the star's coordinator link W models, a chain's relay
- * links two (partial sums one way and weights the other, both ways), a ring all-reduce's links
+ * links two (partial sums one way and weights the other, both ways), a sharded group's links what
+ * its share of chunks gives them (topology.ts: 1.33 models at W = 2, 1.6 at W = 4, the least any
+ * topology moves in which the coordinator steps every chunk), a ring all-reduce's links
  * 2(W-1)/W; a model at the row's wire precision.
  *
  * Writes bench/hosts.md and bench/hosts.json. Namespaces named gbh-* are deleted at the start
@@ -48,6 +54,10 @@ import type { RoundMetrics } from '../coordinator/metrics.js';
 import { type TorchInfo, findTorch, runTorch } from './bench-torch.js';
 import { DEV, Lan, type Net, type Snapshot } from './lan.js';
 import { WIRE_PRECISIONS, type WirePrecision, bytesPerValue } from '../shared/numerics/wire-format.js';
+import { chunkCount } from '../shared/numerics/chunks.js';
+import { REDUCE_CHUNK } from '../coordinator/options.js';
+import { shardOwners } from '../coordinator/topology.js';
+import { SHARD_COORDINATOR } from '../shared/wire/protocol.js';
 
 const lan = new Lan('gbh-', '10.77.0');
 
@@ -57,7 +67,10 @@ const WARMUP = 3;
 const modelBytes = () => 4 * (netLayout(defaultModelConfig, 'D').total + netLayout(defaultModelConfig, 'G').total);
 const CLI = (name: string) => fileURLToPath(new URL(`../cli/${name}.js`, import.meta.url));
 
-type Mode = 'direct' | 'relayed' | 'pytorch';
+/** The project's --topology (star: every worker sends to the coordinator), or the PyTorch anchor. */
+type Mode = 'star' | 'chain' | 'sharded' | 'pytorch';
+const TOPOLOGY_MODES = ['star', 'chain', 'sharded'] as const;
+type ProjectMode = (typeof TOPOLOGY_MODES)[number];
 /** The project's --wire, or PyTorch's allreduce precision (fp16: fp16_compress_hook). */
 type Wire = WirePrecision;
 
@@ -131,19 +144,32 @@ async function withTimeout<T>(p: Promise<T>, ms: number, onTimeout: () => void):
 function minimumPerLink(mode: Mode, wire: Wire, w: number): number {
   const model = (modelBytes() / 4) * bytesPerValue(wire);
   if (mode === 'pytorch') return w === 1 ? 0 : (2 * (w - 1) / w) * model;
-  if (mode === 'relayed' && w >= 2) return 2 * model;
+  if (mode === 'chain' && w >= 2) return 2 * model;
+  if (mode === 'sharded' && w >= 2) {
+    // Per net, a member's link carries f + (1 - f)(2W - 1)/W of it, the coordinator's 1 - f + f W (f: the coordinator's share of chunks).
+    let member = 0;
+    let coordinator = 0;
+    for (const net of ['D', 'G'] as const) {
+      const size = netLayout(defaultModelConfig, net).total;
+      const owners = shardOwners(chunkCount(size, REDUCE_CHUNK), w, { others: 0, seeded: false });
+      const f = owners.filter((x) => x === SHARD_COORDINATOR).length / owners.length;
+      member += (f + ((1 - f) * (2 * w - 1)) / w) * size;
+      coordinator += (1 - f + f * w) * size;
+    }
+    return Math.max(member, coordinator) * bytesPerValue(wire);
+  }
   return w * model;
 }
 
-async function runProject(net: Net, rate: string, w: number, mode: 'direct' | 'relayed', wire: Wire, rounds: number, backend: string, timeoutMs: number): Promise<HostRow> {
+async function runProject(net: Net, rate: string, w: number, mode: ProjectMode, wire: Wire, rounds: number, backend: string, timeoutMs: number): Promise<HostRow> {
   const out = mkdtempSync(join(tmpdir(), 'gan-bench-hosts-'));
   const metricsFile = join(out, 'metrics.jsonl');
+  // Every host with a /dev/shm of its own: workers find the coordinator's regions missing and use frames, as on other machines.
   const coord = lan.spawnIn(lan.coord, [process.execPath, CLI('coordinator'), '--workers', String(w), '--host', '0.0.0.0', '--port', String(PORT),
-    // The namespaces share this machine's memory; hosts of their own could not map it.
-    '--insecure', '--shm', 'off', '--wire', wire, '--relay', mode === 'relayed' ? 'always' : 'never', '--batch-size', String(BATCH), '--epochs', '1000',
-    '--max-rounds', String(WARMUP + rounds), '--checkpoint-every', '0', '--round-timeout', '120', '--out', out]);
+    '--insecure', '--wire', wire, '--topology', mode, '--batch-size', String(BATCH), '--epochs', '1000',
+    '--max-rounds', String(WARMUP + rounds), '--checkpoint-every', '0', '--round-timeout', '120', '--out', out], { privateShm: true });
   const workers = Array.from({ length: w }, (_, i) => lan.spawnIn(lan.workerNs(i + 1), [process.execPath, CLI('worker'),
-    '--connect', `ws://${lan.coordIp}:${PORT}`, '--backend', backend, '--threads', '1', '--quiet']));
+    '--connect', `ws://${lan.coordIp}:${PORT}`, '--backend', backend, '--threads', '1', '--quiet'], { privateShm: true }));
   // Counters at the end of the warm-up rounds and of the last round, as metrics.jsonl grows.
   const snap: { first?: Snapshot; last?: Snapshot } = {};
   let size = -1;
@@ -179,14 +205,16 @@ async function runProject(net: Net, rate: string, w: number, mode: 'direct' | 'r
   }
   const timed = ms.slice(WARMUP);
   const links = perRound(snap.first, snap.last, true);
-  // Relayed, the coordinator receives one partial sum per chain instead of one gradient per worker.
-  const unrelayed = mode === 'relayed' && links.coordinator!.in > 1.5 * minimumPerLink('direct', wire, 1);
+  // Relayed, the coordinator receives less than one gradient per worker (a chain's partial sum; a group's parts and sums).
+  const unrelayed = mode !== 'star' && w > 1 && links.coordinator!.in > 0.9 * minimumPerLink('star', wire, w);
+  const shared = /shares this host/.test(coord.output());
   const secs = timed.reduce((a, m) => a + m.round_ms, 0) / 1000;
   const dropped = timed.filter((m) => m.dropped.length > 0 || m.joined.length > 0).length;
   return {
     rate, workers: w, mode, wire, rounds: timed.length,
-    note: [w === 1 ? 'direct = relayed with one worker' : '', dropped ? `${dropped} rounds with drops or joins` : '',
-      unrelayed ? 'relays did not engage: the coordinator received more than one model per round' : ''].filter(Boolean).join('; ') || undefined,
+    note: [w === 1 ? 'every topology is the star with one worker' : '', dropped ? `${dropped} rounds with drops or joins` : '',
+      unrelayed ? 'relays did not engage: the coordinator received a gradient from every worker' : '',
+      shared ? 'a worker mapped the coordinator\'s shared memory' : ''].filter(Boolean).join('; ') || undefined,
     samplesPerSec: timed.reduce((a, m) => a + m.samples, 0) / secs,
     roundMs: median(timed.map((m) => m.round_ms)),
     ...links,
@@ -228,6 +256,7 @@ function linkCell(l: LinkBytes | null, model: number): string {
 
 /** A wire as the tables name it. */
 const wireName = (r: Pick<HostRow, 'mode' | 'wire'>) => (r.mode === 'pytorch' ? (r.wire === '16' ? 'fp16 hook' : 'fp32') : r.wire === 'fp32' ? 'fp32' : `${r.wire}-bit`);
+const projectWire = (wire: Wire) => wireName({ mode: 'star', wire });
 
 /** The busiest link of a row (the coordinator's or a worker's) and the least its topology must carry. */
 function busiestLink(r: HostRow): { in: number; out: number; over: number } | null {
@@ -239,8 +268,8 @@ function busiestLink(r: HostRow): { in: number; out: number; over: number } | nu
 }
 
 /**
- * The ratios the targets are stated in: for each worker count above one, the project's faster
- * topology (direct or relayed) on each wire against PyTorch at the matching precision (fp32 gloo;
+ * The ratios the targets are stated in: for each worker count above one, the project's fastest
+ * topology on each wire against PyTorch at the matching precision (fp32 gloo;
  * 16- and 8-bit against the fp16 hook), and each wire's largest W against fp32 W = 1.
  */
 function ratios(rows: HostRow[], rate: string): { name: string; value: number | null }[] {
@@ -256,10 +285,10 @@ function ratios(rows: HostRow[], rate: string): { name: string; value: number | 
     for (const w of ws.filter((x) => x > 1)) {
       const b = best(w, wire);
       const t = torch(w, wire);
-      out.push({ name: `${wireName({ mode: 'direct', wire })} W=${w} (${b?.mode ?? '?'}) vs PyTorch ${t ? wireName(t) : (wire === 'fp32' ? 'fp32' : 'fp16 hook')} W=${w} samples/s`, value: b && t ? b.samplesPerSec / t.samplesPerSec : null });
+      out.push({ name: `${projectWire(wire)} W=${w} (${b?.mode ?? '?'}) vs PyTorch ${t ? wireName(t) : (wire === 'fp32' ? 'fp32' : 'fp16 hook')} W=${w} samples/s`, value: b && t ? b.samplesPerSec / t.samplesPerSec : null });
     }
     const b = best(top, wire);
-    out.push({ name: `${wireName({ mode: 'direct', wire })} W=${top} (${b?.mode ?? '?'}) vs fp32 W=1 samples/s`, value: b && one ? b.samplesPerSec / one.samplesPerSec : null });
+    out.push({ name: `${projectWire(wire)} W=${top} (${b?.mode ?? '?'}) vs fp32 W=1 samples/s`, value: b && one ? b.samplesPerSec / one.samplesPerSec : null });
   }
   return out;
 }
@@ -268,9 +297,9 @@ function markdown(machine: string, rates: string[], rows: HostRow[], modelBytes:
   const out = [
     `Machine: ${machine}`,
     '',
-    `Hosts in network namespaces on one bridge, each behind its own link limited to RATE in each direction (htb on both veth ends, no added latency); one host per worker or rank, workers as on the machine line; batch 100 per worker or rank; ${rounds} timed rounds after ${WARMUP} warm-up rounds. ${torchLine}`,
+    `Hosts in network namespaces on one bridge, each behind its own link limited to RATE in each direction (htb on both veth ends, no added latency) and with a /dev/shm of its own; one host per worker or rank, workers as on the machine line; batch 100 per worker or rank; ${rounds} timed rounds after ${WARMUP} warm-up rounds. ${torchLine}`,
     '',
-    `Link MB are per round (PyTorch: per iteration), in / out as the host sees them, and in parentheses as multiples of the fp32 model (4 bytes x (D + G parameters) = ${MB(modelBytes)} MB, one copy of both nets). "x minimum" is the busiest link's larger direction over the least its topology must move per round at that wire's precision (star: W models through the coordinator's link; relay chain: 2 through each relay's; ring all-reduce: 2(W-1)/W). Samples/s = samples / round time over the timed rounds; PyTorch: W x 100 x iterations / seconds, and its round is the mean iteration.`,
+    `Link MB are per round (PyTorch: per iteration), in / out as the host sees them, and in parentheses as multiples of the fp32 model (4 bytes x (D + G parameters) = ${MB(modelBytes)} MB, one copy of both nets). "x minimum" is the busiest link's larger direction over the least its topology must move per round at that wire's precision (star: W models through the coordinator's link; chain: 2 through each relay's; sharded: what its share of chunks gives each link, 1.33 at W = 2 and 1.6 at W = 4; ring all-reduce: 2(W-1)/W). Samples/s = samples / round time over the timed rounds; PyTorch: W x 100 x iterations / seconds, and its round is the mean iteration.`,
   ];
   for (const rate of rates) {
     out.push('', `### ${rate} per link`, '', '| W | run | wire | samples/s | median round ms | coordinator link MB in / out (x model) | busiest worker link MB in / out (x model) | busiest link x minimum |', '|---:|---|---|---:|---:|---:|---:|---:|');
@@ -297,13 +326,14 @@ export async function hostsMain(argv: string[]): Promise<void> {
     .option('--rates <list>', 'link rates (tc syntax), each run in turn', '200mbit,1gbit')
     .option('--workers <list>', 'worker counts', '1,2,4')
     .option('--wires <list>', `the project's --wire values to run (${WIRE_PRECISIONS.join(', ')})`, WIRE_PRECISIONS.join(','))
+    .option('--topologies <list>', `the project's --topology values to run (${TOPOLOGY_MODES.join(', ')})`, TOPOLOGY_MODES.join(','))
     .option('--rounds <n>', 'timed rounds (PyTorch: iterations) after 3 warm-up rounds', intArg(1, 10000), 20)
     .option('--backend <name>', 'worker backend (default: the best that initialises here)')
     .option('--no-pytorch', 'skip the PyTorch anchor')
     .option('--out <dir>', 'where hosts.md and hosts.json go', 'bench')
     .option('--timeout <s>', 'give up on one configuration after this many seconds (default 120 + 30 x rounds)', intArg(10));
   cmd.parse(argv);
-  const o = cmd.opts<{ rates: string; workers: string; wires: string; rounds: number; backend?: string; pytorch: boolean; out: string; timeout?: number }>();
+  const o = cmd.opts<{ rates: string; workers: string; wires: string; topologies: string; rounds: number; backend?: string; pytorch: boolean; out: string; timeout?: number }>();
   if (process.platform !== 'linux' || process.getuid?.() !== 0) throw new Error('needs Linux and root (network namespaces)');
   const rates = o.rates.split(',').map((s) => s.trim()).filter(Boolean);
   const counts = o.workers.split(',').map(Number);
@@ -312,6 +342,9 @@ export async function hostsMain(argv: string[]): Promise<void> {
   const wires = o.wires.split(',').map((s) => s.trim()) as Wire[];
   const badWire = wires.find((x) => !WIRE_PRECISIONS.includes(x));
   if (badWire !== undefined) throw new Error(`--wires ${o.wires}: ${badWire} is not one of ${WIRE_PRECISIONS.join(', ')}`);
+  const topologies = o.topologies.split(',').map((s) => s.trim()) as ProjectMode[];
+  const badTopology = topologies.find((x) => !TOPOLOGY_MODES.includes(x));
+  if (badTopology !== undefined) throw new Error(`--topologies ${o.topologies}: ${badTopology} is not one of ${TOPOLOGY_MODES.join(', ')}`);
   const timeoutMs = (o.timeout ?? 120 + 30 * o.rounds) * 1000;
   const perEpoch = Math.floor(10000 / (BATCH * maxW));
   if (WARMUP + o.rounds > perEpoch) process.stdout.write(`note: with ${maxW} workers an epoch of the embedded 10,000 digits is ${perEpoch} rounds; the timed rounds cross an epoch boundary, whose new shards add to the link bytes\n`);
@@ -345,10 +378,7 @@ export async function hostsMain(argv: string[]): Promise<void> {
       lan.shape(maxW, rate);
       for (const w of counts) {
         const jobs: { mode: Mode; wire: Wire; run: () => Promise<HostRow> }[] = [
-          ...wires.flatMap((wire) => [
-            { mode: 'direct' as const, wire, run: () => runProject(net, rate, w, 'direct', wire, o.rounds, backend, timeoutMs) },
-            ...(w > 1 ? [{ mode: 'relayed' as const, wire, run: () => runProject(net, rate, w, 'relayed', wire, o.rounds, backend, timeoutMs) }] : []),
-          ]),
+          ...wires.flatMap((wire) => (w > 1 ? topologies : topologies.slice(0, 1)).map((mode) => ({ mode, wire, run: () => runProject(net, rate, w, mode, wire, o.rounds, backend, timeoutMs) }))),
           ...('python' in torch ? (['fp32', '16'] as const).filter((x) => x === 'fp32' || w > 1).map((wire) => ({ mode: 'pytorch' as const, wire, run: () => runPytorch(net, torch, rate, w, wire, o.rounds, timeoutMs) })) : []),
         ];
         for (const job of jobs) {
@@ -377,7 +407,7 @@ export async function hostsMain(argv: string[]): Promise<void> {
   const md = markdown(machine, rates, rows, modelBytes(), torchLine, o.rounds);
   writeFileSync(join(o.out, 'hosts.md'), md);
   writeFileSync(join(o.out, 'hosts.json'), JSON.stringify({
-    machine, date: new Date().toISOString(), rates, workers: counts, wires, rounds: o.rounds, warmup: WARMUP, backend: info,
+    machine, date: new Date().toISOString(), rates, workers: counts, wires, topologies, rounds: o.rounds, warmup: WARMUP, backend: info,
     pytorch: 'python' in torch ? torch : null, modelBytes: modelBytes(), rows,
     ratios: Object.fromEntries(rates.map((r) => [r, ratios(rows, r)])),
   }, null, 2) + '\n');

@@ -170,8 +170,13 @@ export class Lan {
     return { round, coord: counters(net.coordPid, DEV), workers: net.workerPids.slice(0, w).map((pid) => counters(pid, DEV)) };
   }
 
-  spawnIn(ns: string, cmd: string[]): Spawned {
-    const proc = spawn('ip', ['netns', 'exec', ns, ...cmd], { stdio: ['ignore', 'pipe', 'pipe'] });
+  /**
+   * Start `cmd` in host `ns`. With `privateShm` it gets a /dev/shm of its own (an empty tmpfs in the
+   * mount namespace `ip netns exec` makes for it), as a process on another machine would.
+   */
+  spawnIn(ns: string, cmd: string[], o: { privateShm?: boolean } = {}): Spawned {
+    const run = o.privateShm ? ['sh', '-c', 'mount -t tmpfs -o size=1g,mode=1777 tmpfs /dev/shm && exec "$0" "$@"', ...cmd] : cmd;
+    const proc = spawn('ip', ['netns', 'exec', ns, ...run], { stdio: ['ignore', 'pipe', 'pipe'] });
     this.track(proc);
     let out = '';
     const keep = (b: Buffer) => {

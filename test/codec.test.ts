@@ -36,6 +36,10 @@ const samples: Message[] = [
   { k: Kind.Report, round: 3, phase: 'G', count: 1, loss: 0.7, dReal: NaN, dFake: 0.1, computeMs: 0 },
   { k: Kind.Reduce, round: 3, phase: 'G', attempt: 2, total: 400, chunk: 65536, prev: COORDINATOR, next: 4, nextUrl: 'ws://10.0.0.4:40123', partial: true },
   { k: Kind.Reduce, round: 3, phase: 'D', attempt: 0, total: 100, chunk: 1024, prev: NOBODY, next: COORDINATOR, nextUrl: '', partial: false },
+  {
+    k: Kind.Reduce, round: 3, phase: 'D', attempt: 1, total: 30, chunk: 1024, prev: COORDINATOR, next: COORDINATOR, nextUrl: '', partial: true,
+    group: new Uint32Array([1, 4, 9]), counts: new Uint32Array([10, 10, 5]), urls: ['ws://a:1', 'ws://b:2', 'ws://c:3'], owners: new Uint16Array([0xffff, 0, 1, 2, 0]),
+  },
   { k: Kind.Chunk, round: 12, phase: 'D', attempt: 0, offset: 65536, partial: false, fp16: false, data: randomFloats(333, 2) },
   { k: Kind.Chunk, round: 3, phase: 'G', attempt: 1, offset: 0, partial: false, fp16: true, data: new Uint16Array([0, 0x3c00, 0x8000, 0x7bff, 1]) },
   { k: Kind.Chunk, round: 3, phase: 'G', attempt: 1, offset: 1024, partial: true, fp16: false, data: randomFloats(17, 5) },
@@ -273,6 +277,20 @@ describe('codec rejects malformed frames with E_MALFORMED and a message naming t
     rejects(pack({ k: Kind.WeightsChunk, net: 'D', version: 1, attempt: 0, offset: 0, scales: Buffer.alloc(3), data: Buffer.alloc(4) }), /WeightsChunk\.scales: 3 bytes is not a whole number of 4-byte values/);
     rejects(pack({ k: Kind.Shard, epoch: 0, reset: true, ids: Buffer.alloc(8), images: Buffer.alloc(784), labels: Buffer.alloc(2) }), /Shard: 784 image bytes for 2 samples/);
     rejects(pack({ k: Kind.Shard, epoch: 0, reset: true, ids: Buffer.alloc(4), images: Buffer.alloc(784), labels: Buffer.alloc(2) }), /Shard: 2 labels for 1 samples/);
+  });
+
+  it('a sharded group whose fields are incomplete, of different lengths, out of id order, or with an owner outside it', () => {
+    const base = { k: Kind.Reduce, round: 0, phase: 'D', attempt: 0, total: 9, chunk: 8, prev: NOBODY, next: COORDINATOR, nextUrl: '', partial: true };
+    const u32 = (...x: number[]) => Buffer.from(new Uint32Array(x).buffer);
+    const u16 = (...x: number[]) => Buffer.from(new Uint16Array(x).buffer);
+    const group = { group: u32(1, 2), counts: u32(4, 5), urls: ['ws://a:1', 'ws://b:2'], owners: u16(0, 1, 0xffff) };
+    expect(() => decode(pack({ ...base, ...group }))).not.toThrow();
+    rejects(pack({ ...base, ...group, urls: undefined }), /needs group, counts, urls, owners together/);
+    rejects(pack({ ...base, ...group, counts: u32(4) }), /a group of 2 members with 1 counts/);
+    rejects(pack({ ...base, ...group, group: u32(2, 1) }), /not in increasing id order/);
+    rejects(pack({ ...base, ...group, group: u32(1), counts: u32(4), urls: ['ws://a:1'] }), /a group of 1 members/);
+    rejects(pack({ ...base, ...group, owners: u16(0, 2) }), /owner 2 is not in the group of 2/);
+    rejects(pack({ ...base, ...group, urls: ['ws://a:1', 7] }), /Reduce\.urls: expected a list of at most 4096 strings/);
   });
 
   it('an invalid model configuration in a Challenge', () => {

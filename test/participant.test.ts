@@ -10,9 +10,10 @@ import { digitBytes } from '../shared/data/digits.js';
 import { chunkCount, chunkRange } from '../shared/numerics/chunks.js';
 import { foldInto } from '../shared/numerics/fold.js';
 import { type WirePrecision, quantize8 } from '../shared/numerics/wire-format.js';
-import { COORDINATOR, type ChunkMsg, Kind, type Message, NOBODY, type ReduceMsg, decode } from '../shared/wire/codec.js';
+import { COORDINATOR, type ChunkMsg, Kind, type Message, NOBODY, type ReduceMsg, SHARD_COORDINATOR, decode } from '../shared/wire/codec.js';
+import { foldMany } from '../shared/numerics/fold.js';
 import { Participant } from '../worker/participant.js';
-import { smallData, tinyModel, useWasm } from './helpers.js';
+import { smallData, tinyModel, useWasm, values } from './helpers.js';
 
 const SEED = 5;
 const CHUNK = 10_000;
@@ -28,11 +29,11 @@ afterEach(() => {
 });
 
 /** A participant holding the shard and both nets' weights (version 0); what it sends is recorded. */
-async function participant(wire: WirePrecision = 'fp32') {
+async function participant(wire: WirePrecision = 'fp32', id = 5) {
   const toCoord: Message[] = [];
   const toPeer: { peer: number; url: string | null; m: Message }[] = [];
   const p = new Participant({
-    model: tinyModel, seed: SEED, wire,
+    model: tinyModel, seed: SEED, wire, id,
     toCoordinator: (f) => toCoord.push(decode(f)),
     toPeer: (peer, url, f) => toPeer.push({ peer, url, m: decode(f) }),
   });
@@ -154,5 +155,84 @@ describe('a participant', () => {
     const diff = quantize8(new Float32Array(D.total));
     await expect(eight.handle({ k: Kind.WeightsChunk, net: 'D', version: 2, attempt: 0, offset: 0, scales: diff.scales, data: diff.q }))
       .rejects.toMatchObject({ code: 'E_STALE', message: expect.stringMatching(/difference from v1, this worker holds v0/) });
+  });
+});
+
+describe('a participant in a sharded group', () => {
+  // Workers 2, 5 (this one) and 7 with 3, 4 and 2 samples; the coordinator owns the first and last chunks.
+  const n = chunkCount(D.total, CHUNK);
+  const owners = Uint16Array.from({ length: n }, (_, c) => (c === 0 || c === n - 1 ? SHARD_COORDINATOR : (c - 1) % 3));
+  const group = { group: new Uint32Array([2, 5, 7]), counts: new Uint32Array([3, 4, 2]), urls: ['ws://peer-2', 'ws://peer-5', 'ws://peer-7'], owners };
+  const shardPlan = (over: Partial<ReduceMsg> = {}) => plan({ partial: true, total: 9, ...group, ...over });
+  const part = (p: Participant, c: number, from: number, g: Float32Array, attempt = 0) => {
+    const [s, e] = chunkRange(D.total, CHUNK, c);
+    return p.handle({ k: Kind.Chunk, round: 0, phase: 'D', attempt, offset: s, partial: false, fp16: false, data: g.slice(s, e) }, from);
+  };
+  const mineOf = (who: number) => [...owners.keys()].filter((c) => owners[c] === who);
+
+  it('sends its part of each chunk to the chunk\'s owner and the coordinator\'s chunks to the coordinator; sums the chunks it owns in id order once every part is in, even parts that came before its plan', async () => {
+    const { p, toCoord, toPeer } = await participant();
+    const g2 = values(D.total, 2);
+    const g7 = values(D.total, 7);
+    const mine = mineOf(1);
+    // Worker 2's part of this worker's first chunk arrives before its task was even computed.
+    await p.handle({ ...task, dVersion: 1 });
+    await part(p, mine[0]!, 2, g2);
+    await p.handle({ k: Kind.Weights, net: 'D', version: 1, data: initWeights(D, SEED) });
+    await p.handle(shardPlan());
+    const own = referenceGradient();
+    // Its own parts: the coordinator's chunks to the coordinator, the others to their owners.
+    expect(chunksOf(toCoord).filter((x) => !x.partial).map((x) => x.offset / CHUNK)).toEqual(mineOf(SHARD_COORDINATOR));
+    expect(toPeer.map((x) => [x.peer, (x.m as ChunkMsg).offset / CHUNK])).toEqual([...owners.keys()].flatMap((c) => (owners[c] === 0 ? [[2, c]] : owners[c] === 2 ? [[7, c]] : [])));
+    expect(toPeer.every((x) => !(x.m as ChunkMsg).partial && x.url === group.urls[group.group.indexOf(x.peer)])).toBe(true);
+    // Nothing of its own chunks goes out until worker 7's parts are in too.
+    expect(chunksOf(toCoord).filter((x) => x.partial)).toEqual([]);
+    for (const c of mine.slice(1)) await part(p, c, 2, g2);
+    for (const c of mine) await part(p, c, 7, g7);
+    const sums = chunksOf(toCoord).filter((x) => x.partial);
+    expect(sums.map((x) => x.offset / CHUNK)).toEqual(mine);
+    for (const x of sums) {
+      const [s, e] = chunkRange(D.total, CHUNK, x.offset / CHUNK);
+      const want = new Float32Array(e - s);
+      foldMany(want, [g2.subarray(s, e), own.subarray(s, e), g7.subarray(s, e)], [3 / 9, 4 / 9, 2 / 9], true, null);
+      expect([...x.data]).toEqual([...want]);
+    }
+  });
+
+  it('takes a chunk\'s new weights from its owner (from the coordinator for its own and the coordinator\'s chunks) and passes its own chunks\' weights to every other member', async () => {
+    const { p, toPeer } = await participant();
+    await p.handle(task);
+    await p.handle(shardPlan());
+    toPeer.length = 0;
+    const w = initWeights(D, SEED + 1);
+    const weights = (c: number, from: number) => {
+      const [s, e] = chunkRange(D.total, CHUNK, c);
+      return p.handle({ k: Kind.WeightsChunk, net: 'D', version: 1, attempt: 0, offset: s, data: w.slice(s, e) }, from);
+    };
+    const from = (c: number) => (owners[c] === SHARD_COORDINATOR || owners[c] === 1 ? COORDINATOR : group.group[owners[c]!]!);
+    await expect(weights(mineOf(0)[0]!, COORDINATOR)).rejects.toMatchObject({ code: 'E_UNEXPECTED' });
+    await expect(weights(mineOf(1)[0]!, 2)).rejects.toMatchObject({ code: 'E_UNEXPECTED' });
+    for (let c = 0; c < n; c++) await weights(c, from(c));
+    expect(p.versions.D).toBe(1);
+    const passed = toPeer.filter((x) => x.m.k === Kind.WeightsChunk);
+    expect(passed.map((x) => [x.peer, (x.m as { offset: number }).offset / CHUNK])).toEqual(mineOf(1).flatMap((c) => [[2, c], [7, c]]));
+  });
+
+  it('refuses a part from a worker outside its group or for a chunk it does not own (E_UNEXPECTED), a second one (E_STALE), and a plan of a group without it (E_MALFORMED)', async () => {
+    const { p } = await participant();
+    await p.handle(task);
+    await p.handle(shardPlan());
+    const g = values(D.total, 3);
+    await expect(part(p, mineOf(1)[0]!, 3, g)).rejects.toMatchObject({ code: 'E_UNEXPECTED', message: expect.stringMatching(/not a member/) });
+    await expect(part(p, mineOf(0)[0]!, 2, g)).rejects.toMatchObject({ code: 'E_UNEXPECTED', message: expect.stringMatching(/does not own/) });
+    await expect(part(p, mineOf(SHARD_COORDINATOR)[0]!, 2, g)).rejects.toMatchObject({ code: 'E_UNEXPECTED' });
+    await part(p, mineOf(1)[0]!, 2, g);
+    await expect(part(p, mineOf(1)[0]!, 2, g)).rejects.toMatchObject({ code: 'E_STALE' });
+    const q = (await participant('fp32', 6)).p;
+    await q.handle(task);
+    await expect(q.handle(shardPlan())).rejects.toMatchObject({ code: 'E_MALFORMED', message: expect.stringMatching(/does not hold worker 6/) });
+    const r = (await participant()).p;
+    await r.handle(task);
+    await expect(r.handle(shardPlan({ counts: new Uint32Array([3, 5, 2]), total: 10 }))).rejects.toMatchObject({ code: 'E_MALFORMED', message: expect.stringMatching(/5 samples, its task had 4/) });
   });
 });

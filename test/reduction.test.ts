@@ -11,6 +11,8 @@ import { foldInto } from '../shared/numerics/fold.js';
 import { COORDINATOR, Kind, type Message, NOBODY, type ReduceMsg, type ReportMsg, decode } from '../shared/wire/codec.js';
 import type { GanError } from '../shared/wire/errors.js';
 import { values } from './helpers.js';
+import { chooseTopology, shardOwners } from '../coordinator/topology.js';
+import { SHARD_COORDINATOR } from '../shared/wire/codec.js';
 
 const SIZE = 10;
 const CHUNK = 4;
@@ -194,5 +196,37 @@ describe('a reduction', () => {
     expect(p.logs.some((l) => /out of bounds.*reducing directly/.test(l))).toBe(true);
     // Now the outsized gradient comes straight here, and its sender is named.
     expect(() => p.chunks(1, big)).toThrow(expect.objectContaining({ code: 'E_BOUNDS' }));
+  });
+});
+
+describe('the topology of a phase', () => {
+  const remote = (n: number, relay = true) => Array.from({ length: n }, (_, i) => ({ peerUrl: relay ? `ws://10.0.0.${i + 2}:9000` : '', remoteIp: `10.0.0.${i + 2}` }));
+  const local = (n: number) => Array.from({ length: n }, () => ({ peerUrl: 'ws://127.0.0.1:9000', remoteIp: '127.0.0.1' }));
+
+  it('auto: sharded among workers on other hosts from two of them, star on one host or with one remote worker', () => {
+    expect(chooseTopology(remote(4), 'auto')).toMatchObject({ kind: 'sharded', relay: [true, true, true, true] });
+    expect(chooseTopology(remote(2), 'auto').kind).toBe('sharded');
+    expect(chooseTopology([...local(2), ...remote(1)], 'auto').kind).toBe('star');
+    expect(chooseTopology(local(4), 'auto').kind).toBe('star');
+    expect(chooseTopology([...local(1), ...remote(2)], 'auto')).toMatchObject({ kind: 'sharded', relay: [false, true, true] });
+    expect(chooseTopology(remote(3, false), 'auto').kind).toBe('star');
+    // Asked for, chains and groups use every worker that can relay, on this host too.
+    expect(chooseTopology(local(3), 'chain')).toMatchObject({ kind: 'chain', relay: [true, true, true] });
+    expect(chooseTopology(local(3), 'sharded').kind).toBe('sharded');
+    expect(chooseTopology(remote(4), 'star').kind).toBe('star');
+  });
+
+  it('a sharded group gives the coordinator the share of chunks that balances its link against the members\' (1/3 with 2 members, 1/5 with 4), spread evenly, the rest round robin', () => {
+    const share = (owners: Uint16Array) => owners.filter((o) => o === SHARD_COORDINATOR).length / owners.length;
+    const two = shardOwners(300, 2, { others: 0, seeded: false });
+    expect(share(two)).toBeCloseTo(1 / 3, 2);
+    expect(share(shardOwners(300, 4, { others: 0, seeded: false }))).toBeCloseTo(1 / 5, 2);
+    // Other members' traffic through the coordinator's link, or a seed, leave it less to own.
+    expect(share(shardOwners(300, 4, { others: 1, seeded: true }))).toBe(0);
+    // Evenly spread: no two of the coordinator's chunks are more than 3 apart with 2 members (a third of them).
+    const mine = [...two.keys()].filter((c) => two[c] === SHARD_COORDINATOR);
+    expect(Math.max(...mine.slice(1).map((c, i) => c - mine[i]!))).toBeLessThanOrEqual(3);
+    const members = [...two].filter((o) => o !== SHARD_COORDINATOR);
+    expect(members.every((o, i) => o === i % 2)).toBe(true);
   });
 });

@@ -18,9 +18,12 @@ import { type Relay, WorkerClient } from '../worker/worker.js';
  */
 export type Inbound = void | 'stall' | 'crash' | Promise<unknown>;
 
-/** A frame a relay is about to pass on: chunk `chunk` of `of` of a partial sum, or of new weights going down the chain. */
+/**
+ * A frame a relay is about to send a peer: chunk `chunk` of `of` of a partial sum, of its own
+ * gradient (its part of a chunk a peer owns in a sharded group), or of new weights passed on.
+ */
 export interface RelayFrame {
-  what: 'partial' | 'weights';
+  what: 'partial' | 'part' | 'weights';
   chunk: number;
   of: number;
   round: number;
@@ -76,11 +79,12 @@ export function faultyWorker(o: NodeWorkerOptions, faults: WireFaults): WorkerCl
     ...base.relay,
     send(peer, url, frame) {
       const m = decode(frame);
-      if ((m.k === Kind.Chunk && m.partial) || m.k === Kind.WeightsChunk) {
+      if (m.k === Kind.Chunk || m.k === Kind.WeightsChunk) {
         const phase = m.k === Kind.Chunk ? m.phase : m.net;
         const chunk = chunkOf[phase];
         const of = model && chunk ? chunkCount(netLayout(model, phase).total, chunk) : 0;
-        faults.toPeer!({ what: m.k === Kind.Chunk ? 'partial' : 'weights', chunk: chunk ? m.offset / chunk : 0, of, round: m.k === Kind.Chunk ? m.round : roundOf[phase], phase }, crash);
+        const what = m.k === Kind.WeightsChunk ? 'weights' : m.partial ? 'partial' : 'part';
+        faults.toPeer!({ what, chunk: chunk ? m.offset / chunk : 0, of, round: m.k === Kind.Chunk ? m.round : roundOf[phase], phase }, crash);
       }
       base.relay!.send(peer, url, frame);
     },

@@ -9,27 +9,23 @@
  * Transport-free: frames go out through the `send` functions, so Node and browser workers share it.
  */
 import { buildBatch, type SampleSource } from '../shared/compute/batch.js';
-import {
-  COORDINATOR, type ChunkMsg, Kind, type Message, NOBODY, type ReduceMsg, type ShardMsg, type TaskMsg, type WeightsChunkMsg, encode,
-} from '../shared/wire/codec.js';
+import { COORDINATOR, type ChunkMsg, Kind, type Message, type ReduceMsg, type ShardMsg, type TaskMsg, type WeightsChunkMsg, encode } from '../shared/wire/codec.js';
 import { GanError } from '../shared/wire/errors.js';
-import { chunkAt, chunkCount, chunkRange } from '../shared/numerics/chunks.js';
-import { foldInto } from '../shared/numerics/fold.js';
-import { allFinite } from '../shared/numerics/finite.js';
+import { chunkAt, chunkCount } from '../shared/numerics/chunks.js';
 import { GanModel } from '../shared/compute/gan.js';
-import { fromHalf, toHalf } from '../shared/numerics/half.js';
-import {
-  type WirePrecision, type WireValues, WireScratch, chunkScales, decodeValues, decodeWeights, encodeValues, isWirePrecision, quantizeWithFeedback,
-} from '../shared/numerics/wire-format.js';
+import { type WirePrecision, decodeWeights, isWirePrecision } from '../shared/numerics/wire-format.js';
 import type { ModelConfig, Net } from '../shared/compute/model.js';
 import { digitBytes } from '../shared/data/digits.js';
 import type { GradientSlot, WeightsRegion } from '../shared/wire/same-host.js';
+import { PhaseReduction, type ReductionIO, weightsRoute } from './phase-reduction.js';
 
 export interface ParticipantOptions {
   model: ModelConfig;
   seed: number;
   /** Precision of gradients, partial sums and weights in frames (Welcome.wire). */
   wire: WirePrecision;
+  /** This worker's id in the run (Welcome.workerId): its seat in sharded groups. */
+  id?: number;
   /** A frame to the coordinator. */
   toCoordinator(frame: Uint8Array): void;
   /** A frame to a peer (dialing `url` when there is no link yet); absent for workers that do not relay. */
@@ -72,26 +68,6 @@ interface Staging {
   missing: number;
 }
 
-/** A computed phase, held until the next task: a retried reduction folds it again without recomputing. */
-interface Held {
-  round: number;
-  phase: Net;
-  count: number;
-  /** Values in the gradient. */
-  values: number;
-  /** The gradient as computed. */
-  raw: Float32Array;
-  /**
-   * The gradient as it crosses the wire, made once per phase when the first plan names the chunk
-   * size: half bits, or 8-bit blocks with their scales; and as the sum sees it (decoded).
-   */
-  wire: { chunk: number; half: Uint16Array | null; q: Int8Array | null; scales: Float32Array | null; summed: Float32Array } | null;
-  sentRaw: boolean;
-  /** Partial sums received (and who sent each), by attempt and chunk offset; chunks already sent, by attempt. */
-  partials: Map<number, Map<number, { data: Float32Array; from: number }>>;
-  sent: Map<number, Set<number>>;
-}
-
 export class Participant {
   readonly model: GanModel;
   versions = { D: -1, G: -1 };
@@ -99,26 +75,34 @@ export class Participant {
   private store = new ShardStore();
   private staging: Record<Net, Staging | null> = { D: null, G: null };
   private waiting: TaskMsg | null = null;
-  private held: Held | null = null;
-  /** Plans and partial sums (with who sent them) that arrived before their phase was computed. */
-  private early: { plans: ReduceMsg[]; partials: { x: ChunkMsg; from: number }[] } = { plans: [], partials: [] };
+  /** The phase computed last, held until the next task: a retried reduction folds it again without recomputing. */
+  private held: PhaseReduction | null = null;
+  /** Plans and chunks (with who sent them) that arrived before their phase was computed. */
+  private early: { plans: ReduceMsg[]; chunks: { x: ChunkMsg; from: number }[] } = { plans: [], chunks: [] };
   private scratch: Float32Array | null = null;
-  /** A partial sum's encoding, until the frame holds it. */
-  private readonly wireScratch = new WireScratch();
   /** The weights held, on the 8-bit wire (its weights chunks are differences from them). */
   private view: Record<Net, Float32Array | null> = { D: null, G: null };
   /** What rounding to 8 bits has lost of each net's gradients so far, added to the next one (error feedback). */
   private residual: Record<Net, Float32Array | null> = { D: null, G: null };
   /**
    * The reduce plans of each net's latest reduction, by attempt: they route the phase's partial
-   * sums, and its weights chunks, which may still be arriving down the chain after this worker
-   * has moved on to the next phase.
+   * sums, and its weights chunks, which may still be arriving after this worker has moved on to
+   * the next phase.
    */
   private plans: Record<Net, { round: number; byAttempt: Map<number, ReduceMsg> }> = { D: { round: -1, byAttempt: new Map() }, G: { round: -1, byAttempt: new Map() } };
+  private readonly io: ReductionIO;
 
   constructor(private readonly o: ParticipantOptions) {
     if (!isWirePrecision(o.wire)) throw new GanError('E_MALFORMED', `wire precision ${JSON.stringify(o.wire)} is not one of fp32, 16, 8`);
     this.model = new GanModel(o.model);
+    this.io = {
+      wire: o.wire, id: o.id ?? -1, toCoordinator: o.toCoordinator, toPeer: o.toPeer, slot: o.shared?.slot,
+      residual: (net, n) => (this.residual[net] ??= new Float32Array(n)),
+      scratch: (n) => {
+        if (!this.scratch || this.scratch.length < n) this.scratch = new Float32Array(n);
+        return this.scratch.subarray(0, n);
+      },
+    };
   }
 
   dispose(): void {
@@ -141,7 +125,7 @@ export class Participant {
       case Kind.Reduce:
         return this.onReduce(m);
       case Kind.Chunk:
-        return this.onPartial(m, from);
+        return this.onChunk(m, from);
       default:
         throw new GanError('E_UNEXPECTED', `${Kind[m.k] ?? m.k} is not accepted here`);
     }
@@ -163,10 +147,14 @@ export class Participant {
     const total = this.model.layout(m.net).total;
     const plan = this.plans[m.net].byAttempt.get(m.attempt);
     if (!plan) throw new GanError('E_STALE', `weights of ${m.net} attempt ${m.attempt} arrived outside its reduction`);
-    if (from !== plan.next) throw new GanError('E_UNEXPECTED', `weights of ${m.net} from ${from}, expected them from ${plan.next}`);
     const { index: c, start } = chunkAt(total, plan.chunk, m.offset, m.data.length, `${m.net} weights chunk`);
-    // Down the chain first: the members before this one wait for these bytes.
-    if (plan.prev >= 0) this.o.toPeer?.(plan.prev, null, encode(m));
+    const route = weightsRoute(plan, this.io.id, c);
+    if (from !== route.from) throw new GanError('E_UNEXPECTED', `weights of ${m.net} from ${from}, expected them from ${route.from}`);
+    // On to the members that wait for these bytes from this one first.
+    if (route.forward.length > 0) {
+      const frame = encode(m);
+      for (const { peer, url } of route.forward) this.o.toPeer?.(peer, url, frame);
+    }
     if (m.version <= this.versions[m.net]) return;
     if (this.o.wire === '8' && m.version !== this.versions[m.net] + 1) {
       throw new GanError('E_STALE', `8-bit weights of ${m.net} v${m.version} are a difference from v${m.version - 1}, this worker holds v${this.versions[m.net]}`);
@@ -220,14 +208,14 @@ export class Participant {
     const batch = buildBatch(this.model.cfg, { seed: this.o.seed, epoch: t.epoch, phase: t.phase }, t.ids, this.store);
     const r = t.phase === 'D' ? this.model.dStep(batch) : this.model.gStep(batch);
     const computeMs = performance.now() - t0;
-    this.held = { round: t.round, phase: t.phase, count: t.ids.length, values: r.grads.length, raw: r.grads, wire: null, sentRaw: false, partials: new Map(), sent: new Map() };
+    this.held = new PhaseReduction(t.round, t.phase, t.ids.length, r.grads, this.io, (attempt) => this.planOf(t.round, t.phase, attempt));
     this.tasksDone++;
     this.o.onComputed?.({ round: t.round, phase: t.phase, count: t.ids.length, computeMs });
     this.o.toCoordinator(encode({ k: Kind.Report, round: t.round, phase: t.phase, count: t.ids.length, loss: r.loss, dReal: r.dReal, dFake: r.dFake, computeMs }));
     const early = this.early;
-    this.early = { plans: [], partials: [] };
+    this.early = { plans: [], chunks: [] };
     for (const p of early.plans) this.onReduce(p);
-    for (const { x, from } of early.partials) this.onPartial(x, from, true);
+    for (const { x, from } of early.chunks) this.onChunk(x, from, true);
   }
 
   private isCurrent(round: number, phase: Net): boolean {
@@ -243,117 +231,31 @@ export class Participant {
       if (this.isWaitingFor(r.round, r.phase)) this.early.plans.push(r);
       return;
     }
-    const h = this.held!;
-    if (r.chunk < 1 || r.total < h.count) throw new GanError('E_MALFORMED', `reduce plan with chunk ${r.chunk} and total ${r.total}`);
     if (this.plans[r.phase].round !== r.round) this.plans[r.phase] = { round: r.round, byAttempt: new Map() };
     this.plans[r.phase].byAttempt.set(r.attempt, r);
-    this.encodeOwn(h, r.chunk);
-    if (!r.partial) return r.slot ? this.post(h, r) : this.sendRaw(h, r);
-    for (let c = 0; c < chunkCount(h.values, r.chunk); c++) this.fold(h, r, c);
+    this.held!.onPlan(r);
   }
 
-  /** The plan of attempt `attempt` of the phase this worker holds, once it has arrived. */
-  private planOf(h: Held, attempt: number): ReduceMsg | undefined {
-    const p = this.plans[h.phase];
-    return p.round === h.round ? p.byAttempt.get(attempt) : undefined;
+  /** The plan of attempt `attempt` of phase (round, net), once it has arrived. */
+  private planOf(round: number, net: Net, attempt: number): ReduceMsg | undefined {
+    const p = this.plans[net];
+    return p.round === round ? p.byAttempt.get(attempt) : undefined;
   }
 
-  /**
-   * The gradient as the wire carries it and as the sum sees it, made once per phase (a retried
-   * attempt sends the same values; error feedback takes each gradient in once).
-   */
-  private encodeOwn(h: Held, chunk: number): void {
-    if (h.wire) {
-      if (h.wire.chunk !== chunk) throw new GanError('E_MALFORMED', `reduce plan with chunk ${chunk}, this phase's chunks are ${h.wire.chunk}`);
-      return;
-    }
-    if (this.o.wire === 'fp32') {
-      h.wire = { chunk, half: null, q: null, scales: null, summed: h.raw };
-    } else if (this.o.wire === '16') {
-      const half = toHalf(h.raw);
-      h.wire = { chunk, half, q: null, scales: null, summed: fromHalf(half) };
-    } else {
-      const residual = (this.residual[h.phase] ??= new Float32Array(h.values));
-      const { q, scales, decoded } = quantizeWithFeedback(h.raw, residual, chunk);
-      h.wire = { chunk, half: null, q, scales, summed: decoded };
-    }
-  }
-
-  /** Chunk [start, end) of this worker's own gradient as it crosses the wire. */
-  private ownValues(h: Held, start: number, end: number): WireValues & { fp16: boolean } {
-    const w = h.wire!;
-    if (w.half) return { fp16: true, data: w.half.subarray(start, end) };
-    if (w.q) return { fp16: false, data: w.q.subarray(start, end), scales: chunkScales(w.scales!, w.chunk, start, end) };
-    return { fp16: false, data: h.raw.subarray(start, end) };
-  }
-
-  /** This worker sends its own gradient to the coordinator (once per phase, whatever the attempt). */
-  private sendRaw(h: Held, r: ReduceMsg): void {
-    if (h.sentRaw) return;
-    h.sentRaw = true;
-    const n = h.values;
-    for (let c = 0; c < chunkCount(n, r.chunk); c++) {
-      const [start, end] = chunkRange(n, r.chunk, c);
-      this.o.toCoordinator(encode({ k: Kind.Chunk, round: h.round, phase: h.phase, attempt: r.attempt, offset: start, partial: false, ...this.ownValues(h, start, end) }));
-    }
-  }
-
-  /** This worker's gradient into its slot, and a word to the coordinator that it is there (once per phase). */
-  private post(h: Held, r: ReduceMsg): void {
-    if (!this.o.shared) throw new GanError('E_UNEXPECTED', 'reduce plan names a slot this worker does not have');
-    if (h.sentRaw) return;
-    h.sentRaw = true;
-    // Halves as they are; on the 8-bit wire the decoded values, which is what frames would have made of them.
-    const half = h.wire!.half;
-    this.o.shared.slot.write(half ?? h.wire!.summed);
-    this.o.toCoordinator(encode({ k: Kind.Posted, round: h.round, phase: h.phase, attempt: r.attempt, values: h.values, fp16: !!half }));
-  }
-
-  /** A partial sum from the member before this one (or the coordinator's seed). */
-  private onPartial(x: ChunkMsg, from: number, replay = false): void {
-    if (!x.partial) throw new GanError('E_UNEXPECTED', 'only partial sums reach a worker');
+  /** A partial sum or a peer's part of a chunk: for the phase held, or kept until a later phase is computed. */
+  private onChunk(x: ChunkMsg, from: number, replay = false): void {
     if (!this.isCurrent(x.round, x.phase)) {
-      if (!replay && (this.isWaitingFor(x.round, x.phase) || (this.held && x.round > this.held.round))) this.early.partials.push({ x, from });
+      if (!replay && (this.isWaitingFor(x.round, x.phase) || this.isAhead(x.round, x.phase))) this.early.chunks.push({ x, from });
       return;
     }
-    const h = this.held!;
-    const plan = this.planOf(h, x.attempt);
-    // Without its plan yet a partial sum is checked (and folded) when the plan comes.
-    if (plan) {
-      if (from !== plan.prev) throw new GanError('E_UNEXPECTED', `partial sum from ${from}, expected one from ${plan.prev}`);
-      chunkAt(h.values, plan.chunk, x.offset, x.data.length, 'partial sum');
-    }
-    const data = decodeValues(this.o.wire, x, 'partial sum');
-    if (!allFinite(data)) throw new GanError('E_NONFINITE', 'partial sum has NaN or Inf values');
-    let byChunk = h.partials.get(x.attempt);
-    if (!byChunk) h.partials.set(x.attempt, (byChunk = new Map()));
-    if (byChunk.has(x.offset)) throw new GanError('E_STALE', `partial sum at ${x.offset} arrived twice`);
-    byChunk.set(x.offset, { data, from });
-    if (plan) this.fold(h, plan, x.offset / plan.chunk);
+    this.held!.onChunk(x, from);
   }
 
-  /** Fold this worker's gradient into chunk c of the sum and pass it on, once its input is here. */
-  private fold(h: Held, r: ReduceMsg, c: number): void {
-    let sent = h.sent.get(r.attempt);
-    if (!sent) h.sent.set(r.attempt, (sent = new Set()));
-    if (sent.has(c)) return;
-    const [start, end] = chunkRange(h.values, r.chunk, c);
-    const got = r.prev === NOBODY ? null : h.partials.get(r.attempt)?.get(start);
-    if (r.prev !== NOBODY && !got) return;
-    if (got && (got.from !== r.prev || got.data.length !== end - start)) {
-      // It came before its plan and is not what the plan expects: the right one may still come.
-      h.partials.get(r.attempt)!.delete(start);
-      return;
-    }
-    const before = got?.data;
-    if (!this.scratch || this.scratch.length < r.chunk) this.scratch = new Float32Array(r.chunk);
-    const out = this.scratch.subarray(0, end - start);
-    if (before) out.set(before);
-    foldInto(out, h.wire!.summed.subarray(start, end), h.count / r.total, !before);
-    sent.add(c);
-    // On a 16- or 8-bit wire the partial sum is rounded to it here, once per hop.
-    const frame = encode({ k: Kind.Chunk, round: h.round, phase: h.phase, attempt: r.attempt, offset: start, partial: true, ...encodeValues(this.o.wire, out, this.wireScratch) });
-    if (r.next === COORDINATOR) this.o.toCoordinator(frame);
-    else this.o.toPeer?.(r.next, r.nextUrl, frame);
+  /** (round, phase) comes after the phase held: peers that computed it sooner send their chunks before this worker's task arrives. */
+  private isAhead(round: number, phase: Net): boolean {
+    const at = this.held ?? this.waiting;
+    if (!at) return true;
+    const order = (r: number, p: Net) => 2 * r + (p === 'G' ? 1 : 0);
+    return order(round, phase) > order(at.round, at.phase);
   }
 }

@@ -1,7 +1,7 @@
 /**
- * Peer links between Node workers, for relayed reductions: each relaying worker listens, dials the
- * next member of its chain, and both directions of a link carry frames (partial sums forward, new
- * weights back).
+ * Peer links between Node workers, for relayed reductions: each relaying worker listens and dials
+ * the peers it sends to (the next member of its chain, the owners of a sharded group's chunks), and
+ * both directions of a link carry frames (partial sums or parts one way, new weights the other).
  *
  * Invariants:
  * - A link is used only after both ends proved the run's token (when it has one): the listener
@@ -66,7 +66,12 @@ interface PeerLink {
 export class PeerHub {
   private listening: Listening | null = null;
   private wss: WebSocketServer | null = null;
-  private links = new Map<number, PeerLink>();
+  /**
+   * Links by peer id: those this worker dialed and those it accepted. Two members that both send
+   * to each other (a sharded group) may each dial the other: both links carry frames either way.
+   */
+  private dialed = new Map<number, PeerLink>();
+  private accepted = new Map<number, PeerLink>();
   private killed = false;
   private readonly connect;
   /** Strangers who dial this listener cost it a bounded share of its descriptors and reads. */
@@ -92,7 +97,7 @@ export class PeerHub {
    */
   send(peer: number, url: string | null, frame: Uint8Array): void {
     if (this.killed) return;
-    let p = this.links.get(peer);
+    let p = this.dialed.get(peer) ?? this.accepted.get(peer);
     if (!p && url) p = this.dial(peer, url);
     if (!p) return;
     if (p.ready) p.link.send(frame);
@@ -101,27 +106,37 @@ export class PeerHub {
 
   /** Close the link to `peer` with a coded reason, as an invalid frame from it does; the coordinator is told. */
   drop(peer: number, code: ErrorCode, reason: string): void {
-    const p = this.links.get(peer);
-    if (p) this.fail(p, new GanError(code, reason));
+    for (const p of [this.dialed.get(peer), this.accepted.get(peer)]) if (p) this.fail(p, new GanError(code, reason));
   }
 
   /** Drop every link and the listener at once, as a crash would. */
   kill(): void {
     this.killed = true;
-    for (const p of [...this.links.values()]) {
+    for (const p of this.all()) {
       p.closed = true;
       p.link.terminate();
     }
-    this.links.clear();
+    this.dialed.clear();
+    this.accepted.clear();
     void this.listening?.close();
     this.listening = null;
   }
 
   async close(): Promise<void> {
-    for (const p of [...this.links.values()]) this.end(p, 1000, 'worker stopping');
+    for (const p of this.all()) this.end(p, 1000, 'worker stopping');
     const listening = this.listening;
     this.listening = null;
     await listening?.close();
+  }
+
+  private all(): PeerLink[] {
+    return [...this.dialed.values(), ...this.accepted.values()];
+  }
+
+  /** Forget a link that ended, wherever it is kept. */
+  private forget(p: PeerLink): void {
+    if (this.dialed.get(p.peer) === p) this.dialed.delete(p.peer);
+    if (this.accepted.get(p.peer) === p) this.accepted.delete(p.peer);
   }
 
   private dial(peer: number, url: string): PeerLink {
@@ -147,7 +162,7 @@ export class PeerHub {
       onClose: (code, reason) => this.fail(p, new GanError('E_CONNECT', `link to worker ${peer} closed (${code}${reason ? ` ${reason}` : ''})`)),
       onError: (message, kind) => this.fail(p, new GanError(kind === 'tls' ? 'E_TLS' : 'E_CONNECT', `link to worker ${peer} (${url}): ${message}`)),
     });
-    this.links.set(peer, p);
+    this.dialed.set(peer, p);
     return p;
   }
 
@@ -165,9 +180,9 @@ export class PeerHub {
         const hello = await challenger.verify(m, Kind.PeerHello, this.o.signature);
         deadline.clear();
         p.peer = hello.workerId;
-        const old = this.links.get(p.peer);
+        const old = this.accepted.get(p.peer);
         if (old && old !== p) this.end(old, 1000, 'replaced by a new link');
-        this.links.set(p.peer, p);
+        this.accepted.set(p.peer, p);
         const proof = this.o.token ? await proveToken(this.o.token, hello.nonce) : undefined;
         p.link.send(encode({ k: Kind.PeerWelcome, workerId: this.o.selfId(), proof }));
         p.address = undefined;
@@ -197,7 +212,7 @@ export class PeerHub {
   private fail(p: PeerLink, e: GanError): void {
     if (p.closed) return;
     p.closed = true;
-    if (this.links.get(p.peer) === p) this.links.delete(p.peer);
+    this.forget(p);
     refuse(p.link, e);
     if (p.address) this.admission.penalize(p.address);
     if (p.peer >= 0) {
@@ -210,7 +225,7 @@ export class PeerHub {
   private end(p: PeerLink, closeCode: number, reason: string): void {
     if (p.closed) return;
     p.closed = true;
-    if (this.links.get(p.peer) === p) this.links.delete(p.peer);
+    this.forget(p);
     closeLink(p.link, closeCode, reason);
   }
 }

@@ -302,7 +302,7 @@ export class WorkerClient {
     const relay = this.opts.relay;
     const shared = this.mapShared(m, this.pendingModel);
     this.participant = new Participant({
-      model: this.pendingModel, seed: m.seed, wire: m.wire as WirePrecision, shared,
+      model: this.pendingModel, seed: m.seed, wire: m.wire as WirePrecision, id: m.workerId, shared,
       toCoordinator: (f) => this.link?.send(f),
       toPeer: relay ? (peer, url, f) => relay.send(peer, url, f) : undefined,
       onComputed: this.opts.onComputed,

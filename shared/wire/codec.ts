@@ -12,7 +12,7 @@
 import { Packr } from 'msgpackr';
 import { GanError } from './errors.js';
 import { modelConfigProblem } from '../compute/model.js';
-import { type ChallengeMsg, type FieldType, Kind, type Message, SPECS, type ShardMsg, type TaskMsg, type WeightsMsg } from './protocol.js';
+import { type ChallengeMsg, type FieldType, Kind, type Message, type ReduceMsg, SPECS, type ShardMsg, type TaskMsg, type WeightsMsg } from './protocol.js';
 import { DIGIT_PIXELS } from '../data/digits.js';
 
 export * from './protocol.js';
@@ -124,6 +124,9 @@ function checkField(kind: Kind, key: string, type: FieldType, val: unknown): voi
     case 'object':
       if (typeof val !== 'object' || val === null || Array.isArray(val) || val instanceof Uint8Array) fail(`${where}: expected a map`);
       return;
+    case 'strings':
+      if (!Array.isArray(val) || val.length > 4096 || val.some((x) => typeof x !== 'string' || x.length > 4096)) fail(`${where}: expected a list of at most 4096 strings`);
+      return;
   }
 }
 
@@ -171,6 +174,8 @@ export function decode(frame: Uint8Array): Message {
       return { ...(m as object), data: view(m.data as Uint8Array, Float32Array, 'Weights.data') } as WeightsMsg;
     case Kind.Task:
       return { ...(m as object), ids: view(m.ids as Uint8Array, Uint32Array, 'Task.ids') } as TaskMsg;
+    case Kind.Reduce:
+      return reducePlan(m);
     case Kind.Chunk:
     case Kind.WeightsChunk:
       return { ...(m as object), ...wireValues(m, Kind[kind as Kind]) } as Message;
@@ -184,3 +189,18 @@ export function decode(frame: Uint8Array): Message {
   }
 }
 
+/** A Reduce: a sharded group's four fields come together, of one length, in id order, with owners inside the group. */
+function reducePlan(m: Record<string, unknown>): ReduceMsg {
+  const keys = ['group', 'counts', 'urls', 'owners'] as const;
+  const present = keys.filter((k) => m[k] !== undefined && m[k] !== null);
+  if (present.length === 0) return m as unknown as ReduceMsg;
+  if (present.length !== keys.length) fail(`Reduce: a sharded group needs ${keys.join(', ')} together, got ${present.join(', ')}`);
+  const group = view(m.group as Uint8Array, Uint32Array, 'Reduce.group');
+  const counts = view(m.counts as Uint8Array, Uint32Array, 'Reduce.counts');
+  const owners = view(m.owners as Uint8Array, Uint16Array, 'Reduce.owners');
+  const urls = m.urls as string[];
+  if (group.length < 2 || counts.length !== group.length || urls.length !== group.length) fail(`Reduce: a group of ${group.length} members with ${counts.length} counts and ${urls.length} addresses`);
+  for (let i = 1; i < group.length; i++) if (group[i]! <= group[i - 1]!) fail('Reduce.group: members are not in increasing id order');
+  for (const o of owners) if (o !== 0xffff && o >= group.length) fail(`Reduce.owners: owner ${o} is not in the group of ${group.length}`);
+  return { ...(m as object), group, counts, owners, urls } as ReduceMsg;
+}

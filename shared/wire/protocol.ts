@@ -8,10 +8,11 @@
  *   challenge and token proof, in both directions.
  * - A phase's gradients travel in chunks of `Reduce.chunk` values at fixed offsets, in the run's
  *   wire precision (Welcome.wire; shared/numerics/wire-format.ts): float32, IEEE half, or 8-bit
- *   blocks with one scale each. A chunk is either a worker's own gradient or a partial sum: the
- *   weighted sum, in worker-id order, of the gradients of every member before and including its
- *   sender. On the fp32 wire, whatever path the chunks take, the coordinator's sum is the same
- *   bits; on a 16- or 8-bit wire a partial sum is rounded to the wire once per hop.
+ *   blocks with one scale each. A chunk is either a worker's own gradient (to the coordinator, or
+ *   to the chunk's owner in a sharded group) or a partial sum: the weighted sum, in worker-id
+ *   order, of the gradients of every member before and including its sender (for an owner: every
+ *   member of its group). On the fp32 wire, whatever path the chunks take, the coordinator's sum
+ *   is the same bits; on a 16- or 8-bit wire a partial sum is rounded to the wire once per hop.
  * - New weights travel in the same precision: float32, half, or on the 8-bit wire the difference
  *   from the version the phase's tasks named (which every member holds). Whole weights (Weights)
  *   are always float32: the view the workers hold.
@@ -25,7 +26,7 @@
  */
 import type { ModelConfig, Net } from '../compute/model.js';
 
-export const PROTOCOL_VERSION = 6;
+export const PROTOCOL_VERSION = 7;
 
 export enum Kind {
   /** coordinator -> worker (and listener -> dialer on a peer link), first frame: version and a nonce to prove the token over. */
@@ -73,6 +74,8 @@ export enum Kind {
 /** Reduce.prev / Reduce.next: no one (start from zero) and the coordinator; peers are worker ids >= 0. */
 export const NOBODY = -1;
 export const COORDINATOR = -2;
+/** Reduce.owners: the coordinator owns the chunk. */
+export const SHARD_COORDINATOR = 0xffff;
 
 export interface ChallengeMsg {
   k: Kind.Challenge;
@@ -165,6 +168,17 @@ export interface ReduceMsg {
   partial: boolean;
   /** Put the raw gradient in this worker's slot and send Posted (a proven same-host worker). */
   slot?: boolean;
+  /**
+   * A sharded group (all four fields, or none): its members' ids in id order, their sample counts
+   * and where peers reach them, and per chunk its owner: an index into `group`, or SHARD_COORDINATOR
+   * (the coordinator sums it: members send it their own part). An owner sums every member's part
+   * of its chunks (after the coordinator's seed when `prev` is COORDINATOR), sends the sum to the
+   * coordinator and passes the chunks' new weights to the other members.
+   */
+  group?: Uint32Array;
+  counts?: Uint32Array;
+  urls?: string[];
+  owners?: Uint16Array;
 }
 export interface SameHostMsg {
   k: Kind.SameHost;
@@ -245,7 +259,7 @@ export type Message =
   | ObserveMsg | UpdateMsg | GridMsg | RefusedMsg | SameHostMsg | PostedMsg;
 
 /** Field types decode() checks before anything uses a message. */
-export type FieldType = 'uint' | 'int' | 'number' | 'string' | 'bool' | 'bin' | 'net' | 'object' | 'uint?' | 'bin?' | 'string?' | 'bool?';
+export type FieldType = 'uint' | 'int' | 'number' | 'string' | 'bool' | 'bin' | 'net' | 'object' | 'uint?' | 'bin?' | 'string?' | 'bool?' | 'strings' | 'strings?';
 
 export const SPECS: Record<Kind, Record<string, FieldType>> = {
   [Kind.Challenge]: { v: 'uint', nonce: 'bin', auth: 'bool', model: 'object' },
@@ -258,6 +272,7 @@ export const SPECS: Record<Kind, Record<string, FieldType>> = {
   [Kind.Stop]: { reason: 'string', code: 'string?', resumes: 'bool?' },
   [Kind.Reduce]: {
     round: 'uint', phase: 'net', attempt: 'uint', total: 'uint', chunk: 'uint', prev: 'int', next: 'int', nextUrl: 'string', partial: 'bool', slot: 'bool?',
+    group: 'bin?', counts: 'bin?', urls: 'strings?', owners: 'bin?',
   },
   [Kind.Chunk]: { round: 'uint', phase: 'net', attempt: 'uint', offset: 'uint', partial: 'bool', fp16: 'bool', scales: 'bin?', data: 'bin' },
   [Kind.WeightsChunk]: { net: 'net', version: 'uint', attempt: 'uint', offset: 'uint', fp16: 'bool?', scales: 'bin?', data: 'bin' },
