@@ -19,7 +19,8 @@ import { Service } from 'kubernetes-models/v1/Service';
 import type { Env } from '../cli/cluster-env.js';
 import { Lan } from '../scripts/lan.js';
 import { smallData, tempDir } from './helpers.js';
-import { type Proc, ROOT, epochsOf, expectEveryEpochExact, faultHarness, netnsMissing, requireBuild, writeIdxDir } from './util-faults.js';
+import { type Proc, ROOT, epochsOf, expectEveryEpochExact, netnsMissing, requireBuild, writeIdxDir } from './util-faults.js';
+import { faultHarness } from './util-fault-cluster.js';
 import { TINY_LAUNCH_FLAGS, spawnLaunch, tokenFile } from './util-launch.js';
 
 const DIR = join(ROOT, 'deploy', 'k8s');

@@ -10,7 +10,8 @@ import { join } from 'node:path';
 import { loadCheckpoint } from '../coordinator/run-dir.js';
 import type { Env } from '../cli/cluster-env.js';
 import { smallData, tempDir } from './helpers.js';
-import { type Proc, epochsOf, expectEveryEpochExact, expectSameState, faultHarness, freePort, metricsOf, requireBuild, waitUntil, writeIdxDir } from './util-faults.js';
+import { type Proc, epochsOf, expectEveryEpochExact, expectSameState, freePort, metricsOf, requireBuild, waitUntil, writeIdxDir } from './util-faults.js';
+import { faultHarness } from './util-fault-cluster.js';
 import { TINY_LAUNCH_FLAGS, spawnLaunch, tokenFile } from './util-launch.js';
 
 const { procs } = faultHarness();

@@ -8,7 +8,8 @@ import { describe, expect, it } from 'vitest';
 import { copyFileSync, cpSync, existsSync, mkdirSync, readFileSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { smallData, tempDir } from './helpers.js';
-import { Proc, ROOT, epochsOf, expectEveryEpochExact, faultHarness, freePort, requireBuild, writeIdxDir } from './util-faults.js';
+import { Proc, ROOT, epochsOf, expectEveryEpochExact, freePort, requireBuild, writeIdxDir } from './util-faults.js';
+import { faultHarness } from './util-fault-cluster.js';
 import { TINY_LAUNCH_FLAGS, tokenFile } from './util-launch.js';
 
 const dockerfile = readFileSync(join(ROOT, 'Dockerfile'), 'utf8');

@@ -11,7 +11,8 @@ import { join } from 'node:path';
 import { getClassifier, judgeFileName, judgeKey, shippedJudgeDir } from '../eval/classifier.js';
 import { loadMnist } from '../shared/data/mnist.js';
 import { smallData, tempDir, useWasm } from './helpers.js';
-import { TINY_MODEL_FLAGS, faultHarness, freePort, readJsonl, requireBuild, sleep, spawnCoordinator, spawnWorker, writeIdxDir } from './util-faults.js';
+import { TINY_MODEL_FLAGS, freePort, readJsonl, requireBuild, sleep, spawnCoordinator, spawnWorker, writeIdxDir } from './util-faults.js';
+import { faultHarness } from './util-fault-cluster.js';
 
 const { procs } = faultHarness();
 

@@ -10,7 +10,8 @@ import { loadCheckpoint } from '../coordinator/run-dir.js';
 import { Coordinator, type RoundMetrics } from '../coordinator/coordinator.js';
 import { Kind } from '../shared/wire/codec.js';
 import { smallData, startCluster, tempDir, tinyConfig } from './helpers.js';
-import { FaultCluster, Proc, TINY_MODEL_FLAGS, epochsOf, expectEveryEpochExact, expectSameState, faultHarness, freePort, metricsOf, requireBuild, sameBytes, spawnCoordinator, spawnWorker, waitUntil, writeIdxDir } from './util-faults.js';
+import { Proc, TINY_MODEL_FLAGS, epochsOf, expectEveryEpochExact, expectSameState, freePort, metricsOf, requireBuild, sameBytes, spawnCoordinator, spawnWorker, waitUntil, writeIdxDir } from './util-faults.js';
+import { FaultCluster, faultHarness } from './util-fault-cluster.js';
 
 const { cluster, procs } = faultHarness();
 const roundOf = (ms: RoundMetrics[], r: number) => {

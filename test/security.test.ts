@@ -9,7 +9,8 @@ import { Kind, PROTOCOL_VERSION, type Message, decode, encode } from '../shared/
 import { modelSignature } from '../shared/compute/model.js';
 import { nodeWorker } from '../worker/node.js';
 import { smallData, startCluster, tempDir, tinyConfig, tinyModel } from './helpers.js';
-import { expectEveryEpochExact, faultHarness, requireBuild, selfSignedCert, spawnCoordinator, spawnWorker } from './util-faults.js';
+import { expectEveryEpochExact, requireBuild, selfSignedCert, spawnCoordinator, spawnWorker } from './util-faults.js';
+import { faultHarness } from './util-fault-cluster.js';
 
 const { cluster, procs } = faultHarness();
 
