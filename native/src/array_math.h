@@ -1,4 +1,4 @@
-/* The coordinator's arithmetic on plain typed arrays (array_math.c). */
+/* The coordinator's arithmetic on plain typed arrays (array_math.c, array_math_half.c). */
 #ifndef GAN_ARRAY_MATH_H
 #define GAN_ARRAY_MATH_H
 
