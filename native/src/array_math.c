@@ -2,7 +2,7 @@
  * The coordinator's arithmetic on plain typed arrays (no wasm heap): the weighted average of
  * gradients, Adam, the finiteness check, and the 16-bit float conversions of the wire format
  * (those in array_math_half.c; array_math_shared.h holds what the two files share).
- * Each function reproduces a JS reference loop (coordinator/optimizer.ts, shared/codec.ts) bit for
+ * Each function reproduces a JS reference loop (coordinator/optimizer.ts, shared/numerics/half.ts) bit for
  * bit: the JS code computes in IEEE double and rounds to float32 only on stores, so the C below
  * does the same in double, and the build passes -ffp-contract=off because a fused multiply-add
  * rounds once where JS rounds twice. Checkpoints and runs therefore do not depend on whether the
