@@ -10,6 +10,7 @@
  *   without the new version: they get both nets' current weights directly (repair()).
  */
 import { Kind, type ReportMsg, encode } from '../shared/wire/codec.js';
+import { ChunkPool } from '../shared/numerics/chunks.js';
 import type { Net, NetLayout } from '../shared/compute/model.js';
 import type { TrainConfig } from './config.js';
 import type { ModelState } from './model-state.js';
@@ -53,6 +54,8 @@ export class PhaseRunner {
   private relayed = new Map<number, number[]>();
   /** The last topology logged, so that a change is said once. */
   private said = '';
+  /** What each net's phase decodes received chunks into. */
+  private readonly pools = { D: new ChunkPool(), G: new ChunkPool() };
 
   constructor(private readonly x: PhaseContext) {}
 
@@ -82,7 +85,7 @@ export class PhaseRunner {
       relayAs: topology.kind === 'sharded' ? 'group' : 'chain',
       // Chunks pipeline frames; when every member posts through its slot the whole net is one chunk (one threaded Adam step).
       chunk: slot.every(Boolean) ? this.x.layouts[net].total : opts.reduceChunk ?? REDUCE_CHUNK, wire: cfg.wire,
-      current: model.current(net), next: model.next[net], acc: model.acc[net], hyper: model.nextStep(net),
+      current: model.current(net), next: model.next[net], acc: model.acc[net], hyper: model.nextStep(net), pool: this.pools[net],
       view: { current: model.view[net], next: model.nextView[net] },
       reportTimeoutMs: cfg.roundTimeoutMs, stallMs: Math.min(cfg.roundTimeoutMs, 10_000),
       send: (c, f) => pool.send(c, f), drop: (c, e) => pool.drop(c, e), log: this.x.log,

@@ -37,7 +37,7 @@
  *   --round-timeout.
  */
 import { GanError } from '../shared/wire/errors.js';
-import { chunkAt, chunkCount, chunkRange } from '../shared/numerics/chunks.js';
+import { ChunkPool, chunkAt, chunkCount, chunkRange } from '../shared/numerics/chunks.js';
 import { foldMany } from '../shared/numerics/fold.js';
 import { type WirePrecision, WireScratch, decodeValues, encodeValues, encodeWeights } from '../shared/numerics/wire-format.js';
 import type { Net } from '../shared/compute/model.js';
@@ -70,6 +70,8 @@ export interface ReductionOptions<C extends MemberConn> {
   hyper: AdamHyper;
   /** Scratch of the net's size for the running sums. */
   acc: Float32Array;
+  /** Where received chunks are decoded to on a 16- or 8-bit wire (reset here; the last phase of the net is over). */
+  pool?: ChunkPool;
   reportTimeoutMs: number;
   stallMs: number;
   send(c: C, frame: Uint8Array): void;
@@ -122,6 +124,7 @@ export class Reduction<C extends MemberConn> {
   constructor(private readonly o: ReductionOptions<C>) {
     this.size = o.current.w.length;
     this.chunkTotal = chunkCount(this.size, o.chunk);
+    o.pool?.reset();
     this.members = o.members.map((m) => ({
       ...m, alive: true, report: null, reportedAfter: 0, own: new Array<Float32Array | null>(this.chunkTotal).fill(null), rms: new Float64Array(this.chunkTotal), timer: null,
     }));
@@ -195,7 +198,7 @@ export class Reduction<C extends MemberConn> {
       const seg = this.attempt.segments.find((s) => tailSender(s, chunk) === m);
       if (!seg || seg.kind === 'direct' || x.attempt !== this.attempt.n) throw new GanError('E_STALE', `partial sum of chunk ${chunk} attempt ${x.attempt} from a worker that does not send it in attempt ${this.attempt.n}`);
       if (seg.tail[chunk]) throw new GanError('E_STALE', `second partial sum for chunk ${chunk}`);
-      const data = decodeValues(this.o.wire, x, `partial sum of ${this.o.net}`);
+      const data = this.decode(x, `partial sum of ${this.o.net}`);
       const maxAbs = partialOutOfBounds(data, this.o.net);
       if (maxAbs !== null) {
         // Someone in the chain sent an outsized gradient; only a direct reduction can tell who.
@@ -206,13 +209,18 @@ export class Reduction<C extends MemberConn> {
       seg.tail[chunk] = data;
     } else {
       if (m.own[chunk]) throw new GanError('E_STALE', `second gradient chunk at ${x.offset}`);
-      const data = decodeValues(this.o.wire, x, `${this.o.net} gradient`);
+      const data = this.decode(x, `${this.o.net} gradient`);
       m.rms[chunk] = checkGradient(data, this.o.net);
       m.own[chunk] = data;
     }
     this.lastProgress = performance.now();
     this.busyMs += this.lastProgress - t0;
     this.advance(chunk);
+  }
+
+  /** A received chunk's values as float32: the frame's own on the fp32 wire, else decoded (into the pool when there is one). */
+  private decode(x: ChunkMsg, what: string): Float32Array {
+    return decodeValues(this.o.wire, x, what, undefined, this.o.wire === 'fp32' ? undefined : this.o.pool?.take(x.data.length));
   }
 
   /** A slot member's whole gradient is in its slot: copied here once, checked chunk by chunk as a frame's chunks are. */

@@ -17,7 +17,7 @@ import { type WirePrecision, decodeWeights, isWirePrecision } from '../shared/nu
 import type { ModelConfig, Net } from '../shared/compute/model.js';
 import { digitBytes } from '../shared/data/digits.js';
 import type { GradientSlot, WeightsRegion } from '../shared/wire/same-host.js';
-import { PhaseReduction, type ReductionIO, weightsRoute } from './phase-reduction.js';
+import { PhaseBuffers, PhaseReduction, type ReductionIO, weightsRoute } from './phase-reduction.js';
 
 export interface ParticipantOptions {
   model: ModelConfig;
@@ -91,6 +91,9 @@ export class Participant {
    */
   private plans: Record<Net, { round: number; byAttempt: Map<number, ReduceMsg> }> = { D: { round: -1, byAttempt: new Map() }, G: { round: -1, byAttempt: new Map() } };
   private readonly io: ReductionIO;
+  private readonly buffers: Record<Net, PhaseBuffers> = { D: new PhaseBuffers(), G: new PhaseBuffers() };
+  /** Two buffers per net that new weights are assembled in by turns (on the 8-bit wire the view holds the other). */
+  private assembly: Record<Net, [Float32Array | null, Float32Array | null]> = { D: [null, null], G: [null, null] };
 
   constructor(private readonly o: ParticipantOptions) {
     if (!isWirePrecision(o.wire)) throw new GanError('E_MALFORMED', `wire precision ${JSON.stringify(o.wire)} is not one of fp32, 16, 8`);
@@ -98,6 +101,7 @@ export class Participant {
     this.io = {
       wire: o.wire, id: o.id ?? -1, toCoordinator: o.toCoordinator, toPeer: o.toPeer, slot: o.shared?.slot,
       residual: (net, n) => (this.residual[net] ??= new Float32Array(n)),
+      buffers: (net) => this.buffers[net],
       scratch: (n) => {
         if (!this.scratch || this.scratch.length < n) this.scratch = new Float32Array(n);
         return this.scratch.subarray(0, n);
@@ -164,7 +168,7 @@ export class Participant {
     if (st && (st.version > m.version || st.attempt > m.attempt)) return; // an attempt that was superseded
     if (!st) {
       const n = chunkCount(total, plan.chunk);
-      st = { version: m.version, attempt: m.attempt, buf: new Float32Array(total), got: new Uint8Array(n), missing: n };
+      st = { version: m.version, attempt: m.attempt, buf: this.assemblyBuffer(m.net, total), got: new Uint8Array(n), missing: n };
       this.staging[m.net] = st;
     }
     if (st.got[c]) throw new GanError('E_STALE', `weights chunk at ${m.offset} arrived twice`);
@@ -172,6 +176,14 @@ export class Participant {
     decodeWeights(this.o.wire, m, this.view[m.net]?.subarray(start, end) ?? null, st.buf.subarray(start, end), `${m.net} weights chunk at ${start}`);
     st.got[c] = 1;
     if (--st.missing === 0) await this.setWeights(m.net, st.version, st.buf);
+  }
+
+  /** A buffer to assemble new weights of `net` in: not the one the 8-bit view is (the base of the differences arriving). */
+  private assemblyBuffer(net: Net, total: number): Float32Array {
+    const pair = this.assembly[net];
+    const i = pair[0] && pair[0] === this.view[net] ? 1 : 0;
+    if (!pair[i] || pair[i]!.length !== total) pair[i] = new Float32Array(total);
+    return pair[i]!;
   }
 
   /** Compute the waiting task once the weights it names are here. */

@@ -17,15 +17,42 @@ import {
   COORDINATOR, type ChunkMsg, Kind, NOBODY, type ReduceMsg, SHARD_COORDINATOR, encode,
 } from '../shared/wire/codec.js';
 import { GanError } from '../shared/wire/errors.js';
-import { chunkAt, chunkCount, chunkRange } from '../shared/numerics/chunks.js';
+import { ChunkPool, chunkAt, chunkCount, chunkRange } from '../shared/numerics/chunks.js';
 import { foldMany } from '../shared/numerics/fold.js';
 import { allFinite } from '../shared/numerics/finite.js';
 import { fromHalf, toHalf } from '../shared/numerics/half.js';
 import {
-  type WirePrecision, type WireValues, WireScratch, chunkScales, decodeValues, encodeValues, quantizeWithFeedback,
+  type WirePrecision, type WireValues, WireScratch, chunkScales, decodeValues, encodeValues, quantizeWithFeedback, scalesFor,
 } from '../shared/numerics/wire-format.js';
 import type { Net } from '../shared/compute/model.js';
 import type { GradientSlot } from '../shared/wire/same-host.js';
+
+/**
+ * What a worker reuses for one net phase after phase instead of allocating it anew (garbage
+ * collection was a tenth of a relaying worker's time): its gradient as the wire carries it, and
+ * the decoded chunks it receives. Only the phase held uses them: a new phase of the net takes them
+ * over (chunks.reset()), when the last one is over.
+ */
+export class PhaseBuffers {
+  private half: Uint16Array | null = null;
+  private eight: { q: Int8Array; scales: Float32Array; decoded: Float32Array } | null = null;
+  private widened: Float32Array | null = null;
+  /** The decoded chunks it receives. */
+  readonly chunks = new ChunkPool();
+
+  /** Room for the gradient's half bits and their widened values. */
+  halves(n: number): { half: Uint16Array; widened: Float32Array } {
+    if (!this.half || this.half.length < n) this.half = new Uint16Array(n);
+    if (!this.widened || this.widened.length < n) this.widened = new Float32Array(n);
+    return { half: this.half.subarray(0, n), widened: this.widened.subarray(0, n) };
+  }
+
+  /** Room for the gradient's 8-bit blocks, their scales and the values they decode to. */
+  bytes(n: number, scales: number): { q: Int8Array; scales: Float32Array; decoded: Float32Array } {
+    if (!this.eight || this.eight.q.length < n || this.eight.scales.length < scales) this.eight = { q: new Int8Array(n), scales: new Float32Array(scales), decoded: new Float32Array(n) };
+    return this.eight;
+  }
+}
 
 export interface ReductionIO {
   wire: WirePrecision;
@@ -38,6 +65,8 @@ export interface ReductionIO {
   slot?: GradientSlot | null;
   /** What rounding to 8 bits has lost of each net's gradients so far (error feedback), kept across phases. */
   residual(net: Net, values: number): Float32Array;
+  /** Each net's buffers, reused phase after phase. */
+  buffers(net: Net): PhaseBuffers;
   /** Scratch for sums of one chunk. */
   scratch(n: number): Float32Array;
 }
@@ -101,7 +130,17 @@ export class PhaseReduction {
   constructor(
     readonly round: number, readonly phase: Net, readonly count: number, readonly raw: Float32Array,
     private readonly io: ReductionIO, private readonly planOf: (attempt: number) => ReduceMsg | undefined,
-  ) {}
+  ) {
+    this.buffers = io.buffers(phase);
+    this.buffers.chunks.reset();
+  }
+
+  private readonly buffers: PhaseBuffers;
+
+  /** A received chunk's values as float32: the frame's own on the fp32 wire, else decoded into a reused chunk. */
+  private decode(x: ChunkMsg, what: string): Float32Array {
+    return decodeValues(this.io.wire, x, what, undefined, this.io.wire === 'fp32' ? undefined : this.buffers.chunks.take(x.data.length));
+  }
 
   get values(): number {
     return this.raw.length;
@@ -126,7 +165,7 @@ export class PhaseReduction {
       if (from !== plan.prev) throw new GanError('E_UNEXPECTED', `partial sum from ${from}, expected one from ${plan.prev}`);
       chunkAt(this.values, plan.chunk, x.offset, x.data.length, 'partial sum');
     }
-    const data = decodeValues(this.io.wire, x, 'partial sum');
+    const data = this.decode(x, 'partial sum');
     if (!allFinite(data)) throw new GanError('E_NONFINITE', 'partial sum has NaN or Inf values');
     const byChunk = getOrMake(this.partials, x.attempt, () => new Map());
     if (byChunk.has(x.offset)) throw new GanError('E_STALE', `partial sum at ${x.offset} arrived twice`);
@@ -145,7 +184,7 @@ export class PhaseReduction {
       if (!seat || seat.owners[c] !== seat.index) throw new GanError('E_UNEXPECTED', `worker ${from} sent its part of chunk ${c}, which this worker does not own in attempt ${x.attempt}`);
       if (seat.group.indexOf(from) < 0) throw new GanError('E_UNEXPECTED', `worker ${from} is not a member of this group`);
     }
-    const data = decodeValues(this.io.wire, x, 'gradient part');
+    const data = this.decode(x, 'gradient part');
     if (!allFinite(data)) throw new GanError('E_NONFINITE', 'gradient part has NaN or Inf values');
     const byChunk = getOrMake(this.parts, x.attempt, () => new Map());
     // Before its plan the chunk size is unknown: parts wait under their offset, re-keyed by chunk when the plan comes.
@@ -169,10 +208,12 @@ export class PhaseReduction {
     if (this.io.wire === 'fp32') {
       this.wire = { chunk, half: null, q: null, scales: null, summed: raw };
     } else if (this.io.wire === '16') {
-      const half = toHalf(raw);
-      this.wire = { chunk, half, q: null, scales: null, summed: fromHalf(half) };
+      const room = this.buffers.halves(raw.length);
+      const half = toHalf(raw, room.half);
+      this.wire = { chunk, half, q: null, scales: null, summed: fromHalf(half, room.widened) };
     } else {
-      const { q, scales, decoded } = quantizeWithFeedback(raw, this.io.residual(this.phase, raw.length), chunk);
+      const into = this.buffers.bytes(raw.length, scalesFor(raw.length, chunk));
+      const { q, scales, decoded } = quantizeWithFeedback(raw, this.io.residual(this.phase, raw.length), chunk, undefined, into);
       this.wire = { chunk, half: null, q, scales, summed: decoded };
     }
   }

@@ -46,6 +46,9 @@ export interface PhaseResult {
 
 type Tensor2D = tf.Tensor2D;
 
+/** Backends whose tf.tensor() copies the values at once. */
+const COPYING_BACKENDS = new Set(['wasm', 'native', 'tensorflow']);
+
 export class GanModel {
   readonly g: NetLayout;
   readonly d: NetLayout;
@@ -67,8 +70,9 @@ export class GanModel {
     const l = this.layout(net);
     if (flat.length !== l.total) throw new GanError('E_SHAPE', `${net} weights have ${flat.length} values, model needs ${l.total}`);
     for (const t of this.weights[net]) t.dispose();
-    // Every backend but cpu copies the values into its own memory; cpu keeps the array, so it gets a copy (the caller may reuse it).
-    const copy = tf.getBackend() === 'cpu';
+    // wasm (and the native backend on its heap) and tfjs-node copy the values into their own memory;
+    // cpu keeps the array and webgl/webgpu upload it later, so they get a copy (the caller reuses it).
+    const copy = !COPYING_BACKENDS.has(tf.getBackend());
     this.weights[net] = l.params.map((p) => tf.tensor(copy ? flat.slice(p.offset, p.offset + p.size) : flat.subarray(p.offset, p.offset + p.size), p.shape, 'float32'));
   }
 
@@ -156,7 +160,11 @@ export class GanModel {
   private readGrads(net: Net, grads: tf.Tensor[]): Float32Array {
     const l = this.layout(net);
     const out = this.gradBuf[net];
-    grads.forEach((g, i) => out.set(g.dataSync() as Float32Array, l.params[i]!.offset));
+    // On a wasm heap (wasm, native) the values are copied straight from it: dataSync() would make a
+    // copy of each gradient first, megabytes a phase for the garbage collector.
+    const heap = tf.backend() as { typedArrayFromHeap?: (t: tf.TensorInfo) => ArrayLike<number> };
+    const direct = typeof heap.typedArrayFromHeap === 'function' && COPYING_BACKENDS.has(tf.getBackend()) && tf.getBackend() !== 'tensorflow';
+    grads.forEach((g, i) => out.set((direct ? heap.typedArrayFromHeap!(g) : g.dataSync()) as Float32Array, l.params[i]!.offset));
     return out;
   }
 

