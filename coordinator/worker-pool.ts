@@ -108,7 +108,7 @@ export class WorkerPool extends EventEmitter<PoolEvents> {
     this.maxInbound = biggest + 64 * 1024;
     this.maxOutbound = Math.max(biggest, SHARD_CHUNK * (DIGIT_PIXELS + 1 + 4)) + 64 * 1024;
     this.limited = new LogLimiter(o.log);
-    this.admission = new Admission(o.admission, o.log);
+    this.admission = new Admission(o.admission, o.log, o.token);
   }
 
   /** Bytes read from and written to every connection so far (frames, not TCP overhead). */
@@ -140,14 +140,17 @@ export class WorkerPool extends EventEmitter<PoolEvents> {
     const { host, port } = this.o;
     const server = this.o.tls ? createHttpsServer({ cert: this.o.tls.cert, key: this.o.tls.key }) : createHttpServer();
     this.wss = new WebSocketServer({ noServer: true, maxPayload: this.maxInbound, perMessageDeflate: false, clientTracking: false });
-    server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+    server.on('request', async (req: IncomingMessage, res: ServerResponse) => {
+      // Over the limits for strangers, only a ticket lets a request on (admission.ts).
+      if (!(await this.admission.vouch(req.socket, req.url))) return;
       if (this.o.onHttp) return this.o.onHttp(req, res);
       res.writeHead(426, { 'Content-Type': 'text/plain', Upgrade: 'websocket' });
       res.end('This is a gan-ddp coordinator: workers connect with a WebSocket.\n');
     });
-    server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
+    server.on('upgrade', async (req: IncomingMessage, socket: Socket, head: Buffer) => {
+      if (!(await this.admission.vouch(socket, req.url))) return;
       // A connection admitted as the pool closes has nothing to join.
-      if (!this.wss) return void socket.destroy();
+      if (!this.wss || socket.destroyed) return void socket.destroy();
       const ip = req.socket.remoteAddress ?? '?';
       const observer = (req.url ?? '/').split('?')[0] === '/observe' && this.o.onObserver;
       this.wss.handleUpgrade(req, socket, head, (ws) => {

@@ -11,6 +11,8 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
 import { loadCheckpoint } from '../coordinator/run-dir.js';
 import { PRE_AUTH_BYTES } from '../shared/wire/admission.js';
+import { admissionTicket } from '../shared/wire/auth.js';
+import { connect } from 'node:net';
 import { Kind, PROTOCOL_VERSION, type TaskMsg, decode, encode } from '../shared/wire/codec.js';
 import { readIdxBytes } from '../shared/data/mnist.js';
 import { modelSignature } from '../shared/compute/model.js';
@@ -151,6 +153,51 @@ describe('a peer that has not proved the token', () => {
       return more + logs.filter((l) => first.test(l)).length;
     };
     expect(count('oversized handshakes', /destroyed: \d+ bytes/) + count('connections refused before the handshake', /refused before the handshake: /)).toBe(20);
+  }, 60_000);
+});
+
+describe('a listener whose places for strangers are all taken', () => {
+  it('lets on a connection whose request carries a fresh ticket for the token, once per ticket, and holds every other one unread', async () => {
+    const logs: string[] = [];
+    const c = await startCluster(tinyConfig({ workers: 1, batchSize: 10, maxRounds: 100_000, epochs: 100_000 }), smallData(30), {
+      token: 'secret', log: (l) => logs.push(l), startWorkers: 0,
+      admission: { pending: 2, perAddress: 2, reserved: 0, ratePerS: 1000, burst: 1000, penalty: 0, probing: 8 },
+    });
+    clusters.push(c);
+    const idle = await Promise.all([0, 1].map(() => new Promise<ReturnType<typeof connect>>((resolve) => {
+      const s = connect(Number(new URL(c.url).port), '127.0.0.1', () => resolve(s));
+      s.on('error', () => {});
+    })));
+    // Let the listener take both before anyone else dials.
+    await new Promise((r) => setTimeout(r, 200));
+    // Resolves with whether the coordinator's Challenge came within 2 s.
+    const dial = (query: string) => new Promise<boolean>((resolve) => {
+      const ws = new WebSocket(`${c.url}/${query}`, { perMessageDeflate: false });
+      const t = setTimeout(() => (ws.terminate(), resolve(false)), 2000);
+      ws.on('message', (d) => {
+        clearTimeout(t);
+        resolve(decode(d as Buffer).k === Kind.Challenge);
+        ws.terminate();
+      });
+      ws.on('error', () => {});
+    });
+    const now = Date.now();
+    const ticket = await admissionTicket('secret', now);
+    expect(await dial('')).toBe(false);
+    expect(await dial(`?admit=${await admissionTicket('other', now)}`)).toBe(false);
+    expect(await dial(`?admit=${await admissionTicket('secret', now - 11 * 60_000)}`)).toBe(false);
+    expect(await dial(`?admit=${ticket}`)).toBe(true);
+    expect(await dial(`?admit=${ticket}`)).toBe(false);
+    expect(logs.some((l) => /refused before the handshake: over the limits for strangers, and its request carries no valid ticket/.test(l))).toBe(true);
+    // A worker dials with a ticket of its own and trains with the strangers still holding their places.
+    const training = c.finish();
+    c.addWorker({ token: 'secret' });
+    const deadline = Date.now() + 30_000;
+    while (c.coord.runDir.metrics().length < 3 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    expect(c.coord.runDir.metrics().length).toBeGreaterThanOrEqual(3);
+    c.coord.requestStop('test over');
+    await training;
+    for (const s of idle) s.destroy();
   }, 60_000);
 });
 

@@ -2,7 +2,7 @@
  * Peers that never prove the token, against a coordinator process: they cannot exhaust its
  * descriptors, keep a worker out, or slow its rounds, and what they make it print is counted,
  * not printed line by line. The strangers come from other loopback addresses than the workers
- * (127.0.0.2 and up), as they would from other hosts.
+ * (127.0.0.2 and up), as they would from other hosts, or from the workers' own address.
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { readdirSync } from 'node:fs';
@@ -90,6 +90,29 @@ describe('peers that never prove the token', () => {
     expect(counted.length).toBeGreaterThan(0);
     expect(refusals.length).toBeLessThanOrEqual(counted.length + 1);
   }, 240_000);
+
+  // Each flood in a run of its own: the replacement's first attempt is what is judged.
+  it.each([
+    ['other addresses', 1, 60], ['other addresses', 2, 60], ['other addresses', 3, 60],
+    ["the workers' own address", 1, 0], ["the workers' own address", 2, 0], ["the workers' own address", 3, 0],
+  ])('1,100 of them from %s under `ulimit -n 1024` (flood %i of 3): a replacement worker gets in on its first attempt', async (_from, _run, addresses) => {
+    requireBuild();
+    const c = coordinator(1024, ['--workers', '2', '--epochs', '400', '--out', join(tempDir('gan-ddp-flood-'), 'run'), '--data', writeIdxDir(smallData(200))]);
+    const port = await c.port;
+    const a = worker(port, 'worker-a');
+    worker(port, 'worker-b');
+    await c.waitFor(/training gan/);
+    const flood = strangers('idle', port, 1100, addresses);
+    await flood.waitFor(/opened (\d{4,})/, 20_000);
+    // Long enough for the refused ones to be reconnecting, and the pending ones to be held.
+    await sleep(3000);
+    await a.kill('SIGKILL');
+    const joinsBefore = c.lines.filter((l) => /connected from 127\.0\.0\.1/.test(l)).length;
+    const replacement = worker(port, 'worker-c');
+    await waitUntil(() => c.lines.filter((l) => /connected from 127\.0\.0\.1/.test(l)).length > joinsBefore, 30_000, 'the replacement worker to join');
+    expect(replacement.output).not.toMatch(/connection lost/);
+    expect(c.lines.some((l) => /refused before the handshake/.test(l))).toBe(true);
+  }, 90_000);
 
   it('50 of them sending a frame just under the limit after the Challenge and reconnecting at once cost at most 20% of the rounds per second', async () => {
     requireBuild();

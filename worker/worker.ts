@@ -14,6 +14,7 @@ import {
   type ChallengeMsg, Kind, type Message, PROTOCOL_VERSION, type WelcomeMsg, decode, encode,
 } from '../shared/wire/codec.js';
 import { type ErrorCode, ErrorCodes, GanError, asGanError, isErrorCode } from '../shared/wire/errors.js';
+import { withTicket } from '../shared/wire/auth.js';
 import { answerChallenge, refuse, refusedError } from '../shared/wire/handshake.js';
 import type { GanModel } from '../shared/compute/gan.js';
 import { type ModelConfig, type ModelKind, modelSignature, netLayout } from '../shared/compute/model.js';
@@ -160,7 +161,9 @@ export class WorkerClient {
     this.link?.terminate();
   }
 
-  private session(): Promise<Outcome> {
+  private async session(): Promise<Outcome> {
+    // A ticket in the URL gets this worker past a flood of strangers (shared/wire/admission.ts).
+    const url = await withTicket(this.opts.url, this.opts.token);
     return new Promise((resolve) => {
       let handshook = false;
       let finished = false;
@@ -172,7 +175,7 @@ export class WorkerClient {
         resolve({ kind, code, message, handshook, retryAfterMs });
       };
       this.welcome = null;
-      const link = this.opts.connect(this.opts.url, {
+      const link = this.opts.connect(url, {
         onMessage: (frame, binary) => {
           // Stop is acted on as it arrives (a hung task must not keep the worker from ending); every
           // other frame is handled strictly in order, compute being synchronous inside handle().

@@ -19,6 +19,13 @@
  * - Addresses that have proved the token in this process (workers, dashboard pages) find room in
  *   a reserve of `reserved` more connections that strangers cannot take, so a flood from other
  *   addresses never keeps a worker from rejoining.
+ * - With a token, a connection over any of these limits is not refused at its accept but put on
+ *   probation (at most `probing` at once, each for at most PROBATION_MS): it goes on if the
+ *   request it opens with carries an admission ticket (auth.ts: a proof of the token bound to a
+ *   moment and a nonce, each nonce taken once), and is refused like the rest otherwise. Workers
+ *   dial with a ticket, so strangers that share a worker's address, or exhaust the limits from
+ *   every address, cannot keep it out: a stranger costs a read of its request, a worker gets in
+ *   on the first try.
  * - After its upgrade, a pending connection can make this process read at most PRE_AUTH_BYTES,
  *   plus what one socket read brings in (at most 64 KiB), before it is destroyed.
  * - Failing to accept for want of descriptors (EMFILE, ENFILE) is back-pressure: logged, never fatal.
@@ -27,6 +34,7 @@
  */
 import type { Server as HttpServer } from 'node:http';
 import { type AddressInfo, type Socket, createServer } from 'node:net';
+import { TICKET_MS, TICKET_PARAM, ticketNonce } from './auth.js';
 import { LogLimiter } from './log-limit.js';
 
 /** How long a refused connection is held, unread, before it is closed. */
@@ -34,6 +42,9 @@ export const TARPIT_MS = 10_000;
 
 /** The most a connection may send before proving the token: a Hello, Observe or PeerHello is well under 1 KiB. */
 export const PRE_AUTH_BYTES = 8 * 1024;
+
+/** How long a connection on probation may take to send the request that shows its ticket. */
+export const PROBATION_MS = 5_000;
 
 export interface AdmissionLimits {
   /** Pending connections in all, from addresses that have not proved the token. */
@@ -47,6 +58,8 @@ export interface AdmissionLimits {
   burst: number;
   /** What a connection refused after its accept costs its address, in connections of its rate. */
   penalty: number;
+  /** Connections over the other limits let through until their request shows (or lacks) a ticket. */
+  probing: number;
 }
 
 /**
@@ -57,7 +70,7 @@ export interface AdmissionLimits {
 export function admissionLimits(descriptors: number | null): AdmissionLimits {
   const d = descriptors === null || descriptors < 0 ? 1024 : descriptors;
   const pending = Math.max(8, Math.min(256, Math.floor((d - 64) / 4)));
-  return { pending, perAddress: Math.min(16, pending), reserved: Math.max(4, Math.floor(pending / 4)), ratePerS: 8, burst: 32, penalty: 2 };
+  return { pending, perAddress: Math.min(16, pending), reserved: Math.max(4, Math.floor(pending / 4)), ratePerS: 8, burst: 32, penalty: 2, probing: pending };
 }
 
 /** A port being listened on through an Admission. */
@@ -70,9 +83,9 @@ export interface Listening {
 interface Entry {
   address: string;
   proven: boolean;
-  /** It holds one of the reserve's places rather than a stranger's. */
-  reserved: boolean;
-  /** It no longer counts as pending (proved, or closed). */
+  /** Where it counts while it has not proved the token: a stranger's place, the reserve's, or probation. */
+  place: 'pending' | 'reserved' | 'probation';
+  /** It no longer counts (proved, showed its ticket, or closed). */
   released: boolean;
 }
 
@@ -88,10 +101,14 @@ export class Admission {
   private readonly buckets = new Map<string, Bucket>();
   private pending = 0;
   private reservedInUse = 0;
+  private onProbation = 0;
   private held = 0;
+  /** Ticket nonces taken, with when: each is good once. */
+  private readonly nonces = new Map<string, number>();
   private readonly limited: LogLimiter;
 
-  constructor(readonly limits: AdmissionLimits, log: (line: string) => void) {
+  /** `token`: the run's token, without which there is no probation (nothing to show). */
+  constructor(readonly limits: AdmissionLimits, log: (line: string) => void, private readonly token?: string) {
     this.limited = new LogLimiter(log);
   }
 
@@ -101,7 +118,11 @@ export class Admission {
    * want of descriptors are back-pressure, logged, never fatal.
    */
   async listen(server: HttpServer, host: string, port: number): Promise<Listening> {
+    // Every socket accepted, so closing ends the held and pending ones too, not only the server's.
+    const open = new Set<Socket>();
     const front = createServer((s) => {
+      open.add(s);
+      s.once('close', () => open.delete(s));
       if (this.admit(s)) server.emit('connection', s);
     });
     await new Promise<void>((resolve, reject) => {
@@ -123,8 +144,34 @@ export class Admission {
       close: () => new Promise<void>((resolve) => {
         front.close(() => resolve());
         server.closeAllConnections();
+        for (const s of open) s.destroy();
       }),
     };
+  }
+
+  /**
+   * Whether the connection may go on with the request it opened with (`url`, its path and query):
+   * always, unless it is on probation; then only if the request carries a ticket for the token
+   * never shown before (it stops counting on probation); otherwise it is refused here, held unread
+   * like one refused at its accept, and its address pays as for any refusal.
+   */
+  async vouch(s: Socket, url: string | undefined): Promise<boolean> {
+    const e = this.byPeer.get(key(s));
+    if (!e || e.place !== 'probation') return true;
+    const ticket = new URLSearchParams((url ?? '').split('?')[1] ?? '').get(TICKET_PARAM);
+    const now = Date.now();
+    const nonce = ticket && this.token ? await ticketNonce(this.token, ticket, now) : null;
+    if (s.destroyed) return false;
+    if (nonce === null || this.nonces.has(nonce)) {
+      this.limited.line('connections refused before the handshake', `connection from ${e.address} refused before the handshake: over the limits for strangers, and its request carries no valid ticket`);
+      this.penalize(e.address);
+      this.refuse(s);
+      return false;
+    }
+    if (this.nonces.size >= 10_000) for (const [n, at] of this.nonces) if (now - at > 2 * TICKET_MS) this.nonces.delete(n);
+    this.nonces.set(nonce, now);
+    this.release(e);
+    return true;
   }
 
   /** A connection proved the token: it stops counting as pending, and its address is known from now on. */
@@ -183,17 +230,25 @@ export class Admission {
       if (known && this.reservedInUse < L.reserved) reserved = true;
       else refusal = `${this.pending} connections have not proved the token (limit ${L.pending}${known ? `, and the ${L.reserved} reserved for known addresses are taken` : ''})`;
     }
-    if (refusal) {
+    const probation = refusal !== null && this.token !== undefined && this.onProbation < L.probing;
+    if (refusal && !probation) {
       this.limited.line('connections refused before the handshake', `connection from ${address} refused before the handshake: ${refusal}`);
       this.refuse(s);
       return false;
     }
-    const e: Entry = { address, proven: false, reserved, released: false };
+    const e: Entry = { address, proven: false, place: probation ? 'probation' : reserved ? 'reserved' : 'pending', released: false };
     const k = key(s);
     this.byPeer.set(k, e);
-    if (reserved) this.reservedInUse++;
-    else this.pending++;
-    this.pendingFrom.set(address, from + 1);
+    if (probation) {
+      this.onProbation++;
+      const t = setTimeout(() => e.place === 'probation' && !e.released && s.destroy(), PROBATION_MS);
+      t.unref();
+      s.once('close', () => clearTimeout(t));
+    } else {
+      if (reserved) this.reservedInUse++;
+      else this.pending++;
+      this.pendingFrom.set(address, from + 1);
+    }
     s.once('close', () => {
       this.release(e);
       if (this.byPeer.get(k) === e) this.byPeer.delete(k);
@@ -214,11 +269,12 @@ export class Admission {
     });
   }
 
-  /** The connection no longer counts as pending (proved, or gone); once only. */
+  /** The connection no longer counts (proved, showed its ticket, or gone); once only. */
   private release(e: Entry): void {
     if (e.released) return;
     e.released = true;
-    if (e.reserved) this.reservedInUse--;
+    if (e.place === 'probation') return void this.onProbation--;
+    if (e.place === 'reserved') this.reservedInUse--;
     else this.pending--;
     const n = (this.pendingFrom.get(e.address) ?? 1) - 1;
     if (n > 0) this.pendingFrom.set(e.address, n);
