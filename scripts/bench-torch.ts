@@ -9,8 +9,18 @@ import { packageRoot } from '../shared/paths.js';
 
 export interface TorchInfo {
   python: string;
+  /** torch.__version__, and the BLAS library it ran a product on (a reference BLAS is 10x slower). */
   version: string;
 }
+
+// The BLAS that a product actually loads, from the process's own mappings: Debian's torch takes
+// whichever libblas.so.3 the alternatives point to, the reference one unless OpenBLAS is installed.
+const PROBE = [
+  'import torch, re',
+  'torch.ones(64, 64) @ torch.ones(64, 64)',
+  "libs = sorted({l.split()[-1].split('/')[-2] + '/' + l.split()[-1].split('/')[-1] for l in open('/proc/self/maps') if re.search(r'lib(open)?blas[^/]*\\.so', l)})",
+  "print(torch.__version__ + (', BLAS ' + ' '.join(libs) if libs else ''))",
+].join('; ');
 
 export interface TorchResult {
   mode: 'pytorch';
@@ -33,9 +43,9 @@ export const TORCH_SCRIPT = join(packageRoot() ?? '.', 'bench', 'pytorch_gan.py'
 export function findTorch(): TorchInfo | { missing: string } {
   const tried: string[] = [];
   for (const python of [...new Set([process.env.PYTHON, 'python3', '/usr/bin/python3'].filter((p): p is string => !!p))]) {
-    const r = spawnSync(python, ['-c', 'import torch; print(torch.__version__)'], { encoding: 'utf8' });
+    const r = spawnSync(python, ['-c', PROBE], { encoding: 'utf8' });
     const version = r.stdout?.trim() ?? '';
-    if (r.status === 0 && version) return { python, version };
+    if (r.status === 0 && version) return { python, version: /BLAS .*(openblas|mkl)/i.test(version) ? version : `${version} (no optimized BLAS: its products run about 10x slower; apt-get install libopenblas0-pthread)` };
     tried.push(`${python}: ${r.error ? (r.error as NodeJS.ErrnoException).code : (r.stderr.trim().split('\n').pop() ?? `exit ${r.status}`)}`);
   }
   return { missing: `no Python here imports torch (${tried.join('; ')}); apt-get install python3-torch` };
@@ -74,7 +84,7 @@ export async function runTorch(o: TorchRun): Promise<TorchResult> {
     if (o.world > 1 && o.hook) args.push('--hook', o.hook);
     if (rank === 0 && o.onTimedStart) args.push('--marks');
     const cmd = [...(o.wrap?.(rank) ?? []), o.python, ...args];
-    const env = { ...process.env, ...(o.ifname ? { GLOO_SOCKET_IFNAME: o.ifname } : {}), OMP_NUM_THREADS: String(o.threads) };
+    const env = { ...process.env, ...(o.ifname ? { GLOO_SOCKET_IFNAME: o.ifname } : {}), OMP_NUM_THREADS: String(o.threads), OPENBLAS_NUM_THREADS: String(o.threads) };
     const p = spawn(cmd[0]!, cmd.slice(1), { env, stdio: ['ignore', 'pipe', 'pipe'] });
     procs.push(p);
     o.track?.(p);
