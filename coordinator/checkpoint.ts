@@ -51,7 +51,40 @@ function sections(s: TrainState): Float32Array[] {
   return s.emaG ? [...out, s.emaG] : out;
 }
 
+/** A checkpoint's bytes: its body (checkpointParts) and the SHA-256 of that. */
 export function encodeCheckpoint(s: TrainState): Buffer {
+  const body = Buffer.concat(checkpointParts(s));
+  return Buffer.concat([body, createHash('sha256').update(body).digest()]);
+}
+
+/**
+ * A checkpoint's bytes as its body, a copy of the state taken now (so training may go on while it
+ * is written), and its SHA-256, computed a megabyte at a time between other work. The body is
+ * copied into `into` when it is large enough, else into a new buffer with room to spare; `buffer`
+ * is the one used, for the next snapshot (copying into pages already touched is several times
+ * faster than into fresh ones).
+ */
+export function checkpointSnapshot(s: TrainState, into?: Buffer): { body: Buffer; digest: Promise<Uint8Array>; buffer: Buffer } {
+  const parts = checkpointParts(s);
+  const length = parts.reduce((n, p) => n + p.length, 0);
+  const buffer = into && into.length >= length ? into : Buffer.allocUnsafe(length + 64 * 1024);
+  let off = 0;
+  for (const p of parts) (buffer.set(p, off), (off += p.length));
+  const body = buffer.subarray(0, length);
+  return { body, digest: hashInSlices(body), buffer };
+}
+
+async function hashInSlices(b: Buffer): Promise<Uint8Array> {
+  const hash = createHash('sha256');
+  for (let off = 0; off < b.length; off += 1 << 20) {
+    hash.update(b.subarray(off, off + (1 << 20)));
+    await new Promise((r) => setImmediate(r));
+  }
+  return hash.digest();
+}
+
+/** Everything in a checkpoint but its trailing digest, in parts (the arrays themselves, not copies); refuses a state that holds NaN or Inf. */
+function checkpointParts(s: TrainState): Uint8Array[] {
   if (!!s.emaG !== s.config.emaDecay > 0) throw new Error(`checkpoint: emaDecay ${s.config.emaDecay} ${s.emaG ? 'with' : 'without'} a moving average`);
   const secs = sections(s);
   sectionNames(!!s.emaG).forEach((name, i) => {
@@ -77,11 +110,7 @@ export function encodeCheckpoint(s: TrainState): Buffer {
   MAGIC.copy(head, 0);
   head.writeUInt32LE(json.length, MAGIC.length);
   json.copy(head, MAGIC.length + 4);
-  const parts: Buffer[] = [head, ...secs.map((a) => Buffer.from(a.buffer, a.byteOffset, a.byteLength))];
-  const hash = createHash('sha256');
-  for (const p of parts) hash.update(p);
-  parts.push(hash.digest());
-  return Buffer.concat(parts);
+  return [head, ...secs.map((a) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength))];
 }
 
 export function decodeCheckpoint(buf: Buffer, file: string): TrainState {

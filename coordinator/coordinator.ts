@@ -143,7 +143,7 @@ export class Coordinator {
       await this.rounds();
     } catch (e) {
       // A run that must stop keeps what it did: a checkpoint first (E_WORKERS has taken one).
-      if (!(e instanceof GanError && e.code === 'E_WORKERS')) this.lastCheckpoint(e);
+      if (!(e instanceof GanError && e.code === 'E_WORKERS')) await this.lastCheckpoint(e);
       throw e;
     }
   }
@@ -189,9 +189,10 @@ export class Coordinator {
         dropped: this.droppedThisRound, joined: this.joinedThisRound, epochUsed: plan.used, epochSamples: plan.n,
       }), new Map(d.applied.map((x) => [x.worker.id, x.report.count])));
       if (plan.remaining === 0) await this.endEpoch();
-      if (cfg.checkpointEvery > 0 && this.round % cfg.checkpointEvery === 0) this.checkpoint();
+      // Written while the next rounds run: only the copy of the state is on this round's path.
+      if (cfg.checkpointEvery > 0 && this.round % cfg.checkpointEvery === 0) this.noteCheckpoint(await this.runDir.saveCheckpointInBackground(this.state()));
     }
-    this.checkpoint();
+    await this.checkpoint();
     if (!this.stopping) this.writeGrid('final.png');
   }
 
@@ -213,7 +214,7 @@ export class Coordinator {
         return;
       }
       if (Date.now() >= deadline) {
-        const file = this.checkpoint();
+        const file = await this.checkpoint();
         throw new GanError('E_WORKERS', `only ${this.pool.live().length} workers live, --min-workers is ${this.cfg.minWorkers}; checkpoint saved to ${file}`);
       }
       if (!announced) {
@@ -280,16 +281,20 @@ export class Coordinator {
   }
 
   /** Checkpoint before the run fails with `cause`, if the disk still takes it (the last good one stays otherwise). */
-  private lastCheckpoint(cause: unknown): void {
+  private async lastCheckpoint(cause: unknown): Promise<void> {
     try {
-      this.log(`checkpoint saved to ${this.checkpoint()} before stopping (${(cause as Error).message})`);
+      this.log(`checkpoint saved to ${await this.checkpoint()} before stopping (${(cause as Error).message})`);
     } catch (e) {
       this.log(`no checkpoint before stopping: ${(e as Error).message}; the last one is kept`);
     }
   }
 
-  checkpoint(): string {
-    const file = this.runDir.saveCheckpoint(this.state());
+  /** Checkpoint now, once any checkpoint still being written is; resolves to the file. */
+  async checkpoint(): Promise<string> {
+    return this.noteCheckpoint(await this.runDir.saveCheckpoint(this.state()));
+  }
+
+  private noteCheckpoint(file: string): string {
     this.view?.addEvent({ kind: 'checkpoint', text: `checkpoint at round ${this.round}` });
     return file;
   }
@@ -371,6 +376,8 @@ export class Coordinator {
     const code = failure ? ((failure as { code?: string }).code ?? 'E_INTERNAL') : undefined;
     await this.pool.close(encode({ k: Kind.Stop, reason, code, resumes: resumes && !failure ? true : undefined }), reason);
     this.sameHost?.close();
+    // A run that failed between checkpoints may still be writing one; its failure was the run's.
+    await this.runDir.checkpointWritten().catch(() => {});
     // Only a run whose directory exists has a summary to write (a port in use stops it before that).
     if (!this.view) return this.runDir.close();
     try {

@@ -18,9 +18,10 @@
  * process's descriptors cannot stop it from logging or checkpointing. On resume, lines logged after the checkpoint (rounds and
  * epochs that will run again) are cut from the logs, so each round appears once.
  */
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, statSync, statfsSync, writeSync } from 'node:fs';
+import { close, closeSync, existsSync, fsync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, rename, renameSync, rmSync, statSync, statfsSync, write, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { CHECKPOINT_FILE, type TrainState, decodeCheckpoint, encodeCheckpoint } from './checkpoint.js';
+import { promisify } from 'node:util';
+import { CHECKPOINT_FILE, type TrainState, checkpointSnapshot, decodeCheckpoint, encodeCheckpoint } from './checkpoint.js';
 import { GanError } from '../shared/wire/errors.js';
 import { AppendFiles, DescriptorReserve } from './open-files.js';
 import type { EpochLine, RunEvent } from '../shared/wire/observe.js';
@@ -76,6 +77,52 @@ export function writeFileAtomic(file: string, data: Uint8Array | string): void {
   }
 }
 
+const writeP = promisify(write);
+const fsyncP = promisify(fsync);
+const closeP = promisify(close);
+const renameP = promisify(rename);
+
+/**
+ * writeFileAtomic for `parts` in order, in the background: the temporary file and the directory
+ * are opened before this returns (so the caller's descriptor reserve covers them), the rest
+ * (waiting for the parts, writing, fsync, rename) happens on libuv's pool while the caller goes on.
+ */
+export function writeFileAtomicInBackground(file: string, parts: Promise<Uint8Array[]>): Promise<void> {
+  const tmp = `${file}.tmp-${process.pid}`;
+  let fd: number;
+  try {
+    fd = openSync(tmp, 'w');
+  } catch (e) {
+    return Promise.reject(writeError(e, file, 0));
+  }
+  let dir: number | null = null;
+  try {
+    dir = openSync(dirname(file), 'r');
+  } catch {
+    // As in writeFileAtomic: the rename is atomic without the directory's fsync.
+  }
+  return (async () => {
+    let bytes = 0;
+    try {
+      try {
+        for (const p of await parts) {
+          for (let off = 0; off < p.length; ) off += (await writeP(fd, p, off, p.length - off)).bytesWritten;
+          bytes += p.length;
+        }
+        await fsyncP(fd);
+      } finally {
+        await closeP(fd);
+      }
+      await renameP(tmp, file);
+    } catch (e) {
+      rmSync(tmp, { force: true });
+      throw writeError(e, file, bytes);
+    } finally {
+      if (dir !== null) await fsyncP(dir).catch(() => {}).finally(() => closeSync(dir!));
+    }
+  })();
+}
+
 export function readJsonl<T>(file: string): T[] {
   if (!existsSync(file)) return [];
   const out: T[] = [];
@@ -117,6 +164,10 @@ export function freeBytes(path: string): number | null {
 export class RunDir {
   private readonly reserve: DescriptorReserve;
   private readonly logs: AppendFiles;
+  /** The checkpoint being written in the background: resolves to its failure, or null. */
+  private writing: Promise<unknown> | null = null;
+  /** The last background checkpoint's bytes, reused by the next (they are written by then). */
+  private snapshot?: Buffer;
 
   /** `reserve`: hold spare descriptors for the writes a training run must be able to make (open-files.ts). */
   constructor(readonly path: string, o: { reserve?: boolean } = {}) {
@@ -183,9 +234,35 @@ export class RunDir {
     return loadCheckpoint(this.path);
   }
 
-  saveCheckpoint(s: TrainState): string {
+  /** Write the checkpoint now, after the one still being written in the background, if any. */
+  async saveCheckpoint(s: TrainState): Promise<string> {
+    await this.checkpointWritten();
     this.replace(this.checkpointFile, encodeCheckpoint(s));
     return this.checkpointFile;
+  }
+
+  /**
+   * Take a checkpoint of `s` now and write it while training goes on: the state is copied before
+   * this returns; its digest, a slice at a time, and the write happen while training goes on. One at a time: this waits
+   * for the last one first, and throws its failure (E_DISK naming the file), as saveCheckpoint
+   * does. A crash during the write leaves the previous checkpoint whole, as with any replace.
+   */
+  async saveCheckpointInBackground(s: TrainState): Promise<string> {
+    await this.checkpointWritten();
+    const { body, digest, buffer } = checkpointSnapshot(s, this.snapshot);
+    this.snapshot = buffer;
+    const written = this.reserve.around(() => writeFileAtomicInBackground(this.checkpointFile, digest.then((d) => [body, d])));
+    // Held until the next checkpoint or checkpointWritten(), whichever asks first; never unhandled.
+    this.writing = written.then(() => null, (e: unknown) => e);
+    return this.checkpointFile;
+  }
+
+  /** Wait for the checkpoint being written in the background, if any; throws its failure. */
+  async checkpointWritten(): Promise<void> {
+    const writing = this.writing;
+    this.writing = null;
+    const failure = await writing;
+    if (failure) throw failure;
   }
 
   appendMetrics(m: RoundMetrics): void {

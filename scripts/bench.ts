@@ -8,7 +8,9 @@
  *    into compute / transfer / the coordinator's own work, and bytes per round beside the
  *    theoretical minimum for frames (4 bytes x parameters x workers, each way, per phase). Then 2
  *    workers with 16-bit gradients, both ways.
- * 3. The PyTorch anchor (bench/pytorch_gan.py), when a Python that imports torch is found ($PYTHON,
+ * 3. What a checkpoint holds the round loop, written at once and in the background
+ *    (scripts/bench-checkpoint.ts).
+ * 4. The PyTorch anchor (bench/pytorch_gan.py), when a Python that imports torch is found ($PYTHON,
  *    python3, /usr/bin/python3; Debian: apt-get install python3-torch): one process with 1 and 2
  *    threads, and a gloo world of 2 processes on loopback with 1 thread each. Ratios: 2 workers
  *    vs PyTorch world 2, and 1 worker through the coordinator vs the best single process here.
@@ -38,6 +40,7 @@ import { GanModel } from '../shared/compute/gan.js';
 import { loadEmbedded } from '../shared/data/mnist.js';
 import { defaultModelConfig, initWeights, netLayout } from '../shared/compute/model.js';
 import { hostsMain } from './bench-hosts.js';
+import { type CheckpointCost, checkpointCost } from './bench-checkpoint.js';
 import { type TorchInfo, type TorchResult, findTorch, runTorch } from './bench-torch.js';
 import { digitBytes } from '../shared/data/digits.js';
 
@@ -241,7 +244,7 @@ async function pytorchAnchor(found: TorchInfo, iters: number): Promise<TorchSect
   return { info: found, rows, failed };
 }
 
-function markdown(m: string, singles: SingleResult[], dists: DistResult[], torch: TorchSection): string {
+function markdown(m: string, singles: SingleResult[], dists: DistResult[], torch: TorchSection, ck: CheckpointCost): string {
   const rows = [
     `Machine: ${m}`,
     '',
@@ -281,6 +284,8 @@ function markdown(m: string, singles: SingleResult[], dists: DistResult[], torch
     `- this project's 2 workers (fp32, shared memory) vs PyTorch gloo world 2: ${x(q.twoWorkersVsTorchWorld2)} (frames: ${x(q.framed.twoWorkersVsTorchWorld2)})`,
     `- 1 worker through the coordinator (shared memory) vs the best single process of this project (${q.bestSingle ?? 'none'}, with Adam): ${x(q.oneWorkerVsBestSingle)} (frames: ${x(q.framed.oneWorkerVsBestSingle)})`,
     `- 4 workers (shared memory) vs the same single process: ${x(q.fourWorkersVsBestSingle)} (frames: ${x(q.framed.fourWorkersVsBestSingle)})`,
+    '',
+    `A checkpoint of the gan defaults' state (${mib(ck.bytes)}; scripts/bench-checkpoint.ts, median of ${ck.repeats}): written at once, it holds the round loop ${f1(ck.atOnce.heldMs)} ms; taken in the background, as the round loop takes it, ${f1(ck.background.heldMs)} ms, and the file is in place ${f1(ck.background.writtenMs)} ms later.`,
   );
   return rows.join('\n') + '\n';
 }
@@ -337,13 +342,15 @@ async function main(): Promise<void> {
     process.stdout.write(`${w} workers (${d.tensors}, ${fp16 ? 'fp16' : 'fp32'}): ${f0(d.samplesPerSec)} samples/s, round ${f1(d.roundMs)} ms = compute ${f1(d.computeMs)} + transfer ${f1(d.transferMs)} + reduce ${f1(d.reduceMs)}; bytes in ${d.inOverMin.toFixed(3)}x min, out ${d.outOverMin.toFixed(3)}x min\n`);
   }
   const torch: TorchSection = 'python' in found ? await pytorchAnchor(found, o.torchIters) : found;
+  const ck = await checkpointCost();
+  process.stdout.write(`checkpoint: held ${f1(ck.atOnce.heldMs)} ms at once, ${f1(ck.background.heldMs)} ms in the background\n`);
   mkdirSync(o.out, { recursive: true });
-  const md = markdown(m, singles, dists, torch);
+  const md = markdown(m, singles, dists, torch, ck);
   writeFileSync(join(o.out, 'bench.md'), md);
   writeFileSync(join(o.out, 'bench.json'), JSON.stringify({
     machine: m, date: new Date().toISOString(), single: singles, distributed: dists,
     pytorch: 'rows' in torch ? { python: torch.info.python, version: torch.info.version, runs: torch.rows, failed: torch.failed } : { skipped: torch.missing },
-    ratios: ratiosOf(singles, dists, torch),
+    ratios: ratiosOf(singles, dists, torch), checkpoint: ck,
   }, null, 2) + '\n');
   process.stdout.write(`\n${md}\nwrote ${join(o.out, 'bench.md')} and ${join(o.out, 'bench.json')}\n`);
 }

@@ -78,7 +78,7 @@ describe('an outsized gradient', () => {
     clusters.push(c);
     const coord = await c.finish();
     coord.model.adam.D.v[7] = Infinity;
-    expect(() => coord.checkpoint()).toThrow(/E_CHECKPOINT|non-finite|NaN or Inf/);
+    await expect(coord.checkpoint()).rejects.toThrow(/E_CHECKPOINT|non-finite|NaN or Inf/);
     expect(allFinite(loadCheckpoint(coord.runDir.path).adam.D.v)).toBe(true);
   });
 });

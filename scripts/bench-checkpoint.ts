@@ -1,0 +1,63 @@
+/**
+ * What a checkpoint costs the round loop (part of `npm run bench`): the seed model's whole state
+ * (weights, both Adam states and G's moving average, as the gan defaults keep) written into a
+ * temporary run directory, at once (RunDir.saveCheckpoint: copy, digest, write, fsync, rename)
+ * and in the background as the round loop takes it (saveCheckpointInBackground: the copy before
+ * it returns, the rest while training goes on). "Held" is how long the caller waits; "written"
+ * is when the file is in place.
+ */
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { TrainState } from '../coordinator/checkpoint.js';
+import { defaultTrainConfig } from '../coordinator/config.js';
+import { RunDir } from '../coordinator/run-dir.js';
+import { initWeights, netLayout } from '../shared/compute/model.js';
+
+export interface CheckpointCost {
+  bytes: number;
+  repeats: number;
+  /** Median milliseconds. */
+  atOnce: { heldMs: number };
+  background: { heldMs: number; writtenMs: number };
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+export async function checkpointCost(repeats = 7): Promise<CheckpointCost> {
+  const config = { ...defaultTrainConfig, emaDecay: 0.999 };
+  const g = netLayout(config.model, 'G');
+  const d = netLayout(config.model, 'D');
+  const moments = (n: number) => ({ m: new Float32Array(n).fill(1e-3), v: new Float32Array(n).fill(1e-6) });
+  const s: TrainState = {
+    config, round: 1, epoch: 0, versions: { D: 1, G: 1 }, adamSteps: { D: 1, G: 1 }, epochUses: new Uint8Array(60_000),
+    weights: { G: initWeights(g, 1), D: initWeights(d, 1) }, emaG: initWeights(g, 2), adam: { G: moments(g.total), D: moments(d.total) },
+  };
+  const path = mkdtempSync(join(tmpdir(), 'gan-bench-checkpoint-'));
+  const dir = new RunDir(path);
+  const atOnce: number[] = [];
+  const held: number[] = [];
+  const written: number[] = [];
+  let bytes = 0;
+  try {
+    // One of each first: the page cache and the reused snapshot buffer warm up.
+    await dir.saveCheckpoint(s);
+    await dir.saveCheckpointInBackground(s);
+    await dir.checkpointWritten();
+    for (let i = 0; i < repeats; i++) {
+      let t = performance.now();
+      await dir.saveCheckpoint(s);
+      atOnce.push(performance.now() - t);
+      t = performance.now();
+      await dir.saveCheckpointInBackground(s);
+      held.push(performance.now() - t);
+      await dir.checkpointWritten();
+      written.push(performance.now() - t);
+    }
+    bytes = statSync(dir.checkpointFile).size;
+  } finally {
+    dir.close();
+    rmSync(path, { recursive: true, force: true });
+  }
+  return { bytes, repeats, atOnce: { heldMs: median(atOnce) }, background: { heldMs: median(held), writtenMs: median(written) } };
+}
