@@ -51,10 +51,12 @@ function sections(s: TrainState): Float32Array[] {
   return s.emaG ? [...out, s.emaG] : out;
 }
 
-/** A checkpoint's bytes: its body (checkpointParts) and the SHA-256 of that. */
+/** A checkpoint's bytes: its body (checkpointParts) and the SHA-256 of that, in one copy. */
 export function encodeCheckpoint(s: TrainState): Buffer {
-  const body = Buffer.concat(checkpointParts(s));
-  return Buffer.concat([body, createHash('sha256').update(body).digest()]);
+  const parts = checkpointParts(s);
+  const hash = createHash('sha256');
+  for (const p of parts) hash.update(p);
+  return Buffer.concat([...parts, hash.digest()]);
 }
 
 /**

@@ -44,13 +44,16 @@ export function formatBytes(n: number): string {
   return n >= 2 ** 20 ? `${(n / 2 ** 20).toFixed(1)} MiB` : n >= 1024 ? `${(n / 1024).toFixed(1)} KiB` : `${n} bytes`;
 }
 
+/** The temporary file a replace of `file` writes first (create() removes those a killed process left). */
+const tempFileOf = (file: string) => `${file}.tmp-${process.pid}`;
+
 /**
  * Write `data` to `file` atomically: temporary file, fsync, rename, fsync of the directory. If the
  * write fails (a full disk: E_DISK) the temporary file is removed and `file` keeps its last version.
  */
 export function writeFileAtomic(file: string, data: Uint8Array | string): void {
   const bytes = typeof data === 'string' ? Buffer.from(data) : data;
-  const tmp = `${file}.tmp-${process.pid}`;
+  const tmp = tempFileOf(file);
   try {
     const fd = openSync(tmp, 'w');
     try {
@@ -88,7 +91,7 @@ const renameP = promisify(rename);
  * (waiting for the parts, writing, fsync, rename) happens on libuv's pool while the caller goes on.
  */
 export function writeFileAtomicInBackground(file: string, parts: Promise<Uint8Array[]>): Promise<void> {
-  const tmp = `${file}.tmp-${process.pid}`;
+  const tmp = tempFileOf(file);
   let fd: number;
   try {
     fd = openSync(tmp, 'w');
@@ -102,12 +105,14 @@ export function writeFileAtomicInBackground(file: string, parts: Promise<Uint8Ar
     // As in writeFileAtomic: the rename is atomic without the directory's fsync.
   }
   return (async () => {
+    // What the file needs, named in E_DISK as writeFileAtomic names it.
     let bytes = 0;
     try {
       try {
-        for (const p of await parts) {
+        const all = await parts;
+        bytes = all.reduce((n, p) => n + p.length, 0);
+        for (const p of all) {
           for (let off = 0; off < p.length; ) off += (await writeP(fd, p, off, p.length - off)).bytesWritten;
-          bytes += p.length;
         }
         await fsyncP(fd);
       } finally {
@@ -116,10 +121,11 @@ export function writeFileAtomicInBackground(file: string, parts: Promise<Uint8Ar
       await renameP(tmp, file);
     } catch (e) {
       rmSync(tmp, { force: true });
+      if (dir !== null) closeSync(dir);
       throw writeError(e, file, bytes);
-    } finally {
-      if (dir !== null) await fsyncP(dir).catch(() => {}).finally(() => closeSync(dir!));
     }
+    // As in writeFileAtomic, the directory's fsync makes the rename durable; a refusal is harmless.
+    if (dir !== null) await fsyncP(dir).catch(() => {}).finally(() => closeSync(dir!));
   })();
 }
 
@@ -243,9 +249,9 @@ export class RunDir {
 
   /**
    * Take a checkpoint of `s` now and write it while training goes on: the state is copied before
-   * this returns; its digest, a slice at a time, and the write happen while training goes on. One at a time: this waits
-   * for the last one first, and throws its failure (E_DISK naming the file), as saveCheckpoint
-   * does. A crash during the write leaves the previous checkpoint whole, as with any replace.
+   * this returns; its digest, a slice at a time, and the write happen afterwards. One at a time:
+   * this waits for the last one first, and throws its failure (E_DISK naming the file), as
+   * saveCheckpoint does. A crash during the write leaves the previous checkpoint whole, as with any replace.
    */
   async saveCheckpointInBackground(s: TrainState): Promise<string> {
     await this.checkpointWritten();

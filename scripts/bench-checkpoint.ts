@@ -11,8 +11,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TrainState } from '../coordinator/checkpoint.js';
 import { defaultTrainConfig } from '../coordinator/config.js';
+import { ModelState } from '../coordinator/model-state.js';
 import { RunDir } from '../coordinator/run-dir.js';
-import { initWeights, netLayout } from '../shared/compute/model.js';
+import { netLayout } from '../shared/compute/model.js';
 
 export interface CheckpointCost {
   bytes: number;
@@ -26,13 +27,9 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
 
 export async function checkpointCost(repeats = 7): Promise<CheckpointCost> {
   const config = { ...defaultTrainConfig, emaDecay: 0.999 };
-  const g = netLayout(config.model, 'G');
-  const d = netLayout(config.model, 'D');
-  const moments = (n: number) => ({ m: new Float32Array(n).fill(1e-3), v: new Float32Array(n).fill(1e-6) });
-  const s: TrainState = {
-    config, round: 1, epoch: 0, versions: { D: 1, G: 1 }, adamSteps: { D: 1, G: 1 }, epochUses: new Uint8Array(60_000),
-    weights: { G: initWeights(g, 1), D: initWeights(d, 1) }, emaG: initWeights(g, 2), adam: { G: moments(g.total), D: moments(d.total) },
-  };
+  // As Coordinator.state() puts it together, for a fresh run over the 60,000 training digits.
+  const model = ModelState.fresh(config, { G: netLayout(config.model, 'G'), D: netLayout(config.model, 'D') });
+  const s: TrainState = { config, round: 1, epoch: 0, epochUses: new Uint8Array(60_000), ...model.checkpointParts() };
   const path = mkdtempSync(join(tmpdir(), 'gan-bench-checkpoint-'));
   const dir = new RunDir(path);
   const atOnce: number[] = [];

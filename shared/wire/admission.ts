@@ -241,7 +241,7 @@ export class Admission {
     this.byPeer.set(k, e);
     if (probation) {
       this.onProbation++;
-      const t = setTimeout(() => e.place === 'probation' && !e.released && s.destroy(), PROBATION_MS);
+      const t = setTimeout(() => !e.released && s.destroy(), PROBATION_MS);
       t.unref();
       s.once('close', () => clearTimeout(t));
     } else {
