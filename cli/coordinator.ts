@@ -11,7 +11,7 @@ import { BACKEND_NAMES, type BackendName, initBackend } from '../shared/backend/
 import { EXIT_RESUMABLE, die, floatArg, intArg, isMain, listArg } from './args.js';
 import { Coordinator, type Topology } from '../coordinator/coordinator.js';
 import { TOPOLOGIES } from '../coordinator/topology.js';
-import { RECIPES, type Recipe, type TrainConfig, defaultTrainConfig, kindDefaults, kindModel, recipeDefaults } from '../coordinator/config.js';
+import { MAX_SYNC_EVERY, RECIPES, type Recipe, type TrainConfig, defaultTrainConfig, kindDefaults, kindModel, recipeDefaults } from '../coordinator/config.js';
 import { Progress } from './progress.js';
 import { roundPlan } from '../coordinator/sharding.js';
 import { type Arrangement, LocalWorkers, arrange, canPin } from '../coordinator/spawn.js';
@@ -31,6 +31,7 @@ export interface CliOptions {
   gHidden: number[]; dHidden: number[]; noiseDim: number; dropout?: number; r1?: number; leak: number; seed: number;
   checkpointEvery: number; roundTimeout: number; wire: WirePrecision; fp16: boolean; token?: string; insecure: boolean;
   tlsCert?: string; tlsKey?: string; topology: Topology; shm: 'auto' | 'off'; backend: BackendName; threads?: number; evalEvery: number; heartbeat: number; ema?: number;
+  syncEvery: number; outerLr: number; outerMomentum: number;
 }
 
 export function program(): Command {
@@ -76,6 +77,9 @@ export function program(): Command {
     .option('--ema <decay>', `keep a moving average of G's weights with this decay for sample grids, evaluation and generate, 0: off (default per model: ${perKind('emaDecay')})`, floatArg(0, 0.999999))
     .addOption(new Option('--shm <when>', 'workers on this host exchange weights and gradients through shared memory once they prove they map it: auto, or off (frames for everyone)').choices(['auto', 'off']).default('auto'))
     .addOption(new Option('--topology <kind>', 'how gradients and weights travel among workers on other hosts: auto (sharded from 2 of them, else star), star (every worker to the coordinator), chain (partial sums worker to worker), sharded (each worker sums a share of the chunks)').choices([...TOPOLOGIES]).default('auto'))
+    .option('--sync-every <h>', `low-communication training for slow links: each worker takes H local steps of D and G with its own Adam between syncs, and the coordinator steps the average of their changes with the outer optimiser; a round is then a sync (1: synchronous, every step averaged; up to ${MAX_SYNC_EVERY})`, intArg(1, MAX_SYNC_EVERY), d.syncEvery)
+    .option('--outer-lr <x>', 'with --sync-every above 1: the outer optimiser\'s learning rate (1 with --outer-momentum 0 is plain averaging of the workers\' weights)', floatArg(0, 10, { exclusiveMin: true }), d.outerLr)
+    .option('--outer-momentum <x>', 'with --sync-every above 1: the outer optimiser\'s Nesterov momentum (DiLoCo: 0.9)', floatArg(0, 0.999), d.outerMomentum)
     .option('--eval-every <k>', 'score the generator every K epochs and after the last into eval.jsonl (FD, classifier score, coverage; 0: never)', intArg(0), d.evalEvery);
 }
 
@@ -108,6 +112,9 @@ export function trainConfig(o: CliOptions): TrainConfig {
     wire: o.fp16 ? '16' : o.wire,
     evalEvery: o.evalEvery,
     emaDecay: o.ema ?? k.emaDecay,
+    syncEvery: o.syncEvery ?? d.syncEvery,
+    outerLr: o.outerLr ?? d.outerLr,
+    outerMomentum: o.outerMomentum ?? d.outerMomentum,
   };
 }
 

@@ -17,7 +17,7 @@
 import { createHash } from 'node:crypto';
 import { modelConfigProblem, modelSignature, netLayout } from '../shared/compute/model.js';
 import { isWirePrecision } from '../shared/numerics/wire-format.js';
-import type { TrainConfig } from './config.js';
+import { type TrainConfig, defaultTrainConfig, syncProblem } from './config.js';
 import { GanError } from '../shared/wire/errors.js';
 import { allFinite } from './optimizer.js';
 
@@ -142,6 +142,12 @@ export function decodeCheckpoint(buf: Buffer, file: string): TrainState {
   if (legacy.wire === undefined) config.wire = legacy.fp16 ? '16' : 'fp32';
   delete legacy.fp16;
   if (!isWirePrecision(config.wire)) bad(`wire precision ${JSON.stringify(config.wire)} is not one of fp32, 16, 8`);
+  // Checkpoints from before --sync-every trained synchronously.
+  config.syncEvery ??= 1;
+  config.outerLr ??= defaultTrainConfig.outerLr;
+  config.outerMomentum ??= defaultTrainConfig.outerMomentum;
+  const sync = syncProblem(config);
+  if (sync) bad(sync);
   const withAverage = meta.format === 2;
   if (withAverage !== config.emaDecay > 0) bad(`format ${String(meta.format)} does not match emaDecay ${config.emaDecay}`);
   if (meta.signature !== modelSignature(config.model)) bad('model signature does not match its own config');

@@ -1,6 +1,7 @@
 /** The coordinator's effective configuration: saved to config.json and inside every checkpoint. */
 import { type ModelConfig, type ModelKind, defaultModelConfig } from '../shared/compute/model.js';
 import type { WirePrecision } from '../shared/numerics/wire-format.js';
+import type { LocalSteps } from '../shared/wire/protocol.js';
 
 export interface TrainConfig {
   model: ModelConfig;
@@ -35,6 +36,15 @@ export interface TrainConfig {
    * `generate` use (0: no average; they use G's latest weights).
    */
   emaDecay: number;
+  /**
+   * Local steps per sync (1: synchronous data-parallel training, every round one step of both
+   * nets). Above 1, a round is a sync: each worker takes this many iterations of D and G on its
+   * own batches with its own Adam, and the coordinator steps the average of their changes of
+   * weights with the outer optimiser (outerLr, outerMomentum; coordinator/optimizer.ts).
+   */
+  syncEvery: number;
+  outerLr: number;
+  outerMomentum: number;
 }
 
 export const defaultTrainConfig: TrainConfig = {
@@ -56,7 +66,27 @@ export const defaultTrainConfig: TrainConfig = {
   wire: 'fp32',
   evalEvery: 0,
   emaDecay: 0.999,
+  syncEvery: 1,
+  outerLr: 0.7,
+  outerMomentum: 0.9,
 };
+
+/** Most local steps per sync: a sync's tasks name every sample of its steps. */
+export const MAX_SYNC_EVERY = 1024;
+
+/** What is wrong with a run's low-communication settings, or null. */
+export function syncProblem(c: Pick<TrainConfig, 'syncEvery' | 'outerLr' | 'outerMomentum'>): string | null {
+  if (!Number.isSafeInteger(c.syncEvery) || c.syncEvery < 1 || c.syncEvery > MAX_SYNC_EVERY) return `syncEvery ${JSON.stringify(c.syncEvery)} is not an integer from 1 to ${MAX_SYNC_EVERY}`;
+  if (typeof c.outerLr !== 'number' || !(c.outerLr > 0 && c.outerLr <= 10)) return `outerLr ${JSON.stringify(c.outerLr)} is not in (0, 10]`;
+  if (typeof c.outerMomentum !== 'number' || !(c.outerMomentum >= 0 && c.outerMomentum < 1)) return `outerMomentum ${JSON.stringify(c.outerMomentum)} is not in [0, 1)`;
+  return null;
+}
+
+/** What a low-communication run's Welcome tells every worker of its local steps (undefined: synchronous). */
+export function localSteps(c: TrainConfig): LocalSteps | undefined {
+  if (c.syncEvery <= 1) return undefined;
+  return { steps: c.syncEvery, batch: c.batchSize, lrD: c.lrD, lrG: c.lrG, beta1: c.beta1, beta2: c.beta2, epsilon: c.epsilon };
+}
 
 /**
  * The discriminator of every new cgan run: it sees the label through a projection (Miyato &

@@ -21,7 +21,7 @@ import { GanError } from '../shared/wire/errors.js';
 import { type Dataset, loadMnist } from '../shared/data/mnist.js';
 import { type Net, type NetLayout, modelSignature, netLayout } from '../shared/compute/model.js';
 import type { TrainState } from './checkpoint.js';
-import type { TrainConfig } from './config.js';
+import { type TrainConfig, localSteps } from './config.js';
 import { type RoundMetrics, roundMetrics } from './metrics.js';
 import { SampleGrids } from './grids.js';
 import { ModelState } from './model-state.js';
@@ -92,7 +92,7 @@ export class Coordinator {
     this.sameHost = opts.sameHost === 'off' ? null : SameHostHub.open({ D: this.layouts.D.total, G: this.layouts.G.total }, this.log);
     this.pool = new WorkerPool({
       host: opts.host, port: opts.port, token: opts.token, tls: opts.tls, heartbeatMs: opts.heartbeatMs ?? 10_000,
-      model: this.cfg.model, signature: this.signature, seed: this.cfg.seed, wire: this.cfg.wire, capacity: this.cfg.workers, sameHost: this.sameHost, log: this.log,
+      model: this.cfg.model, signature: this.signature, seed: this.cfg.seed, wire: this.cfg.wire, local: localSteps(this.cfg), capacity: this.cfg.workers, sameHost: this.sameHost, log: this.log,
       onHttp: opts.dashboard === false ? undefined : serveWeb,
       onObserver: opts.dashboard === false ? undefined : (ws, proven) => this.hub?.accept(ws, proven),
       admission: { ...admissionLimits(descriptors.soft), ...opts.admission },
@@ -152,7 +152,8 @@ export class Coordinator {
   private async rounds(): Promise<void> {
     const cfg = this.cfg;
     await this.waitForWorkers();
-    this.log(`training ${cfg.model.kind}: ${this.data.n} samples, ${cfg.workers} workers x batch ${cfg.batchSize} = global batch ${cfg.workers * cfg.batchSize}, ${cfg.epochs} epochs`);
+    const local = cfg.syncEvery > 1 ? `, ${cfg.syncEvery} local steps per sync (outer lr ${cfg.outerLr}, momentum ${cfg.outerMomentum})` : '';
+    this.log(`training ${cfg.model.kind}: ${this.data.n} samples, ${cfg.workers} workers x batch ${cfg.batchSize} = global batch ${cfg.workers * cfg.batchSize}${local}, ${cfg.epochs} epochs`);
     if (this.view) this.view.data.status.state = 'training';
     while (!this.complete && !this.stopping) {
       await this.waitForWorkers();
@@ -162,7 +163,8 @@ export class Coordinator {
       this.admit();
       const plan = this.plan!;
       const t0 = performance.now();
-      const assigned = this.pool.live().map((worker) => ({ worker, ids: plan.peek(worker.id, cfg.batchSize) })).filter((a) => a.ids.length > 0);
+      // A sync of a low-communication run hands each worker the samples of all its local steps.
+      const assigned = this.pool.live().map((worker) => ({ worker, ids: plan.peek(worker.id, cfg.batchSize * cfg.syncEvery) })).filter((a) => a.ids.length > 0);
       if (assigned.length === 0) {
         this.needsDeal = true;
         continue;

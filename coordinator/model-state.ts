@@ -13,7 +13,7 @@ import { fromHalf, toHalf } from '../shared/numerics/half.js';
 import { type Net, type NetLayout, initWeights } from '../shared/compute/model.js';
 import type { TrainState } from './checkpoint.js';
 import type { TrainConfig } from './config.js';
-import { type AdamHyper, type AdamState, adamHyper, adamState, emaUpdate } from './optimizer.js';
+import { type AdamState, type ChunkStep, adamChunkStep, adamHyper, adamState, emaUpdate, outerChunkStep } from './optimizer.js';
 
 /** Weights and moments of one net, as a phase's step writes them. */
 export interface NetBuffers {
@@ -75,10 +75,14 @@ export class ModelState {
     });
   }
 
-  /** The constants of the next Adam step of `net`. */
-  nextStep(net: Net): AdamHyper {
+  /**
+   * The next step of `net`: Adam's next one, or with --sync-every above 1 the outer optimiser's,
+   * whose momentum lives in the first moment (`adam` then counts outer steps).
+   */
+  nextStep(net: Net): ChunkStep {
     const c = this.cfg;
-    return adamHyper(this.adam[net].t + 1, { lr: net === 'D' ? c.lrD : c.lrG, beta1: c.beta1, beta2: c.beta2, epsilon: c.epsilon });
+    if (c.syncEvery > 1) return outerChunkStep({ lr: c.outerLr, momentum: c.outerMomentum });
+    return adamChunkStep(adamHyper(this.adam[net].t + 1, { lr: net === 'D' ? c.lrD : c.lrG, beta1: c.beta1, beta2: c.beta2, epsilon: c.epsilon }));
   }
 
   /** The current weights and moments of `net` (read only during a phase). */
@@ -118,7 +122,8 @@ export class ModelState {
   flushAverage(): void {
     if (!this.averagePending || !this.average) return;
     this.averagePending = false;
-    emaUpdate(this.average, this.weights.G, this.cfg.emaDecay, this.adam.G.t);
+    // A sync of H local steps takes the decay of H steps: the average spans the same samples.
+    emaUpdate(this.average, this.weights.G, this.cfg.emaDecay ** this.cfg.syncEvery, this.adam.G.t);
   }
 
   /** One net's whole current weights, as the workers hold them, as a frame packed once per version. */

@@ -85,7 +85,7 @@ export class PhaseRunner {
       relayAs: topology.kind === 'sharded' ? 'group' : 'chain',
       // Chunks pipeline frames; when every member posts through its slot the whole net is one chunk (one threaded Adam step).
       chunk: slot.every(Boolean) ? this.x.layouts[net].total : opts.reduceChunk ?? REDUCE_CHUNK, wire: cfg.wire,
-      current: model.current(net), next: model.next[net], acc: model.acc[net], hyper: model.nextStep(net), pool: this.pools[net],
+      current: model.current(net), next: model.next[net], acc: model.acc[net], step: model.nextStep(net), pool: this.pools[net],
       view: { current: model.view[net], next: model.nextView[net] },
       reportTimeoutMs: cfg.roundTimeoutMs, stallMs: Math.min(cfg.roundTimeoutMs, 10_000),
       send: (c, f) => pool.send(c, f), drop: (c, e) => pool.drop(c, e), log: this.x.log,

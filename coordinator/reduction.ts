@@ -43,7 +43,7 @@ import { type WirePrecision, WireScratch, decodeValues, encodeValues, encodeWeig
 import type { Net } from '../shared/compute/model.js';
 import { type ChunkMsg, Kind, type Message, type PostedMsg, type ReportMsg, encode } from '../shared/wire/codec.js';
 import { PEER_FACTOR, checkGradient, outlier, partialOutOfBounds, stragglerLimitMs } from './bounds.js';
-import { type AdamHyper, adamApply } from './optimizer.js';
+import type { ChunkStep } from './optimizer.js';
 import {
   type Attempt, ChunkStage, type Member, type MemberConn, type ReductionMember, directParts, planAttempt, reduceFrames, relayedWeights, tailSender, weightsTargets,
 } from './reduce-plan.js';
@@ -67,7 +67,8 @@ export interface ReductionOptions<C extends MemberConn> {
   next: { w: Float32Array; m: Float32Array; v: Float32Array };
   /** The weights the workers hold (read only) and where the view of the new ones goes (the same as next.w on the fp32 wire). */
   view: { current: Float32Array; next: Float32Array };
-  hyper: AdamHyper;
+  /** The step of the phase: Adam's next step, or the outer optimiser's in a low-communication run. */
+  step: ChunkStep;
   /** Scratch of the net's size for the running sums. */
   acc: Float32Array;
   /** Where received chunks are decoded to on a 16- or 8-bit wire (reset here; the last phase of the net is over). */
@@ -308,14 +309,14 @@ export class Reduction<C extends MemberConn> {
     if (state.next === a.segments.length) this.step(c, start, end);
   }
 
-  /** Adam on one chunk, into the next buffers, and its new weights out to every direct member and chain end. */
+  /** The step on one chunk (Adam, or the outer step), into the next buffers, and its new weights out to every direct member and chain end. */
   private step(c: number, start: number, end: number): void {
     const t0 = performance.now();
     const { current: cur, next } = this.o;
     const a = this.attempt;
     const g = this.o.acc.subarray(start, end);
     const out = { w: next.w.subarray(start, end), m: next.m.subarray(start, end), v: next.v.subarray(start, end) };
-    if (!adamApply(cur.w.subarray(start, end), g, cur.m.subarray(start, end), cur.v.subarray(start, end), this.o.hyper, out)) {
+    if (!this.o.step({ w: cur.w.subarray(start, end), m: cur.m.subarray(start, end), v: cur.v.subarray(start, end) }, g, out)) {
       // Bounded inputs cannot get here; if they ever do, this step must not be the one that poisons the state.
       const alive = this.members.filter((m) => m.alive);
       const culprit = alive.reduce((x, m) => (m.rms[c]! > x.rms[c]! ? m : x));

@@ -86,9 +86,12 @@ export class EpochPlan {
   }
 }
 
-/** The rounds a run plans: an epoch of `samples` at `workers` x `batchSize` per round, cut at --max-rounds (0: no cut). */
-export function roundPlan(samples: number, c: { workers: number; batchSize: number; epochs: number; maxRounds: number }): { perEpoch: number; total: number } {
-  const perEpoch = Math.ceil(samples / Math.max(1, c.workers * c.batchSize));
+/**
+ * The rounds a run plans: an epoch of `samples` at `workers` x `batchSize` per round (x syncEvery
+ * local steps in a low-communication run, whose rounds are syncs), cut at --max-rounds (0: no cut).
+ */
+export function roundPlan(samples: number, c: { workers: number; batchSize: number; epochs: number; maxRounds: number; syncEvery?: number }): { perEpoch: number; total: number } {
+  const perEpoch = Math.ceil(samples / Math.max(1, c.workers * c.batchSize * (c.syncEvery ?? 1)));
   const all = perEpoch * c.epochs;
   return { perEpoch, total: c.maxRounds > 0 ? Math.min(c.maxRounds, all) : all };
 }

@@ -25,7 +25,7 @@ import { type IncomingMessage, type ServerResponse, createServer as createHttpSe
 import { createServer as createHttpsServer } from 'node:https';
 import type { Socket } from 'node:net';
 import { WebSocket, WebSocketServer } from 'ws';
-import { Kind, type HelloMsg, type Message, type ReportMsg, decode, encode } from '../shared/wire/codec.js';
+import { Kind, type HelloMsg, type LocalSteps, type Message, type ReportMsg, decode, encode } from '../shared/wire/codec.js';
 import { GanError, asGanError, isErrorCode } from '../shared/wire/errors.js';
 import { CLOSE_GRACE_MS, Challenger, closeLink, handshakeDeadline, refuse } from '../shared/wire/handshake.js';
 import { type ModelConfig, type Net, netLayout } from '../shared/compute/model.js';
@@ -54,6 +54,8 @@ export interface PoolOptions {
   /** What every Welcome tells a worker. */
   seed: number;
   wire: WirePrecision;
+  /** A low-communication run's local steps, told to every worker in its Welcome. */
+  local?: LocalSteps;
   /** Most workers joining or live at once (--workers). */
   capacity: number;
   /** Shared regions offered to workers that can map them (null: frames for everyone). */
@@ -284,7 +286,7 @@ export class WorkerPool extends EventEmitter<PoolEvents> {
     }
     c.state = 'joining';
     const offer = m.sameHost ? this.o.sameHost?.offer(c) : null;
-    this.send(c, encode({ k: Kind.Welcome, workerId: c.id, seed: this.o.seed, wire: this.o.wire, maxPayload: this.maxOutbound, ...offer }));
+    this.send(c, encode({ k: Kind.Welcome, workerId: c.id, seed: this.o.seed, wire: this.o.wire, maxPayload: this.maxOutbound, local: this.o.local, ...offer }));
     this.o.log(`${c.label} connected from ${c.addr}; joins at the next round`);
     this.emit('connected', c);
     this.poke();

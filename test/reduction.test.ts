@@ -5,7 +5,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { type MemberConn, Reduction, type ReductionResult, Stage } from '../coordinator/reduction.js';
 import { STRAGGLER_MIN_MS } from '../coordinator/bounds.js';
-import { adamApply, adamHyper } from '../coordinator/optimizer.js';
+import { adamApply, adamChunkStep, adamHyper } from '../coordinator/optimizer.js';
 import { chunkCount, chunkRange } from '../shared/numerics/chunks.js';
 import { foldInto } from '../shared/numerics/fold.js';
 import { COORDINATOR, Kind, type Message, NOBODY, type ReduceMsg, type ReportMsg, decode } from '../shared/wire/codec.js';
@@ -32,7 +32,7 @@ function phase(counts: number[], o: { relay?: boolean[] } = {}) {
   const r: Reduction<Conn> = new Reduction<Conn>({
     net: 'D', round: 7, version: 3, chunk: CHUNK, wire: 'fp32', view: { current: current.w, next: next.w },
     members: conns.map((conn, i) => ({ conn, count: counts[i]!, relay: !!o.relay?.[i] })),
-    current, next, hyper: HYPER, acc: new Float32Array(SIZE),
+    current, next, step: adamChunkStep(HYPER), acc: new Float32Array(SIZE),
     reportTimeoutMs: 60_000, stallMs: 10_000,
     send: (c, f) => c.got.push(decode(f)),
     // As the pool does: the dropped connection leaves, and the reduction hears of it.

@@ -9,15 +9,16 @@
  * Transport-free: frames go out through the `send` functions, so Node and browser workers share it.
  */
 import { buildBatch, type SampleSource } from '../shared/compute/batch.js';
-import { COORDINATOR, type ChunkMsg, Kind, type Message, type ReduceMsg, type ShardMsg, type TaskMsg, type WeightsChunkMsg, encode } from '../shared/wire/codec.js';
+import { COORDINATOR, type ChunkMsg, Kind, type LocalSteps, type Message, type ReduceMsg, type ShardMsg, type TaskMsg, type WeightsChunkMsg, encode } from '../shared/wire/codec.js';
 import { GanError } from '../shared/wire/errors.js';
 import { chunkAt, chunkCount } from '../shared/numerics/chunks.js';
-import { GanModel } from '../shared/compute/gan.js';
+import { GanModel, type PhaseResult } from '../shared/compute/gan.js';
 import { type WirePrecision, decodeWeights, isWirePrecision } from '../shared/numerics/wire-format.js';
 import type { ModelConfig, Net } from '../shared/compute/model.js';
 import { digitBytes } from '../shared/data/digits.js';
 import type { GradientSlot, WeightsRegion } from '../shared/wire/same-host.js';
 import { PhaseBuffers, PhaseReduction, type ReductionIO, weightsRoute } from './phase-reduction.js';
+import { localSteps } from './local-steps.js';
 
 export interface ParticipantOptions {
   model: ModelConfig;
@@ -32,6 +33,8 @@ export interface ParticipantOptions {
   toPeer?(peer: number, url: string | null, frame: Uint8Array): void;
   /** The coordinator's shared regions, when this worker proved it maps them (shared/wire/same-host.ts). */
   shared?: { region: WeightsRegion; slot: GradientSlot } | null;
+  /** A low-communication run's local steps (Welcome.local): a D task is a sync's local steps, its G task sends G's change. */
+  local?: LocalSteps;
   /** Told after each phase this worker computed (a page's status line). */
   onComputed?: (c: { round: number; phase: Net; count: number; computeMs: number }) => void;
 }
@@ -94,6 +97,8 @@ export class Participant {
   private readonly buffers: Record<Net, PhaseBuffers> = { D: new PhaseBuffers(), G: new PhaseBuffers() };
   /** Two buffers per net that new weights are assembled in by turns (on the 8-bit wire the view holds the other). */
   private assembly: Record<Net, [Float32Array | null, Float32Array | null]> = { D: [null, null], G: [null, null] };
+  /** A low-communication run's change of G over the last sync's local steps, until the sync's G task sends it. */
+  private localG: { round: number; ids: Uint32Array; delta: Float32Array; loss: number; dFake: number } | null = null;
 
   constructor(private readonly o: ParticipantOptions) {
     if (!isWirePrecision(o.wire)) throw new GanError('E_MALFORMED', `wire precision ${JSON.stringify(o.wire)} is not one of fp32, 16, 8`);
@@ -217,8 +222,7 @@ export class Participant {
 
   private compute(t: TaskMsg): void {
     const t0 = performance.now();
-    const batch = buildBatch(this.model.cfg, { seed: this.o.seed, epoch: t.epoch, phase: t.phase }, t.ids, this.store);
-    const r = t.phase === 'D' ? this.model.dStep(batch) : this.model.gStep(batch);
+    const r = this.o.local ? this.localPhase(t, this.o.local) : this.step(t);
     const computeMs = performance.now() - t0;
     this.held = new PhaseReduction(t.round, t.phase, t.ids.length, r.grads, this.io, (attempt) => this.planOf(t.round, t.phase, attempt));
     this.tasksDone++;
@@ -228,6 +232,29 @@ export class Participant {
     this.early = { plans: [], chunks: [] };
     for (const p of early.plans) this.onReduce(p);
     for (const { x, from } of early.chunks) this.onChunk(x, from, true);
+  }
+
+  /** One step's gradient of the task's net on its batch. */
+  private step(t: TaskMsg): PhaseResult {
+    const batch = buildBatch(this.model.cfg, { seed: this.o.seed, epoch: t.epoch, phase: t.phase }, t.ids, this.store);
+    return t.phase === 'D' ? this.model.dStep(batch) : this.model.gStep(batch);
+  }
+
+  /**
+   * A low-communication run's phase: the D task of a sync takes its local steps (local-steps.ts)
+   * and sends D's change of weights; G's change is held for the sync's G task, which computes nothing.
+   */
+  private localPhase(t: TaskMsg, l: LocalSteps): PhaseResult {
+    if (t.phase === 'D') {
+      const r = localSteps(this.model, this.store, { seed: this.o.seed, epoch: t.epoch }, t.ids, l);
+      this.localG = { round: t.round, ids: t.ids.slice(), delta: r.delta.G, loss: r.g.loss, dFake: r.g.dFake };
+      return { grads: r.delta.D, ...r.d };
+    }
+    const g = this.localG;
+    if (!g || g.round !== t.round || t.ids.length > g.ids.length || t.ids.some((id, i) => id !== g.ids[i])) {
+      throw new GanError('E_UNEXPECTED', `G task of sync ${t.round} on samples this worker did not take its local steps on`);
+    }
+    return { grads: g.delta, loss: g.loss, dReal: NaN, dFake: g.dFake };
   }
 
   private isCurrent(round: number, phase: Net): boolean {

@@ -308,7 +308,7 @@ export class WorkerClient {
       model: this.pendingModel, seed: m.seed, wire: m.wire as WirePrecision, id: m.workerId, shared,
       toCoordinator: (f) => this.link?.send(f),
       toPeer: relay ? (peer, url, f) => relay.send(peer, url, f) : undefined,
-      onComputed: this.opts.onComputed,
+      local: m.local, onComputed: this.opts.onComputed,
     });
     this.log(`joined as worker ${m.workerId}${shared ? ', exchanging tensors through shared memory' : ''}`);
     this.opts.onJoined?.(m.workerId);

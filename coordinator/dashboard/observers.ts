@@ -115,7 +115,7 @@ export class RunView {
     const metrics = readJsonl<RoundMetrics>(join(dir, 'metrics.jsonl'));
     const epochs = Number(config.epochs ?? 0);
     // What the run planned; a run stopped by --max-rounds shows how far it got of that.
-    const rounds = roundPlan(Number(config.samples ?? 0), { workers: Number(config.workers ?? 1), batchSize: Number(config.batchSize ?? 1), epochs, maxRounds: Number(config.maxRounds ?? 0) });
+    const rounds = roundPlan(Number(config.samples ?? 0), { workers: Number(config.workers ?? 1), batchSize: Number(config.batchSize ?? 1), epochs, maxRounds: Number(config.maxRounds ?? 0), syncEvery: Number(config.syncEvery ?? 1) });
     const stopped = summary?.stopped as string | null | undefined;
     const ended = (summary?.state as RunStatus['state'] | undefined) ?? (stopped ? 'stopped' : 'finished');
     const v = new RunView(id, basename(dir), false, config, {

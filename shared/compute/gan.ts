@@ -76,6 +76,14 @@ export class GanModel {
     this.weights[net] = l.params.map((p) => tf.tensor(copy ? flat.slice(p.offset, p.offset + p.size) : flat.subarray(p.offset, p.offset + p.size), p.shape, 'float32'));
   }
 
+  /** A net's current weights as one flat vector (a copy). */
+  weightsOf(net: Net): Float32Array {
+    const l = this.layout(net);
+    const out = new Float32Array(l.total);
+    this.weights[net].forEach((t, i) => out.set(t.dataSync() as Float32Array, l.params[i]!.offset));
+    return out;
+  }
+
   dispose(): void {
     for (const t of [...this.weights.G, ...this.weights.D]) t.dispose();
     this.weights = { G: [], D: [] };

@@ -12,7 +12,7 @@
 import { Packr } from 'msgpackr';
 import { GanError } from './errors.js';
 import { modelConfigProblem } from '../compute/model.js';
-import { type ChallengeMsg, type FieldType, Kind, type Message, type ReduceMsg, SPECS, type ShardMsg, type TaskMsg, type WeightsMsg } from './protocol.js';
+import { type ChallengeMsg, type FieldType, Kind, type LocalSteps, type Message, type ReduceMsg, SPECS, type ShardMsg, type TaskMsg, type WeightsMsg } from './protocol.js';
 import { DIGIT_PIXELS } from '../data/digits.js';
 
 export * from './protocol.js';
@@ -179,6 +179,11 @@ export function decode(frame: Uint8Array): Message {
     case Kind.Chunk:
     case Kind.WeightsChunk:
       return { ...(m as object), ...wireValues(m, Kind[kind as Kind]) } as Message;
+    case Kind.Welcome: {
+      const problem = m.local === undefined || m.local === null ? null : localStepsProblem(m.local as Record<string, unknown>);
+      if (problem) fail(`Welcome.local: ${problem}`);
+      return m as unknown as Message;
+    }
     case Kind.Challenge: {
       const problem = modelConfigProblem(m.model);
       if (problem) fail(`Challenge.model: not a valid model configuration (${problem})`);
@@ -187,6 +192,21 @@ export function decode(frame: Uint8Array): Message {
     default:
       return m as unknown as Message;
   }
+}
+
+/** Most local steps, and samples per step, a Welcome may ask for. */
+const LOCAL_LIMIT = 1 << 16;
+
+/** What is wrong with a Welcome's local steps, or null: whole counts, and rates a step can take. */
+export function localStepsProblem(l: Record<string, unknown>): string | null {
+  const keys: (keyof LocalSteps)[] = ['steps', 'batch', 'lrD', 'lrG', 'beta1', 'beta2', 'epsilon'];
+  for (const key of Object.keys(l)) if (!(keys as string[]).includes(key)) return `unknown field "${key.slice(0, 40)}"`;
+  for (const key of keys) if (typeof l[key] !== 'number' || !Number.isFinite(l[key])) return `${key} is not a finite number`;
+  const x = l as unknown as LocalSteps;
+  for (const key of ['steps', 'batch'] as const) if (!Number.isSafeInteger(x[key]) || x[key] < 1 || x[key] > LOCAL_LIMIT) return `${key} ${x[key]} is not an integer from 1 to ${LOCAL_LIMIT}`;
+  if (!(x.lrD > 0 && x.lrG > 0 && x.epsilon > 0)) return 'rates and epsilon must be above 0';
+  if (!(x.beta1 >= 0 && x.beta1 < 1 && x.beta2 >= 0 && x.beta2 < 1)) return 'betas must be in [0, 1)';
+  return null;
 }
 
 /** A Reduce: a sharded group's four fields come together, of one length, in id order, with owners inside the group. */

@@ -26,7 +26,7 @@
  */
 import type { ModelConfig, Net } from '../compute/model.js';
 
-export const PROTOCOL_VERSION = 7;
+export const PROTOCOL_VERSION = 8;
 
 export enum Kind {
   /** coordinator -> worker (and listener -> dialer on a peer link), first frame: version and a nonce to prove the token over. */
@@ -112,6 +112,22 @@ export interface WelcomeMsg {
   /** Paths of the weights region and this worker's gradient slot (same-host.ts), offered to workers that can map them. */
   region?: string;
   slot?: string;
+  /** A low-communication run (--sync-every above 1): how every worker takes its local steps. */
+  local?: LocalSteps;
+}
+/**
+ * A low-communication run's local steps: a task's ids are `steps` batches of `batch` samples (the
+ * last one may be shorter at an epoch's end), each an iteration of D then G with the worker's own
+ * Adam at these settings, fresh at every sync.
+ */
+export interface LocalSteps {
+  steps: number;
+  batch: number;
+  lrD: number;
+  lrG: number;
+  beta1: number;
+  beta2: number;
+  epsilon: number;
 }
 export interface ShardMsg {
   k: Kind.Shard;
@@ -259,12 +275,12 @@ export type Message =
   | ObserveMsg | UpdateMsg | GridMsg | RefusedMsg | SameHostMsg | PostedMsg;
 
 /** Field types decode() checks before anything uses a message. */
-export type FieldType = 'uint' | 'int' | 'number' | 'string' | 'bool' | 'bin' | 'net' | 'object' | 'uint?' | 'bin?' | 'string?' | 'bool?' | 'strings' | 'strings?';
+export type FieldType = 'uint' | 'int' | 'number' | 'string' | 'bool' | 'bin' | 'net' | 'object' | 'object?' | 'uint?' | 'bin?' | 'string?' | 'bool?' | 'strings' | 'strings?';
 
 export const SPECS: Record<Kind, Record<string, FieldType>> = {
   [Kind.Challenge]: { v: 'uint', nonce: 'bin', auth: 'bool', model: 'object' },
   [Kind.Hello]: { v: 'uint', signature: 'string', backend: 'string', host: 'string', pid: 'uint', proof: 'bin?', peerPort: 'uint?', peerHost: 'string?', sameHost: 'bool?' },
-  [Kind.Welcome]: { workerId: 'uint', seed: 'uint', wire: 'string', maxPayload: 'uint', region: 'string?', slot: 'string?' },
+  [Kind.Welcome]: { workerId: 'uint', seed: 'uint', wire: 'string', maxPayload: 'uint', region: 'string?', slot: 'string?', local: 'object?' },
   [Kind.Shard]: { epoch: 'uint', reset: 'bool', ids: 'bin', images: 'bin', labels: 'bin' },
   [Kind.Weights]: { net: 'net', version: 'uint', data: 'bin' },
   [Kind.Task]: { round: 'uint', epoch: 'uint', phase: 'net', dVersion: 'uint', gVersion: 'uint', ids: 'bin' },
