@@ -79,7 +79,7 @@ export function program(): Command {
     .addOption(new Option('--topology <kind>', 'how gradients and weights travel among workers on other hosts: auto (sharded from 2 of them, else star), star (every worker to the coordinator), chain (partial sums worker to worker), sharded (each worker sums a share of the chunks)').choices([...TOPOLOGIES]).default('auto'))
     .option('--sync-every <h>', `low-communication training for slow links: each worker takes H local steps of D and G with its own Adam between syncs, and the coordinator steps the average of their changes with the outer optimiser; a round is then a sync (1: synchronous, every step averaged; up to ${MAX_SYNC_EVERY})`, intArg(1, MAX_SYNC_EVERY), d.syncEvery)
     .option('--outer-lr <x>', 'with --sync-every above 1: the outer optimiser\'s learning rate (1 with --outer-momentum 0 is plain averaging of the workers\' weights)', floatArg(0, 10, { exclusiveMin: true }), d.outerLr)
-    .option('--outer-momentum <x>', 'with --sync-every above 1: the outer optimiser\'s Nesterov momentum (DiLoCo: 0.9)', floatArg(0, 0.999), d.outerMomentum)
+    .option('--outer-momentum <x>', 'with --sync-every above 1: the outer optimiser\'s Nesterov momentum (DiLoCo: 0.9 with --outer-lr 0.7)', floatArg(0, 0.999), d.outerMomentum)
     .option('--eval-every <k>', 'score the generator every K epochs and after the last into eval.jsonl (FD, classifier score, coverage; 0: never)', intArg(0), d.evalEvery);
 }
 

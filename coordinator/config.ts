@@ -67,8 +67,10 @@ export const defaultTrainConfig: TrainConfig = {
   evalEvery: 0,
   emaDecay: 0.999,
   syncEvery: 1,
-  outerLr: 0.7,
-  outerMomentum: 0.9,
+  // Plain averaging of the workers' weights: DiLoCo's Nesterov (0.7, 0.9) made the cgan collapse
+  // at H = 16 where averaging matched synchronous training (docs/low-communication.md).
+  outerLr: 1,
+  outerMomentum: 0,
 };
 
 /** Most local steps per sync: a sync's tasks name every sample of its steps. */

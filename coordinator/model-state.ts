@@ -9,7 +9,7 @@
  * the shared region) are the same bits the workers that followed every chunk hold.
  */
 import { Kind, encode } from '../shared/wire/codec.js';
-import { fromHalf, toHalf } from '../shared/numerics/half.js';
+import { wholeView } from '../shared/numerics/wire-format.js';
 import { type Net, type NetLayout, initWeights } from '../shared/compute/model.js';
 import type { TrainState } from './checkpoint.js';
 import type { TrainConfig } from './config.js';
@@ -47,10 +47,7 @@ export class ModelState {
     const buffers = (n: number): NetBuffers => ({ w: new Float32Array(n), m: new Float32Array(n), v: new Float32Array(n) });
     this.next = { D: buffers(layouts.D.total), G: buffers(layouts.G.total) };
     this.acc = { D: new Float32Array(layouts.D.total), G: new Float32Array(layouts.G.total) };
-    // A new or resumed run's view: the master weights as the wire delivers them whole (8-bit's
-    // later versions are differences from this one, so it starts exact).
-    const start = (w: Float32Array): Float32Array => (cfg.wire === 'fp32' ? w : cfg.wire === '16' ? fromHalf(toHalf(w)) : w.slice());
-    this.view = { D: start(this.weights.D), G: start(this.weights.G) };
+    this.view = { D: wholeView(cfg.wire, this.weights.D), G: wholeView(cfg.wire, this.weights.G) };
     this.nextView = cfg.wire === 'fp32' ? { D: this.next.D.w, G: this.next.G.w } : { D: new Float32Array(layouts.D.total), G: new Float32Array(layouts.G.total) };
   }
 
@@ -126,9 +123,15 @@ export class ModelState {
     emaUpdate(this.average, this.weights.G, this.cfg.emaDecay ** this.cfg.syncEvery, this.adam.G.t);
   }
 
-  /** One net's whole current weights, as the workers hold them, as a frame packed once per version. */
+  /**
+   * One net's whole current weights, as the workers hold them, as a frame packed once per version.
+   * Version 0 is the seeded initialisation every worker derives itself (Weights.seeded): over a
+   * slow link a joiner of a new run starts without a whole model crossing it.
+   */
   weightsFrame(net: Net): Uint8Array {
-    this.frames[net] ??= encode({ k: Kind.Weights, net, version: this.versions[net], data: this.view[net] });
+    this.frames[net] ??= this.versions[net] === 0
+      ? encode({ k: Kind.Weights, net, version: 0, seeded: true, data: new Float32Array(0) })
+      : encode({ k: Kind.Weights, net, version: this.versions[net], data: this.view[net] });
     return this.frames[net];
   }
 

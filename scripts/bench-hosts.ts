@@ -4,6 +4,7 @@
  *
  *   npm run bench:hosts                                   # rates 200mbit,1gbit; W = 1, 2, 4; wires fp32,16,8; 20 rounds
  *   npm run bench:hosts -- --rates 1gbit --workers 1,2 --wires fp32 --rounds 3    # a quick smoke run
+ *   npm run bench:hosts -- --local                        # --sync-every rows judged by quality (bench-local.ts)
  *
  * Topology: namespace gbh-sw holds a Linux bridge (the switch); gbh-c (the coordinator, 10.77.0.1)
  * and gbh-w1..gbh-wW (workers, 10.77.0.11...) each reach it over one veth pair (eth0 in the host,
@@ -58,6 +59,7 @@ import { chunkCount } from '../shared/numerics/chunks.js';
 import { REDUCE_CHUNK } from '../coordinator/options.js';
 import { shardOwners } from '../coordinator/topology.js';
 import { SHARD_COORDINATOR } from '../shared/wire/protocol.js';
+import { localMain } from './bench-local.js';
 
 const lan = new Lan('gbh-', '10.77.0');
 
@@ -321,6 +323,8 @@ function markdown(machine: string, rates: string[], rows: HostRow[], modelBytes:
 // ---------------------------------------------------------------------------------------------
 
 export async function hostsMain(argv: string[]): Promise<void> {
+  // `--local`: the low-communication rows (bench-local.ts), judged by quality in a wall time.
+  if (argv.includes('--local')) return localMain(argv.filter((a) => a !== '--local'));
   const cmd = new Command('bench:hosts')
     .description('Coordinator and workers (and the PyTorch anchor) in network namespaces behind rate-limited links to one bridge.')
     .option('--rates <list>', 'link rates (tc syntax), each run in turn', '200mbit,1gbit')

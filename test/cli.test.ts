@@ -197,7 +197,7 @@ describe('--help lists every flag', () => {
     '--workers', '--min-workers', '--spawn', '--host', '--port', '--out', '--resume', '--data', '--model', '--recipe', '--epochs',
     '--max-rounds', '--batch-size', '--lr', '--lr-d', '--lr-g', '--beta1', '--beta2', '--eps', '--g-hidden', '--d-hidden',
     '--noise-dim', '--dropout', '--r1', '--leak', '--seed', '--checkpoint-every', '--round-timeout', '--heartbeat', '--wire', '--fp16',
-    '--token', '--insecure', '--tls-cert', '--tls-key', '--backend', '--threads', '--ema', '--eval-every', '--topology', '--shm', '--help',
+    '--token', '--insecure', '--tls-cert', '--tls-key', '--backend', '--threads', '--ema', '--eval-every', '--topology', '--shm', '--sync-every', '--outer-lr', '--outer-momentum', '--help',
   ];
   const flags: Record<string, [string, string[]]> = {
     coordinator: [dist.coordinator, coordinatorFlags],

@@ -31,6 +31,7 @@ const samples: Message[] = [
   },
   { k: Kind.Shard, epoch: 0, reset: false, ids: new Uint32Array(0), images: new Uint8Array(0), labels: new Uint8Array(0) },
   { k: Kind.Weights, net: 'G', version: 17, data: randomFloats(1001) },
+  { k: Kind.Weights, net: 'D', version: 0, seeded: true, data: new Float32Array(0) },
   { k: Kind.Task, round: 12, epoch: 1, phase: 'D', dVersion: 12, gVersion: 11, ids: new Uint32Array([7, 8, 9, 10]) },
   { k: Kind.Report, round: 12, phase: 'D', count: 50, loss: 1.25, dReal: 0.5, dFake: 0.25, computeMs: 12.5 },
   { k: Kind.Report, round: 3, phase: 'G', count: 1, loss: 0.7, dReal: NaN, dFake: 0.1, computeMs: 0 },
@@ -229,6 +230,11 @@ describe('codec rejects malformed frames with E_MALFORMED and a message naming t
     for (const v of [[1, 2, 3], 42, 'Weights', null, true, Buffer.from([1, 2, 3, 4])]) {
       rejects(pack(v), /not a msgpack map/);
     }
+  });
+
+  it('seeded weights that are not version 0 or carry data', () => {
+    rejects(encode({ k: Kind.Weights, net: 'D', version: 3, seeded: true, data: new Float32Array(0) }), /seeded weights are version 0 and carry no data/);
+    rejects(encode({ k: Kind.Weights, net: 'D', version: 0, seeded: true, data: new Float32Array(4) }), /seeded weights are version 0 and carry no data/);
   });
 
   it('unknown, missing or non-numeric kinds', () => {

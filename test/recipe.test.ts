@@ -61,7 +61,7 @@ describe('per-kind defaults of the coordinator command', () => {
     expect(seedGan).toEqual({
       model: { kind: 'gan', noiseDim: 100, imageDim: 784, numClasses: 10, gHidden: [256, 512, 1024], dHidden: [1024, 512, 256], dropout: 0.3, leak: 0.2 },
       seed: 1, workers: 4, minWorkers: 1, batchSize: 100, epochs: 30, maxRounds: 0, lrD: 2e-4, lrG: 2e-4, beta1: 0.5, beta2: 0.999, epsilon: 1e-8,
-      data: null, checkpointEvery: 50, roundTimeoutMs: 60_000, wire: 'fp32', evalEvery: 0, emaDecay: 0,
+      data: null, checkpointEvery: 50, roundTimeoutMs: 60_000, wire: 'fp32', evalEvery: 0, emaDecay: 0, syncEvery: 1, outerLr: 1, outerMomentum: 0,
     });
     expect(modelSignature(seedGan.model)).toBe('gan;G:100x256,256,256x512,512,512x1024,1024,1024x784,784;D:784x1024,1024,1024x512,512,512x256,256,256x1,1');
     expect(trainConfig(parse(['--recipe', 'seed', '--epochs', '2']))).toMatchObject({ epochs: 2, batchSize: 100 });

@@ -13,8 +13,8 @@ import { COORDINATOR, type ChunkMsg, Kind, type LocalSteps, type Message, type R
 import { GanError } from '../shared/wire/errors.js';
 import { chunkAt, chunkCount } from '../shared/numerics/chunks.js';
 import { GanModel, type PhaseResult } from '../shared/compute/gan.js';
-import { type WirePrecision, decodeWeights, isWirePrecision } from '../shared/numerics/wire-format.js';
-import type { ModelConfig, Net } from '../shared/compute/model.js';
+import { type WirePrecision, decodeWeights, isWirePrecision, wholeView } from '../shared/numerics/wire-format.js';
+import { type ModelConfig, type Net, initWeights } from '../shared/compute/model.js';
 import { digitBytes } from '../shared/data/digits.js';
 import type { GradientSlot, WeightsRegion } from '../shared/wire/same-host.js';
 import { PhaseBuffers, PhaseReduction, type ReductionIO, weightsRoute } from './phase-reduction.js';
@@ -124,7 +124,8 @@ export class Participant {
       case Kind.Shard:
         return this.store.add(m);
       case Kind.Weights:
-        return this.setWeights(m.net, m.version, m.data);
+        // Version 0 of a run is its seeded initialisation: derived here, as the coordinator did.
+        return this.setWeights(m.net, m.version, m.seeded ? wholeView(this.o.wire, initWeights(this.model.layout(m.net), this.o.seed)) : m.data);
       case Kind.WeightsChunk:
         return this.onWeightsChunk(m, from);
       case Kind.Task:

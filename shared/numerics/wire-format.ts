@@ -48,6 +48,16 @@ export interface WireValues {
   data: Float32Array | Uint16Array | Int8Array;
 }
 
+/**
+ * Whole weights as the workers hold them when they have followed no chunk yet (a new or resumed
+ * run's, and the seeded initial ones): the master weights as the wire delivers them, half's
+ * rounding on the 16-bit wire (8-bit's later versions are differences from this one, so it starts
+ * exact). `w` itself on fp32.
+ */
+export function wholeView(wire: WirePrecision, w: Float32Array): Float32Array {
+  return wire === 'fp32' ? w : wire === '16' ? fromHalf(toHalf(w)) : w.slice();
+}
+
 export function isWirePrecision(x: unknown): x is WirePrecision {
   return typeof x === 'string' && (WIRE_PRECISIONS as readonly string[]).includes(x);
 }

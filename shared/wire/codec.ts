@@ -171,6 +171,7 @@ export function decode(frame: Uint8Array): Message {
       return { ...(m as object), ids, images, labels } as ShardMsg;
     }
     case Kind.Weights:
+      if (m.seeded && (m.version !== 0 || (m.data as Uint8Array).byteLength !== 0)) fail('Weights: seeded weights are version 0 and carry no data');
       return { ...(m as object), data: view(m.data as Uint8Array, Float32Array, 'Weights.data') } as WeightsMsg;
     case Kind.Task:
       return { ...(m as object), ids: view(m.ids as Uint8Array, Uint32Array, 'Task.ids') } as TaskMsg;

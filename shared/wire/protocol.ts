@@ -15,7 +15,8 @@
  *   is the same bits; on a 16- or 8-bit wire a partial sum is rounded to the wire once per hop.
  * - New weights travel in the same precision: float32, half, or on the 8-bit wire the difference
  *   from the version the phase's tasks named (which every member holds). Whole weights (Weights)
- *   are always float32: the view the workers hold.
+ *   are always float32: the view the workers hold; version 0 goes as `seeded`, which the worker
+ *   derives from the run's seed.
  * - A reduction attempt (round, phase, attempt) is all or nothing: weights chunks of an attempt
  *   are applied by a worker only when every chunk of that version has arrived, and a later attempt
  *   of the same phase supersedes them.
@@ -138,7 +139,14 @@ export interface ShardMsg {
   images: Uint8Array;
   labels: Uint8Array;
 }
-export interface WeightsMsg { k: Kind.Weights; net: Net; version: number; data: Float32Array }
+export interface WeightsMsg {
+  k: Kind.Weights;
+  net: Net;
+  version: number;
+  /** Version 0 only, with no data: the seeded initial weights (initWeights of the run's seed), which the worker derives. */
+  seeded?: boolean;
+  data: Float32Array;
+}
 export interface TaskMsg {
   k: Kind.Task;
   round: number;
@@ -282,7 +290,7 @@ export const SPECS: Record<Kind, Record<string, FieldType>> = {
   [Kind.Hello]: { v: 'uint', signature: 'string', backend: 'string', host: 'string', pid: 'uint', proof: 'bin?', peerPort: 'uint?', peerHost: 'string?', sameHost: 'bool?' },
   [Kind.Welcome]: { workerId: 'uint', seed: 'uint', wire: 'string', maxPayload: 'uint', region: 'string?', slot: 'string?', local: 'object?' },
   [Kind.Shard]: { epoch: 'uint', reset: 'bool', ids: 'bin', images: 'bin', labels: 'bin' },
-  [Kind.Weights]: { net: 'net', version: 'uint', data: 'bin' },
+  [Kind.Weights]: { net: 'net', version: 'uint', seeded: 'bool?', data: 'bin' },
   [Kind.Task]: { round: 'uint', epoch: 'uint', phase: 'net', dVersion: 'uint', gVersion: 'uint', ids: 'bin' },
   [Kind.Report]: { round: 'uint', phase: 'net', count: 'uint', loss: 'number', dReal: 'number', dFake: 'number', computeMs: 'number' },
   [Kind.Stop]: { reason: 'string', code: 'string?', resumes: 'bool?' },
