@@ -1,6 +1,6 @@
 /**
  * Browser workers (the /worker page in Debian's chromium): they train beside Node workers with
- * exact accounting, compute the same gradients as a Node worker on the same backend, leave the run
+ * exact accounting (synchronously and taking local steps), compute the same gradients as a Node worker on the same backend, leave the run
  * like a killed process when the page closes, and show a refused token on the page.
  */
 import { describe, expect, it } from 'vitest';
@@ -24,6 +24,20 @@ describe.skipIf(!browserAvailable())(`browser workers${skipNote}`, () => {
     expect(await page.locator('#rounds').getAttribute('data-value')).toBe(String(coord.round));
     expect(await page.locator('#backend').textContent()).toMatch(/^(WebGPU|WebGL|wasm)/);
     expect(coord.view!.data.workers.find((w) => w.id === 1)!.backend).toMatch(/in Chrom/);
+    expect(page.errors).toEqual([]);
+    await page.context().close();
+  }, 120_000);
+
+  it('take local steps in a --sync-every run beside a Node worker, with exact per-epoch accounting', async () => {
+    const n = 120;
+    const c = await startCluster(tinyConfig({ workers: 2, batchSize: 10, epochs: 2, syncEvery: 3 }), smallData(n), { startWorkers: 1 });
+    clusters.push(c);
+    const page = await open(pageUrl(c, '?backend=wasm'));
+    const coord = await c.finish();
+    expect(coord.epochLog.map((e) => [e.usedOnce, e.missing, e.duplicated, e.rounds])).toEqual([[n, 0, 0, 2], [n, 0, 0, 2]]);
+    // Both workers' changes were averaged into every sync: the page's 30 samples a sync among them.
+    expect(coord.runDir.metrics().map((m) => [m.workers, m.samples])).toEqual([[2, 60], [2, 60], [2, 60], [2, 60]]);
+    await page.waitForFunction(() => document.querySelector('#state')?.textContent === 'run finished', null, { timeout: 20_000 });
     expect(page.errors).toEqual([]);
     await page.context().close();
   }, 120_000);

@@ -43,6 +43,18 @@ describe('launch on one host', () => {
     expect(metricsOf(out).every((m) => m.workers === 2)).toBe(true);
   }, 90_000);
 
+  it('--sync-every on every task: a low-communication run whose rounds are syncs of H local steps; each sample once per epoch', async () => {
+    const { data, port, secret, out } = await job();
+    const base = { GAN_DDP_WORLD_SIZE: '3', GAN_DDP_COORDINATOR: `127.0.0.1:${port}`, GAN_DDP_TOKEN_FILE: secret.file };
+    const args = [...TINY_LAUNCH_FLAGS, '--data', data, '--epochs', '2', '--sync-every', '4', '--out', out];
+    const tasks = [0, 1, 2].map((r) => task(`sync-rank${r}`, { ...base, GAN_DDP_RANK: String(r) }, args));
+    for (const t of tasks) expect((await t.waitExit(60_000)).code).toBe(0);
+    expect(tasks[0]!.output).toMatch(/2 workers x batch 10 = global batch 20, 4 local steps per sync/);
+    expectEveryEpochExact(epochsOf(out), N, 2);
+    // 200 samples at 2 workers x 10 x 4 a sync: three syncs of 80, 80 and 40 an epoch.
+    expect(metricsOf(out).map((m) => m.samples)).toEqual([80, 80, 40, 80, 80, 40]);
+  }, 90_000);
+
   it('PyTorch\'s variables, workers started long before the coordinator: they wait for it with backoff', async () => {
     const { data, port, secret, out } = await job();
     const base = { WORLD_SIZE: '3', MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port), GAN_DDP_TOKEN_FILE: secret.file };

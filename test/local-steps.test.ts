@@ -151,6 +151,15 @@ describe('a run that syncs every H steps', () => {
     expect(fingerprint(sync)).not.toBe(fingerprint(a));
   }, 120_000);
 
+  it.each(['cgan', 'acgan'] as const)('%s takes local steps too: the same bits twice, every sample once, finite weights', async (kind) => {
+    const over = { model: { ...tinyModel, kind }, syncEvery: 2, epochs: 1, seed: 4 };
+    const a = await train(over, 90);
+    const b = await train(over, 90);
+    expect(fingerprint(a)).toBe(fingerprint(b));
+    expectEveryEpochExact(a.epochLog, 90, 1);
+    expect(a.model.weights.G.every(Number.isFinite) && a.model.weights.D.every(Number.isFinite)).toBe(true);
+  }, 60_000);
+
   it('a worker lost after a sync has begun costs only its own local steps: its samples are dealt again', async () => {
     const c = await startCluster(tinyConfig({ workers: 3, minWorkers: 1, batchSize: 10, epochs: 2, syncEvery: 3 }), smallData(150), { startWorkers: 2 });
     clusters.push(c);
