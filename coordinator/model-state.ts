@@ -38,12 +38,21 @@ export class ModelState {
   /** Scratch for a phase's running sums. */
   readonly acc: Record<Net, Float32Array>;
   private frames: Record<Net, Uint8Array | null> = { D: null, G: null };
+  /** Version 0 of each net is the seeded initialisation, bit for bit (a checkpoint's is checked), so workers can derive it. */
+  private readonly seeded: Record<Net, boolean>;
 
   private constructor(private readonly cfg: TrainConfig, layouts: Record<Net, NetLayout>, s: Pick<ModelState, 'weights' | 'adam' | 'versions'> & { emaG: Float32Array | null }) {
     this.weights = s.weights;
     this.adam = s.adam;
     this.average = s.emaG;
     this.versions = s.versions;
+    const isSeeded = (net: Net) => {
+      if (this.versions[net] !== 0) return false;
+      const init = initWeights(layouts[net], cfg.seed);
+      const w = this.weights[net];
+      return init.length === w.length && init.every((x, i) => Object.is(x, w[i]));
+    };
+    this.seeded = { D: isSeeded('D'), G: isSeeded('G') };
     const buffers = (n: number): NetBuffers => ({ w: new Float32Array(n), m: new Float32Array(n), v: new Float32Array(n) });
     this.next = { D: buffers(layouts.D.total), G: buffers(layouts.G.total) };
     this.acc = { D: new Float32Array(layouts.D.total), G: new Float32Array(layouts.G.total) };
@@ -129,7 +138,7 @@ export class ModelState {
    * slow link a joiner of a new run starts without a whole model crossing it.
    */
   weightsFrame(net: Net): Uint8Array {
-    this.frames[net] ??= this.versions[net] === 0
+    this.frames[net] ??= this.versions[net] === 0 && this.seeded[net]
       ? encode({ k: Kind.Weights, net, version: 0, seeded: true, data: new Float32Array(0) })
       : encode({ k: Kind.Weights, net, version: this.versions[net], data: this.view[net] });
     return this.frames[net];

@@ -104,7 +104,8 @@ async function oneHost(kind: ModelKind, w: number, budgetS: number | null, timeo
     for (const s of [proc.stdout, proc.stderr]) s.on('data', (b: Buffer) => (log = (log + b.toString()).slice(-6000)));
     const exit = new Promise<number | null>((res) => proc.on('exit', (code) => res(code)));
     const code = await stopAfter(exit, (budgetS ?? timeoutS) * 1000, () => proc.kill('SIGINT'));
-    const seconds = budgetS ?? (performance.now() - t0) / 1000;
+    // It may finish before a budget given: its own time, then.
+    const seconds = Math.min(budgetS ?? Infinity, (performance.now() - t0) / 1000);
     if (code !== 0) throw new Error(`coordinator exited ${code}: ${lastLines(log)}`);
     return await rowOf('one host', 1, 'fp32', seconds, out);
   } finally {
