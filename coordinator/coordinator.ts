@@ -9,6 +9,9 @@
  *   summed weighted by sample count in worker-id order (never arrival order), chunk by chunk as
  *   they arrive, directly or relayed through workers (reduction.ts); one Adam step goes to that net
  *   alone, and its new weights go out chunk by chunk, the same bytes to every worker.
+ * - With --sync-every H > 1 a round is a sync: each D task names the samples of H local steps, a
+ *   worker's "gradient" is its change of weights over them (worker/local-steps.ts), D's and then
+ *   G's, and the step is the outer optimiser's.
  * - A dropped worker's gradient is never applied, so its samples of this round are not used; they
  *   and the rest of its queue are dealt again to the live workers (sharding.ts). New workers join
  *   at a round boundary: they get both nets' current weights and a shard.

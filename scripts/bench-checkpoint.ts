@@ -14,6 +14,7 @@ import { defaultTrainConfig } from '../coordinator/config.js';
 import { ModelState } from '../coordinator/model-state.js';
 import { RunDir } from '../coordinator/run-dir.js';
 import { netLayout } from '../shared/compute/model.js';
+import { median } from './stats.js';
 
 export interface CheckpointCost {
   bytes: number;
@@ -22,8 +23,6 @@ export interface CheckpointCost {
   atOnce: { heldMs: number };
   background: { heldMs: number; writtenMs: number };
 }
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 export async function checkpointCost(repeats = 7): Promise<CheckpointCost> {
   const config = { ...defaultTrainConfig, emaDecay: 0.999 };

@@ -60,6 +60,7 @@ import { REDUCE_CHUNK } from '../coordinator/options.js';
 import { shardOwners } from '../coordinator/topology.js';
 import { SHARD_COORDINATOR } from '../shared/wire/protocol.js';
 import { localMain } from './bench-local.js';
+import { median } from './stats.js';
 
 const lan = new Lan('gbh-', '10.77.0');
 
@@ -112,12 +113,6 @@ function perRound(a: Snapshot, b: Snapshot, withCoordinator: boolean): Pick<Host
     if (!busiest || l.in + l.out > busiest.in + busiest.out) busiest = { ...l, worker: i + 1 };
   });
   return { coordinator: withCoordinator ? link(a.coord, b.coord) : null, workerLinks, busiest };
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
 const lastLines = (s: string, n = 4) => s.trim().split('\n').slice(-n).join(' | ').slice(0, 800);

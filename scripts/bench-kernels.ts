@@ -26,17 +26,13 @@ import { GanModel } from '../shared/compute/gan.js';
 import { loadEmbedded } from '../shared/data/mnist.js';
 import { defaultModelConfig, initWeights } from '../shared/compute/model.js';
 import { digitBytes } from '../shared/data/digits.js';
+import { median } from './stats.js';
 
 const BATCH = 100;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  const h = s.length >> 1;
-  return s.length % 2 ? s[h]! : (s[h - 1]! + s[h]!) / 2;
-};
 const mean = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / xs.length;
 const f1 = (x: number) => x.toFixed(1);
 const f2 = (x: number) => x.toFixed(2);

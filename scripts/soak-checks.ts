@@ -9,6 +9,7 @@ import { decodeCheckpoint } from '../coordinator/checkpoint.js';
 import { allFinite } from '../coordinator/optimizer.js';
 import type { RoundMetrics } from '../coordinator/metrics.js';
 import type { EpochAccount } from '../coordinator/run-dir.js';
+import { median } from './stats.js';
 
 function jsonl<T>(file: string): T[] {
   if (!existsSync(file)) return [];
@@ -113,7 +114,6 @@ export class Invariants {
     let processes = 0;
     let rssMiB = 0;
     let fds = 0;
-    const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
     for (const { started, list } of this.samples.values()) {
       const early = list.filter((x) => x.at - started >= 10_000 && x.at - started < 30_000);
       const later = list.filter((x) => x.at - started >= 30_000);

@@ -4,7 +4,8 @@
  * coordinator, or folding it into the partial sum of a relay chain), then takes in the new weights.
  * It never changes weights on its own authority: weights only come from the coordinator (directly
  * or relayed), and it computes only on the versions a task names, waiting for them while they are
- * still on their way and refusing a task that names older ones.
+ * still on their way and refusing a task that names older ones. A low-communication run's local
+ * steps (local-steps.ts) train from those weights and put them back when they are done.
  *
  * Transport-free: frames go out through the `send` functions, so Node and browser workers share it.
  */
