@@ -141,12 +141,12 @@ async function acrossHosts(kind: ModelKind, w: number, rate: string, sync: numbe
 
 const f = (x: number | undefined | null, d: number) => (x === undefined || x === null || !Number.isFinite(x) ? '–' : x.toFixed(d));
 
-function markdown(machine: string, kind: ModelKind, w: number, rows: LocalRow[], budget: number): string {
+function markdown(machine: string, kind: ModelKind, w: number, rows: LocalRow[], budget: number, given: boolean): string {
   const ref = rows.find((r) => r.where === 'one host' && !r.error);
   const lines = [
     `# bench:local: ${kind}, ${w} workers, ${budget.toFixed(0)} s each`,
     '',
-    `${machine}. Each host behind its own link (both directions limited to the rate), its own /dev/shm; rows after the first stopped after the first row's wall time. Quality by \`evaluate\` (2,000 samples).`,
+    `${machine}. Each host behind its own link (both directions limited to the rate), its own /dev/shm; rows after the first stopped after ${given ? 'the budget --seconds gave' : "the first row's wall time"}. Quality by \`evaluate\` (2,000 samples).`,
     '',
     '| where | H | wire | samples/s | rounds | samples | FD (floor) | classifier score | digits | conditional accuracy | samples/s vs H = 1 | FD vs one host |',
     '|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
@@ -220,7 +220,7 @@ export async function localMain(argv: string[]): Promise<void> {
     process.off('SIGTERM', onSignal);
   }
   mkdirSync(o.out, { recursive: true });
-  const md = markdown(machine, kind, o.workers, rows, budget);
+  const md = markdown(machine, kind, o.workers, rows, budget, o.seconds !== undefined);
   writeFileSync(join(o.out, 'local.md'), md);
   writeFileSync(join(o.out, 'local.json'), JSON.stringify({ machine, date: new Date().toISOString(), model: kind, workers: o.workers, budgetSeconds: budget, rows }, null, 2) + '\n');
   process.stdout.write(`\n${md}\nwrote ${join(o.out, 'local.md')} and ${join(o.out, 'local.json')}\n`);
