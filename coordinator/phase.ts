@@ -87,7 +87,8 @@ export class PhaseRunner {
       chunk: slot.every(Boolean) ? this.x.layouts[net].total : opts.reduceChunk ?? REDUCE_CHUNK, wire: cfg.wire,
       current: model.current(net), next: model.next[net], acc: model.acc[net], step: model.nextStep(net), pool: this.pools[net],
       view: { current: model.view[net], next: model.nextView[net] },
-      reportTimeoutMs: cfg.roundTimeoutMs, stallMs: Math.min(cfg.roundTimeoutMs, 10_000),
+      // A sync's D task is H local steps: it gets H times the time one step's phase gets.
+      reportTimeoutMs: cfg.roundTimeoutMs * (net === 'D' ? cfg.syncEvery : 1), stallMs: Math.min(cfg.roundTimeoutMs, 10_000),
       send: (c, f) => pool.send(c, f), drop: (c, e) => pool.drop(c, e), log: this.x.log,
       take: (c, values, fp16) => sameHost!.take(c, values, fp16),
     });

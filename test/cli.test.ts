@@ -137,6 +137,8 @@ describe('bad invocations exit non-zero with one clear line', () => {
     [['--ema', '1'], /--ema.*'1' is invalid/],
     [['--ema', '-0.1'], /--ema.*'-0.1' is invalid/],
     [['--ema', 'abc'], /--ema.*'abc' is invalid/],
+    [['--sync-every', '0'], /--sync-every.*'0' is invalid.*whole number from 1/],
+    [['--outer-momentum', '1'], /--outer-momentum.*'1' is invalid/],
     [['--no-such-flag'], /unknown option '--no-such-flag'/],
     [['--min-workers', '3', '--workers', '2'], /--min-workers 3 is above --workers 2/],
   ];

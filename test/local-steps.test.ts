@@ -6,6 +6,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { createHash } from 'node:crypto';
 import { outerChunkStep } from '../coordinator/optimizer.js';
+import { syncProblem } from '../coordinator/config.js';
 import type { Coordinator } from '../coordinator/coordinator.js';
 import { GanModel } from '../shared/compute/gan.js';
 import { buildBatch } from '../shared/compute/batch.js';
@@ -48,6 +49,18 @@ describe('the outer step', () => {
     }
     const bad = { w: new Float32Array(1), m: new Float32Array(1), v: new Float32Array(1) };
     expect(step({ w: new Float32Array([3e38]), m: new Float32Array([3e38]), v: new Float32Array(1) }, new Float32Array([3e38]), bad)).toBe(false);
+  });
+});
+
+describe('the settings of a run that syncs', () => {
+  it('are checked where a checkpoint is read: whole H from 1, an outer rate above 0, a momentum below 1', () => {
+    const ok = { syncEvery: 16, outerLr: 1, outerMomentum: 0 };
+    expect(syncProblem(ok)).toBeNull();
+    expect(syncProblem({ ...ok, syncEvery: 0 })).toMatch(/syncEvery 0 is not an integer from 1 to 1024/);
+    expect(syncProblem({ ...ok, syncEvery: 2.5 })).toMatch(/syncEvery 2.5/);
+    expect(syncProblem({ ...ok, outerLr: 0 })).toMatch(/outerLr 0 is not in \(0, 10\]/);
+    expect(syncProblem({ ...ok, outerMomentum: 1 })).toMatch(/outerMomentum 1 is not in \[0, 1\)/);
+    expect(syncProblem({ ...ok, outerMomentum: 'x' as never })).toMatch(/outerMomentum "x"/);
   });
 });
 
