@@ -128,7 +128,7 @@ export class ModelState {
   flushAverage(): void {
     if (!this.averagePending || !this.average) return;
     this.averagePending = false;
-    // A sync of H local steps takes the decay of H steps: the average spans the same samples.
+    // A sync of H local steps takes the decay of H steps once the warm-up (counted in syncs) allows it.
     emaUpdate(this.average, this.weights.G, this.cfg.emaDecay ** this.cfg.syncEvery, this.adam.G.t);
   }
 

@@ -17,6 +17,7 @@ import { Kind, decode, encode } from '../shared/wire/codec.js';
 import { localSteps } from '../worker/local-steps.js';
 import { type Cluster, smallData, startCluster, tempDir, tinyConfig, tinyModel, useWasm, values } from './helpers.js';
 import { expectEveryEpochExact, sameBytes } from './util-faults.js';
+import { faultHarness } from './util-fault-cluster.js';
 
 const LOCAL = { steps: 3, batch: 10, lrD: 1e-3, lrG: 2e-3, beta1: 0.5, beta2: 0.999, epsilon: 1e-8 };
 
@@ -75,7 +76,7 @@ describe("a worker's local steps", () => {
     model.setWeights('G', synced.G);
     const ids = Uint32Array.from({ length: 25 }, (_, i) => i + 2);
     const key = { seed: 9, epoch: 1 };
-    const r = localSteps(model, src, key, ids, LOCAL);
+    const r = await localSteps(model, src, key, ids, LOCAL);
     expect(r.steps).toBe(3); // 10 + 10 + 5
     // The model holds the synced weights again.
     expect(sameBytes(model.weightsOf('D'), synced.D)).toBe(true);
@@ -99,7 +100,7 @@ describe("a worker's local steps", () => {
     }
     model.setWeights('D', synced.D);
     model.setWeights('G', synced.G);
-    const again = localSteps(model, src, key, ids, LOCAL);
+    const again = await localSteps(model, src, key, ids, LOCAL);
     expect(sameBytes(again.delta.D, r.delta.D) && sameBytes(again.delta.G, r.delta.G)).toBe(true);
     expect(Number.isFinite(r.d.loss) && Number.isFinite(r.d.dReal) && Number.isFinite(r.g.loss)).toBe(true);
     model.dispose();
@@ -111,6 +112,7 @@ describe("a worker's local steps", () => {
     for (const [local, why] of [
       [{ ...LOCAL, steps: 0 }, /steps 0 is not an integer/],
       [{ ...LOCAL, batch: 2.5 }, /batch 2.5 is not an integer/],
+      [{ ...LOCAL, batch: 100_001 }, /batch 100001 is not an integer from 1 to 100000/],
       [{ ...LOCAL, lrD: -1 }, /rates and epsilon must be above 0/],
       [{ ...LOCAL, beta2: 1 }, /betas must be in/],
       [{ ...LOCAL, lrG: 'x' }, /lrG is not a finite number/],
@@ -122,6 +124,7 @@ describe("a worker's local steps", () => {
 });
 
 const clusters: Cluster[] = [];
+const faults = faultHarness();
 afterEach(async () => {
   for (const c of clusters.splice(0)) await c.coord.close().catch(() => {});
 });
@@ -185,6 +188,16 @@ describe('a run that syncs every H steps', () => {
     expect(ms.slice(0, 3).map((m) => [m.samples, m.dropped.length])).toEqual([[90, 0], [40, 1], [20, 0]]);
     expectEveryEpochExact(coord.epochLog, 150, 2);
   }, 60_000);
+
+  it('worker processes answer the heartbeat while they take a sync of many local steps', async () => {
+    // 200 steps a sync take seconds; at a 100 ms heartbeat three unanswered pings would drop a worker.
+    const h = await faults.cluster(tinyConfig({ workers: 2, batchSize: 10, epochs: 1, syncEvery: 200 }), smallData(4000), { coordinator: { heartbeatMs: 100 } });
+    await h.coord.train();
+    const ms = h.coord.runDir.metrics();
+    expect(ms.map((m) => [m.samples, m.dropped])).toEqual([[4000, []]]);
+    expect(ms[0]!.compute_ms).toBeGreaterThan(500);
+    expectEveryEpochExact(h.coord.epochLog, 4000, 1);
+  }, 90_000);
 
   it('stopped at a sync point and resumed ends with the bits of a run that went through', async () => {
     const over = { syncEvery: 3, epochs: 2, seed: 5 };

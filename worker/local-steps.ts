@@ -6,9 +6,9 @@
  *
  * Invariants:
  * - What a worker computes depends only on the synced weights, the sample ids and the seed: its
- *   Adam starts fresh at every sync (its moments are not carried between syncs), so two runs give
- *   the same bits, a lost worker's samples dealt to another give what it would have computed, and
- *   a run resumed at a sync point continues exactly.
+ *   Adam starts fresh at every sync (its moments are not carried between syncs), so two runs with
+ *   the same membership give the same bits, and a run resumed at a sync point continues as the
+ *   run that went through would have.
  * - The model holds the synced weights again when the steps are done: the weights a task names
  *   are the ones the worker holds.
  */
@@ -27,7 +27,10 @@ export interface LocalResult {
   steps: number;
 }
 
-export function localSteps(model: GanModel, src: SampleSource, key: { seed: number; epoch: number }, ids: Uint32Array, l: LocalSteps): LocalResult {
+/** Back to the event loop for a moment: the socket answers the coordinator's pings between steps. */
+const breathe = (): Promise<void> => new Promise((resolve) => ((globalThis as { setImmediate?: (f: () => void) => void }).setImmediate ?? ((f: () => void) => setTimeout(f, 0)))(resolve));
+
+export async function localSteps(model: GanModel, src: SampleSource, key: { seed: number; epoch: number }, ids: Uint32Array, l: LocalSteps): Promise<LocalResult> {
   const synced = { D: model.weightsOf('D'), G: model.weightsOf('G') };
   const w = { D: synced.D.slice(), G: synced.G.slice() };
   const adam = { D: adamState(w.D.length), G: adamState(w.G.length) };
@@ -52,6 +55,9 @@ export function localSteps(model: GanModel, src: SampleSource, key: { seed: numb
         }
       }
       steps++;
+      // A sync may take minutes; a worker that answered no ping for three heartbeats would be dropped.
+      // Its messages wait in order meanwhile (the worker handles one at a time).
+      await breathe();
     }
   } finally {
     model.setWeights('D', synced.D);

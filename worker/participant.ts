@@ -203,7 +203,7 @@ export class Participant {
     if (this.o.shared) this.pullShared(t);
     if (t.dVersion !== this.versions.D || t.gVersion !== this.versions.G) return; // still on their way
     this.waiting = null;
-    this.compute(t);
+    await this.compute(t);
   }
 
   /** Copy the nets whose named version this worker lacks out of the weights region (one that holds another version leaves them to frames). */
@@ -222,9 +222,9 @@ export class Participant {
     }
   }
 
-  private compute(t: TaskMsg): void {
+  private async compute(t: TaskMsg): Promise<void> {
     const t0 = performance.now();
-    const r = this.o.local ? this.localPhase(t, this.o.local) : this.step(t);
+    const r = this.o.local ? await this.localPhase(t, this.o.local) : this.step(t);
     const computeMs = performance.now() - t0;
     this.held = new PhaseReduction(t.round, t.phase, t.ids.length, r.grads, this.io, (attempt) => this.planOf(t.round, t.phase, attempt));
     this.tasksDone++;
@@ -246,14 +246,14 @@ export class Participant {
    * A low-communication run's phase: the D task of a sync takes its local steps (local-steps.ts)
    * and sends D's change of weights; G's change is held for the sync's G task, which computes nothing.
    */
-  private localPhase(t: TaskMsg, l: LocalSteps): PhaseResult {
+  private async localPhase(t: TaskMsg, l: LocalSteps): Promise<PhaseResult> {
     if (t.phase === 'D') {
-      const r = localSteps(this.model, this.store, { seed: this.o.seed, epoch: t.epoch }, t.ids, l);
+      const r = await localSteps(this.model, this.store, { seed: this.o.seed, epoch: t.epoch }, t.ids, l);
       this.localG = { round: t.round, ids: t.ids.slice(), delta: r.delta.G, loss: r.g.loss, dFake: r.g.dFake };
       return { grads: r.delta.D, ...r.d };
     }
     const g = this.localG;
-    if (!g || g.round !== t.round || t.ids.length > g.ids.length || t.ids.some((id, i) => id !== g.ids[i])) {
+    if (!g || g.round !== t.round || t.ids.length !== g.ids.length || t.ids.some((id, i) => id !== g.ids[i])) {
       throw new GanError('E_UNEXPECTED', `G task of sync ${t.round} on samples this worker did not take its local steps on`);
     }
     return { grads: g.delta, loss: g.loss, dReal: NaN, dFake: g.dFake };

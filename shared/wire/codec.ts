@@ -195,8 +195,8 @@ export function decode(frame: Uint8Array): Message {
   }
 }
 
-/** Most local steps, and samples per step, a Welcome may ask for. */
-const LOCAL_LIMIT = 1 << 16;
+/** Most local steps, and samples per step (the coordinator's --batch-size limit), a Welcome may ask for. */
+const LOCAL_LIMIT = { steps: 1 << 16, batch: 100_000 };
 
 /** What is wrong with a Welcome's local steps, or null: whole counts, and rates a step can take. */
 export function localStepsProblem(l: Record<string, unknown>): string | null {
@@ -204,7 +204,7 @@ export function localStepsProblem(l: Record<string, unknown>): string | null {
   for (const key of Object.keys(l)) if (!(keys as string[]).includes(key)) return `unknown field "${key.slice(0, 40)}"`;
   for (const key of keys) if (typeof l[key] !== 'number' || !Number.isFinite(l[key])) return `${key} is not a finite number`;
   const x = l as unknown as LocalSteps;
-  for (const key of ['steps', 'batch'] as const) if (!Number.isSafeInteger(x[key]) || x[key] < 1 || x[key] > LOCAL_LIMIT) return `${key} ${x[key]} is not an integer from 1 to ${LOCAL_LIMIT}`;
+  for (const key of ['steps', 'batch'] as const) if (!Number.isSafeInteger(x[key]) || x[key] < 1 || x[key] > LOCAL_LIMIT[key]) return `${key} ${x[key]} is not an integer from 1 to ${LOCAL_LIMIT[key]}`;
   if (!(x.lrD > 0 && x.lrG > 0 && x.epsilon > 0)) return 'rates and epsilon must be above 0';
   if (!(x.beta1 >= 0 && x.beta1 < 1 && x.beta2 >= 0 && x.beta2 < 1)) return 'betas must be in [0, 1)';
   return null;
