@@ -189,6 +189,15 @@ describe('a listener whose places for strangers are all taken', () => {
     expect(await dial(`?admit=${ticket}`)).toBe(true);
     expect(await dial(`?admit=${ticket}`)).toBe(false);
     expect(logs.some((l) => /refused before the handshake: over the limits for strangers, and its request carries no valid ticket/.test(l))).toBe(true);
+    // Every place on probation taken by a connection that sends nothing: the oldest makes room, and
+    // a fresh ticket still gets in at once.
+    const silent = await Promise.all(Array.from({ length: 8 }, () => new Promise<ReturnType<typeof connect>>((resolve) => {
+      const s = connect(Number(new URL(c.url).port), '127.0.0.1', () => resolve(s));
+      s.on('error', () => {});
+    })));
+    await new Promise((r) => setTimeout(r, 200));
+    expect(await dial(`?admit=${await admissionTicket('secret', Date.now())}`)).toBe(true);
+    for (const s of silent) s.destroy();
     // A worker dials with a ticket of its own and trains with the strangers still holding their places.
     const training = c.finish();
     c.addWorker({ token: 'secret' });

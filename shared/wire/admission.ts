@@ -20,7 +20,8 @@
  *   a reserve of `reserved` more connections that strangers cannot take, so a flood from other
  *   addresses never keeps a worker from rejoining.
  * - With a token, a connection over any of these limits is not refused at its accept but put on
- *   probation (at most `probing` at once, each for at most PROBATION_MS): it goes on if the
+ *   probation (at most `probing` at once, each for at most PROBATION_MS; when it is full, the
+ *   oldest that has sent no request yet is refused to make room): it goes on if the
  *   request it opens with carries an admission ticket (auth.ts: a proof of the token bound to a
  *   moment and a nonce, each nonce taken once), and is refused like the rest otherwise. Workers
  *   dial with a ticket, so strangers that share a worker's address, or exhaust the limits from
@@ -87,6 +88,8 @@ interface Entry {
   place: 'pending' | 'reserved' | 'probation';
   /** It no longer counts (proved, showed its ticket, or closed). */
   released: boolean;
+  /** On probation: put out to make room for a newer connection before its request came. */
+  evicted?: boolean;
 }
 
 interface Bucket {
@@ -102,6 +105,8 @@ export class Admission {
   private pending = 0;
   private reservedInUse = 0;
   private onProbation = 0;
+  /** Connections on probation whose request has not come yet, oldest first. */
+  private readonly silent = new Map<Entry, Socket>();
   private held = 0;
   /** Ticket nonces taken, with when: each is good once. */
   private readonly nonces = new Map<string, number>();
@@ -158,10 +163,13 @@ export class Admission {
   async vouch(s: Socket, url: string | undefined): Promise<boolean> {
     const e = this.byPeer.get(key(s));
     if (!e || e.place !== 'probation') return true;
+    if (e.evicted) return false;
+    // Its request came: it is no longer one that eviction may pick.
+    this.silent.delete(e);
     const ticket = new URLSearchParams((url ?? '').split('?')[1] ?? '').get(TICKET_PARAM);
     const now = Date.now();
     const nonce = ticket && this.token ? await ticketNonce(this.token, ticket, now) : null;
-    if (s.destroyed) return false;
+    if (s.destroyed || e.evicted) return false;
     if (nonce === null || this.nonces.has(nonce)) {
       this.limited.line('connections refused before the handshake', `connection from ${e.address} refused before the handshake: over the limits for strangers, and its request carries no valid ticket`);
       this.penalize(e.address);
@@ -230,6 +238,9 @@ export class Admission {
       if (known && this.reservedInUse < L.reserved) reserved = true;
       else refusal = `${this.pending} connections have not proved the token (limit ${L.pending}${known ? `, and the ${L.reserved} reserved for known addresses are taken` : ''})`;
     }
+    // Probation full: the oldest connection on it that has sent no request yet makes room, so a
+    // flood of silent strangers cannot keep a ticketed worker from showing its ticket.
+    if (refusal !== null && this.token !== undefined && this.onProbation >= L.probing) this.evictSilent();
     const probation = refusal !== null && this.token !== undefined && this.onProbation < L.probing;
     if (refusal && !probation) {
       this.limited.line('connections refused before the handshake', `connection from ${address} refused before the handshake: ${refusal}`);
@@ -241,9 +252,13 @@ export class Admission {
     this.byPeer.set(k, e);
     if (probation) {
       this.onProbation++;
+      this.silent.set(e, s);
       const t = setTimeout(() => !e.released && s.destroy(), PROBATION_MS);
       t.unref();
-      s.once('close', () => clearTimeout(t));
+      s.once('close', () => {
+        clearTimeout(t);
+        this.silent.delete(e);
+      });
     } else {
       if (reserved) this.reservedInUse++;
       else this.pending++;
@@ -254,6 +269,19 @@ export class Admission {
       if (this.byPeer.get(k) === e) this.byPeer.delete(k);
     });
     return true;
+  }
+
+  /** Refuse the oldest connection on probation that has not sent its request (its address pays). */
+  private evictSilent(): void {
+    const oldest = this.silent.entries().next();
+    if (oldest.done) return;
+    const [e, s] = oldest.value;
+    this.silent.delete(e);
+    e.evicted = true;
+    this.release(e);
+    this.limited.line('connections refused before the handshake', `connection from ${e.address} refused before the handshake: over the limits for strangers, and no request with a ticket before newer connections needed its place on probation`);
+    this.penalize(e.address);
+    this.refuse(s);
   }
 
   /** Hold a refused connection unread for a while (a reconnect loop then waits), or close it at once when enough are held. */
