@@ -22,6 +22,13 @@ export interface NetBuffers {
   v: Float32Array;
 }
 
+/** Whether weights at `version` are the seeded initialisation of `layout`, bit for bit. */
+function isSeededInit(layout: NetLayout, seed: number, version: number, w: Float32Array): boolean {
+  if (version !== 0) return false;
+  const init = initWeights(layout, seed);
+  return init.length === w.length && init.every((x, i) => Object.is(x, w[i]));
+}
+
 export class ModelState {
   weights: Record<Net, Float32Array>;
   adam: Record<Net, AdamState>;
@@ -39,20 +46,14 @@ export class ModelState {
   readonly acc: Record<Net, Float32Array>;
   private frames: Record<Net, Uint8Array | null> = { D: null, G: null };
   /** Version 0 of each net is the seeded initialisation, bit for bit (a checkpoint's is checked), so workers can derive it. */
-  private readonly seeded: Record<Net, boolean>;
+  readonly seeded: Record<Net, boolean>;
 
-  private constructor(private readonly cfg: TrainConfig, layouts: Record<Net, NetLayout>, s: Pick<ModelState, 'weights' | 'adam' | 'versions'> & { emaG: Float32Array | null }) {
+  private constructor(private readonly cfg: TrainConfig, layouts: Record<Net, NetLayout>, s: Pick<ModelState, 'weights' | 'adam' | 'versions' | 'seeded'> & { emaG: Float32Array | null }) {
     this.weights = s.weights;
     this.adam = s.adam;
     this.average = s.emaG;
     this.versions = s.versions;
-    const isSeeded = (net: Net) => {
-      if (this.versions[net] !== 0) return false;
-      const init = initWeights(layouts[net], cfg.seed);
-      const w = this.weights[net];
-      return init.length === w.length && init.every((x, i) => Object.is(x, w[i]));
-    };
-    this.seeded = { D: isSeeded('D'), G: isSeeded('G') };
+    this.seeded = s.seeded;
     const buffers = (n: number): NetBuffers => ({ w: new Float32Array(n), m: new Float32Array(n), v: new Float32Array(n) });
     this.next = { D: buffers(layouts.D.total), G: buffers(layouts.G.total) };
     this.acc = { D: new Float32Array(layouts.D.total), G: new Float32Array(layouts.G.total) };
@@ -68,6 +69,7 @@ export class ModelState {
       adam: { G: adamState(layouts.G.total), D: adamState(layouts.D.total) },
       emaG: cfg.emaDecay > 0 ? weights.G.slice() : null,
       versions: { D: 0, G: 0 },
+      seeded: { D: true, G: true },
     });
   }
 
@@ -78,6 +80,8 @@ export class ModelState {
       adam: { G: { ...s.adam.G, t: s.adamSteps.G }, D: { ...s.adam.D, t: s.adamSteps.D } },
       emaG: cfg.emaDecay > 0 ? (s.emaG ?? s.weights.G.slice()) : null,
       versions: { ...s.versions },
+      // A checkpoint at version 0 holds the seeded initialisation unless someone changed it: checked, bit for bit.
+      seeded: { D: isSeededInit(layouts.D, cfg.seed, s.versions.D, s.weights.D), G: isSeededInit(layouts.G, cfg.seed, s.versions.G, s.weights.G) },
     });
   }
 

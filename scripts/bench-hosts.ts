@@ -60,7 +60,7 @@ import { REDUCE_CHUNK } from '../coordinator/options.js';
 import { shardOwners } from '../coordinator/topology.js';
 import { SHARD_COORDINATOR } from '../shared/wire/protocol.js';
 import { localMain } from './bench-local.js';
-import { median } from './stats.js';
+import { lastLines, median } from './stats.js';
 
 const lan = new Lan('gbh-', '10.77.0');
 
@@ -114,8 +114,6 @@ function perRound(a: Snapshot, b: Snapshot, withCoordinator: boolean): Pick<Host
   });
   return { coordinator: withCoordinator ? link(a.coord, b.coord) : null, workerLinks, busiest };
 }
-
-const lastLines = (s: string, n = 4) => s.trim().split('\n').slice(-n).join(' | ').slice(0, 800);
 
 async function withTimeout<T>(p: Promise<T>, ms: number, onTimeout: () => void): Promise<T> {
   let timer: NodeJS.Timeout | undefined;

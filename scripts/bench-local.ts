@@ -23,7 +23,7 @@
  * the end, on failure and on SIGINT/SIGTERM.
  */
 import { spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus, release, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -31,6 +31,8 @@ import { Command } from 'commander';
 import { die, intArg, isMain } from '../cli/args.js';
 import { evaluateRun } from '../cli/evaluate.js';
 import type { RoundMetrics } from '../coordinator/metrics.js';
+import { readJsonl } from '../coordinator/run-dir.js';
+import { lastLines } from './stats.js';
 import { MODEL_KINDS, type ModelKind } from '../shared/compute/model.js';
 import { WIRE_PRECISIONS, type WirePrecision } from '../shared/numerics/wire-format.js';
 import { Lan, type Spawned } from './lan.js';
@@ -60,8 +62,6 @@ interface LocalRow {
   error?: string;
 }
 
-const lastLines = (s: string) => s.trim().split('\n').slice(-6).join(' | ');
-
 /** Wait for `p` at most `ms`, then call `onTimeout` (and still wait for `p`). */
 async function stopAfter(exit: Promise<number | null>, ms: number, stop: () => void): Promise<number | null> {
   const timer = setTimeout(stop, ms);
@@ -72,17 +72,9 @@ async function stopAfter(exit: Promise<number | null>, ms: number, stop: () => v
   }
 }
 
-function metricsOf(dir: string): RoundMetrics[] {
-  try {
-    return readFileSync(join(dir, 'metrics.jsonl'), 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as RoundMetrics);
-  } catch {
-    return [];
-  }
-}
-
 /** A finished run's row: its rounds from metrics.jsonl, its quality from `evaluate`. */
 async function rowOf(where: string, sync: number, wire: WirePrecision, seconds: number, dir: string): Promise<LocalRow> {
-  const ms = metricsOf(dir);
+  const ms = readJsonl<RoundMetrics>(join(dir, 'metrics.jsonl'));
   if (ms.length === 0) throw new Error('no round finished');
   const samples = ms.reduce((a, m) => a + m.samples, 0);
   const roundSecs = ms.reduce((a, m) => a + m.round_ms, 0) / 1000;
@@ -106,7 +98,7 @@ async function oneHost(kind: ModelKind, w: number, budgetS: number | null, timeo
     const code = await stopAfter(exit, (budgetS ?? timeoutS) * 1000, () => proc.kill('SIGINT'));
     // It may finish before a budget given: its own time, then.
     const seconds = Math.min(budgetS ?? Infinity, (performance.now() - t0) / 1000);
-    if (code !== 0) throw new Error(`coordinator exited ${code}: ${lastLines(log)}`);
+    if (code !== 0) throw new Error(`coordinator exited ${code}: ${lastLines(log, 6)}`);
     return await rowOf('one host', 1, 'fp32', seconds, out);
   } finally {
     rmSync(out, { recursive: true, force: true });
@@ -129,7 +121,7 @@ async function acrossHosts(kind: ModelKind, w: number, rate: string, sync: numbe
       coord.proc.kill('SIGINT');
       setTimeout(() => coord.proc.kill('SIGKILL'), budgetS * 1000 + 60_000).unref();
     });
-    if (code !== 0) throw new Error(`coordinator exited ${code}: ${lastLines(coord.output())}`);
+    if (code !== 0) throw new Error(`coordinator exited ${code}: ${lastLines(coord.output(), 6)}`);
     await Promise.race([Promise.all(workers.map((x) => x.exit)), new Promise((r) => setTimeout(r, 20_000))]);
     for (const x of procs) x.proc.kill('SIGKILL');
     return await rowOf(rate, sync, wire, budgetS, out);

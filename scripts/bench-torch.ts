@@ -6,6 +6,7 @@
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { packageRoot } from '../shared/paths.js';
+import { lastLines } from './stats.js';
 
 export interface TorchInfo {
   python: string;
@@ -113,14 +114,10 @@ export async function runTorch(o: TorchRun): Promise<TorchResult> {
   try {
     const codes = await Promise.all(exits);
     const bad = codes.findIndex((c) => c !== 0);
-    if (bad >= 0) throw new Error(`pytorch world ${o.world} rank ${bad} exited ${codes[bad] ?? 'on a signal (timeout?)'}: ${lastLines(outputs[bad] ?? '')}`);
+    if (bad >= 0) throw new Error(`pytorch world ${o.world} rank ${bad} exited ${codes[bad] ?? 'on a signal (timeout?)'}: ${lastLines(outputs[bad] ?? '', 3, 600)}`);
   } finally {
     clearTimeout(timer);
   }
-  if (!got.result) throw new Error(`pytorch world ${o.world}: rank 0 printed no result: ${lastLines(outputs[0] ?? '')}`);
+  if (!got.result) throw new Error(`pytorch world ${o.world}: rank 0 printed no result: ${lastLines(outputs[0] ?? '', 3, 600)}`);
   return got.result;
-}
-
-function lastLines(s: string, n = 3): string {
-  return s.trim().split('\n').slice(-n).join(' | ').slice(0, 600);
 }
