@@ -13,20 +13,28 @@
  * - A connection refused after its accept (too many bytes, a bad or missing answer to the
  *   Challenge) costs its address `penalty` more connections of its rate, unless the address has
  *   proved the token before: an address that keeps failing gets few through, however many it opens.
- * - A refused connection is held, unread, for TARPIT_MS before it is closed (at most `pending` of
- *   them; beyond that it is closed at once): a peer that reconnects as soon as it is closed waits
- *   instead of making this process accept and refuse in a tight loop.
+ * - A refused connection is held, unread, for TARPIT_MS before it is closed, while there is room
+ *   (below): a peer that reconnects as soon as it is closed waits instead of making this process
+ *   accept and refuse in a tight loop.
  * - Addresses that have proved the token in this process (workers, dashboard pages) find room in
  *   a reserve of `reserved` more connections that strangers cannot take, so a flood from other
  *   addresses never keeps a worker from rejoining.
  * - With a token, a connection over any of these limits is not refused at its accept but put on
- *   probation (at most `probing` at once, each for at most PROBATION_MS; when it is full, the
- *   oldest that has sent no request yet is refused to make room): it goes on if the
- *   request it opens with carries an admission ticket (auth.ts: a proof of the token bound to a
- *   moment and a nonce, each nonce taken once), and is refused like the rest otherwise. Workers
- *   dial with a ticket, so strangers that share a worker's address, or exhaust the limits from
- *   every address, cannot keep it out: a stranger costs a read of its request, a worker gets in
- *   on the first try.
+ *   probation (each for at most PROBATION_MS): it goes on if the request it opens with carries an
+ *   admission ticket (auth.ts: a proof of the token bound to a moment and a nonce, each nonce
+ *   taken once), and is refused like the rest otherwise. Workers dial with a ticket, so strangers
+ *   that share a worker's address, or exhaust the limits from every address, cannot keep it out:
+ *   a stranger costs a read of its request, a worker gets in on the first try.
+ * - Room: strangers' connections (pending, on probation, held) take at most `pending + probing`
+ *   descriptors together. A connection that needs probation when they are all taken makes room
+ *   by closing the oldest held one (already judged), else the oldest on probation that has sent
+ *   nothing for SILENT_GRACE_MS; only when neither exists is it refused at once. The connections
+ *   accepted in one turn of the event loop are all accepted before any of them is read, so the
+ *   grace keeps a newer connection from putting out one whose request is waiting to be read.
+ *   Every request is read as long as one turn's accepts fit in the room, which holds while the
+ *   strangers have fewer connections than about twice the room (the tests: 1,100 of them against
+ *   a room of 720 under `ulimit -n 1024`); beyond that, a worker's chance on each attempt is the
+ *   room's share of one turn's accepts.
  * - After its upgrade, a pending connection can make this process read at most PRE_AUTH_BYTES,
  *   plus what one socket read brings in (at most 64 KiB), before it is destroyed.
  * - Failing to accept for want of descriptors (EMFILE, ENFILE) is back-pressure: logged, never fatal.
@@ -47,6 +55,9 @@ export const PRE_AUTH_BYTES = 8 * 1024;
 /** How long a connection on probation may take to send the request that shows its ticket. */
 export const PROBATION_MS = 5_000;
 
+/** How long a connection on probation keeps its place, however full, before its request comes. */
+export const SILENT_GRACE_MS = 100;
+
 export interface AdmissionLimits {
   /** Pending connections in all, from addresses that have not proved the token. */
   pending: number;
@@ -59,19 +70,24 @@ export interface AdmissionLimits {
   burst: number;
   /** What a connection refused after its accept costs its address, in connections of its rate. */
   penalty: number;
-  /** Connections over the other limits let through until their request shows (or lacks) a ticket. */
+  /**
+   * More room, beyond `pending`, for connections over the other limits let through until their
+   * request shows (or lacks) a ticket, and for refused ones held unread: strangers take at most
+   * `pending + probing` descriptors in all, however they are counted.
+   */
   probing: number;
 }
 
 /**
- * Limits that leave most of the descriptors to authenticated peers and the run directory: a
- * quarter of what is left above a floor of 64 goes to strangers (at most 256), a sixteenth more to
- * the reserve. `descriptors` is the process's soft limit (null: unknown, taken as 1024).
+ * Limits that leave room for authenticated peers and the run directory: a quarter of what is left
+ * above a floor of 64 (at most 256) for strangers that have not proved the token, twice that for
+ * connections on probation and held refused ones (together, at most three quarters), a sixteenth
+ * more for the reserve. `descriptors` is the process's soft limit (null: unknown, taken as 1024).
  */
 export function admissionLimits(descriptors: number | null): AdmissionLimits {
   const d = descriptors === null || descriptors < 0 ? 1024 : descriptors;
   const pending = Math.max(8, Math.min(256, Math.floor((d - 64) / 4)));
-  return { pending, perAddress: Math.min(16, pending), reserved: Math.max(4, Math.floor(pending / 4)), ratePerS: 8, burst: 32, penalty: 2, probing: pending };
+  return { pending, perAddress: Math.min(16, pending), reserved: Math.max(4, Math.floor(pending / 4)), ratePerS: 8, burst: 32, penalty: 2, probing: 2 * pending };
 }
 
 /** A port being listened on through an Admission. */
@@ -90,6 +106,8 @@ interface Entry {
   released: boolean;
   /** On probation: put out to make room for a newer connection before its request came. */
   evicted?: boolean;
+  /** When it was accepted. */
+  at: number;
 }
 
 interface Bucket {
@@ -107,7 +125,8 @@ export class Admission {
   private onProbation = 0;
   /** Connections on probation whose request has not come yet, oldest first. */
   private readonly silent = new Map<Entry, Socket>();
-  private held = 0;
+  /** Refused connections held unread until TARPIT_MS, oldest first. */
+  private readonly held = new Set<Socket>();
   /** Ticket nonces taken, with when: each is good once. */
   private readonly nonces = new Map<string, number>();
   private readonly limited: LogLimiter;
@@ -172,6 +191,7 @@ export class Admission {
     if (s.destroyed || e.evicted) return false;
     if (nonce === null || this.nonces.has(nonce)) {
       this.limited.line('connections refused before the handshake', `connection from ${e.address} refused before the handshake: over the limits for strangers, and its request carries no valid ticket`);
+      this.release(e);
       this.penalize(e.address);
       this.refuse(s);
       return false;
@@ -238,16 +258,14 @@ export class Admission {
       if (known && this.reservedInUse < L.reserved) reserved = true;
       else refusal = `${this.pending} connections have not proved the token (limit ${L.pending}${known ? `, and the ${L.reserved} reserved for known addresses are taken` : ''})`;
     }
-    // Probation full: the oldest connection on it that has sent no request yet makes room, so a
-    // flood of silent strangers cannot keep a ticketed worker from showing its ticket.
-    if (refusal !== null && this.token !== undefined && this.onProbation >= L.probing) this.evictSilent();
-    const probation = refusal !== null && this.token !== undefined && this.onProbation < L.probing;
+    // Over the limits with a token: probation, if room can be found (the class comment says how).
+    const probation = refusal !== null && this.token !== undefined && this.makeRoom(Date.now());
     if (refusal && !probation) {
       this.limited.line('connections refused before the handshake', `connection from ${address} refused before the handshake: ${refusal}`);
       this.refuse(s);
       return false;
     }
-    const e: Entry = { address, proven: false, place: probation ? 'probation' : reserved ? 'reserved' : 'pending', released: false };
+    const e: Entry = { address, proven: false, place: probation ? 'probation' : reserved ? 'reserved' : 'pending', released: false, at: Date.now() };
     const k = key(s);
     this.byPeer.set(k, e);
     if (probation) {
@@ -271,29 +289,48 @@ export class Admission {
     return true;
   }
 
-  /** Refuse the oldest connection on probation that has not sent its request (its address pays). */
-  private evictSilent(): void {
+  /** Descriptors strangers hold now: pending, on probation and held. */
+  private strangers(): number {
+    return this.pending + this.onProbation + this.held.size;
+  }
+
+  /**
+   * Whether one more connection may go on probation: there is room, or room is made by closing the
+   * oldest held connection, else by refusing the oldest on probation silent for SILENT_GRACE_MS.
+   */
+  private makeRoom(now: number): boolean {
+    const L = this.limits;
+    if (this.strangers() < L.pending + L.probing) return true;
+    const held = this.held.values().next();
+    if (!held.done) {
+      // Counted out now: its close comes after this turn's other accepts.
+      this.held.delete(held.value);
+      held.value.destroy();
+      return true;
+    }
     const oldest = this.silent.entries().next();
-    if (oldest.done) return;
+    if (oldest.done || now - oldest.value[0].at < SILENT_GRACE_MS) return false;
     const [e, s] = oldest.value;
     this.silent.delete(e);
     e.evicted = true;
     this.release(e);
     this.limited.line('connections refused before the handshake', `connection from ${e.address} refused before the handshake: over the limits for strangers, and no request with a ticket before newer connections needed its place on probation`);
     this.penalize(e.address);
-    this.refuse(s);
+    // It is not held: its place is the newcomer's.
+    s.destroy();
+    return true;
   }
 
-  /** Hold a refused connection unread for a while (a reconnect loop then waits), or close it at once when enough are held. */
+  /** Hold a refused connection unread for a while (a reconnect loop then waits), or close it at once when there is no room. */
   private refuse(s: Socket): void {
-    if (this.held >= this.limits.pending) return void s.destroy();
-    this.held++;
+    if (this.strangers() >= this.limits.pending + this.limits.probing) return void s.destroy();
+    this.held.add(s);
     s.pause();
     const t = setTimeout(() => s.destroy(), TARPIT_MS);
     t.unref();
     s.once('close', () => {
       clearTimeout(t);
-      this.held--;
+      this.held.delete(s);
     });
   }
 
