@@ -160,17 +160,31 @@ export function magnitude(a: Float32Array, math: NativeMath | null = nativeMath(
     maxAbs = magnitudeOut[0]!;
     sumSq = magnitudeOut[1]!;
   } else {
-    const s = new Float64Array(4);
     const n = a.length;
     const x = copy ? (copy.set(a), copy) : a;
-    for (let i = 0; i < n; i++) {
-      const v = x[i]!;
-      const av = Math.abs(v);
-      if (av > maxAbs) maxAbs = av;
-      // The tail past the last multiple of four goes to the first sum, as in the addon.
-      s[i < n - (n % 4) ? i % 4 : 0]! += v * v;
+    let s0 = 0;
+    let s1 = 0;
+    let s2 = 0;
+    let s3 = 0;
+    const body = n - (n % 4);
+    for (let i = 0; i < body; i += 4) {
+      const v0 = x[i]!;
+      const v1 = x[i + 1]!;
+      const v2 = x[i + 2]!;
+      const v3 = x[i + 3]!;
+      maxAbs = Math.max(maxAbs, Math.abs(v0), Math.abs(v1), Math.abs(v2), Math.abs(v3));
+      s0 += v0 * v0;
+      s1 += v1 * v1;
+      s2 += v2 * v2;
+      s3 += v3 * v3;
     }
-    sumSq = (s[0]! + s[1]!) + (s[2]! + s[3]!);
+    // The tail past the last multiple of four goes to the first sum, as in the addon.
+    for (let i = body; i < n; i++) {
+      const v = x[i]!;
+      maxAbs = Math.max(maxAbs, Math.abs(v));
+      s0 += v * v;
+    }
+    sumSq = (s0 + s1) + (s2 + s3);
   }
   const rms = a.length ? Math.sqrt(sumSq / a.length) : 0;
   return { maxAbs: Number.isFinite(sumSq) ? maxAbs : NaN, rms };

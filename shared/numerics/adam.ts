@@ -77,6 +77,8 @@ export function adamApply(
     return math.adamStep(w, g, m, v, b1, b2, omb1, omb2, c1, c2, lr, eps, out.w, out.m, out.v) ?? (allFinite(out.w) && allFinite(out.m) && allFinite(out.v));
   }
   const { w: wo, m: mo, v: vo } = out;
+  // x * 0 is 0 for every finite x, NaN otherwise: the stored values are checked as they are written.
+  let probe = 0;
   for (let i = 0; i < n; i++) {
     const gi = g[i]!;
     const mi = m[i]! * b1 + gi * omb1;
@@ -85,8 +87,9 @@ export function adamApply(
     vo[i] = vi;
     // The unrounded moments feed the update.
     wo[i] = w[i]! - (lr * (mi / c1)) / (Math.sqrt(vi / c2) + eps);
+    probe += (wo[i]! + mo[i]! + vo[i]!) * 0;
   }
-  return allFinite(wo, null) && allFinite(mo, null) && allFinite(vo, null);
+  return probe === 0;
 }
 
 /** One whole Adam step in place: the step count advances, then every weight moves. */
