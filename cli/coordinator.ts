@@ -14,7 +14,7 @@ import { TOPOLOGIES } from '../coordinator/topology.js';
 import { MAX_SYNC_EVERY, RECIPES, type Recipe, type TrainConfig, defaultTrainConfig, kindDefaults, kindModel, recipeDefaults } from '../coordinator/config.js';
 import { Progress } from './progress.js';
 import { roundPlan } from '../coordinator/sharding.js';
-import { type Arrangement, LocalWorkers, arrange, canPin } from '../coordinator/spawn.js';
+import { type Arrangement, LocalWorkers, arrange, canPin, threadRegionsFor } from '../coordinator/spawn.js';
 import { loadCheckpoint } from '../coordinator/run-dir.js';
 import { RemoteJudge } from '../eval/remote-judge.js';
 import { MODEL_KINDS, MODEL_LIMITS, type ModelKind, modelConfigProblem } from '../shared/compute/model.js';
@@ -156,8 +156,10 @@ export async function run(o: CliOptions, explicit: Set<string>, ctx: RunContext 
   let bar = new Progress(0);
   const log = (s: string) => bar.line(s);
   log(`backend: ${backend.name} (${backend.detail})`);
+  // Without the addon, processes on one host cannot share memory: spawned wasm workers are threads.
+  const threadRegions = o.spawn ? threadRegionsFor(o.shm !== 'off', backend.name) : undefined;
   const coord = new Coordinator({
-    config, host: o.host, port: o.port, out, resume: !!o.resume, token, insecure: o.insecure,
+    config, host: o.host, port: o.port, out, resume: !!o.resume, token, insecure: o.insecure, threadRegions,
     tls: o.tlsCert && o.tlsKey ? { cert: readPem(o.tlsCert, 'certificate'), key: readPem(o.tlsKey, 'key') } : undefined,
     heartbeatMs: o.heartbeat * 1000,
     topology: o.topology,
@@ -195,8 +197,8 @@ export async function run(o: CliOptions, explicit: Set<string>, ctx: RunContext 
   let local: LocalWorkers | null = null;
   if (o.spawn) {
     const plan = arrange(config.workers, availableParallelism(), o.threads, canPin());
-    log(spawnNotice(config.workers, plan, backend.name));
-    local = new LocalWorkers({ url: `${scheme}://127.0.0.1:${port}`, count: config.workers, backend: o.backend, threads: plan.threads, pin: plan.pin, token, log });
+    log(spawnNotice(config.workers, plan, backend.name, threadRegions !== undefined));
+    local = new LocalWorkers({ url: `${scheme}://127.0.0.1:${port}`, count: config.workers, backend: o.backend, threads: plan.threads, pin: plan.pin, token, inThreads: threadRegions, log });
     local.start();
   }
   const preempt = new Set(ctx.preemptSignals ?? []);
@@ -256,12 +258,13 @@ export function evalDue(epoch: number, every: number, epochs: number): boolean {
  * One line on how spawned workers use this host: without the native backend each worker computes
  * on one thread (wasm), so the machine is used in full only with a worker per core.
  */
-export function spawnNotice(workers: number, plan: Arrangement, backend: string): string {
+export function spawnNotice(workers: number, plan: Arrangement, backend: string, inThreads = false): string {
   const cores = availableParallelism();
-  const pinned = plan.pin ? `, each pinned to one core (${Math.ceil(workers / cores)} per core)` : '';
+  const pinned = plan.pin && !inThreads ? `, each pinned to one core (${Math.ceil(workers / cores)} per core)` : '';
   if (backend === 'native' || backend === 'tensorflow') return `spawning ${workers} workers x ${plan.threads} thread(s) on ${cores} cores, ${backend} backend${pinned}`;
   const use = Math.min(workers, cores);
-  return `spawning ${workers} workers on ${cores} cores with the ${backend} backend, one thread each (${use} of ${cores} cores busy${pinned})` +
+  const how = inThreads ? ' as threads of this process, sharing its memory (SharedArrayBuffers: without the addon processes cannot map it),' : '';
+  return `spawning ${workers} workers${how} on ${cores} cores with the ${backend} backend, one thread each (${use} of ${cores} cores busy${pinned})` +
     '; for the faster native backend run `npm run build:native` (needs only a C compiler)';
 }
 

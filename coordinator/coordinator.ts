@@ -92,7 +92,7 @@ export class Coordinator {
     // Strangers get a share of the descriptors; the run directory and the workers keep the rest.
     const descriptors = descriptorLimit();
     this.log(describeDescriptors(descriptors));
-    this.sameHost = opts.sameHost === 'off' ? null : SameHostHub.open({ D: this.layouts.D.total, G: this.layouts.G.total }, this.log);
+    this.sameHost = opts.sameHost === 'off' ? null : SameHostHub.open({ D: this.layouts.D.total, G: this.layouts.G.total }, this.log, undefined, opts.threadRegions);
     this.pool = new WorkerPool({
       host: opts.host, port: opts.port, token: opts.token, tls: opts.tls, heartbeatMs: opts.heartbeatMs ?? 10_000,
       model: this.cfg.model, signature: this.signature, seed: this.cfg.seed, wire: this.cfg.wire, local: localSteps(this.cfg), capacity: this.cfg.workers, sameHost: this.sameHost, log: this.log,

@@ -1,6 +1,7 @@
 /** How a coordinator runs: its address, security, transport and hooks (the training itself is TrainConfig). */
 import type { Dataset } from '../shared/data/mnist.js';
 import type { AdmissionLimits } from '../shared/wire/admission.js';
+import type { ThreadRegions } from '../shared/wire/thread-regions.js';
 import type { Net } from '../shared/compute/model.js';
 import type { TrainConfig } from './config.js';
 import type { Coordinator } from './coordinator.js';
@@ -40,6 +41,8 @@ export interface CoordinatorOptions {
   topology?: Topology;
   /** Workers on this host exchange tensors through shared memory when they prove they can (default auto). */
   sameHost?: 'auto' | 'off';
+  /** Where same-host regions live when the addon is not built: the registry of this process's worker threads (`--spawn` made them threads). */
+  threadRegions?: ThreadRegions;
   /** Values per reduction chunk (default REDUCE_CHUNK). */
   reduceChunk?: number;
   /** Serve the dashboard and observers on the coordinator's port (default true). */

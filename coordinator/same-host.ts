@@ -1,13 +1,15 @@
 /**
  * The coordinator's side of the same-host path (shared/wire/same-host.ts): a private directory of
- * mapped files, the weights region it publishes every committed step into, and one gradient slot
- * per worker that asked for one. A worker uses its slot only once it has proved, by reading back
- * the slot's nonce, that it maps this process's memory; until then, and for every worker that
- * cannot (another host, another user, a browser), tensors travel in frames as before.
+ * mapped files (or, for workers that are threads of this process, SharedArrayBuffers:
+ * shared/wire/thread-regions.ts), the weights region it publishes every committed step into, and
+ * one gradient slot per worker that asked for one. A worker uses its slot only once it has proved,
+ * by reading back the slot's nonce, that it maps this process's memory; until then, and for every
+ * worker that cannot (another host, another user, a browser), tensors travel in frames as before.
  *
  * Invariants:
  * - The directory is made by this process (mode 0700) under a random name, its files 0600 under
- *   random names; a path is sent only in the Welcome of a worker that proved the token.
+ *   random names (a thread's regions have random names too, and only this process's threads can
+ *   ask for them); a name is sent only in the Welcome of a worker that proved the token.
  * - Nothing is read from a slot but a copy: the coordinator copies (or widens from halves) a slot
  *   into memory of its own once per phase, and validates that copy as it validates a frame. No
  *   authoritative state (weights, moments, the moving average) lives in shared memory.
@@ -23,6 +25,7 @@ import type { Net } from '../shared/compute/model.js';
 import { fromHalf } from '../shared/numerics/half.js';
 import type { SameHostMsg } from '../shared/wire/codec.js';
 import { GanError } from '../shared/wire/errors.js';
+import type { RegionMapper, ThreadRegions } from '../shared/wire/thread-regions.js';
 import { GradientSlot, NONCE_BYTES, type RegionSizes, WeightsRegion, slotBytes, weightsRegionBytes } from '../shared/wire/same-host.js';
 
 /** Directories of this project's regions start with this, then the owning coordinator's pid. */
@@ -78,44 +81,71 @@ export function removeStale(base: string): number {
   return removed;
 }
 
+/** Where a hub's regions live: mapped files in a directory, or a ThreadRegions' buffers. */
+interface RegionStore {
+  map: RegionMapper;
+  newPath(): string;
+  remove(path: string): void;
+  close(): void;
+}
+
+/** Files in a private directory under `base`, mapped by the addon. */
+function fileStore(map: RegionMapper, base: string): RegionStore & { dir: string } {
+  const dir = mkdtempSync(join(base, `${PREFIX}${process.pid}-`));
+  return {
+    dir,
+    map,
+    newPath: () => join(dir, randomBytes(16).toString('hex')),
+    remove: (path) => {
+      try {
+        unlinkSync(path);
+      } catch {
+        // already gone with the directory
+      }
+    },
+    close: () => rmSync(dir, { recursive: true, force: true }),
+  };
+}
+
 export class SameHostHub {
-  readonly dir: string;
+  /** The directory of the regions' files (null: they are a ThreadRegions' buffers). */
+  readonly dir: string | null;
   readonly regionPath: string;
   private readonly region: WeightsRegion;
   private readonly slots = new Map<object, SlotState>();
-  private readonly map: (path: string, bytes: number, mode: 0 | 1 | 2) => ArrayBuffer;
   private readonly onExit = () => this.close();
   private closed = false;
 
   /**
    * Regions for a run whose nets have `sizes` values, or null (and a line saying why) when this
-   * host cannot make them: then every worker uses frames.
+   * host cannot make them: then every worker uses frames. Without the addon, `threads` (the
+   * registry of this process's worker threads, when it spawned its workers as threads) holds them.
    */
-  static open(sizes: RegionSizes, log: (line: string) => void, base = regionBase()): SameHostHub | null {
+  static open(sizes: RegionSizes, log: (line: string) => void, base = regionBase(), threads?: ThreadRegions): SameHostHub | null {
     const map = fileMapper();
     if (!map) {
+      if (threads) return new SameHostHub(sizes, threads);
       log('same-host workers use frames: the native addon (which maps shared memory) is not built');
       return null;
     }
     try {
       const stale = removeStale(base);
       if (stale > 0) log(`removed ${stale} shared-memory region${stale === 1 ? '' : 's'} left by coordinators that are gone`);
-      return new SameHostHub(sizes, map, base);
+      return new SameHostHub(sizes, fileStore(map, base));
     } catch (e) {
       log(`same-host workers use frames: no shared region in ${base} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
       return null;
     }
   }
 
-  private constructor(readonly sizes: RegionSizes, map: SameHostHub['map'], base: string) {
-    this.map = map;
-    this.dir = mkdtempSync(join(base, `${PREFIX}${process.pid}-`));
+  private constructor(readonly sizes: RegionSizes, private readonly store: RegionStore & { dir?: string }) {
+    this.dir = store.dir ?? null;
     try {
-      this.regionPath = join(this.dir, randomBytes(16).toString('hex'));
-      this.region = new WeightsRegion(map(this.regionPath, weightsRegionBytes(sizes), 0), sizes);
+      this.regionPath = store.newPath();
+      this.region = new WeightsRegion(store.map(this.regionPath, weightsRegionBytes(sizes), 0), sizes);
       this.region.init();
     } catch (e) {
-      rmSync(this.dir, { recursive: true, force: true });
+      store.close();
       throw e;
     }
     process.once('exit', this.onExit);
@@ -124,9 +154,9 @@ export class SameHostHub {
   /** A worker that can map regions gets the paths of the weights region and of a new slot of its own (null: frames). */
   offer(worker: object): { region: string; slot: string } | null {
     if (this.closed) return null;
-    const path = join(this.dir, randomBytes(16).toString('hex'));
+    const path = this.store.newPath();
     try {
-      const slot = new GradientSlot(this.map(path, slotBytes(this.sizes), 0), this.sizes);
+      const slot = new GradientSlot(this.store.map(path, slotBytes(this.sizes), 0), this.sizes);
       slot.nonce.set(randomBytes(NONCE_BYTES));
       this.slots.set(worker, { path, slot, proven: false, copy: null });
       return { region: this.regionPath, slot: path };
@@ -180,11 +210,7 @@ export class SameHostHub {
     const s = this.slots.get(worker);
     if (!s) return;
     this.slots.delete(worker);
-    try {
-      unlinkSync(s.path);
-    } catch {
-      // already gone with the directory
-    }
+    this.store.remove(s.path);
   }
 
   /** Remove the directory and every file in it (mappings stay valid until they are collected). */
@@ -193,6 +219,6 @@ export class SameHostHub {
     this.closed = true;
     this.slots.clear();
     process.removeListener('exit', this.onExit);
-    rmSync(this.dir, { recursive: true, force: true });
+    this.store.close();
   }
 }

@@ -1,7 +1,15 @@
-/** Local workers as child processes of the coordinator (`--spawn`), stopped when the run ends. */
+/**
+ * Local workers (`--spawn`), stopped when the run ends: child processes of the coordinator, or,
+ * given `inThreads` (the addon, which maps shared files, is not built), threads of its own process,
+ * which share memory with it through SharedArrayBuffers (shared/wire/thread-regions.ts) where
+ * processes would exchange every tensor in frames.
+ */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { MessageChannel, Worker } from 'node:worker_threads';
+import { fileMapper } from '../shared/backend/addon.js';
+import { ThreadRegions, type WorkerThreadData } from '../shared/wire/thread-regions.js';
 
 export interface SpawnOptions {
   url: string;
@@ -12,6 +20,8 @@ export interface SpawnOptions {
   /** The core each worker is pinned to (arrange()), or null to leave them to the scheduler. */
   pin?: number[] | null;
   token?: string;
+  /** Start the workers as threads of this process, their same-host regions held here (pin is then ignored). */
+  inThreads?: ThreadRegions;
   log: (line: string) => void;
 }
 
@@ -40,55 +50,106 @@ export function canPin(): boolean {
   return process.platform === 'linux' && spawnSync('taskset', ['--version'], { stdio: 'ignore' }).status === 0;
 }
 
-export function workerEntry(): string {
+/**
+ * Where --spawn's workers are threads: on the wasm backend, sharing memory (`sameHost`), and with
+ * the addon, which maps shared files between processes, not built. Returns the registry that
+ * holds the threads' regions for the coordinator and LocalWorkers, or undefined (processes).
+ */
+export function threadRegionsFor(sameHost: boolean, backend: string): ThreadRegions | undefined {
+  return sameHost && backend === 'wasm' && !fileMapper() ? new ThreadRegions() : undefined;
+}
+
+/** The worker command's script, or, for a worker thread, the thread's (cli/worker-thread.ts). */
+export function workerEntry(thread = false): string {
   // From dist/coordinator/spawn.js the worker is dist/cli/worker.js.
-  const js = fileURLToPath(new URL('../cli/worker.js', import.meta.url));
+  const js = fileURLToPath(new URL(thread ? '../cli/worker-thread.js' : '../cli/worker.js', import.meta.url));
   if (!existsSync(js)) throw new Error(`${js} not found: run "npm run build" first`);
   return js;
 }
 
+/** A spawned worker, process or thread: how to ask it to end, and when it has. */
+interface Local {
+  done: boolean;
+  exited: Promise<void>;
+  /** Ask it to end (SIGTERM; a thread has no signals: it ends when its run tells it, this waits). */
+  end(): void;
+  kill(): void;
+}
+
 export class LocalWorkers {
-  readonly children: ChildProcess[] = [];
+  private readonly locals: Local[] = [];
   private ending = false;
 
   constructor(private readonly o: SpawnOptions) {}
 
   start(): void {
-    const entry = workerEntry();
+    const entry = workerEntry(this.o.inThreads !== undefined);
     for (let i = 0; i < this.o.count; i++) {
-      const args = [entry, '--connect', this.o.url, '--backend', this.o.backend, '--threads', String(this.o.threads), '--quiet'];
-      const core = this.o.pin?.[i];
-      // taskset execs node in place: the child's pid is the worker's.
-      const [cmd, argv] = core === undefined ? [process.execPath, args] : ['taskset', ['-c', String(core), process.execPath, ...args]];
-      const child = spawn(cmd, argv, {
-        stdio: ['ignore', 'ignore', 'pipe'],
-        env: { ...process.env, OPENBLAS_NUM_THREADS: String(this.o.threads), ...(this.o.token ? { GAN_DDP_TOKEN: this.o.token } : {}) },
-      });
-      child.stderr!.setEncoding('utf8');
-      child.stderr!.on('data', (s: string) => {
-        for (const line of s.split('\n')) if (line.trim()) this.o.log(`[local worker ${i}] ${line}`);
-      });
-      child.on('exit', (code, signal) => {
-        if (!this.ending && code !== 0) this.o.log(`local worker ${i} exited (${signal ?? `code ${code}`})`);
-      });
-      this.children.push(child);
+      const args = ['--connect', this.o.url, '--backend', this.o.backend, '--threads', String(this.o.threads), '--quiet'];
+      const env = { ...process.env, OPENBLAS_NUM_THREADS: String(this.o.threads), ...(this.o.token ? { GAN_DDP_TOKEN: this.o.token } : {}) };
+      const local = this.o.inThreads ? this.thread(i, entry, args, env, this.o.inThreads) : this.process(i, entry, args, env);
+      this.locals.push(local);
     }
+  }
+
+  private lines(i: number, s: string): void {
+    for (const line of s.split('\n')) if (line.trim()) this.o.log(`[local worker ${i}] ${line}`);
+  }
+
+  private exitedWith(i: number, how: string | null): void {
+    if (!this.ending && how !== null) this.o.log(`local worker ${i} exited (${how})`);
+  }
+
+  private process(i: number, entry: string, args: string[], env: NodeJS.ProcessEnv): Local {
+    const core = this.o.pin?.[i];
+    // taskset execs node in place: the child's pid is the worker's.
+    const [cmd, argv] = core === undefined ? [process.execPath, [entry, ...args]] : ['taskset', ['-c', String(core), process.execPath, entry, ...args]];
+    const child: ChildProcess = spawn(cmd, argv, { stdio: ['ignore', 'ignore', 'pipe'], env });
+    child.stderr!.setEncoding('utf8');
+    child.stderr!.on('data', (s: string) => this.lines(i, s));
+    const local: Local = {
+      done: false,
+      exited: new Promise((resolve) => child.once('exit', (code, signal) => {
+        local.done = true;
+        this.exitedWith(i, code === 0 ? null : (signal ?? `code ${code}`));
+        resolve();
+      })),
+      end: () => child.kill('SIGTERM'),
+      kill: () => child.kill('SIGKILL'),
+    };
+    return local;
+  }
+
+  private thread(i: number, entry: string, args: string[], env: NodeJS.ProcessEnv, regions: ThreadRegions): Local {
+    const { port1, port2 } = new MessageChannel();
+    regions.serve(port1);
+    const data: WorkerThreadData = { args, regions: port2 };
+    const w = new Worker(entry, { workerData: data, transferList: [port2], env, stderr: true, stdout: true });
+    w.stderr.setEncoding('utf8');
+    w.stderr.on('data', (s: string) => this.lines(i, s));
+    w.stdout.resume();
+    w.on('error', (e) => this.lines(i, `failed: ${e.message}`));
+    const local: Local = {
+      done: false,
+      exited: new Promise((resolve) => w.once('exit', (code) => {
+        local.done = true;
+        port1.close();
+        this.exitedWith(i, code === 0 ? null : `code ${code}`);
+        resolve();
+      })),
+      end: () => {},
+      kill: () => void w.terminate(),
+    };
+    return local;
   }
 
   /** Ask the workers to exit; kill any still running after `graceMs`. */
   async stop(graceMs = 5000): Promise<void> {
     this.ending = true;
-    const alive = this.children.filter((c) => c.exitCode === null && c.signalCode === null);
-    await Promise.all(alive.map((c) => new Promise<void>((resolve) => {
-      const t = setTimeout(() => {
-        c.kill('SIGKILL');
-        resolve();
-      }, graceMs);
-      c.once('exit', () => {
-        clearTimeout(t);
-        resolve();
-      });
-      c.kill('SIGTERM');
-    })));
+    await Promise.all(this.locals.filter((l) => !l.done).map((l) => {
+      const t = setTimeout(() => l.kill(), graceMs);
+      l.end();
+      return l.exited.then(() => clearTimeout(t));
+    }));
   }
 }

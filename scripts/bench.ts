@@ -32,7 +32,7 @@ import { Command } from 'commander';
 import { adamState, adamStep } from '../coordinator/optimizer.js';
 import { defaultTrainConfig } from '../coordinator/config.js';
 import { Coordinator, type RoundMetrics } from '../coordinator/coordinator.js';
-import { LocalWorkers, arrange, canPin } from '../coordinator/spawn.js';
+import { LocalWorkers, arrange, canPin, threadRegionsFor } from '../coordinator/spawn.js';
 import { BACKEND_NAMES, type BackendName, initBackend } from '../shared/backend/choose.js';
 import { buildBatch } from '../shared/compute/batch.js';
 import { die, intArg } from '../cli/args.js';
@@ -126,15 +126,17 @@ async function distributed(workers: number, fp16: boolean, shm: boolean, backend
   const out = mkdtempSync(join(tmpdir(), 'gan-bench-'));
   const warmup = 3;
   // The coordinator samples a grid at the end of the run: it needs a backend too.
-  await initBackend('auto', { threads: 1, log: () => {} });
+  const info = await initBackend('auto', { threads: 1, log: () => {} });
+  // As --spawn: without the addon, wasm workers sharing memory are threads of this process.
+  const inThreads = threadRegionsFor(shm, backend === 'auto' ? info.name : backend);
   const config = { ...defaultTrainConfig, workers, batchSize: BATCH, epochs: 1000, maxRounds: warmup + rounds, checkpointEvery: 0, wire: fp16 ? '16' as const : 'fp32' as const };
-  const coord = new Coordinator({ config, host: '127.0.0.1', port: 0, out, sameHost: shm ? 'auto' : 'off' });
+  const coord = new Coordinator({ config, host: '127.0.0.1', port: 0, out, sameHost: shm ? 'auto' : 'off', threadRegions: inThreads });
   const port = await coord.start();
-  const local = new LocalWorkers({ url: `ws://127.0.0.1:${port}`, count: workers, backend, threads, pin, log: (s) => process.stderr.write(`${s}\n`) });
+  const local = new LocalWorkers({ url: `ws://127.0.0.1:${port}`, count: workers, backend, threads, pin, inThreads, log: (s) => process.stderr.write(`${s}\n`) });
   local.start();
   try {
     await coord.train();
-    if (shm && !coord.sameHost) throw new Error('shared memory was asked for and is not available (the native addon is not built)');
+    if (shm && !coord.sameHost) throw new Error('shared memory was asked for and is not available (the native addon is not built, and the workers are not wasm threads)');
   } finally {
     await coord.close();
     await local.stop();

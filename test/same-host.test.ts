@@ -171,7 +171,7 @@ describe('who gets a region', () => {
   it(`a worker with the wrong token is refused before any region is named to it; a proven worker gets a slot of its own${noAddon ? ` [skipped: ${noAddon}]` : ''}`, async () => {
     if (noAddon) return;
     const c = await startCluster(tinyConfig({ workers: 1, batchSize: 10, maxRounds: 3 }), smallData(40), { startWorkers: 0, token: 'right-token' });
-    const dir = c.coord.sameHost!.dir;
+    const dir = c.coord.sameHost!.dir!;
     const seen: Message[] = [];
     c.addWorker({ token: 'wrong-token', sameHost: true, faults: { inbound: (m) => void seen.push(m) } });
     await expect(c.runs[0]).rejects.toThrow(/E_AUTH|token/);
@@ -225,7 +225,7 @@ describe('regions left behind', () => {
       hub.close();
       spawnSync('rm', ['-rf', live]);
     }
-    expect(existsSync(hub.dir)).toBe(false);
+    expect(existsSync(hub.dir!)).toBe(false);
   });
 
   it(`a coordinator killed with SIGKILL leaves its region; the next coordinator removes it${noAddon ? ` [skipped: ${noAddon}]` : ''}`, async () => {
