@@ -26,15 +26,16 @@
  *   that share a worker's address, or exhaust the limits from every address, cannot keep it out:
  *   a stranger costs a read of its request, a worker gets in on the first try.
  * - Room: strangers' connections (pending, on probation, held) take at most `pending + probing`
- *   descriptors together. A connection that needs probation when they are all taken makes room
- *   by closing the oldest held one (already judged), else the oldest on probation that has sent
- *   nothing for SILENT_GRACE_MS; only when neither exists is it refused at once. The connections
- *   accepted in one turn of the event loop are all accepted before any of them is read, so the
- *   grace keeps a newer connection from putting out one whose request is waiting to be read.
- *   Every request is read as long as one turn's accepts fit in the room, which holds while the
- *   strangers have fewer connections than about twice the room (the tests: 1,100 of them against
- *   a room of 720 under `ulimit -n 1024`); beyond that, a worker's chance on each attempt is the
- *   room's share of one turn's accepts.
+ *   descriptors together; a connection that would go past that is over the limits. A connection
+ *   that needs probation when they are all taken makes room by closing the oldest held one
+ *   (already judged), else the oldest on probation that has sent nothing for SILENT_GRACE_MS and
+ *   through a whole turn of the event loop; only when neither exists is it refused at once. The
+ *   connections accepted in one turn are all accepted before any of them is read, and may be
+ *   accepted before the reads of the turn after, so the grace keeps a newer connection from
+ *   putting out one whose request is waiting to be read. Every request is read as long as one
+ *   turn's accepts fit in the room, which holds while the strangers have fewer connections than
+ *   about twice the room (the tests: 1,100 of them against a room of 720 under `ulimit -n 1024`);
+ *   beyond that, a worker's chance on each attempt is the room's share of one turn's accepts.
  * - After its upgrade, a pending connection can make this process read at most PRE_AUTH_BYTES,
  *   plus what one socket read brings in (at most 64 KiB), before it is destroyed.
  * - Failing to accept for want of descriptors (EMFILE, ENFILE) is back-pressure: logged, never fatal.
@@ -55,7 +56,7 @@ export const PRE_AUTH_BYTES = 8 * 1024;
 /** How long a connection on probation may take to send the request that shows its ticket. */
 export const PROBATION_MS = 5_000;
 
-/** How long a connection on probation keeps its place, however full, before its request comes. */
+/** How long a connection on probation keeps its place, however full, before its request comes (and at least a turn of the event loop). */
 export const SILENT_GRACE_MS = 100;
 
 export interface AdmissionLimits {
@@ -108,6 +109,8 @@ interface Entry {
   evicted?: boolean;
   /** When it was accepted. */
   at: number;
+  /** On probation: a whole turn of the event loop has passed since its accept, so it could have been read. */
+  heard?: boolean;
 }
 
 interface Bucket {
@@ -254,9 +257,10 @@ export class Admission {
     let reserved = false;
     if (!this.take(address)) refusal = `more than ${L.burst} new connections at once, or ${L.ratePerS} a second, from one address`;
     else if (from >= L.perAddress) refusal = `${from} connections from ${address} have not proved the token (limit ${L.perAddress} per address)`;
-    else if (this.pending >= L.pending) {
+    else if (this.pending >= L.pending || this.strangers() >= L.pending + L.probing) {
+      const why = this.pending >= L.pending ? `${this.pending} connections have not proved the token (limit ${L.pending}` : `strangers hold ${this.strangers()} connections (limit ${L.pending + L.probing}`;
       if (known && this.reservedInUse < L.reserved) reserved = true;
-      else refusal = `${this.pending} connections have not proved the token (limit ${L.pending}${known ? `, and the ${L.reserved} reserved for known addresses are taken` : ''})`;
+      else refusal = `${why}${known ? `, and the ${L.reserved} reserved for known addresses are taken` : ''})`;
     }
     // Over the limits with a token: probation, if room can be found (the class comment says how).
     const probation = refusal !== null && this.token !== undefined && this.makeRoom(Date.now());
@@ -271,6 +275,8 @@ export class Admission {
     if (probation) {
       this.onProbation++;
       this.silent.set(e, s);
+      // Heard once the next turn's poll has passed: a request waiting in the kernel was read by then.
+      setImmediate(() => setImmediate(() => (e.heard = true)));
       const t = setTimeout(() => !e.released && s.destroy(), PROBATION_MS);
       t.unref();
       s.once('close', () => {
@@ -296,7 +302,8 @@ export class Admission {
 
   /**
    * Whether one more connection may go on probation: there is room, or room is made by closing the
-   * oldest held connection, else by refusing the oldest on probation silent for SILENT_GRACE_MS.
+   * oldest held connection, else by refusing the oldest on probation silent for SILENT_GRACE_MS
+   * and a whole turn of the event loop.
    */
   private makeRoom(now: number): boolean {
     const L = this.limits;
@@ -309,7 +316,7 @@ export class Admission {
       return true;
     }
     const oldest = this.silent.entries().next();
-    if (oldest.done || now - oldest.value[0].at < SILENT_GRACE_MS) return false;
+    if (oldest.done || !oldest.value[0].heard || now - oldest.value[0].at < SILENT_GRACE_MS) return false;
     const [e, s] = oldest.value;
     this.silent.delete(e);
     e.evicted = true;
