@@ -124,9 +124,16 @@ export class SameHostHub {
   static open(sizes: RegionSizes, log: (line: string) => void, base = regionBase(), threads?: ThreadRegions): SameHostHub | null {
     const map = fileMapper();
     if (!map) {
-      if (threads) return new SameHostHub(sizes, threads);
-      log('same-host workers use frames: the native addon (which maps shared memory) is not built');
-      return null;
+      if (!threads) {
+        log('same-host workers use frames: the native addon (which maps shared memory) is not built');
+        return null;
+      }
+      try {
+        return new SameHostHub(sizes, threads);
+      } catch (e) {
+        log(`same-host workers use frames: no shared region for worker threads (${(e as Error).message})`);
+        return null;
+      }
     }
     try {
       const stale = removeStale(base);

@@ -71,7 +71,7 @@ export function workerEntry(thread = false): string {
 interface Local {
   done: boolean;
   exited: Promise<void>;
-  /** Ask it to end (SIGTERM; a thread has no signals: it ends when its run tells it, this waits). */
+  /** Ask it to end (a process: SIGTERM; a thread: terminated). */
   end(): void;
   kill(): void;
 }
@@ -137,7 +137,8 @@ export class LocalWorkers {
         this.exitedWith(i, code === 0 ? null : `code ${code}`);
         resolve();
       })),
-      end: () => {},
+      // No signals for a thread, and nothing of its own to save (the coordinator holds the run).
+      end: () => void w.terminate(),
       kill: () => void w.terminate(),
     };
     return local;
