@@ -105,8 +105,6 @@ interface Entry {
   place: 'pending' | 'reserved' | 'probation';
   /** It no longer counts (proved, showed its ticket, or closed). */
   released: boolean;
-  /** On probation: put out to make room for a newer connection before its request came. */
-  evicted?: boolean;
   /** When it was accepted. */
   at: number;
   /** On probation: a whole turn of the event loop has passed since its accept, so it could have been read. */
@@ -185,13 +183,14 @@ export class Admission {
   async vouch(s: Socket, url: string | undefined): Promise<boolean> {
     const e = this.byPeer.get(key(s));
     if (!e || e.place !== 'probation') return true;
-    if (e.evicted) return false;
+    // Put out to make room for a newer connection before its request came (destroyed at once).
+    if (s.destroyed) return false;
     // Its request came: it is no longer one that eviction may pick.
     this.silent.delete(e);
     const ticket = new URLSearchParams((url ?? '').split('?')[1] ?? '').get(TICKET_PARAM);
     const now = Date.now();
     const nonce = ticket && this.token ? await ticketNonce(this.token, ticket, now) : null;
-    if (s.destroyed || e.evicted) return false;
+    if (s.destroyed) return false;
     if (nonce === null || this.nonces.has(nonce)) {
       this.limited.line('connections refused before the handshake', `connection from ${e.address} refused before the handshake: over the limits for strangers, and its request carries no valid ticket`);
       this.release(e);
@@ -257,7 +256,7 @@ export class Admission {
     let reserved = false;
     if (!this.take(address)) refusal = `more than ${L.burst} new connections at once, or ${L.ratePerS} a second, from one address`;
     else if (from >= L.perAddress) refusal = `${from} connections from ${address} have not proved the token (limit ${L.perAddress} per address)`;
-    else if (this.pending >= L.pending || this.strangers() >= L.pending + L.probing) {
+    else if (this.pending >= L.pending || this.roomFull()) {
       const why = this.pending >= L.pending ? `${this.pending} connections have not proved the token (limit ${L.pending}` : `strangers hold ${this.strangers()} connections (limit ${L.pending + L.probing}`;
       if (known && this.reservedInUse < L.reserved) reserved = true;
       else refusal = `${why}${known ? `, and the ${L.reserved} reserved for known addresses are taken` : ''})`;
@@ -300,14 +299,18 @@ export class Admission {
     return this.pending + this.onProbation + this.held.size;
   }
 
+  /** Whether strangers hold all of their room (`pending + probing` descriptors). */
+  private roomFull(): boolean {
+    return this.strangers() >= this.limits.pending + this.limits.probing;
+  }
+
   /**
    * Whether one more connection may go on probation: there is room, or room is made by closing the
    * oldest held connection, else by refusing the oldest on probation silent for SILENT_GRACE_MS
    * and a whole turn of the event loop.
    */
   private makeRoom(now: number): boolean {
-    const L = this.limits;
-    if (this.strangers() < L.pending + L.probing) return true;
+    if (!this.roomFull()) return true;
     const held = this.held.values().next();
     if (!held.done) {
       // Counted out now: its close comes after this turn's other accepts.
@@ -319,7 +322,6 @@ export class Admission {
     if (oldest.done || !oldest.value[0].heard || now - oldest.value[0].at < SILENT_GRACE_MS) return false;
     const [e, s] = oldest.value;
     this.silent.delete(e);
-    e.evicted = true;
     this.release(e);
     this.limited.line('connections refused before the handshake', `connection from ${e.address} refused before the handshake: over the limits for strangers, and no request with a ticket before newer connections needed its place on probation`);
     this.penalize(e.address);
@@ -330,7 +332,7 @@ export class Admission {
 
   /** Hold a refused connection unread for a while (a reconnect loop then waits), or close it at once when there is no room. */
   private refuse(s: Socket): void {
-    if (this.strangers() >= this.limits.pending + this.limits.probing) return void s.destroy();
+    if (this.roomFull()) return void s.destroy();
     this.held.add(s);
     s.pause();
     const t = setTimeout(() => s.destroy(), TARPIT_MS);
