@@ -196,7 +196,8 @@ export async function run(o: CliOptions, explicit: Set<string>, ctx: RunContext 
 
   let local: LocalWorkers | null = null;
   if (o.spawn) {
-    const plan = arrange(config.workers, availableParallelism(), o.threads, canPin());
+    // A thread cannot be pinned to a core as a process is (taskset).
+    const plan = arrange(config.workers, availableParallelism(), o.threads, canPin() && threadRegions === undefined);
     log(spawnNotice(config.workers, plan, backend.name, threadRegions !== undefined));
     local = new LocalWorkers({ url: `${scheme}://127.0.0.1:${port}`, count: config.workers, backend: o.backend, threads: plan.threads, pin: plan.pin, token, inThreads: threadRegions, log });
     local.start();
@@ -260,7 +261,7 @@ export function evalDue(epoch: number, every: number, epochs: number): boolean {
  */
 export function spawnNotice(workers: number, plan: Arrangement, backend: string, inThreads = false): string {
   const cores = availableParallelism();
-  const pinned = plan.pin && !inThreads ? `, each pinned to one core (${Math.ceil(workers / cores)} per core)` : '';
+  const pinned = plan.pin ? `, each pinned to one core (${Math.ceil(workers / cores)} per core)` : '';
   if (backend === 'native' || backend === 'tensorflow') return `spawning ${workers} workers x ${plan.threads} thread(s) on ${cores} cores, ${backend} backend${pinned}`;
   const use = Math.min(workers, cores);
   const how = inThreads ? ' as threads of this process, sharing its memory (SharedArrayBuffers: without the addon processes cannot map it),' : '';

@@ -123,24 +123,17 @@ export class SameHostHub {
    */
   static open(sizes: RegionSizes, log: (line: string) => void, base = regionBase(), threads?: ThreadRegions): SameHostHub | null {
     const map = fileMapper();
-    if (!map) {
-      if (!threads) {
-        log('same-host workers use frames: the native addon (which maps shared memory) is not built');
-        return null;
-      }
-      try {
-        return new SameHostHub(sizes, threads);
-      } catch (e) {
-        log(`same-host workers use frames: no shared region for worker threads (${(e as Error).message})`);
-        return null;
-      }
+    if (!map && !threads) {
+      log('same-host workers use frames: the native addon (which maps shared memory) is not built');
+      return null;
     }
     try {
+      if (!map) return new SameHostHub(sizes, threads!);
       const stale = removeStale(base);
       if (stale > 0) log(`removed ${stale} shared-memory region${stale === 1 ? '' : 's'} left by coordinators that are gone`);
       return new SameHostHub(sizes, fileStore(map, base));
     } catch (e) {
-      log(`same-host workers use frames: no shared region in ${base} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+      log(`same-host workers use frames: no shared region ${map ? `in ${base}` : 'for worker threads'} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
       return null;
     }
   }

@@ -20,7 +20,7 @@ export interface SpawnOptions {
   /** The core each worker is pinned to (arrange()), or null to leave them to the scheduler. */
   pin?: number[] | null;
   token?: string;
-  /** Start the workers as threads of this process, their same-host regions held here (pin is then ignored). */
+  /** Start the workers as threads of this process, their same-host regions held here (pin is not used: arrange them unpinned). */
   inThreads?: ThreadRegions;
   log: (line: string) => void;
 }

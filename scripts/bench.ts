@@ -121,14 +121,14 @@ async function single(backend: BackendName, seconds: number, threads: number): P
 }
 
 async function distributed(workers: number, fp16: boolean, shm: boolean, backend: string, rounds: number): Promise<DistResult> {
-  // Laid out as --spawn lays them out.
-  const { threads, pin } = arrange(workers, availableParallelism(), undefined, canPin());
   const out = mkdtempSync(join(tmpdir(), 'gan-bench-'));
   const warmup = 3;
   // The coordinator samples a grid at the end of the run: it needs a backend too.
   const info = await initBackend('auto', { threads: 1, log: () => {} });
   // As --spawn: without the addon, wasm workers sharing memory are threads of this process.
   const inThreads = threadRegionsFor(shm, backend === 'auto' ? info.name : backend);
+  // Laid out as --spawn lays them out (threads are not pinned).
+  const { threads, pin } = arrange(workers, availableParallelism(), undefined, canPin() && inThreads === undefined);
   const config = { ...defaultTrainConfig, workers, batchSize: BATCH, epochs: 1000, maxRounds: warmup + rounds, checkpointEvery: 0, wire: fp16 ? '16' as const : 'fp32' as const };
   const coord = new Coordinator({ config, host: '127.0.0.1', port: 0, out, sameHost: shm ? 'auto' : 'off', threadRegions: inThreads });
   const port = await coord.start();
