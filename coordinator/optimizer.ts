@@ -42,7 +42,8 @@ export interface OuterConfig {
  * delta = synced - local, as torch.optim.SGD(nesterov=True) takes a gradient:
  * buf = momentum * buf + delta; w -= lr * (delta + momentum * buf). The momentum buffer lives
  * where Adam's first moment does (`m`); `v` is carried unchanged. With lr 1 and momentum 0 the new
- * weights are the average of the workers' local ones (local SGD, FedAvg).
+ * weights are the average of the workers' local ones (local SGD, FedAvg). The change is read as
+ * 0 + delta, as Adam reads a gradient.
  */
 export function outerChunkStep(c: OuterConfig): ChunkStep {
   const lr = c.lr;
@@ -54,7 +55,7 @@ export function outerChunkStep(c: OuterConfig): ChunkStep {
     const wo = out.w;
     const mo = out.m;
     for (let i = 0; i < n; i++) {
-      const d = g[i]!;
+      const d = g[i]! + 0;
       const b = Math.fround(mu * m[i]! + d);
       mo[i] = b;
       wo[i] = w[i]! - lr * (d + mu * b);

@@ -62,6 +62,11 @@ export interface ChunkState {
   next: number;
   /** The segment at `next` has been sent the sum so far (segments that do not start the sum). */
   seeded: boolean;
+  /**
+   * The whole sum when it is one array already (a lone member's part, the last segment's partial
+   * sum): the step reads it where it lies instead of a copy in the accumulator.
+   */
+  sum?: Float32Array;
 }
 
 export interface Attempt<C extends MemberConn> {

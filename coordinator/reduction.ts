@@ -288,7 +288,9 @@ export class Reduction<C extends MemberConn> {
           run.push(...parts);
         }
         if (run.length === 0) break;
-        foldMany(acc, run.map((m) => m.own[c]!), run.map((m) => m.count / a.total), state.next === 0);
+        // A lone part holding every sample is its own sum (the step reads it as 0 + g, the bits a fold gives).
+        if (state.next === 0 && k === a.segments.length && run.length === 1 && run[0]!.count === a.total) state.sum = run[0]!.own[c]!;
+        else foldMany(acc, run.map((m) => m.own[c]!), run.map((m) => m.count / a.total), state.next === 0);
         state.next = k;
         continue;
       }
@@ -300,7 +302,9 @@ export class Reduction<C extends MemberConn> {
       }
       const tail = (s as { tail: (Float32Array | null)[] }).tail[c];
       if (!tail) break;
-      acc.set(tail);
+      // The last segment's partial sum is the whole sum: stepped where it lies.
+      if (state.next === a.segments.length - 1) state.sum = tail;
+      else acc.set(tail);
       state.next++;
       state.seeded = false;
     }
@@ -314,7 +318,7 @@ export class Reduction<C extends MemberConn> {
     const t0 = performance.now();
     const { current: cur, next } = this.o;
     const a = this.attempt;
-    const g = this.o.acc.subarray(start, end);
+    const g = a.chunks[c]!.sum ?? this.o.acc.subarray(start, end);
     const out = { w: next.w.subarray(start, end), m: next.m.subarray(start, end), v: next.v.subarray(start, end) };
     if (!this.o.step({ w: cur.w.subarray(start, end), m: cur.m.subarray(start, end), v: cur.v.subarray(start, end) }, g, out)) {
       // Bounded inputs cannot get here; if they ever do, this step must not be the one that poisons the state.

@@ -3,7 +3,8 @@ import * as tf from '@tensorflow/tfjs-core';
 // Registers the gradient functions and the optimizers' kernels.
 import '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-cpu';
-import { type AdamConfig, adamState, adamStep, weightedAverage } from '../coordinator/optimizer.js';
+import { type AdamConfig, adamApply, adamHyper, adamState, adamStep, weightedAverage } from '../coordinator/optimizer.js';
+import { nativeMath } from '../shared/backend/addon.js';
 
 beforeAll(async () => {
   await tf.setBackend('cpu');
@@ -112,6 +113,34 @@ describe('adamStep', () => {
     adamStep(w, new Float32Array([2, 0]), s, c);
     adamStep(w2, new Float32Array([2, 0]), again, c);
     expect(Array.from(w)).toEqual(Array.from(w2));
+  });
+
+  it('steps a gradient holding -0 as its average of one (where a -0 first moment would keep its sign), in JavaScript and in the addon', () => {
+    // -0 against +0 only shows where the first moment is -0 too (a tiny negative moment underflowed).
+    const n = 64;
+    const w = rand(n, 3);
+    w[0] = 0;
+    w[1] = -0;
+    const g = new Float32Array(n).fill(-0);
+    for (let i = n / 2; i < n; i++) g[i] = rand(1, i + 7)[0]!;
+    const m = new Float32Array(n).fill(-0);
+    const v = new Float32Array(n);
+    const averaged = new Float32Array(n);
+    weightedAverage(averaged, [{ count: 5, data: g }], null);
+    const h = adamHyper(4, { lr: 1e-3, beta1: 0.5, beta2: 0.999, epsilon: 1e-8 });
+    const step = (grad: Float32Array, math: ReturnType<typeof nativeMath>) => {
+      const out = { w: new Float32Array(n), m: new Float32Array(n), v: new Float32Array(n) };
+      adamApply(w, grad, m, v, h, out, math);
+      return new Uint32Array([...out.w, ...out.m, ...out.v].map((x) => new Uint32Array(new Float32Array([x]).buffer)[0]!));
+    };
+    const reference = step(averaged, null);
+    expect(Object.is(averaged[0], 0)).toBe(true);
+    expect([...step(g, null)]).toEqual([...reference]);
+    const math = nativeMath();
+    if (math) {
+      expect([...step(g, math)]).toEqual([...reference]);
+      expect([...step(averaged, math)]).toEqual([...reference]);
+    }
   });
 
   it('refuses arrays of different sizes', () => {

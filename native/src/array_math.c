@@ -104,10 +104,13 @@ napi_value math_weighted_sum(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/* One Adam element, in double between float32 loads and stores, as the JS loop computes it. */
+/*
+ * One Adam element, in double between float32 loads and stores, as the JS loop computes it. The
+ * gradient is read as 0 + g, so a -0 in it counts as the +0 a weighted sum would have given.
+ */
 #define ADAM_ELEMENT(W_IN, M_IN, V_IN, W_OUT, M_OUT, V_OUT)                            \
   do {                                                                                 \
-    const double gi = g[i];                                                            \
+    const double gi = (double)g[i] + 0.0;                                              \
     const double mi = (double)(M_IN) * b1 + gi * omb1;                                 \
     const double vi = (double)(V_IN) * b2 + gi * gi * omb2;                            \
     const double wi = (W_IN);                                                          \

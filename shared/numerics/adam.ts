@@ -61,7 +61,9 @@ export function adamHyper(t: number, c: AdamConfig): AdamHyper {
  * every float32 operation. Elementwise, so a step taken chunk by chunk is the same bits as one
  * over the whole vector. `math` is the addon (the default when built) or null for the JavaScript
  * loop below, the reference it reproduces bit for bit. Returns whether every new weight and moment
- * is finite (the addon checks each range while it is still in cache).
+ * is finite (the addon checks each range while it is still in cache). g is read as 0 + g: a -0
+ * steps as the +0 a weighted sum gives, so a lone worker's gradient stepped where it lies is the
+ * same bits as its average of one.
  */
 export function adamApply(
   w: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, h: AdamHyper,
@@ -80,7 +82,7 @@ export function adamApply(
   // x * 0 is 0 for every finite x, NaN otherwise: the stored values are checked as they are written.
   let probe = 0;
   for (let i = 0; i < n; i++) {
-    const gi = g[i]!;
+    const gi = g[i]! + 0;
     const mi = m[i]! * b1 + gi * omb1;
     const vi = v[i]! * b2 + gi * gi * omb2;
     mo[i] = mi;
