@@ -200,7 +200,20 @@ export class SameHostHub {
     return { data, from: null };
   }
 
-  /** `net`'s committed weights of `version`, for workers to copy when a task names them. */
+  /**
+   * Where `version` of `net` lives in the region: the model keeps the weights the workers hold in
+   * these buffers (ModelState.placeViews), so a step writes the next version where workers copy it.
+   */
+  weightsBuffer(net: Net, version: number): Float32Array {
+    return this.region.buffer(net, version);
+  }
+
+  /** A phase is about to write `version` of `net` into its buffer (workers refuse it until it is published). */
+  writing(net: Net, version: number): void {
+    if (!this.closed) this.region.writing(net, version);
+  }
+
+  /** `net`'s committed weights of `version`, for workers to copy when a task names them (no copy when `w` is its buffer). */
   publish(net: Net, version: number, w: Float32Array): void {
     if (!this.closed) this.region.publish(net, version, w);
   }

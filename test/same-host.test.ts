@@ -11,6 +11,7 @@ import { Kind, type Message, decode, encode } from '../shared/wire/codec.js';
 import { fileMapper } from '../shared/backend/addon.js';
 import { SameHostHub, regionBase } from '../coordinator/same-host.js';
 import { type SameHostMapper, nodeSameHost } from '../worker/same-host.js';
+import { WeightsRegion, weightsRegionBytes } from '../shared/wire/same-host.js';
 import { type Connect } from '../worker/transport.js';
 import { nodeWorkerOptions } from '../worker/node.js';
 import { WorkerClient } from '../worker/worker.js';
@@ -61,6 +62,35 @@ function addWorker(c: Cluster, sameHost: boolean, victim: number | null): void {
     faults: { inbound: (m: Message) => (victim !== null && id === victim && m.k === Kind.Reduce && m.round === 2 && m.phase === 'G' ? 'crash' : undefined) },
   });
 }
+
+describe('the weights region', () => {
+  it('a step writes the next version in place while the current one stays whole for a worker copying it; a version being written is refused', () => {
+    const sizes = { D: 5, G: 3 };
+    const region = new WeightsRegion(new ArrayBuffer(weightsRegionBytes(sizes)), sizes);
+    region.init();
+    const read = (v: number) => {
+      let got: number[] = [];
+      const r = region.read('D', v, (w) => (got = [...w]));
+      return r === true ? got : r;
+    };
+    region.publish('D', 6, Float32Array.from([1, 2, 3, 4, 5]));
+    expect(read(6)).toEqual([1, 2, 3, 4, 5]);
+    // The step of version 7 writes into its own buffer, not over version 6.
+    region.writing('D', 7);
+    const next = region.buffer('D', 7);
+    next.set([9, 9, 9, 9, 9]);
+    expect(read(7)).toBe('version');
+    expect(read(6)).toEqual([1, 2, 3, 4, 5]);
+    region.publish('D', 7, next);
+    expect(read(7)).toEqual([9, 9, 9, 9, 9]);
+    // A copy during which its buffer starts to change is refused as torn; G's buffers are apart from D's.
+    region.publish('G', 7, Float32Array.from([7, 8, 9]));
+    expect(region.read('D', 7, () => region.writing('D', 9))).toBe('torn');
+    let g: number[] = [];
+    expect(region.read('G', 7, (w) => (g = [...w]))).toBe(true);
+    expect(g).toEqual([7, 8, 9]);
+  });
+});
 
 describe('same-host workers and framed workers train the same bits', () => {
   for (const wire of ['fp32', '16', '8'] as const) {
@@ -184,6 +214,24 @@ describe('who gets a region', () => {
     expect(coord.round).toBe(3);
     expect(existsSync(dir)).toBe(false);
   }, 30_000);
+
+  it(`a worker's mapping of the weights region is read only: writing to it kills that process, not the weights${noAddon ? ` [skipped: ${noAddon}]` : ''}`, () => {
+    if (noAddon) return;
+    requireBuild();
+    const sizes = { D: 1024, G: 512 };
+    const hub = SameHostHub.open(sizes, () => {})!;
+    try {
+      hub.publish('D', 3, new Float32Array(sizes.D).fill(0.5));
+      const addon = join(process.cwd(), 'dist/shared/backend/addon.js');
+      const script = `const { fileMapper } = await import(${JSON.stringify(addon)}); const b = fileMapper()(${JSON.stringify(hub.regionPath)}, ${weightsRegionBytes(sizes)}, 2); new Float32Array(b, 64, 4)[0] = 7; console.log('wrote');`;
+      const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8' });
+      expect(r.stdout).not.toContain('wrote');
+      expect(r.signal ?? r.status, r.stderr).toMatch(/SIGSEGV|SIGBUS/);
+      expect([...hub.weightsBuffer('D', 3).subarray(0, 4)]).toEqual([0.5, 0.5, 0.5, 0.5]);
+    } finally {
+      hub.close();
+    }
+  });
 
   const procs: Proc[] = [];
   afterAll(async () => {

@@ -2,10 +2,12 @@
  * The regions a coordinator shares with the workers on its own host, so that weights and
  * gradients cross as memory instead of frames (the WebSocket then carries only control messages).
  *
- * - The weights region (one per run) holds both nets' current weights, written by the coordinator
- *   only, after each step commits and before the next task names the new version. A worker maps
- *   it read only and copies a net out when a task names a version it does not hold yet. Each net
- *   has a header pair (writing flag, version); a copy that sees either change is refused.
+ * - The weights region (one per run) holds two buffers per net, written by the coordinator only:
+ *   version v of a net lives in buffer v % 2, so a step writes the next version straight into the
+ *   buffer the version before the current one left, while the current one stays whole for any
+ *   worker copying it. A worker maps the region read only and copies a net out when a task names
+ *   a version it does not hold yet. Each buffer has a header pair (writing flag, version); a copy
+ *   that sees either change is refused.
  * - A slot (one per worker) holds that worker's gradient of the current phase, float32 or the run's
  *   16-bit halves. The worker writes it and then says so (Posted); the coordinator copies it out
  *   once, and validates the copy exactly as it validates a frame.
@@ -28,46 +30,72 @@ export interface RegionSizes {
   G: number;
 }
 
-export const weightsRegionBytes = (s: RegionSizes) => HEADER_BYTES + 4 * (s.D + s.G);
+export const weightsRegionBytes = (s: RegionSizes) => HEADER_BYTES + 8 * (s.D + s.G);
 export const slotBytes = (s: RegionSizes) => HEADER_BYTES + 4 * Math.max(s.D, s.G);
 
 /** Why a copy out of the weights region was refused (the caller waits for frames or fails). */
 export type PullRefusal = 'version' | 'torn';
 
+/** The weights region's layout: the header's second word (a worker of another layout uses frames). */
+const LAYOUT = 2;
+
 /** The weights region, as the coordinator writes it and as a worker reads it. */
 export class WeightsRegion {
   private readonly head: Uint32Array;
-  private readonly nets: Record<Net, Float32Array>;
+  private readonly buffers: Record<Net, [Float32Array, Float32Array]>;
 
   constructor(buf: ArrayBuffer, readonly sizes: RegionSizes) {
     if (buf.byteLength !== weightsRegionBytes(sizes)) throw new RangeError(`weights region is ${buf.byteLength} bytes, expected ${weightsRegionBytes(sizes)}`);
     this.head = new Uint32Array(buf, 0, HEADER_BYTES / 4);
-    this.nets = { D: new Float32Array(buf, HEADER_BYTES, sizes.D), G: new Float32Array(buf, HEADER_BYTES + 4 * sizes.D, sizes.G) };
+    const at = (values: number, k: number) => new Float32Array(buf, HEADER_BYTES + 4 * values * k, values);
+    const g = (k: number) => new Float32Array(buf, HEADER_BYTES + 8 * sizes.D + 4 * sizes.G * k, sizes.G);
+    this.buffers = { D: [at(sizes.D, 0), at(sizes.D, 1)], G: [g(0), g(1)] };
   }
 
   /** Coordinator: a new region's header. */
   init(): void {
     this.head[0] = MAGIC;
-    this.head[1] = 1;
+    this.head[1] = LAYOUT;
   }
 
   get valid(): boolean {
-    return this.head[0] === MAGIC && this.head[1] === 1;
+    return this.head[0] === MAGIC && this.head[1] === LAYOUT;
   }
 
-  /** Coordinator: `net`'s weights of `version` (the writing flag is up while they change). */
-  publish(net: Net, version: number, w: Float32Array): void {
-    const i = 2 + 2 * NET_INDEX[net];
-    this.head[i] = 1;
-    this.nets[net].set(w);
+  /** Index in the header of the (writing flag, version) pair of the buffer `version` of `net` lives in. */
+  private headAt(net: Net, version: number): number {
+    return 2 + 4 * NET_INDEX[net] + 2 * (version % 2);
+  }
+
+  /** Coordinator: the buffer `version` of `net` lives in (to write it in place: writing, then holds). */
+  buffer(net: Net, version: number): Float32Array {
+    return this.buffers[net][version % 2]!;
+  }
+
+  /** Coordinator: the buffer of `version` is about to change (its writing flag is up until holds). */
+  writing(net: Net, version: number): void {
+    this.head[this.headAt(net, version)] = 1;
+  }
+
+  /** Coordinator: the buffer of `version` holds that version, whole. */
+  holds(net: Net, version: number): void {
+    const i = this.headAt(net, version);
     this.head[i + 1] = version;
     this.head[i] = 0;
   }
 
-  /** The version of `net` the region holds (-1 while it is being written). */
-  version(net: Net): number {
-    const i = 2 + 2 * NET_INDEX[net];
-    return this.head[i] === 0 ? this.head[i + 1]! : -1;
+  /** Coordinator: `net`'s weights of `version`, copied into its buffer unless they are that buffer. */
+  publish(net: Net, version: number, w: Float32Array): void {
+    const b = this.buffer(net, version);
+    this.writing(net, version);
+    if (w !== b) b.set(w);
+    this.holds(net, version);
+  }
+
+  /** Whether the buffer of `version` of `net` holds exactly it, whole. */
+  private whole(net: Net, version: number): boolean {
+    const i = this.headAt(net, version);
+    return this.head[i] === 0 && this.head[i + 1] === version;
   }
 
   /**
@@ -75,9 +103,9 @@ export class WeightsRegion {
    * region holds exactly `version`, and confirm they did not change while it ran.
    */
   read(net: Net, version: number, use: (w: Float32Array) => void): true | PullRefusal {
-    if (this.version(net) !== version) return 'version';
-    use(this.nets[net]);
-    return this.version(net) === version ? true : 'torn';
+    if (!this.whole(net, version)) return 'version';
+    use(this.buffer(net, version));
+    return this.whole(net, version) ? true : 'torn';
   }
 }
 
