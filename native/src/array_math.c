@@ -11,7 +11,7 @@
 #include "array_math.h"
 
 #include <math.h>
-#include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -20,6 +20,7 @@
 
 #include "args.h"
 #include "array_math_shared.h"
+#include "pool.h"
 
 /*
  * The hot loops are compiled three times, for AVX-512, AVX2 and baseline x86-64, and the loader
@@ -140,39 +141,35 @@ static bool finite_run(const float* a, size_t n) {
   return bad == 0;
 }
 
-/* One thread's share of an Adam step: its range, then whether its outputs are finite (still in cache). */
+/* An Adam step's arrays and constants, and whether any block's outputs were not finite. */
 typedef struct {
   float *w, *g, *m, *v, *wo, *mo, *vo;
-  size_t n;
   double h[8];
-  bool finite;
-} adam_part_t;
+  atomic_int bad;
+} adam_job_t;
 
-static void* adam_part(void* arg) {
-  adam_part_t* p = arg;
+/* Elements [b, e) of a step, then whether its outputs are finite (still in cache). */
+static void adam_block(void* arg, size_t b, size_t e) {
+  adam_job_t* p = arg;
   const double* h = p->h;
+  const size_t len = e - b;
   clean_upper();
-  for (size_t b = 0; b < p->n; b += 16384) {
-    const size_t len = p->n - b < 16384 ? p->n - b : 16384;
-    if (p->wo == p->w)
-      adam_in_place(p->w + b, p->g + b, p->m + b, p->v + b, len, h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]);
-    else
-      adam_to(p->w + b, p->g + b, p->m + b, p->v + b, p->wo + b, p->mo + b, p->vo + b, len, h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]);
-    p->finite = p->finite && finite_run(p->wo + b, len) && finite_run(p->mo + b, len) && finite_run(p->vo + b, len);
-  }
-  return NULL;
+  if (p->wo == p->w)
+    adam_in_place(p->w + b, p->g + b, p->m + b, p->v + b, len, h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]);
+  else
+    adam_to(p->w + b, p->g + b, p->m + b, p->v + b, p->wo + b, p->mo + b, p->vo + b, len, h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]);
+  if (!(finite_run(p->wo + b, len) && finite_run(p->mo + b, len) && finite_run(p->vo + b, len))) atomic_store(&p->bad, 1);
 }
 
-/* Below this many elements a second thread costs more than it saves. */
-#define ADAM_MT_MIN (1 << 17)
-#define ADAM_MAX_THREADS 4
+/* Elements per block; below two blocks a step runs on the calling thread alone. */
+#define ADAM_BLOCK 16384
 
 /*
  * adamStep(w, g, m, v, b1, b2, omb1, omb2, c1, c2, lr, eps[, wOut, mOut, vOut]): one Adam update,
  * in place or into the three outputs (a chunked step writes the next weights beside the current
  * ones, so an aborted reduction leaves the current ones untouched). Each output is its input or
  * shares memory with no other array. Returns whether every new weight and moment is finite.
- * Large vectors are cut into contiguous ranges stepped on up to ADAM_MAX_THREADS threads (the
+ * Large vectors are cut into blocks stepped by this thread and the pool's helpers (pool.c; the
  * update is elementwise, so the bits do not depend on the cut): every worker of a run waits for
  * this step.
  */
@@ -209,27 +206,10 @@ napi_value math_adam_step(napi_env env, napi_callback_info info) {
   if (!in_place && (p[4] == p[0] || p[5] == p[2] || p[6] == p[3])) return args_fail(&a, "wOut, mOut and vOut must all be their inputs or none of them");
 
   const size_t n = len[0];
-  long cores = sysconf(_SC_NPROCESSORS_ONLN);
-  int parts = n >= ADAM_MT_MIN && cores > 1 ? (int)(cores < ADAM_MAX_THREADS ? cores : ADAM_MAX_THREADS) : 1;
-  adam_part_t part[ADAM_MAX_THREADS];
-  pthread_t tid[ADAM_MAX_THREADS];
-  bool started[ADAM_MAX_THREADS] = {false};
-  const size_t per = (n + (size_t)parts - 1) / (size_t)parts;
-  for (int t = 0; t < parts; t++) {
-    const size_t off = (size_t)t * per < n ? (size_t)t * per : n;
-    const size_t cnt = n - off < per ? n - off : per;
-    part[t] = (adam_part_t){p[0] + off, p[1] + off, p[2] + off, p[3] + off, p[4] + off, p[5] + off, p[6] + off, cnt, {0}, true};
-    memcpy(part[t].h, h, sizeof h);
-  }
-  /* Helpers take ranges 1.. (a helper that cannot start leaves its range to this thread). */
-  for (int t = 1; t < parts; t++) started[t] = pthread_create(&tid[t], NULL, adam_part, &part[t]) == 0;
-  adam_part(&part[0]);
-  bool finite = part[0].finite;
-  for (int t = 1; t < parts; t++) {
-    if (started[t]) pthread_join(tid[t], NULL);
-    else adam_part(&part[t]);
-    finite = finite && part[t].finite;
-  }
+  adam_job_t job = {p[0], p[1], p[2], p[3], p[4], p[5], p[6], {0}, 0};
+  memcpy(job.h, h, sizeof h);
+  pool_run(adam_block, &job, n, ADAM_BLOCK);
+  const bool finite = atomic_load(&job.bad) == 0;
   napi_value out;
   if (napi_get_boolean(env, finite, &out) != napi_ok) return napi_failed(env, "napi_get_boolean");
   return out;
