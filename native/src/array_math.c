@@ -254,38 +254,43 @@ napi_value math_ema_update(napi_env env, napi_callback_info info) {
 /*
  * Four running sums of squares, element i going to sum i % 4, added as (s0 + s1) + (s2 + s3): four
  * independent chains instead of one (a double add waits for the previous one), and the same order
- * as the JS loop in coordinator/optimizer.ts, so the same bits.
+ * as the JS loop in coordinator/optimizer.ts, so the same bits. The four lanes are one vector of
+ * doubles. The largest |x| is kept per lane too and the lanes' maxima taken at the end: a maximum
+ * that ignores NaN does not depend on the order it sees the values in.
  */
 SIMD_CLONES static void magnitude_loop(const float* restrict a, float* restrict copy, size_t n, double* max_abs, double* sum_sq) {
-  float m = 0.f;
-  double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+  float mx[4] = {0.f, 0.f, 0.f, 0.f};
+  double s[4] = {0.0, 0.0, 0.0, 0.0};
   size_t i = 0;
-  for (; i + 4 <= n; i += 4) {
-    const float x0 = a[i], x1 = a[i + 1], x2 = a[i + 2], x3 = a[i + 3];
-    if (copy) {
-      copy[i] = x0;
-      copy[i + 1] = x1;
-      copy[i + 2] = x2;
-      copy[i + 3] = x3;
+  if (copy) {
+    for (; i + 4 <= n; i += 4) {
+      for (int j = 0; j < 4; j++) {
+        const float x = a[i + j];
+        copy[i + j] = x;
+        /* NaN compares false: the max ignores it, the sums of squares keep it. */
+        mx[j] = fabsf(x) > mx[j] ? fabsf(x) : mx[j];
+        s[j] += (double)x * (double)x;
+      }
     }
-    /* NaN compares false: the max ignores it, the sums of squares keep it. */
-    m = fabsf(x0) > m ? fabsf(x0) : m;
-    m = fabsf(x1) > m ? fabsf(x1) : m;
-    m = fabsf(x2) > m ? fabsf(x2) : m;
-    m = fabsf(x3) > m ? fabsf(x3) : m;
-    s0 += (double)x0 * (double)x0;
-    s1 += (double)x1 * (double)x1;
-    s2 += (double)x2 * (double)x2;
-    s3 += (double)x3 * (double)x3;
+  } else {
+    for (; i + 4 <= n; i += 4) {
+      for (int j = 0; j < 4; j++) {
+        const float x = a[i + j];
+        mx[j] = fabsf(x) > mx[j] ? fabsf(x) : mx[j];
+        s[j] += (double)x * (double)x;
+      }
+    }
   }
   for (; i < n; i++) {
     const float x = a[i];
     if (copy) copy[i] = x;
-    m = fabsf(x) > m ? fabsf(x) : m;
-    s0 += (double)x * (double)x;
+    mx[0] = fabsf(x) > mx[0] ? fabsf(x) : mx[0];
+    s[0] += (double)x * (double)x;
   }
+  float m = mx[0];
+  for (int j = 1; j < 4; j++) m = mx[j] > m ? mx[j] : m;
   *max_abs = m;
-  *sum_sq = (s0 + s1) + (s2 + s3);
+  *sum_sq = (s[0] + s[1]) + (s[2] + s[3]);
 }
 
 /*
