@@ -54,8 +54,29 @@ SIMD_CLONES static void sum_more(float* restrict acc, const float* restrict p, d
  * weightedSum(out, parts, scales): out[i] = sum over k in order of scales[k] * parts[k][i], each
  * product and add in double and the running sum rounded to float32 after every add, starting
  * from +0 (so a lone -0 product gives +0, as in JS). A block at a time through an L1 accumulator:
- * one pass over memory whatever the number of parts, and `out` may be one of the parts.
+ * one pass over memory whatever the number of parts, and `out` may be one of the parts. Blocks run
+ * on the pool's threads (pool.c): each element's sum is the same whichever thread adds it.
  */
+typedef struct {
+  float* out;
+  const float** parts;
+  const double* scales;
+  uint32_t np;
+} sum_job_t;
+
+/* Elements [b, e) of a weighted sum, SUM_BLOCK at a time (blocks run on the pool's threads). */
+static void sum_block(void* arg, size_t b, size_t e) {
+  const sum_job_t* j = arg;
+  float acc[SUM_BLOCK];
+  clean_upper();
+  for (; b < e; b += SUM_BLOCK) {
+    const size_t len = e - b < SUM_BLOCK ? e - b : SUM_BLOCK;
+    sum_first(acc, j->parts[0] + b, j->scales[0], len);
+    for (uint32_t k = 1; k < j->np; k++) sum_more(acc, j->parts[k] + b, j->scales[k], len);
+    memcpy(j->out + b, acc, len * sizeof(float));
+  }
+}
+
 napi_value math_weighted_sum(napi_env env, napi_callback_info info) {
   Args a;
   if (!args_init(&a, env, info, 3, "weightedSum")) return NULL;
@@ -92,14 +113,8 @@ napi_value math_weighted_sum(napi_env env, napi_callback_info info) {
     free(scales);
     return NULL;
   }
-  float acc[SUM_BLOCK];
-  clean_upper();
-  for (size_t b = 0; b < n; b += SUM_BLOCK) {
-    const size_t len = n - b < SUM_BLOCK ? n - b : SUM_BLOCK;
-    sum_first(acc, parts[0] + b, scales[0], len);
-    for (uint32_t k = 1; k < np; k++) sum_more(acc, parts[k] + b, scales[k], len);
-    memcpy(out + b, acc, len * sizeof(float));
-  }
+  sum_job_t job = {out, parts, scales, np};
+  pool_run(sum_block, &job, n, 8 * SUM_BLOCK);
   free(parts);
   free(scales);
   return NULL;
