@@ -142,6 +142,30 @@ describe(title, () => {
     expect(Number.isNaN(magnitude(big, math).maxAbs) && Number.isNaN(magnitude(big, null).maxAbs)).toBe(true);
   });
 
+  it.skipIf(!math)('adamApply out of place on a net-sized step (the addon streams its outputs): the same bits at every alignment of the arrays, and a non-finite output is found', () => {
+    const r = rng(12);
+    const n = 300_017;
+    const h = adamHyper(7, { lr: 1e-3, beta1: 0.5, beta2: 0.999, epsilon: 1e-8 });
+    const w = gradients(n + 16, r), g = gradients(n + 16, r), m = gradients(n + 16, r), v = gradients(n + 16, r).map(Math.abs);
+    const outs = { w: new Float32Array(n + 16), m: new Float32Array(n + 16), v: new Float32Array(n + 16) };
+    // Offsets in floats of the inputs and of each output: aligned together, the outputs apart from one another, all apart.
+    for (const [i, ow, om, ov] of [[0, 0, 0, 0], [3, 5, 5, 5], [1, 0, 7, 13], [9, 15, 2, 11]] as const) {
+      const at = (a: Float32Array, k: number) => a.subarray(k, k + n);
+      const ref = { w: new Float32Array(n), m: new Float32Array(n), v: new Float32Array(n) };
+      expect(adamApply(at(w, i), at(g, i), at(m, i), at(v, i), h, ref, null)).toBe(true);
+      const out = { w: at(outs.w, ow), m: at(outs.m, om), v: at(outs.v, ov) };
+      expect(adamApply(at(w, i), at(g, i), at(m, i), at(v, i), h, out, math)).toBe(true);
+      for (const k of ['w', 'm', 'v'] as const) expect(firstDiff(bits(out[k]), bits(ref[k])), `${k} at offsets ${i}/${ow}/${om}/${ov}`).toBe(-1);
+    }
+    // A NaN anywhere (the middle of a block, the first and the last element) makes the step report it.
+    for (const at of [0, 150_000, n - 1]) {
+      const bad = w.subarray(0, n).slice();
+      bad[at] = NaN;
+      const out = { w: new Float32Array(n), m: new Float32Array(n), v: new Float32Array(n) };
+      expect(adamApply(bad, g.subarray(0, n), m.subarray(0, n), v.subarray(0, n), h, out, math), `NaN at ${at}`).toBe(false);
+    }
+  });
+
   it.skipIf(!math)('fromHalf: all 65536 half values', () => {
     const all = new Uint16Array(65536).map((_, i) => i);
     const js = fromHalf(all, undefined, null);
