@@ -145,11 +145,15 @@ export function emaUpdate(avg: Float32Array, w: Float32Array, decay: number, t: 
 
 const magnitudeOut = new Float64Array(2);
 
+/** Values per block of a magnitude's sum of squares (MAGNITUDE_BLOCK in the addon, whose blocks run on several threads). */
+export const MAGNITUDE_BLOCK = 16384;
+
 /**
  * How big a gradient (chunk) is: its largest |value| and its root mean square, NaN when it holds a
  * NaN or an infinity. With `copy`, `a` is copied there in the same pass and what is measured is
- * what was copied (a slot another process may still write). The sum of squares runs as four
- * interleaved sums, (s0 + s1) + (s2 + s3), here and in the addon alike. The addon does it when built.
+ * what was copied (a slot another process may still write). The sum of squares is taken in blocks
+ * of MAGNITUDE_BLOCK values, each as four interleaved sums, (s0 + s1) + (s2 + s3), the blocks'
+ * sums then added in order, here and in the addon alike. The addon does it when built.
  */
 export function magnitude(a: Float32Array, math: NativeMath | null = nativeMath(), copy?: Float32Array): { maxAbs: number; rms: number } {
   let maxAbs = 0;
@@ -161,31 +165,33 @@ export function magnitude(a: Float32Array, math: NativeMath | null = nativeMath(
     maxAbs = magnitudeOut[0]!;
     sumSq = magnitudeOut[1]!;
   } else {
-    const n = a.length;
     const x = copy ? (copy.set(a), copy) : a;
-    let s0 = 0;
-    let s1 = 0;
-    let s2 = 0;
-    let s3 = 0;
-    const body = n - (n % 4);
-    for (let i = 0; i < body; i += 4) {
-      const v0 = x[i]!;
-      const v1 = x[i + 1]!;
-      const v2 = x[i + 2]!;
-      const v3 = x[i + 3]!;
-      maxAbs = Math.max(maxAbs, Math.abs(v0), Math.abs(v1), Math.abs(v2), Math.abs(v3));
-      s0 += v0 * v0;
-      s1 += v1 * v1;
-      s2 += v2 * v2;
-      s3 += v3 * v3;
+    for (let start = 0; start < x.length; start += MAGNITUDE_BLOCK) {
+      const end = Math.min(x.length, start + MAGNITUDE_BLOCK);
+      let s0 = 0;
+      let s1 = 0;
+      let s2 = 0;
+      let s3 = 0;
+      const body = end - ((end - start) % 4);
+      for (let i = start; i < body; i += 4) {
+        const v0 = x[i]!;
+        const v1 = x[i + 1]!;
+        const v2 = x[i + 2]!;
+        const v3 = x[i + 3]!;
+        maxAbs = Math.max(maxAbs, Math.abs(v0), Math.abs(v1), Math.abs(v2), Math.abs(v3));
+        s0 += v0 * v0;
+        s1 += v1 * v1;
+        s2 += v2 * v2;
+        s3 += v3 * v3;
+      }
+      // The tail past the last multiple of four goes to the first sum, as in the addon.
+      for (let i = body; i < end; i++) {
+        const v = x[i]!;
+        maxAbs = Math.max(maxAbs, Math.abs(v));
+        s0 += v * v;
+      }
+      sumSq += (s0 + s1) + (s2 + s3);
     }
-    // The tail past the last multiple of four goes to the first sum, as in the addon.
-    for (let i = body; i < n; i++) {
-      const v = x[i]!;
-      maxAbs = Math.max(maxAbs, Math.abs(v));
-      s0 += v * v;
-    }
-    sumSq = (s0 + s1) + (s2 + s3);
   }
   const rms = a.length ? Math.sqrt(sumSq / a.length) : 0;
   return { maxAbs: Number.isFinite(sumSq) ? maxAbs : NaN, rms };

@@ -388,11 +388,29 @@ SIMD_CLONES static void magnitude_loop(const float* restrict a, float* restrict 
   *sum_sq = (s[0] + s[1]) + (s[2] + s[3]);
 }
 
+/* The blocks a magnitude is measured in (MAGNITUDE_BLOCK in coordinator/optimizer.ts). */
+#define MAGNITUDE_BLOCK 16384
+
+typedef struct {
+  const float* a;
+  float* copy;
+  double (*parts)[2];
+} magnitude_job_t;
+
+static void magnitude_block(void* arg, size_t b, size_t e) {
+  magnitude_job_t* j = arg;
+  clean_upper();
+  double* part = j->parts[b / MAGNITUDE_BLOCK];
+  magnitude_loop(j->a + b, j->copy ? j->copy + b : NULL, e - b, &part[0], &part[1]);
+}
+
 /*
  * magnitude(a: Float32Array, out: Float64Array[, copy: Float32Array]): out[0] = the largest |a[i]|,
  * out[1] = the sum of squares in double (NaN or Infinity when a holds one). How big a gradient is,
  * in one pass. With `copy`, a is copied there in the same pass and what is measured is exactly
- * what was copied (a may be memory another process writes).
+ * what was copied (a may be memory another process writes). Measured in blocks of
+ * MAGNITUDE_BLOCK values on the pool's threads, each block's sum of squares as magnitude_loop
+ * takes it, the blocks' sums then added in order: the bits the JS loop gives.
  */
 napi_value math_magnitude(napi_env env, napi_callback_info info) {
   Args a;
@@ -405,8 +423,18 @@ napi_value math_magnitude(napi_env env, napi_callback_info info) {
   if (no < 2) return args_fail(&a, "out needs two values");
   if (copy && nc != n) return args_fail(&a, "copy differs in size from a");
   if (copy && ranges_overlap(x, n * 4, copy, nc * 4)) return args_fail(&a, "a and copy must not share memory");
-  clean_upper();
-  magnitude_loop(x, copy, n, &out[0], &out[1]);
+  const size_t blocks = (n + MAGNITUDE_BLOCK - 1) / MAGNITUDE_BLOCK;
+  magnitude_job_t job = {x, copy, malloc((blocks ? blocks : 1) * sizeof(double[2]))};
+  if (!job.parts) return args_fail(&a, "out of memory");
+  pool_run(magnitude_block, &job, n, MAGNITUDE_BLOCK);
+  double m = 0.0, sum = 0.0;
+  for (size_t b = 0; b < blocks; b++) {
+    m = job.parts[b][0] > m ? job.parts[b][0] : m;
+    sum += job.parts[b][1];
+  }
+  free(job.parts);
+  out[0] = m;
+  out[1] = sum;
   return NULL;
 }
 
