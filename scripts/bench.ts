@@ -122,7 +122,8 @@ async function single(backend: BackendName, seconds: number, threads: number): P
 
 async function distributed(workers: number, fp16: boolean, shm: boolean, backend: string, rounds: number): Promise<DistResult> {
   const out = mkdtempSync(join(tmpdir(), 'gan-bench-'));
-  const warmup = 3;
+  // As the one-process figures, the steady state: the first rounds carry the shards and warm the backends and caches up.
+  const warmup = 10;
   // The coordinator samples a grid at the end of the run: it needs a backend too.
   const info = await initBackend('auto', { threads: 1, log: () => {} });
   // As --spawn: without the addon, wasm workers sharing memory are threads of this process.
@@ -143,7 +144,6 @@ async function distributed(workers: number, fp16: boolean, shm: boolean, backend
   }
   const lines = readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as RoundMetrics);
   rmSync(out, { recursive: true, force: true });
-  // The first rounds carry the shards and warm the backends up.
   const steady = lines.slice(warmup).filter((m) => m.dropped.length === 0 && m.joined.length === 0);
   const mean = (f: (m: RoundMetrics) => number) => steady.reduce((a, m) => a + f(m), 0) / steady.length;
   const params = netLayout(config.model, 'D').total + netLayout(config.model, 'G').total;
@@ -299,7 +299,7 @@ async function main(): Promise<void> {
     .description('Measure the seed model: one process per backend, then the real coordinator with 1, 2 and 4 local workers (shared memory, then frames).')
     .option('--out <dir>', 'where bench.md and bench.json go', 'bench')
     .option('--seconds <n>', 'seconds of timing per single-process measurement', intArg(1, 600), 8)
-    .option('--rounds <n>', 'timed rounds per distributed configuration', intArg(3, 10000), 20)
+    .option('--rounds <n>', 'timed rounds per distributed configuration', intArg(3, 10000), 50)
     .option('--workers <list>', 'worker counts for the distributed part', '1,2,4')
     .option('--backends <list>', 'backends for the single-process part', 'tensorflow,native,wasm,cpu')
     .option('--torch-iters <n>', 'timed iterations per PyTorch anchor run (0: skip the anchor)', intArg(0, 100000), 50)
