@@ -32,7 +32,11 @@ export const STRAGGLER_MIN_MS = 3000;
  * checked is what was copied.
  */
 export function checkGradient(data: Float32Array, net: Net, from?: Float32Array): number {
-  const { maxAbs, rms } = magnitude(from ?? data, undefined, from ? data : undefined);
+  return judgeMagnitude(magnitude(from ?? data, undefined, from ? data : undefined), net);
+}
+
+/** A gradient's measured magnitude within bounds: its root mean square; else E_NONFINITE or E_BOUNDS, as checkGradient. */
+export function judgeMagnitude({ maxAbs, rms }: { maxAbs: number; rms: number }, net: Net): number {
   if (Number.isNaN(maxAbs)) throw new GanError('E_NONFINITE', `gradient for ${net} has NaN or Inf values`);
   if (maxAbs > GRADIENT_LIMIT) throw new GanError('E_BOUNDS', `gradient for ${net} has a value of ${maxAbs.toExponential(2)}, beyond ${GRADIENT_LIMIT.toExponential(0)}`);
   return rms;

@@ -5,6 +5,7 @@
  */
 import { type NativeMath, nativeMath } from '../shared/backend/addon.js';
 import { allFinite } from '../shared/numerics/finite.js';
+import { foldMany } from '../shared/numerics/fold.js';
 
 /** Re-exported: the coordinator's state checks (checkpoints) use it from here. */
 export { allFinite };
@@ -193,6 +194,32 @@ export function magnitude(a: Float32Array, math: NativeMath | null = nativeMath(
       sumSq += (s0 + s1) + (s2 + s3);
     }
   }
-  const rms = a.length ? Math.sqrt(sumSq / a.length) : 0;
-  return { maxAbs: Number.isFinite(sumSq) ? maxAbs : NaN, rms };
+  return sized(maxAbs, sumSq, a.length);
+}
+
+/** A magnitude from its largest |value| and sum of squares over n values (maxAbs NaN when the sum is not finite). */
+function sized(maxAbs: number, sumSq: number, n: number): { maxAbs: number; rms: number } {
+  return { maxAbs: Number.isFinite(sumSq) ? maxAbs : NaN, rms: n ? Math.sqrt(sumSq / n) : 0 };
+}
+
+const measuresOut = new Float64Array(128);
+
+/**
+ * acc = the weighted sum of `gs` (foldMany with first), and the magnitude of each part measured in
+ * the same read of it, so what is measured is what was summed (a part may be a slot another process
+ * can write). The same sum and the same magnitudes as foldMany then magnitude of each part; the
+ * addon does both in one pass.
+ */
+export function foldMeasured(acc: Float32Array, gs: Float32Array[], scales: number[], math: NativeMath | null = nativeMath()): { maxAbs: number; rms: number }[] {
+  if (math && gs.length > 0 && gs.length <= 64) {
+    for (const g of gs) if (g.length !== acc.length) throw new Error(`fold: ${g.length} values into ${acc.length}`);
+    // An addon built before measures existed leaves them as they were: -1 is a largest |value| none can have.
+    measuresOut.fill(-1, 0, 2 * gs.length);
+    math.weightedSum(acc, gs, scales, measuresOut);
+    if (measuresOut[0] !== -1) return gs.map((g, k) => sized(measuresOut[2 * k]!, measuresOut[2 * k + 1]!, g.length));
+  }
+  // One read per part here too: each is copied before it is measured and summed.
+  const copies = gs.map((g) => g.slice());
+  foldMany(acc, copies, scales, true, math);
+  return copies.map((g) => magnitude(g, null));
 }

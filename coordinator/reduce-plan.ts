@@ -34,6 +34,12 @@ export interface Member<C extends MemberConn> extends ReductionMember<C> {
   /** Its own gradient's chunks received here (float32), by chunk index, kept across attempts; their root mean squares. */
   own: (Float32Array | null)[];
   rms: Float64Array;
+  /**
+   * A slot member's float32 gradient not yet checked: `own` views its slot, which it could still
+   * write, so each chunk is measured in the read that sums it, or copied to `copy` and checked
+   * there before anything else reads it (Reduction.advance).
+   */
+  unchecked?: { copy: Float32Array; from: Float32Array; chunks: Uint8Array };
   timer: NodeJS.Timeout | null;
 }
 

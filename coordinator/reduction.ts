@@ -42,8 +42,9 @@ import { foldMany } from '../shared/numerics/fold.js';
 import { type WirePrecision, WireScratch, decodeValues, encodeValues, encodeWeights } from '../shared/numerics/wire-format.js';
 import type { Net } from '../shared/compute/model.js';
 import { type ChunkMsg, Kind, type Message, type PostedMsg, type ReportMsg, encode } from '../shared/wire/codec.js';
-import { PEER_FACTOR, checkGradient, outlier, partialOutOfBounds, stragglerLimitMs } from './bounds.js';
-import type { ChunkStep } from './optimizer.js';
+import { PEER_FACTOR, checkGradient, judgeMagnitude, outlier, partialOutOfBounds, stragglerLimitMs } from './bounds.js';
+import { type ChunkStep, foldMeasured } from './optimizer.js';
+import { nativeMath } from '../shared/backend/addon.js';
 import {
   type Attempt, ChunkStage, type Member, type MemberConn, type ReductionMember, directParts, planAttempt, reduceFrames, relayedWeights, tailSender, weightsTargets,
 } from './reduce-plan.js';
@@ -234,11 +235,12 @@ export class Reduction<C extends MemberConn> {
     // An 8-bit wire's slot holds the decoded float32 values: rounding and error feedback are the same as in frames.
     if (x.fp16 !== (this.o.wire === '16')) throw new GanError('E_SHAPE', `gradient precision ${x.fp16 ? 'fp16' : 'fp32'} in the slot differs from the run's wire (${this.o.wire})`);
     const { data, from } = this.o.take(m.conn, x.values, x.fp16);
+    // A float32 slot is read once, when its chunk is summed or copied out (advance); 16-bit halves were widened into `data` just now.
+    if (from) m.unchecked = { copy: data, from, chunks: new Uint8Array(this.chunkTotal).fill(1) };
     for (let c = 0; c < this.chunkTotal; c++) {
       const [start, end] = chunkRange(this.size, this.o.chunk, c);
-      const g = data.subarray(start, end);
-      m.rms[c] = checkGradient(g, this.o.net, from?.subarray(start, end));
-      m.own[c] = g;
+      if (from) m.own[c] = from.subarray(start, end);
+      else m.rms[c] = checkGradient((m.own[c] = data.subarray(start, end)), this.o.net);
     }
     this.lastProgress = performance.now();
     this.busyMs += this.lastProgress - t0;
@@ -268,6 +270,11 @@ export class Reduction<C extends MemberConn> {
       // Every direct part of this chunk is here before any is folded: they are judged against each other.
       const direct = a.segments.flatMap((s) => directParts(s, c));
       if (direct.some((m) => !m.own[c])) return;
+      if (direct.some((m) => m.unchecked?.chunks[c])) {
+        // Slots not yet read: when this is the whole sum of several parts, each is measured in the read that sums it; else copied out and checked first.
+        if (direct.length > 1 && direct.length === a.segments.length && nativeMath()) return this.sumMeasured(c, direct, acc, t0);
+        for (const m of direct) if (!this.checkSlot(m, c, start, end)) return;
+      }
       const big = outlier(direct.map((m) => m.rms[c]!));
       if (big) {
         const m = direct[big.index]!;
@@ -311,6 +318,53 @@ export class Reduction<C extends MemberConn> {
     // Counted before the step, which may commit the phase and report its time.
     this.busyMs += performance.now() - t0;
     if (state.next === a.segments.length) this.step(c, start, end);
+  }
+
+  /** A slot member's chunk c copied out of its slot and checked there (what is checked is what is used); false when it was dropped for it. */
+  private checkSlot(m: Member<C>, c: number, start: number, end: number): boolean {
+    const u = m.unchecked;
+    if (!u?.chunks[c]) return true;
+    const g = u.copy.subarray(start, end);
+    try {
+      m.rms[c] = checkGradient(g, this.o.net, u.from.subarray(start, end));
+    } catch (e) {
+      if (!(e instanceof GanError)) throw e;
+      this.o.drop(m.conn, e);
+      return false;
+    }
+    m.own[c] = g;
+    u.chunks[c] = 0;
+    return true;
+  }
+
+  /**
+   * Chunk c's whole sum, of direct parts only, some still in their slots: every part is measured in
+   * the one read that sums it (the copy and the separate check of checkSlot are not needed: what
+   * is measured is what is summed), then judged; a part out of bounds drops its member and the
+   * phase reduces again among the rest, reading their slots again.
+   */
+  private sumMeasured(c: number, direct: Member<C>[], acc: Float32Array, t0: number): void {
+    const a = this.attempt;
+    const sizes = foldMeasured(acc, direct.map((m) => m.own[c]!), direct.map((m) => m.count / a.total));
+    for (const [i, m] of direct.entries()) {
+      try {
+        m.rms[c] = judgeMagnitude(sizes[i]!, this.o.net);
+      } catch (e) {
+        if (!(e instanceof GanError)) throw e;
+        this.o.drop(m.conn, e);
+        return;
+      }
+    }
+    const big = outlier(direct.map((m) => m.rms[c]!));
+    if (big) {
+      const m = direct[big.index]!;
+      this.o.drop(m.conn, new GanError('E_BOUNDS', `${this.o.net} gradient chunk ${c} has root mean square ${m.rms[c]!.toExponential(2)}, over ${PEER_FACTOR} times its peers' median (${big.median.toExponential(2)})`));
+      return;
+    }
+    a.chunks[c]!.next = a.segments.length;
+    this.busyMs += performance.now() - t0;
+    const [start, end] = chunkRange(this.size, this.o.chunk, c);
+    this.step(c, start, end);
   }
 
   /** The step on one chunk (Adam, or the outer step), into the next buffers, and its new weights out to every direct member and chain end. */

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { type AdamConfig, adamApply, adamHyper, adamState, adamStep, allFinite, emaUpdate, magnitude, weightedAverage } from '../coordinator/optimizer.js';
+import { type AdamConfig, adamApply, adamHyper, adamState, adamStep, allFinite, emaUpdate, foldMeasured, magnitude, weightedAverage } from '../coordinator/optimizer.js';
+import { foldMany } from '../shared/numerics/fold.js';
 import { nativeAvailable, nativeMath } from '../shared/backend/addon.js';
 import { fromHalf, toHalf } from '../shared/numerics/half.js';
 
@@ -163,6 +164,23 @@ describe(title, () => {
       bad[at] = NaN;
       const out = { w: new Float32Array(n), m: new Float32Array(n), v: new Float32Array(n) };
       expect(adamApply(bad, g.subarray(0, n), m.subarray(0, n), v.subarray(0, n), h, out, math), `NaN at ${at}`).toBe(false);
+    }
+  });
+
+  it.skipIf(!math)('a weighted sum that measures its parts as it reads them: the sum foldMany gives and the magnitudes magnitude gives, NaN and huge values included', () => {
+    const r = rng(13);
+    for (const [n, parts] of [[1, 2], [5, 3], [16_384, 2], [70_003, 4], [100_001, 5]] as const) {
+      const gs = Array.from({ length: parts }, () => gradients(n, r));
+      const scales = gs.map(() => r());
+      if (n > 10) gs[1]![n - 3] = 3e20;
+      if (parts > 2) gs[2]![n >> 1] = NaN;
+      const ref = new Float32Array(n);
+      foldMany(ref, gs, scales, true, null);
+      const acc = new Float32Array(n).fill(7);
+      const sizes = foldMeasured(acc, gs, scales, math);
+      expect(firstDiff(bits(acc), bits(ref)), `n ${n}`).toBe(-1);
+      expect(sizes, `n ${n}`).toEqual(gs.map((g) => magnitude(g, null)));
+      expect(foldMeasured(new Float32Array(n), gs, scales, null)).toEqual(sizes);
     }
   });
 

@@ -47,8 +47,34 @@ SIMD_CLONES static void sum_more(float* restrict acc, const float* restrict p, d
   for (size_t i = 0; i < len; i++) acc[i] = (float)((double)acc[i] + s * (double)p[i]);
 }
 
+/*
+ * Adds a run of values to magnitude_loop's lanes (element i to lane i % 4, the tail past the run's
+ * last multiple of four to lane 0; runs other than a block's last are multiples of four long).
+ */
+SIMD_CLONES static void measure_lanes(const float* restrict x, size_t len, float* restrict mx_io, double* restrict sq_io) {
+  float mx[4] = {mx_io[0], mx_io[1], mx_io[2], mx_io[3]};
+  double sq[4] = {sq_io[0], sq_io[1], sq_io[2], sq_io[3]};
+  size_t i = 0;
+  for (; i + 4 <= len; i += 4)
+    for (int j = 0; j < 4; j++) {
+      const float v = x[i + j];
+      mx[j] = fabsf(v) > mx[j] ? fabsf(v) : mx[j];
+      sq[j] += (double)v * (double)v;
+    }
+  for (; i < len; i++) {
+    mx[0] = fabsf(x[i]) > mx[0] ? fabsf(x[i]) : mx[0];
+    sq[0] += (double)x[i] * (double)x[i];
+  }
+  for (int j = 0; j < 4; j++) {
+    mx_io[j] = mx[j];
+    sq_io[j] = sq[j];
+  }
+}
+
 /* Big enough to amortise the per-part loop setup, small enough that the accumulator stays in L1. */
 #define SUM_BLOCK 2048
+/* A pool block of a weighted sum: 8 accumulator blocks, and the block a magnitude is measured in. */
+#define SUM_POOL_BLOCK (8 * SUM_BLOCK)
 
 /*
  * weightedSum(out, parts, scales): out[i] = sum over k in order of scales[k] * parts[k][i], each
@@ -56,12 +82,17 @@ SIMD_CLONES static void sum_more(float* restrict acc, const float* restrict p, d
  * from +0 (so a lone -0 product gives +0, as in JS). A block at a time through an L1 accumulator:
  * one pass over memory whatever the number of parts, and `out` may be one of the parts. Blocks run
  * on the pool's threads (pool.c): each element's sum is the same whichever thread adds it.
+ * weightedSum(out, parts, scales, measures): the same sum of parts that are not `out`, and each
+ * part measured as it is read, as magnitude measures it: measures[2k] = the largest |x| of part k,
+ * measures[2k + 1] its sum of squares (at most 64 parts).
  */
 typedef struct {
   float* out;
   const float** parts;
   const double* scales;
   uint32_t np;
+  /* With measures: per pool block and part, the largest |x| and the sum of squares of the block. */
+  double* blocks;
 } sum_job_t;
 
 /* Elements [b, e) of a weighted sum, SUM_BLOCK at a time (blocks run on the pool's threads). */
@@ -69,6 +100,32 @@ static void sum_block(void* arg, size_t b, size_t e) {
   const sum_job_t* j = arg;
   float acc[SUM_BLOCK];
   clean_upper();
+  if (j->blocks) {
+    double* at = j->blocks + 2 * (size_t)j->np * (b / SUM_POOL_BLOCK);
+    float mx[4 * 64];
+    double sq[4 * 64];
+    for (uint32_t k = 0; k < j->np; k++)
+      for (int l = 0; l < 4; l++) (mx[4 * k + l] = 0.f, sq[4 * k + l] = 0.0);
+    float part[SUM_BLOCK];
+    for (size_t i = b; i < e; i += SUM_BLOCK) {
+      const size_t len = e - i < SUM_BLOCK ? e - i : SUM_BLOCK;
+      for (uint32_t k = 0; k < j->np; k++) {
+        /* One read of the part, into L1: what is summed and measured is this copy. */
+        memcpy(part, j->parts[k] + i, len * sizeof(float));
+        if (k == 0) sum_first(acc, part, j->scales[k], len);
+        else sum_more(acc, part, j->scales[k], len);
+        measure_lanes(part, len, mx + 4 * k, sq + 4 * k);
+      }
+      memcpy(j->out + i, acc, len * sizeof(float));
+    }
+    for (uint32_t k = 0; k < j->np; k++) {
+      float m = mx[4 * k];
+      for (int l = 1; l < 4; l++) m = mx[4 * k + l] > m ? mx[4 * k + l] : m;
+      at[2 * k] = m;
+      at[2 * k + 1] = (sq[4 * k] + sq[4 * k + 1]) + (sq[4 * k + 2] + sq[4 * k + 3]);
+    }
+    return;
+  }
   for (; b < e; b += SUM_BLOCK) {
     const size_t len = e - b < SUM_BLOCK ? e - b : SUM_BLOCK;
     sum_first(acc, j->parts[0] + b, j->scales[0], len);
@@ -85,8 +142,11 @@ napi_value math_weighted_sum(napi_env env, napi_callback_info info) {
   uint32_t np = 0, ns = 0;
   napi_value partsArr = arg_array(&a, 1, &np, "parts");
   napi_value scalesArr = arg_array(&a, 2, &ns, "scales");
+  size_t nm = 0;
+  double* measures = a.argc >= 4 ? arg_typed(&a, 3, napi_float64_array, &nm, "measures") : NULL;
   if (a.failed) return NULL;
   if (np != ns) return args_fail(&a, "parts and scales differ in length");
+  if (measures && (np > 64 || nm < 2 * (size_t)np)) return args_fail(&a, "measures needs two values per part, for at most 64 parts");
   if (np == 0) {
     if (n > 0) memset(out, 0, n * sizeof(float));
     return NULL;
@@ -113,8 +173,27 @@ napi_value math_weighted_sum(napi_env env, napi_callback_info info) {
     free(scales);
     return NULL;
   }
-  sum_job_t job = {out, parts, scales, np};
-  pool_run(sum_block, &job, n, 8 * SUM_BLOCK);
+  const size_t blocks = (n + SUM_POOL_BLOCK - 1) / SUM_POOL_BLOCK;
+  sum_job_t job = {out, parts, scales, np, measures ? malloc((blocks ? blocks : 1) * 2 * np * sizeof(double)) : NULL};
+  if (measures && !job.blocks) {
+    free(parts);
+    free(scales);
+    return args_fail(&a, "out of memory");
+  }
+  pool_run(sum_block, &job, n, SUM_POOL_BLOCK);
+  if (measures) {
+    for (uint32_t k = 0; k < np; k++) {
+      double m = 0.0, sum = 0.0;
+      for (size_t b = 0; b < blocks; b++) {
+        const double* at = job.blocks + 2 * ((size_t)np * b + k);
+        m = at[0] > m ? at[0] : m;
+        sum += at[1];
+      }
+      measures[2 * k] = m;
+      measures[2 * k + 1] = sum;
+    }
+    free(job.blocks);
+  }
   free(parts);
   free(scales);
   return NULL;

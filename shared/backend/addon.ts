@@ -60,7 +60,8 @@ export interface NativeAddon {
  */
 export interface NativeMath {
   /** out[i] = sum over k, in order, of scales[k] * parts[k][i]: double products and adds, rounded to float32 after each add. */
-  weightedSum(out: Float32Array, parts: Float32Array[], scales: number[]): void;
+  /** With `measures`, also each part's largest |x| and sum of squares as magnitude() takes them, at [2k] and [2k + 1]. */
+  weightedSum(out: Float32Array, parts: Float32Array[], scales: number[], measures?: Float64Array): void;
   /** One Adam update (on several threads when the vector is large); whether every output is finite. The hyperparameters are the ones coordinator/optimizer.ts derives. */
   adamStep(
     w: Float32Array,
