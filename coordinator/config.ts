@@ -120,7 +120,7 @@ export interface KindDefaults {
  * average of G's weights.
  */
 export const kindDefaults: Record<ModelKind, KindDefaults> = {
-  gan: { epochs: 75, batchSize: 50, lrD: 1e-3, lrG: 1e-3, emaDecay: 0.999, dropout: 0, r1: 10 },
+  gan: { epochs: 100, batchSize: 50, lrD: 1e-3, lrG: 1e-3, emaDecay: 0.999, dropout: 0, r1: 10 },
   cgan: { epochs: 15, batchSize: 50, lrD: 1e-3, lrG: 2e-3, emaDecay: 0.999, dropout: 0, r1: 0 },
   acgan: { epochs: 40, batchSize: 50, lrD: 5e-4, lrG: 1e-3, emaDecay: 0.999, dropout: 0.3, r1: 0 },
 };
