@@ -130,7 +130,8 @@ async function distributed(workers: number, fp16: boolean, shm: boolean, backend
   const inThreads = threadRegionsFor(shm, backend === 'auto' ? info.name : backend);
   // Laid out as --spawn lays them out (threads are not pinned).
   const { threads, pin } = arrange(workers, availableParallelism(), undefined, canPin() && inThreads === undefined);
-  const config = { ...defaultTrainConfig, workers, batchSize: BATCH, epochs: 1000, maxRounds: warmup + rounds, checkpointEvery: 0, wire: fp16 ? '16' as const : 'fp32' as const };
+  // The seed's recipe, as the one-process rows and PyTorch train it: no moving average of G.
+  const config = { ...defaultTrainConfig, emaDecay: 0, workers, batchSize: BATCH, epochs: 1000, maxRounds: warmup + rounds, checkpointEvery: 0, wire: fp16 ? '16' as const : 'fp32' as const };
   const coord = new Coordinator({ config, host: '127.0.0.1', port: 0, out, sameHost: shm ? 'auto' : 'off', threadRegions: inThreads });
   const port = await coord.start();
   const local = new LocalWorkers({ url: `ws://127.0.0.1:${port}`, count: workers, backend, threads, pin, inThreads, log: (s) => process.stderr.write(`${s}\n`) });
