@@ -114,11 +114,7 @@ export class Coordinator {
     this.data = this.opts.dataset ?? loadMnist(this.cfg.data ?? undefined).train;
     if (this.opts.resume) this.restore();
     else this.fresh();
-    if (this.sameHost) {
-      const hub = this.sameHost;
-      this.model.placeViews((net, v) => hub.weightsBuffer(net, v));
-      for (const net of ['D', 'G'] as const) hub.publish(net, this.model.versions[net], this.model.view[net]);
-    }
+    for (const net of ['D', 'G'] as const) this.sameHost?.publish(net, this.model.versions[net], this.model.view[net]);
     // Listen before writing anything: a port in use must leave no half-made run directory.
     const port = await this.pool.listen(this.opts.insecure);
     const config = { ...this.cfg, signature: this.signature, dataset: this.data.source, samples: this.data.n };

@@ -61,27 +61,6 @@ export class ModelState {
     this.nextView = cfg.wire === 'fp32' ? { D: this.next.D.w, G: this.next.G.w } : { D: new Float32Array(layouts.D.total), G: new Float32Array(layouts.G.total) };
   }
 
-  /**
-   * Keep the weights the workers hold in `at(net, version)` (the shared region's buffer of each
-   * version, which alternate): the current version's is filled now, and a phase's step then
-   * writes the next version straight into the other, so publishing it copies nothing.
-   */
-  placeViews(at: (net: Net, version: number) => Float32Array): void {
-    for (const net of ['D', 'G'] as const) {
-      const v = this.versions[net];
-      const [cur, nxt] = [at(net, v), at(net, v + 1)];
-      if (cur.length !== this.view[net].length || nxt.length !== cur.length) throw new Error(`placeViews: ${net} buffers of ${cur.length} and ${nxt.length} values for ${this.view[net].length}`);
-      cur.set(this.view[net]);
-      if (this.cfg.wire === 'fp32') {
-        this.weights[net] = cur;
-        this.next[net].w = nxt;
-      }
-      this.view[net] = cur;
-      this.nextView[net] = nxt;
-      this.frames[net] = null;
-    }
-  }
-
   /** A new run: seeded initial weights, fresh Adam states, the average starting at G's weights. */
   static fresh(cfg: TrainConfig, layouts: Record<Net, NetLayout>): ModelState {
     const weights = { G: initWeights(layouts.G, cfg.seed), D: initWeights(layouts.D, cfg.seed) };

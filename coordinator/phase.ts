@@ -79,8 +79,6 @@ export class PhaseRunner {
       this.said = said;
       this.x.log(`topology: ${topology.kind}${topology.kind === 'star' ? '' : ` among workers ${live.filter((_, i) => relay[i]).map((a) => a.worker.id).join(', ')}`} (${topology.why})`);
     }
-    // The step writes the next version into its buffer of the shared region: refused to workers until published.
-    sameHost?.writing(net, model.versions[net] + 1);
     const reduction = new Reduction<WorkerConn>({
       net, round, version: model.versions[net],
       members: live.map((a, i) => ({ conn: a.worker, count: a.ids.length, relay: relay[i]!, slot: slot[i] })),
@@ -107,7 +105,7 @@ export class PhaseRunner {
     if (r.applied.length > 0) {
       const t1 = performance.now();
       model.commit(net);
-      // Before the next task names this version: slot members copy it from the region (the step wrote it there).
+      // Before the next task names this version: slot members copy it from the region.
       sameHost?.publish(net, model.versions[net], model.view[net]);
       this.relayed = r.relayed;
       busyMs += performance.now() - t1;

@@ -225,7 +225,7 @@ export class Reduction<C extends MemberConn> {
     return decodeValues(this.o.wire, x, what, undefined, this.o.wire === 'fp32' ? undefined : this.o.pool?.take(x.data.length));
   }
 
-  /** A slot member's whole gradient is in its slot: copied here once, checked chunk by chunk as a frame's chunks are. */
+  /** A slot member's whole gradient is in its slot: read once per chunk when the chunk is summed (advance), checked as a frame's chunks are. */
   private onPosted(m: Member<C>, x: PostedMsg): void {
     const t0 = performance.now();
     if (!m.slot || !this.o.take) throw new GanError('E_UNEXPECTED', 'Posted from a worker that sends its gradient in frames');
@@ -272,7 +272,7 @@ export class Reduction<C extends MemberConn> {
       if (direct.some((m) => !m.own[c])) return;
       if (direct.some((m) => m.unchecked?.chunks[c])) {
         // Slots not yet read: when this is the whole sum of several parts, each is measured in the read that sums it; else copied out and checked first.
-        if (direct.length > 1 && direct.length === a.segments.length && nativeMath()) return this.sumMeasured(c, direct, acc, t0);
+        if (direct.length > 1 && a.segments.every((s) => s.kind === 'direct') && nativeMath()) return this.sumMeasured(c, direct, acc, t0);
         for (const m of direct) if (!this.checkSlot(m, c, start, end)) return;
       }
       const big = outlier(direct.map((m) => m.rms[c]!));

@@ -10,9 +10,10 @@
  * - The directory is made by this process (mode 0700) under a random name, its files 0600 under
  *   random names (a thread's regions have random names too, and only this process's threads can
  *   ask for them); a name is sent only in the Welcome of a worker that proved the token.
- * - Nothing is read from a slot but a copy: the coordinator copies (or widens from halves) a slot
- *   into memory of its own once per phase, and validates that copy as it validates a frame. No
- *   authoritative state (weights, moments, the moving average) lives in shared memory.
+ * - A slot is read once per phase: copied (or widened from halves) into memory of this process and
+ *   validated there as a frame is, or, where a phase's sum is of several slots only, measured in
+ *   the read that sums it (Reduction). No authoritative state (weights, moments, the moving
+ *   average) lives in shared memory: the region holds a copy of the weights.
  * - The directory is removed when the run closes or the process exits; one left by a coordinator
  *   that was killed is removed by the next coordinator of the same user on this host.
  */
@@ -186,9 +187,9 @@ export class SameHostHub {
 
   /**
    * Where the `values` values the worker says its slot holds go in this process's memory (`data`,
-   * valid until the worker's next phase), and, for float32, the slot to copy them from as they are
-   * checked (`from`; checkGradient copies and measures in one pass). 16-bit halves are widened into
-   * `data` here.
+   * valid until the worker's next phase), and, for float32, the slot itself (`from`), read once by
+   * the reduction: copied into `data` as it is checked, or measured as it is summed. 16-bit halves
+   * are widened into `data` here.
    */
   take(worker: object, values: number, fp16: boolean): { data: Float32Array; from: Float32Array | null } {
     const s = this.slots.get(worker);
@@ -200,20 +201,7 @@ export class SameHostHub {
     return { data, from: null };
   }
 
-  /**
-   * Where `version` of `net` lives in the region: the model keeps the weights the workers hold in
-   * these buffers (ModelState.placeViews), so a step writes the next version where workers copy it.
-   */
-  weightsBuffer(net: Net, version: number): Float32Array {
-    return this.region.buffer(net, version);
-  }
-
-  /** A phase is about to write `version` of `net` into its buffer (workers refuse it until it is published). */
-  writing(net: Net, version: number): void {
-    if (!this.closed) this.region.writing(net, version);
-  }
-
-  /** `net`'s committed weights of `version`, for workers to copy when a task names them (no copy when `w` is its buffer). */
+  /** `net`'s committed weights of `version`, for workers to copy when a task names them (into the buffer the version before last left). */
   publish(net: Net, version: number, w: Float32Array): void {
     if (!this.closed) this.region.publish(net, version, w);
   }

@@ -10,7 +10,9 @@
  * Memory order: the job's fields are written while no helper is inside a job (g_busy is 0 and the
  * job is closed), then published by opening the job; a helper counts itself in g_busy before it
  * looks at g_open, so the caller, which closes the job and then waits for g_busy to reach 0,
- * never returns while a helper still reads the job or writes its results.
+ * never returns while a helper still reads the job or writes its results. A helper preempted
+ * between the two holds the caller until it runs again (the price of not joining threads).
+ * Helpers are not carried across fork(): this process forks only to exec.
  */
 #include "pool.h"
 
@@ -78,11 +80,15 @@ static void alone(pool_fn fn, void* ctx, size_t n, size_t block) {
 
 void pool_run(pool_fn fn, void* ctx, size_t n, size_t block) {
   if (block == 0) block = n ? n : 1;
-  if (n <= block || pthread_mutex_trylock(&g_call) != 0) return alone(fn, ctx, n, block);
+  if (n <= block || pthread_mutex_trylock(&g_call) != 0) {
+    alone(fn, ctx, n, block);
+    return;
+  }
   if (g_helpers < 0) start_helpers();
   if (g_helpers == 0) {
     pthread_mutex_unlock(&g_call);
-    return alone(fn, ctx, n, block);
+    alone(fn, ctx, n, block);
+    return;
   }
   g_fn = fn;
   g_ctx = ctx;

@@ -2,12 +2,13 @@
  * The regions a coordinator shares with the workers on its own host, so that weights and
  * gradients cross as memory instead of frames (the WebSocket then carries only control messages).
  *
- * - The weights region (one per run) holds two buffers per net, written by the coordinator only:
- *   version v of a net lives in buffer v % 2, so a step writes the next version straight into the
- *   buffer the version before the current one left, while the current one stays whole for any
- *   worker copying it. A worker maps the region read only and copies a net out when a task names
- *   a version it does not hold yet. Each buffer has a header pair (writing flag, version); a copy
- *   that sees either change is refused.
+ * - The weights region (one per run) holds two buffers per net, written by the coordinator only,
+ *   after each step commits and before the next task names the new version: version v of a net
+ *   lives in buffer v % 2, so the next version is written into the buffer the version before the
+ *   current one left, while the current one stays whole for any worker still copying it. A worker
+ *   maps the region read only and copies a net out when a task names a version it does not hold
+ *   yet. Each buffer has a header pair (writing flag, version); a copy that sees either change is
+ *   refused.
  * - A slot (one per worker) holds that worker's gradient of the current phase, float32 or the run's
  *   16-bit halves. The worker writes it and then says so (Posted); the coordinator copies it out
  *   once, and validates the copy exactly as it validates a frame.
@@ -52,10 +53,11 @@ export class WeightsRegion {
     this.buffers = { D: [at(sizes.D, 0), at(sizes.D, 1)], G: [g(0), g(1)] };
   }
 
-  /** Coordinator: a new region's header. */
+  /** Coordinator: a new region's header, every buffer refused until it is published. */
   init(): void {
     this.head[0] = MAGIC;
     this.head[1] = LAYOUT;
+    for (const net of ['D', 'G'] as const) for (const v of [0, 1]) this.writing(net, v);
   }
 
   get valid(): boolean {
@@ -67,7 +69,7 @@ export class WeightsRegion {
     return 2 + 4 * NET_INDEX[net] + 2 * (version % 2);
   }
 
-  /** Coordinator: the buffer `version` of `net` lives in (to write it in place: writing, then holds). */
+  /** The buffer `version` of `net` lives in. */
   buffer(net: Net, version: number): Float32Array {
     return this.buffers[net][version % 2]!;
   }
@@ -78,7 +80,7 @@ export class WeightsRegion {
   }
 
   /** Coordinator: the buffer of `version` holds that version, whole. */
-  holds(net: Net, version: number): void {
+  private holds(net: Net, version: number): void {
     const i = this.headAt(net, version);
     this.head[i + 1] = version;
     this.head[i] = 0;
