@@ -21,10 +21,11 @@ export interface StepBuffers {
 
 /**
  * One step on a chunk: new weights and moments from the current ones and the averaged gradient
- * `g`, written to `out`; false when any new value is not finite. Elementwise, so a step taken
- * chunk by chunk is the same bits as one over the whole net.
+ * `g`, written to `out` (the new weights to `out.wAlso` too, when given: the shared region's copy);
+ * false when any new value is not finite. Elementwise, so a step taken chunk by chunk is the same
+ * bits as one over the whole net.
  */
-export type ChunkStep = (cur: StepBuffers, g: Float32Array, out: StepBuffers) => boolean;
+export type ChunkStep = (cur: StepBuffers, g: Float32Array, out: StepBuffers & { wAlso?: Float32Array }) => boolean;
 
 /** Adam step `h` (a synchronous round's): the moments are Adam's. */
 export function adamChunkStep(h: AdamHyper): ChunkStep {
@@ -62,6 +63,7 @@ export function outerChunkStep(c: OuterConfig): ChunkStep {
       wo[i] = w[i]! - lr * (d + mu * b);
     }
     if (out.v !== cur.v) out.v.set(cur.v);
+    out.wAlso?.set(wo);
     return allFinite(wo) && allFinite(mo);
   };
 }

@@ -79,6 +79,8 @@ export class PhaseRunner {
       this.said = said;
       this.x.log(`topology: ${topology.kind}${topology.kind === 'star' ? '' : ` among workers ${live.filter((_, i) => relay[i]).map((a) => a.worker.id).join(', ')}`} (${topology.why})`);
     }
+    // On the fp32 wire the step writes the new weights into the shared region too, in the same pass (published at commit).
+    const stepInto = cfg.wire === 'fp32' ? sameHost?.stepInto(net, model.versions[net] + 1) ?? undefined : undefined;
     const reduction = new Reduction<WorkerConn>({
       net, round, version: model.versions[net],
       members: live.map((a, i) => ({ conn: a.worker, count: a.ids.length, relay: relay[i]!, slot: slot[i] })),
@@ -86,7 +88,7 @@ export class PhaseRunner {
       // Chunks pipeline frames; when every member posts through its slot the whole net is one chunk (one threaded Adam step).
       chunk: slot.every(Boolean) ? this.x.layouts[net].total : opts.reduceChunk ?? REDUCE_CHUNK, wire: cfg.wire,
       current: model.current(net), next: model.next[net], acc: model.acc[net], step: model.nextStep(net), pool: this.pools[net],
-      view: { current: model.view[net], next: model.nextView[net] },
+      view: { current: model.view[net], next: model.nextView[net] }, stepInto,
       // A sync's D task is H local steps: it gets H times the time one step's phase gets.
       reportTimeoutMs: cfg.roundTimeoutMs * (net === 'D' ? cfg.syncEvery : 1), stallMs: Math.min(cfg.roundTimeoutMs, 10_000),
       send: (c, f) => pool.send(c, f), drop: (c, e) => pool.drop(c, e), log: this.x.log,
@@ -106,7 +108,7 @@ export class PhaseRunner {
       const t1 = performance.now();
       model.commit(net);
       // Before the next task names this version: slot members copy it from the region.
-      sameHost?.publish(net, model.versions[net], model.view[net]);
+      sameHost?.publish(net, model.versions[net], stepInto ? null : model.view[net]);
       this.relayed = r.relayed;
       busyMs += performance.now() - t1;
     }

@@ -68,6 +68,8 @@ export interface ReductionOptions<C extends MemberConn> {
   next: { w: Float32Array; m: Float32Array; v: Float32Array };
   /** The weights the workers hold (read only) and where the view of the new ones goes (the same as next.w on the fp32 wire). */
   view: { current: Float32Array; next: Float32Array };
+  /** Where the step also writes the new weights as it takes them (the shared region's buffer of the next version; fp32 wire). */
+  stepInto?: Float32Array;
   /** The step of the phase: Adam's next step, or the outer optimiser's in a low-communication run. */
   step: ChunkStep;
   /** Scratch of the net's size for the running sums. */
@@ -373,7 +375,7 @@ export class Reduction<C extends MemberConn> {
     const { current: cur, next } = this.o;
     const a = this.attempt;
     const g = a.chunks[c]!.sum ?? this.o.acc.subarray(start, end);
-    const out = { w: next.w.subarray(start, end), m: next.m.subarray(start, end), v: next.v.subarray(start, end) };
+    const out = { w: next.w.subarray(start, end), m: next.m.subarray(start, end), v: next.v.subarray(start, end), wAlso: this.o.stepInto?.subarray(start, end) };
     if (!this.o.step({ w: cur.w.subarray(start, end), m: cur.m.subarray(start, end), v: cur.v.subarray(start, end) }, g, out)) {
       // Bounded inputs cannot get here; if they ever do, this step must not be the one that poisons the state.
       const alive = this.members.filter((m) => m.alive);

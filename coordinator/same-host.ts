@@ -201,8 +201,19 @@ export class SameHostHub {
     return { data, from: null };
   }
 
-  /** `net`'s committed weights of `version`, for workers to copy when a task names them (into the buffer the version before last left). */
-  publish(net: Net, version: number, w: Float32Array): void {
+  /**
+   * Where a phase's step writes the new weights of `version` of `net` as it takes them (beside its
+   * own copy, in the same pass): the region's buffer of that version, refused to workers until it
+   * is published. Null once the hub is closed.
+   */
+  stepInto(net: Net, version: number): Float32Array | null {
+    if (this.closed) return null;
+    this.region.writing(net, version);
+    return this.region.buffer(net, version);
+  }
+
+  /** `net`'s committed weights of `version`, for workers to copy when a task names them (null: the step wrote them, stepInto). */
+  publish(net: Net, version: number, w: Float32Array | null): void {
     if (!this.closed) this.region.publish(net, version, w);
   }
 

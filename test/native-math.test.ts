@@ -143,7 +143,7 @@ describe(title, () => {
     expect(Number.isNaN(magnitude(big, math).maxAbs) && Number.isNaN(magnitude(big, null).maxAbs)).toBe(true);
   });
 
-  it.skipIf(!math)('adamApply out of place on a net-sized step (the addon streams its outputs): the same bits at every alignment of the arrays, and a non-finite output is found', () => {
+  it.skipIf(!math)('adamApply out of place on a net-sized step (the addon streams its outputs): the same bits at every alignment of the arrays, the new weights in a second place too, and a non-finite output is found', () => {
     const r = rng(12);
     const n = 300_017;
     const h = adamHyper(7, { lr: 1e-3, beta1: 0.5, beta2: 0.999, epsilon: 1e-8 });
@@ -154,9 +154,15 @@ describe(title, () => {
       const at = (a: Float32Array, k: number) => a.subarray(k, k + n);
       const ref = { w: new Float32Array(n), m: new Float32Array(n), v: new Float32Array(n) };
       expect(adamApply(at(w, i), at(g, i), at(m, i), at(v, i), h, ref, null)).toBe(true);
-      const out = { w: at(outs.w, ow), m: at(outs.m, om), v: at(outs.v, ov) };
+      // The new weights also go to a second place (the shared region's copy), at its own alignment.
+      const also = new Float32Array(n + 16).subarray(om, om + n);
+      const out = { w: at(outs.w, ow), m: at(outs.m, om), v: at(outs.v, ov), wAlso: also };
       expect(adamApply(at(w, i), at(g, i), at(m, i), at(v, i), h, out, math)).toBe(true);
       for (const k of ['w', 'm', 'v'] as const) expect(firstDiff(bits(out[k]), bits(ref[k])), `${k} at offsets ${i}/${ow}/${om}/${ov}`).toBe(-1);
+      expect(firstDiff(bits(also), bits(ref.w)), `wAlso at offsets ${i}/${ow}/${om}/${ov}`).toBe(-1);
+      const small = { w: new Float32Array(1000), m: new Float32Array(1000), v: new Float32Array(1000), wAlso: new Float32Array(1000) };
+      adamApply(at(w, i).subarray(0, 1000), at(g, i).subarray(0, 1000), at(m, i).subarray(0, 1000), at(v, i).subarray(0, 1000), h, small, math);
+      expect(firstDiff(bits(small.wAlso), bits(ref.w.subarray(0, 1000)))).toBe(-1);
     }
     // A NaN anywhere (the middle of a block, the first and the last element) makes the step report it.
     for (const at of [0, 150_000, n - 1]) {

@@ -259,15 +259,17 @@ __attribute__((target("avx512f"))) static inline __mmask16 nonfinite16(__m512 x)
  * that is not aligned as the new weights are after the first elements is stored normally.
  */
 __attribute__((target("avx512f"))) static bool adam_stream(const float* w, const float* g, const float* m, const float* v, float* wo, float* mo, float* vo,
-                                                          size_t n, const double* h) {
+                                                          float* wa, size_t n, const double* h) {
   const double b1 = h[0], b2 = h[1], omb1 = h[2], omb2 = h[3], c1 = h[4], c2 = h[5], lr = h[6], eps = h[7];
   size_t i = 0;
   bool finite = true;
   for (; i < n && ((uintptr_t)(wo + i) & 63) != 0; i++) {
     ADAM_ELEMENT(w[i], m[i], v[i], wo[i], mo[i], vo[i]);
+    if (wa) wa[i] = wo[i];
     finite = finite && finite_run(wo + i, 1) && finite_run(mo + i, 1) && finite_run(vo + i, 1);
   }
   const bool m_aligned = ((uintptr_t)(mo + i) & 63) == 0, v_aligned = ((uintptr_t)(vo + i) & 63) == 0;
+  const bool a_aligned = wa && ((uintptr_t)(wa + i) & 63) == 0;
   const __m512d B1 = _mm512_set1_pd(b1), B2 = _mm512_set1_pd(b2), OMB1 = _mm512_set1_pd(omb1), OMB2 = _mm512_set1_pd(omb2);
   const __m512d C1 = _mm512_set1_pd(c1), C2 = _mm512_set1_pd(c2), LR = _mm512_set1_pd(lr), EPS = _mm512_set1_pd(eps), ZERO = _mm512_setzero_pd();
   __mmask16 bad = 0;
@@ -290,9 +292,12 @@ __attribute__((target("avx512f"))) static bool adam_stream(const float* w, const
     else _mm512_storeu_ps(mo + i, M);
     if (v_aligned) _mm512_stream_ps(vo + i, V);
     else _mm512_storeu_ps(vo + i, V);
+    if (a_aligned) _mm512_stream_ps(wa + i, W);
+    else if (wa) _mm512_storeu_ps(wa + i, W);
   }
   for (; i < n; i++) {
     ADAM_ELEMENT(w[i], m[i], v[i], wo[i], mo[i], vo[i]);
+    if (wa) wa[i] = wo[i];
     finite = finite && finite_run(wo + i, 1) && finite_run(mo + i, 1) && finite_run(vo + i, 1);
   }
   /* Streaming stores are weakly ordered: they are in memory before the pool counts the block done. */
@@ -304,6 +309,8 @@ __attribute__((target("avx512f"))) static bool adam_stream(const float* w, const
 /* An Adam step's arrays and constants, and whether any block's outputs were not finite. */
 typedef struct {
   float *w, *g, *m, *v, *wo, *mo, *vo;
+  /* A second place for the new weights, or NULL. */
+  float* wa;
   double h[8];
   /* Outputs by streaming stores (a step larger than the caches, out of place, on AVX-512). */
   bool stream;
@@ -317,7 +324,7 @@ static void adam_block(void* arg, size_t b, size_t e) {
   const size_t len = e - b;
 #ifdef HAVE_STREAM_ADAM
   if (p->stream) {
-    if (!adam_stream(p->w + b, p->g + b, p->m + b, p->v + b, p->wo + b, p->mo + b, p->vo + b, len, h)) atomic_store(&p->bad, 1);
+    if (!adam_stream(p->w + b, p->g + b, p->m + b, p->v + b, p->wo + b, p->mo + b, p->vo + b, p->wa ? p->wa + b : NULL, len, h)) atomic_store(&p->bad, 1);
     return;
   }
 #endif
@@ -326,6 +333,7 @@ static void adam_block(void* arg, size_t b, size_t e) {
     adam_in_place(p->w + b, p->g + b, p->m + b, p->v + b, len, h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]);
   else
     adam_to(p->w + b, p->g + b, p->m + b, p->v + b, p->wo + b, p->mo + b, p->vo + b, len, h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]);
+  if (p->wa) memcpy(p->wa + b, p->wo + b, len * sizeof(float));
   if (!(finite_run(p->wo + b, len) && finite_run(p->mo + b, len) && finite_run(p->vo + b, len))) atomic_store(&p->bad, 1);
 }
 
@@ -339,6 +347,8 @@ static void adam_block(void* arg, size_t b, size_t e) {
  * in place or into the three outputs (a chunked step writes the next weights beside the current
  * ones, so an aborted reduction leaves the current ones untouched). Each output is its input or
  * shares memory with no other array. Returns whether every new weight and moment is finite.
+ * adamStep(..., wOut, mOut, vOut, wAlso): the new weights written to wAlso too (the shared region's
+ * copy of them), in the same pass.
  * Large vectors are cut into blocks stepped by this thread and the pool's helpers (pool.c; the
  * update is elementwise, so the bits do not depend on the cut): every worker of a run waits for
  * this step.
@@ -374,13 +384,19 @@ napi_value math_adam_step(napi_env env, napi_callback_info info) {
         return args_fail(&a, "w, g, m, v and the outputs must not share memory (an output may be its own input)");
   const bool in_place = p[4] == p[0] && p[5] == p[2] && p[6] == p[3];
   if (!in_place && (p[4] == p[0] || p[5] == p[2] || p[6] == p[3])) return args_fail(&a, "wOut, mOut and vOut must all be their inputs or none of them");
+  size_t na = 0;
+  float* wa = a.argc >= 16 ? arg_typed(&a, 15, napi_float32_array, &na, "wAlso") : NULL;
+  if (a.failed) return NULL;
+  if (wa && na != len[0]) return args_fail(&a, "wAlso differs in size from w");
+  for (int k = 0; wa && k < 7; k++)
+    if (ranges_overlap(wa, na * 4, p[k], len[k] * 4)) return args_fail(&a, "wAlso must not share memory with w, g, m, v or the outputs");
 
   const size_t n = len[0];
   bool stream = false;
 #ifdef HAVE_STREAM_ADAM
   stream = cpu_has_avx512f && !in_place && n >= ADAM_STREAM_MIN;
 #endif
-  adam_job_t job = {p[0], p[1], p[2], p[3], p[4], p[5], p[6], {0}, stream, 0};
+  adam_job_t job = {p[0], p[1], p[2], p[3], p[4], p[5], p[6], wa, {0}, stream, 0};
   memcpy(job.h, h, sizeof h);
   pool_run(adam_block, &job, n, ADAM_BLOCK);
   const bool finite = atomic_load(&job.bad) == 0;

@@ -80,9 +80,11 @@ export interface NativeMath {
     wOut?: Float32Array,
     mOut?: Float32Array,
     vOut?: Float32Array,
+    /** The new weights written here too, in the same pass (the shared region's copy of them). */
+    wAlso?: Float32Array,
   ): boolean | undefined;
   allFinite(a: Float32Array): boolean;
-  /** out[0] = largest |a[i]|, out[1] = sum of squares in double, as four interleaved sums (NaN or Infinity when a holds one); with `copy`, a is copied there in the same pass. */
+  /** out[0] = largest |a[i]|, out[1] = sum of squares in double, in blocks of four interleaved sums (NaN or Infinity when a holds one); with `copy`, a is copied there in the same pass. */
   magnitude(a: Float32Array, out: Float64Array, copy?: Float32Array): void;
   /** avg = d * avg + e * w in place, each element in double then rounded once. */
   emaUpdate(avg: Float32Array, w: Float32Array, d: number, e: number): void;

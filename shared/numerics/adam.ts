@@ -63,20 +63,26 @@ export function adamHyper(t: number, c: AdamConfig): AdamHyper {
  * loop below, the reference it reproduces bit for bit. Returns whether every new weight and moment
  * is finite (the addon checks each range while it is still in cache). g is read as 0 + g: a -0
  * steps as the +0 a weighted sum gives, so a lone worker's gradient stepped where it lies is the
- * same bits as its average of one.
+ * same bits as its average of one. `out.wAlso`, when given, gets the new weights too (the shared
+ * region's copy of them: the addon writes both in the same pass).
  */
 export function adamApply(
   w: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, h: AdamHyper,
-  out: { w: Float32Array; m: Float32Array; v: Float32Array } = { w, m, v }, math: NativeMath | null = nativeMath(),
+  out: { w: Float32Array; m: Float32Array; v: Float32Array; wAlso?: Float32Array } = { w, m, v }, math: NativeMath | null = nativeMath(),
 ): boolean {
   const n = w.length;
-  if (g.length !== n || m.length !== n || v.length !== n || out.w.length !== n || out.m.length !== n || out.v.length !== n) {
+  if (g.length !== n || m.length !== n || v.length !== n || out.w.length !== n || out.m.length !== n || out.v.length !== n || (out.wAlso && out.wAlso.length !== n)) {
     throw new Error('adam: weight, gradient and state sizes differ');
   }
   const { b1, b2, omb1, omb2, c1, c2, lr, eps } = h;
   if (math) {
     // An addon built from an older checkout returns nothing: check the outputs here.
-    return math.adamStep(w, g, m, v, b1, b2, omb1, omb2, c1, c2, lr, eps, out.w, out.m, out.v) ?? (allFinite(out.w) && allFinite(out.m) && allFinite(out.v));
+    const finite = out.wAlso
+      ? math.adamStep(w, g, m, v, b1, b2, omb1, omb2, c1, c2, lr, eps, out.w, out.m, out.v, out.wAlso)
+      : math.adamStep(w, g, m, v, b1, b2, omb1, omb2, c1, c2, lr, eps, out.w, out.m, out.v);
+    if (finite !== undefined) return finite;
+    out.wAlso?.set(out.w);
+    return allFinite(out.w) && allFinite(out.m) && allFinite(out.v);
   }
   const { w: wo, m: mo, v: vo } = out;
   // x * 0 is 0 for every finite x, NaN otherwise: the stored values are checked as they are written.
@@ -91,6 +97,7 @@ export function adamApply(
     wo[i] = w[i]! - (lr * (mi / c1)) / (Math.sqrt(vi / c2) + eps);
     probe += (wo[i]! + mo[i]! + vo[i]!) * 0;
   }
+  out.wAlso?.set(wo);
   return probe === 0;
 }
 

@@ -86,11 +86,10 @@ export class WeightsRegion {
     this.head[i] = 0;
   }
 
-  /** Coordinator: `net`'s weights of `version`, copied into its buffer unless they are that buffer. */
-  publish(net: Net, version: number, w: Float32Array): void {
-    const b = this.buffer(net, version);
+  /** Coordinator: `net`'s weights of `version` into its buffer (null: a step already wrote them there, see writing). */
+  publish(net: Net, version: number, w: Float32Array | null): void {
     this.writing(net, version);
-    if (w !== b) b.set(w);
+    if (w) this.buffer(net, version).set(w);
     this.holds(net, version);
   }
 
