@@ -48,8 +48,12 @@ SIMD_CLONES static void sum_more(float* restrict acc, const float* restrict p, d
 }
 
 /*
- * Adds a run of values to magnitude_loop's lanes (element i to lane i % 4, the tail past the run's
- * last multiple of four to lane 0; runs other than a block's last are multiples of four long).
+ * A magnitude's lanes: element i of a block to lane i % 4, the tail past the block's last multiple
+ * of four to lane 0; the largest |x| per lane and four running sums of squares (four independent
+ * chains instead of one, as the JS loop in coordinator/optimizer.ts adds them). measure_lanes adds
+ * a run of a block (runs other than a block's last are multiples of four long); lanes_result gives
+ * the block's largest |x| (a maximum that ignores NaN does not depend on the order it sees the
+ * values in) and its sum of squares, (s0 + s1) + (s2 + s3).
  */
 SIMD_CLONES static void measure_lanes(const float* restrict x, size_t len, float* restrict mx_io, double* restrict sq_io) {
   float mx[4] = {mx_io[0], mx_io[1], mx_io[2], mx_io[3]};
@@ -69,6 +73,13 @@ SIMD_CLONES static void measure_lanes(const float* restrict x, size_t len, float
     mx_io[j] = mx[j];
     sq_io[j] = sq[j];
   }
+}
+
+static void lanes_result(const float* mx, const double* sq, double* max_abs, double* sum_sq) {
+  float m = mx[0];
+  for (int l = 1; l < 4; l++) m = mx[l] > m ? mx[l] : m;
+  *max_abs = m;
+  *sum_sq = (sq[0] + sq[1]) + (sq[2] + sq[3]);
 }
 
 /* Big enough to amortise the per-part loop setup, small enough that the accumulator stays in L1. */
@@ -118,12 +129,7 @@ static void sum_block(void* arg, size_t b, size_t e) {
       }
       memcpy(j->out + i, acc, len * sizeof(float));
     }
-    for (uint32_t k = 0; k < j->np; k++) {
-      float m = mx[4 * k];
-      for (int l = 1; l < 4; l++) m = mx[4 * k + l] > m ? mx[4 * k + l] : m;
-      at[2 * k] = m;
-      at[2 * k + 1] = (sq[4 * k] + sq[4 * k + 1]) + (sq[4 * k + 2] + sq[4 * k + 3]);
-    }
+    for (uint32_t k = 0; k < j->np; k++) lanes_result(mx + 4 * k, sq + 4 * k, &at[2 * k], &at[2 * k + 1]);
     return;
   }
   for (; b < e; b += SUM_BLOCK) {
@@ -442,45 +448,18 @@ napi_value math_ema_update(napi_env env, napi_callback_info info) {
 }
 
 /*
- * Four running sums of squares, element i going to sum i % 4, added as (s0 + s1) + (s2 + s3): four
- * independent chains instead of one (a double add waits for the previous one), and the same order
- * as the JS loop in coordinator/optimizer.ts, so the same bits. The four lanes are one vector of
- * doubles. The largest |x| is kept per lane too and the lanes' maxima taken at the end: a maximum
- * that ignores NaN does not depend on the order it sees the values in.
+ * One block of a magnitude (the lanes of measure_lanes), copied to `copy` first when given, a
+ * SUM_BLOCK at a time, and measured from the copy: what is measured is exactly what was copied.
  */
-SIMD_CLONES static void magnitude_loop(const float* restrict a, float* restrict copy, size_t n, double* max_abs, double* sum_sq) {
+static void magnitude_loop(const float* restrict a, float* restrict copy, size_t n, double* max_abs, double* sum_sq) {
   float mx[4] = {0.f, 0.f, 0.f, 0.f};
-  double s[4] = {0.0, 0.0, 0.0, 0.0};
-  size_t i = 0;
-  if (copy) {
-    for (; i + 4 <= n; i += 4) {
-      for (int j = 0; j < 4; j++) {
-        const float x = a[i + j];
-        copy[i + j] = x;
-        /* NaN compares false: the max ignores it, the sums of squares keep it. */
-        mx[j] = fabsf(x) > mx[j] ? fabsf(x) : mx[j];
-        s[j] += (double)x * (double)x;
-      }
-    }
-  } else {
-    for (; i + 4 <= n; i += 4) {
-      for (int j = 0; j < 4; j++) {
-        const float x = a[i + j];
-        mx[j] = fabsf(x) > mx[j] ? fabsf(x) : mx[j];
-        s[j] += (double)x * (double)x;
-      }
-    }
+  double sq[4] = {0.0, 0.0, 0.0, 0.0};
+  for (size_t i = 0; i < n; i += SUM_BLOCK) {
+    const size_t len = n - i < SUM_BLOCK ? n - i : SUM_BLOCK;
+    if (copy) memcpy(copy + i, a + i, len * sizeof(float));
+    measure_lanes(copy ? copy + i : a + i, len, mx, sq);
   }
-  for (; i < n; i++) {
-    const float x = a[i];
-    if (copy) copy[i] = x;
-    mx[0] = fabsf(x) > mx[0] ? fabsf(x) : mx[0];
-    s[0] += (double)x * (double)x;
-  }
-  float m = mx[0];
-  for (int j = 1; j < 4; j++) m = mx[j] > m ? mx[j] : m;
-  *max_abs = m;
-  *sum_sq = (s[0] + s[1]) + (s[2] + s[3]);
+  lanes_result(mx, sq, max_abs, sum_sq);
 }
 
 /* The blocks a magnitude is measured in (MAGNITUDE_BLOCK in coordinator/optimizer.ts). */
