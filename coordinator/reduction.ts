@@ -274,15 +274,10 @@ export class Reduction<C extends MemberConn> {
       if (direct.some((m) => !m.own[c])) return;
       if (direct.some((m) => m.unchecked?.chunks[c])) {
         // Slots not yet read: when this is the whole sum of several parts, each is measured in the read that sums it; else copied out and checked first.
-        if (direct.length > 1 && a.segments.every((s) => s.kind === 'direct') && nativeMath()) return this.sumMeasured(c, direct, acc, t0);
+        if (direct.length > 1 && a.segments.every((s) => s.kind === 'direct') && nativeMath()) return this.sumMeasured(c, direct, acc, start, end, t0);
         for (const m of direct) if (!this.checkSlot(m, c, start, end)) return;
       }
-      const big = outlier(direct.map((m) => m.rms[c]!));
-      if (big) {
-        const m = direct[big.index]!;
-        this.o.drop(m.conn, new GanError('E_BOUNDS', `${this.o.net} gradient chunk ${c} has root mean square ${m.rms[c]!.toExponential(2)}, over ${PEER_FACTOR} times its peers' median (${big.median.toExponential(2)})`));
-        return;
-      }
+      if (this.dropOutlier(c, direct)) return;
     }
     while (state.next < a.segments.length) {
       const s = a.segments[state.next]!;
@@ -327,13 +322,7 @@ export class Reduction<C extends MemberConn> {
     const u = m.unchecked;
     if (!u?.chunks[c]) return true;
     const g = u.copy.subarray(start, end);
-    try {
-      m.rms[c] = checkGradient(g, this.o.net, u.from.subarray(start, end));
-    } catch (e) {
-      if (!(e instanceof GanError)) throw e;
-      this.o.drop(m.conn, e);
-      return false;
-    }
+    if (!this.judged(m, c, () => checkGradient(g, this.o.net, u.from.subarray(start, end)))) return false;
     m.own[c] = g;
     u.chunks[c] = 0;
     return true;
@@ -345,28 +334,35 @@ export class Reduction<C extends MemberConn> {
    * is measured is what is summed), then judged; a part out of bounds drops its member and the
    * phase reduces again among the rest, reading their slots again.
    */
-  private sumMeasured(c: number, direct: Member<C>[], acc: Float32Array, t0: number): void {
+  private sumMeasured(c: number, direct: Member<C>[], acc: Float32Array, start: number, end: number, t0: number): void {
     const a = this.attempt;
     const sizes = foldMeasured(acc, direct.map((m) => m.own[c]!), direct.map((m) => m.count / a.total));
-    for (const [i, m] of direct.entries()) {
-      try {
-        m.rms[c] = judgeMagnitude(sizes[i]!, this.o.net);
-      } catch (e) {
-        if (!(e instanceof GanError)) throw e;
-        this.o.drop(m.conn, e);
-        return;
-      }
-    }
-    const big = outlier(direct.map((m) => m.rms[c]!));
-    if (big) {
-      const m = direct[big.index]!;
-      this.o.drop(m.conn, new GanError('E_BOUNDS', `${this.o.net} gradient chunk ${c} has root mean square ${m.rms[c]!.toExponential(2)}, over ${PEER_FACTOR} times its peers' median (${big.median.toExponential(2)})`));
-      return;
-    }
+    for (const [i, m] of direct.entries()) if (!this.judged(m, c, () => judgeMagnitude(sizes[i]!, this.o.net))) return;
+    if (this.dropOutlier(c, direct)) return;
     a.chunks[c]!.next = a.segments.length;
     this.busyMs += performance.now() - t0;
-    const [start, end] = chunkRange(this.size, this.o.chunk, c);
     this.step(c, start, end);
+  }
+
+  /** m's chunk c judged by `judge` (its root mean square, or a GanError): kept in m.rms, else m is dropped for it and false. */
+  private judged(m: Member<C>, c: number, judge: () => number): boolean {
+    try {
+      m.rms[c] = judge();
+      return true;
+    } catch (e) {
+      if (!(e instanceof GanError)) throw e;
+      this.o.drop(m.conn, e);
+      return false;
+    }
+  }
+
+  /** The outlier rule on chunk c's direct parts, judged against each other: whether it dropped one (the phase then reduces again). */
+  private dropOutlier(c: number, direct: Member<C>[]): boolean {
+    const big = outlier(direct.map((m) => m.rms[c]!));
+    if (!big) return false;
+    const m = direct[big.index]!;
+    this.o.drop(m.conn, new GanError('E_BOUNDS', `${this.o.net} gradient chunk ${c} has root mean square ${m.rms[c]!.toExponential(2)}, over ${PEER_FACTOR} times its peers' median (${big.median.toExponential(2)})`));
+    return true;
   }
 
   /** The step on one chunk (Adam, or the outer step), into the next buffers, and its new weights out to every direct member and chain end. */

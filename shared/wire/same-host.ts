@@ -2,16 +2,17 @@
  * The regions a coordinator shares with the workers on its own host, so that weights and
  * gradients cross as memory instead of frames (the WebSocket then carries only control messages).
  *
- * - The weights region (one per run) holds two buffers per net, written by the coordinator only,
- *   after each step commits and before the next task names the new version: version v of a net
- *   lives in buffer v % 2, so the next version is written into the buffer the version before the
- *   current one left, while the current one stays whole for any worker still copying it. A worker
- *   maps the region read only and copies a net out when a task names a version it does not hold
- *   yet. Each buffer has a header pair (writing flag, version); a copy that sees either change is
- *   refused.
+ * - The weights region (one per run) holds two buffers per net, written by the coordinator only:
+ *   version v of a net lives in buffer v % 2, so the next version is written (during the step, or
+ *   when it commits) into the buffer the version before the current one left, its writing flag up,
+ *   while the current one stays whole for any worker still copying it; it is published before the
+ *   next task names it. A worker maps the region read only and copies a net out when a task names a
+ *   version it does not hold yet. Each buffer has a header pair (writing flag, version); a copy that
+ *   sees either change is refused.
  * - A slot (one per worker) holds that worker's gradient of the current phase, float32 or the run's
- *   16-bit halves. The worker writes it and then says so (Posted); the coordinator copies it out
- *   once, and validates the copy exactly as it validates a frame.
+ *   16-bit halves. The worker writes it and then says so (Posted); the coordinator reads each value
+ *   once (a copy, or the read that sums it) and validates what it read exactly as it validates a
+ *   frame.
  * - Both live in a directory only the coordinator's user can enter, under random names a worker
  *   learns in its Welcome, after proving the token. The slot's header holds a random nonce: a
  *   worker that reads it back proves it maps the coordinator's memory (the same host and user),
@@ -48,9 +49,10 @@ export class WeightsRegion {
   constructor(buf: ArrayBuffer, readonly sizes: RegionSizes) {
     if (buf.byteLength !== weightsRegionBytes(sizes)) throw new RangeError(`weights region is ${buf.byteLength} bytes, expected ${weightsRegionBytes(sizes)}`);
     this.head = new Uint32Array(buf, 0, HEADER_BYTES / 4);
-    const at = (values: number, k: number) => new Float32Array(buf, HEADER_BYTES + 4 * values * k, values);
-    const g = (k: number) => new Float32Array(buf, HEADER_BYTES + 8 * sizes.D + 4 * sizes.G * k, sizes.G);
-    this.buffers = { D: [at(sizes.D, 0), at(sizes.D, 1)], G: [g(0), g(1)] };
+    // D's two buffers, then G's.
+    const at = (offset: number, values: number) => new Float32Array(buf, HEADER_BYTES + 4 * offset, values);
+    const { D, G } = sizes;
+    this.buffers = { D: [at(0, D), at(D, D)], G: [at(2 * D, G), at(2 * D + G, G)] };
   }
 
   /** Coordinator: a new region's header, every buffer refused until it is published. */
