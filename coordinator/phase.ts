@@ -56,6 +56,8 @@ export class PhaseRunner {
   private said = '';
   /** What each net's phase decodes received chunks into. */
   private readonly pools = { D: new ChunkPool(), G: new ChunkPool() };
+  /** Bytes of each net's new weights per byte of gradient in its last phase's frames (fp32: XOR deltas; shardOwners balances links by it). */
+  private readonly weightsRatio = { D: 1, G: 1 };
 
   constructor(private readonly x: PhaseContext) {}
 
@@ -88,7 +90,7 @@ export class PhaseRunner {
       // Chunks pipeline frames; when every member posts through its slot the whole net is one chunk (one threaded Adam step).
       chunk: slot.every(Boolean) ? this.x.layouts[net].total : opts.reduceChunk ?? REDUCE_CHUNK, wire: cfg.wire,
       current: model.current(net), next: model.next[net], acc: model.acc[net], step: model.nextStep(net), pool: this.pools[net],
-      view: { current: model.view[net], next: model.nextView[net] }, stepInto,
+      view: { current: model.view[net], next: model.nextView[net] }, stepInto, weightsRatio: this.weightsRatio[net],
       // A sync's D task is H local steps: it gets H times the time one step's phase gets.
       reportTimeoutMs: cfg.roundTimeoutMs * (net === 'D' ? cfg.syncEvery : 1), stallMs: Math.min(cfg.roundTimeoutMs, 10_000),
       send: (c, f) => pool.send(c, f), drop: (c, e) => pool.drop(c, e), log: this.x.log,
@@ -104,6 +106,7 @@ export class PhaseRunner {
     const r = await done;
     this.reduction = null;
     pool.route(null);
+    if (r.weightsRatio !== null) this.weightsRatio[net] = r.weightsRatio;
     if (r.applied.length > 0) {
       const t1 = performance.now();
       model.commit(net);

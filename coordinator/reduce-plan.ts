@@ -85,7 +85,7 @@ export interface Attempt<C extends MemberConn> {
 }
 
 /** Attempt `n` among the live members (in id order): relay runs become chains or sharded groups. */
-export function planAttempt<C extends MemberConn>(n: number, alive: Member<C>[], o: { relays: boolean; kind: 'chain' | 'group'; chunks: number }): Attempt<C> {
+export function planAttempt<C extends MemberConn>(n: number, alive: Member<C>[], o: { relays: boolean; kind: 'chain' | 'group'; chunks: number; weights?: number }): Attempt<C> {
   const segs = segments(alive, o.relays, o.kind);
   const planned = segs.map((s, k): Planned<C> => {
     if (s.kind === 'direct') return s;
@@ -93,7 +93,7 @@ export function planAttempt<C extends MemberConn>(n: number, alive: Member<C>[],
     if (s.kind === 'chain') return { ...s, tail };
     // What else crosses the coordinator's link: a model each way per direct member or chain.
     const others = segs.filter((x) => x.kind !== 'group').length;
-    return { ...s, tail, owners: shardOwners(o.chunks, s.members.length, { others, seeded: k > 0 }) };
+    return { ...s, tail, owners: shardOwners(o.chunks, s.members.length, { others, seeded: k > 0, weights: o.weights }) };
   });
   return {
     n, segments: planned, total: alive.reduce((a, m) => a + m.count, 0), stepped: 0,

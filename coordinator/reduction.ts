@@ -39,7 +39,7 @@
 import { GanError } from '../shared/wire/errors.js';
 import { ChunkPool, chunkAt, chunkCount, chunkRange } from '../shared/numerics/chunks.js';
 import { foldMany } from '../shared/numerics/fold.js';
-import { type WirePrecision, WireScratch, decodeValues, encodeValues, encodeWeights } from '../shared/numerics/wire-format.js';
+import { type WirePrecision, WireScratch, bytesPerValue, decodeValues, encodeValues, encodeWeights } from '../shared/numerics/wire-format.js';
 import type { Net } from '../shared/compute/model.js';
 import { type ChunkMsg, Kind, type Message, type PostedMsg, type ReportMsg, encode } from '../shared/wire/codec.js';
 import { PEER_FACTOR, checkGradient, judgeMagnitude, outlier, partialOutOfBounds, stragglerLimitMs } from './bounds.js';
@@ -70,6 +70,8 @@ export interface ReductionOptions<C extends MemberConn> {
   view: { current: Float32Array; next: Float32Array };
   /** Where the step also writes the new weights as it takes them (the shared region's buffer of the next version; fp32 wire). */
   stepInto?: Float32Array;
+  /** Bytes of new weights per byte of gradient in frames, as this net's last phase sent them (a sharded group's plan balances its links by it; default 1). */
+  weightsRatio?: number;
   /** The step of the phase: Adam's next step, or the outer optimiser's in a low-communication run. */
   step: ChunkStep;
   /** Scratch of the net's size for the running sums. */
@@ -93,6 +95,8 @@ export interface ReductionResult<C extends MemberConn> {
   busyMs: number;
   /** Who passed new weights on to whom in the committed attempt (worker ids), for repairs if one of them leaves later. */
   relayed: Map<number, number[]>;
+  /** Bytes of the new weights' frames per byte their values would take as gradients (fp32: the XOR deltas' share); null when none went out. */
+  weightsRatio: number | null;
 }
 
 /** The life of a phase's reduction. */
@@ -118,6 +122,8 @@ export class Reduction<C extends MemberConn> {
   /** Relays are used unless they stalled or a relayed sum was out of bounds in this phase. */
   private relays = true;
   private busyMs = 0;
+  /** Bytes of weights values sent, and what as many gradient values take (weightsRatio). */
+  private weightsBytes = { sent: 0, raw: 0 };
   private lastProgress = performance.now();
   private readonly startedAt = performance.now();
   private watchdog: NodeJS.Timeout | null = null;
@@ -252,7 +258,7 @@ export class Reduction<C extends MemberConn> {
   /** A new attempt among the live members: who relays, with what scale; every member is told. */
   private plan(): void {
     const alive = this.members.filter((m) => m.alive);
-    this.attempt = planAttempt(this.attempt.n + 1, alive, { relays: this.relays, kind: this.o.relayAs ?? 'chain', chunks: this.chunkTotal });
+    this.attempt = planAttempt(this.attempt.n + 1, alive, { relays: this.relays, kind: this.o.relayAs ?? 'chain', chunks: this.chunkTotal, weights: this.o.weightsRatio });
     this.stage = Stage.Reducing;
     this.lastProgress = performance.now();
     for (const [m, frame] of reduceFrames(this.attempt, { round: this.o.round, net: this.o.net, chunk: this.o.chunk })) this.o.send(m.conn, frame);
@@ -380,11 +386,16 @@ export class Reduction<C extends MemberConn> {
       return;
     }
     a.chunks[c]!.stage = ChunkStage.Stepped;
-    // What the workers will hold of this chunk (written even when every member reads the region).
-    const values = encodeWeights(this.o.wire, out.w, this.o.view.current.subarray(start, end), this.o.view.next.subarray(start, end), this.wireScratch);
     // Slot members copy the new weights out of the region once the step commits.
     const to = weightsTargets(a, c);
-    if (to.length > 0) {
+    // What the workers will hold of this chunk: on a 16- or 8-bit wire written even when every
+    // member reads the region (the view is the region's copy); on fp32 the weights themselves.
+    const values = to.length > 0 || this.o.wire !== 'fp32'
+      ? encodeWeights(this.o.wire, out.w, this.o.view.current.subarray(start, end), this.o.view.next.subarray(start, end), this.wireScratch)
+      : null;
+    if (values && to.length > 0) {
+      this.weightsBytes.sent += values.data.byteLength;
+      this.weightsBytes.raw += (end - start) * bytesPerValue(this.o.wire);
       const frame = encode({ k: Kind.WeightsChunk, net: this.o.net, version: this.o.version + 1, attempt: a.n, offset: start, ...values, fp16: values.fp16 || undefined });
       for (const c of to) this.o.send(c, frame);
     }
@@ -404,7 +415,8 @@ export class Reduction<C extends MemberConn> {
     if (this.watchdog) clearInterval(this.watchdog);
     for (const m of this.members) if (m.timer) clearTimeout(m.timer);
     const applied = stage === Stage.Abandoned ? [] : this.members.filter((m) => m.alive).map((m) => ({ conn: m.conn, report: m.report! }));
-    this.settle?.({ applied, busyMs: this.busyMs, relayed: relayedWeights(this.attempt) });
+    const { sent, raw } = this.weightsBytes;
+    this.settle?.({ applied, busyMs: this.busyMs, relayed: relayedWeights(this.attempt), weightsRatio: raw > 0 ? sent / raw : null });
   }
 
   /** Start over among the survivors: a new attempt, a new plan. */

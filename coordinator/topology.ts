@@ -80,25 +80,46 @@ export function segments<M extends { relay: boolean }>(members: M[], relays: boo
   return out;
 }
 
+/** What a sharded group's plan must know besides its size: the rest of the coordinator's traffic and the weights' bytes. */
+export interface ShardLoad {
+  /** Direct members and chains beside the group (each a model through the coordinator's link each way). */
+  others: number;
+  /** The group's sum starts from a partial sum the coordinator sends its owners (members before it). */
+  seeded: boolean;
+  /** Bytes of new weights per byte of gradient on the wire (fp32's XOR deltas: about 0.7; default 1). */
+  weights?: number;
+}
+
+/**
+ * The busiest direction of a member's link and of the coordinator's, in models of the net, when
+ * the coordinator owns the share `f` of a group of `k` members' chunks. A member sends its parts
+ * ((1 - f)(k - 1)/k to other owners, f to the coordinator), the sums of its own chunks ((1 - f)/k)
+ * and their weights to the other members (w (1 - f)(k - 1)/k); it receives the others' parts of its
+ * chunks, every chunk's weights (w) and, seeded, its chunks' seeds. The coordinator receives the
+ * sums of the members' chunks (1 - f) and every member's part of its own (f k), and sends weights
+ * for as many, plus the seeds.
+ */
+export function shardLoads(k: number, f: number, o: ShardLoad): { member: number; coordinator: number } {
+  const w = o.weights ?? 1;
+  const passed = ((1 - f) * (k - 1)) / k;
+  const member = Math.max(1 + w * passed, passed + w + (o.seeded ? (1 - f) / k : 0));
+  const fan = o.others + (1 - f) + f * k;
+  return { member, coordinator: Math.max(fan, w * fan + (o.seeded ? 1 - f : 0)) };
+}
+
 /**
  * Who owns each chunk of a sharded group of `k` members: SHARD_COORDINATOR or a member's index in
- * the group. Per net and phase, with M the net's size, the coordinator's link carries its other
- * members' gradients and weights (`others` models each way), the group's sums and weights of the
- * chunks members own ((1 - f) M) and every member's part of the chunks it owns itself (f k M);
- * each member's link carries (1 - f)(2k - 1)/k M (parts out, the sum, the weights passed on) and
- * f M (its parts of the coordinator's chunks), both ways; a seeded group adds (1 - f) M to the
- * coordinator's link. f is the share that makes the larger of the two least. Owned chunks are
- * spread evenly through the net and the members' go round robin, so every link is busy from the
- * first chunk on.
+ * the group. The coordinator's share is the one that makes the busier of its link and a member's
+ * least (shardLoads). Owned chunks are spread evenly through the net and the members' go round
+ * robin, so every link is busy from the first chunk on.
  */
-export function shardOwners(chunks: number, k: number, o: { others: number; seeded: boolean }): Uint16Array {
-  const memberLoad = (f: number) => f + ((1 - f) * (2 * k - 1)) / k;
-  const coordinatorLoad = (f: number) => o.others + (1 - f) * (o.seeded ? 2 : 1) + f * k;
+export function shardOwners(chunks: number, k: number, o: ShardLoad): Uint16Array {
+  const load = (n: number) => {
+    const l = shardLoads(k, n / chunks, o);
+    return Math.max(l.member, l.coordinator);
+  };
   let best = 0;
-  for (let n = 1; n < chunks; n++) {
-    const load = (x: number) => Math.max(memberLoad(x / chunks), coordinatorLoad(x / chunks));
-    if (load(n) < load(best) - 1e-12) best = n;
-  }
+  for (let n = 1; n < chunks; n++) if (load(n) < load(best) - 1e-12) best = n;
   const owners = new Uint16Array(chunks);
   let member = 0;
   for (let c = 0; c < chunks; c++) {

@@ -3,7 +3,7 @@
     {
       "target_name": "gan_native",
       "sources": [
-        "src/addon.c", "src/args.c", "src/kernels.c", "src/array_math.c", "src/pool.c", "src/array_math_half.c", "src/quant8.c", "src/shm.c",
+        "src/addon.c", "src/args.c", "src/kernels.c", "src/array_math.c", "src/pool.c", "src/array_math_half.c", "src/quant8.c", "src/bit_delta.c", "src/shm.c",
         "<!@(node blas-flags.cjs sources)"
       ],
       "cflags": ["-O3", "-std=c11", "-ffp-contract=off", "-fno-trapping-math", "-fno-math-errno", "-Wall", "-Wno-unused-parameter"],

@@ -38,7 +38,8 @@
  * links two (partial sums one way and weights the other, both ways), a sharded group's links what
  * its share of chunks gives them (topology.ts: 1.33 models at W = 2, 1.6 at W = 4, the least any
  * topology moves in which the coordinator steps every chunk), a ring all-reduce's links
- * 2(W-1)/W; a model at the row's wire precision.
+ * 2(W-1)/W; a model at the row's wire precision, weights as large as gradients (fp32's weights
+ * cross as XOR deltas, about 0.7 of that, so its rows can come out below 1).
  *
  * Writes bench/hosts.md and bench/hosts.json. Namespaces named gbh-* are deleted at the start
  * (left by an interrupted run), at the end, on failure and on SIGINT/SIGTERM.
@@ -57,7 +58,7 @@ import { DEV, Lan, type Net, type Snapshot } from './lan.js';
 import { WIRE_PRECISIONS, type WirePrecision, bytesPerValue } from '../shared/numerics/wire-format.js';
 import { chunkCount } from '../shared/numerics/chunks.js';
 import { REDUCE_CHUNK } from '../coordinator/options.js';
-import { shardOwners } from '../coordinator/topology.js';
+import { shardLoads, shardOwners } from '../coordinator/topology.js';
 import { SHARD_COORDINATOR } from '../shared/wire/protocol.js';
 import { localMain } from './bench-local.js';
 import { lastLines, median } from './stats.js';
@@ -95,6 +96,8 @@ interface HostRow {
   samplesPerSec: number;
   /** Median round (PyTorch: mean iteration) in ms. */
   roundMs: number;
+  /** Medians of the round's split (metrics.jsonl: the workers' compute, the coordinator's work); absent for PyTorch. */
+  split?: { computeMs: number; coordinatorMs: number };
   coordinator: LinkBytes | null;
   workerLinks: LinkBytes[];
   busiest: (LinkBytes & { worker: number }) | null;
@@ -141,15 +144,16 @@ function minimumPerLink(mode: Mode, wire: Wire, w: number): number {
   if (mode === 'pytorch') return w === 1 ? 0 : (2 * (w - 1) / w) * model;
   if (mode === 'chain' && w >= 2) return 2 * model;
   if (mode === 'sharded' && w >= 2) {
-    // Per net, a member's link carries f + (1 - f)(2W - 1)/W of it, the coordinator's 1 - f + f W (f: the coordinator's share of chunks).
+    // Per net, the busier of a member's link and the coordinator's at the plan's share of chunks, with weights as large as gradients.
     let member = 0;
     let coordinator = 0;
     for (const net of ['D', 'G'] as const) {
       const size = netLayout(defaultModelConfig, net).total;
-      const owners = shardOwners(chunkCount(size, REDUCE_CHUNK), w, { others: 0, seeded: false });
-      const f = owners.filter((x) => x === SHARD_COORDINATOR).length / owners.length;
-      member += (f + ((1 - f) * (2 * w - 1)) / w) * size;
-      coordinator += (1 - f + f * w) * size;
+      const load = { others: 0, seeded: false };
+      const owners = shardOwners(chunkCount(size, REDUCE_CHUNK), w, load);
+      const l = shardLoads(w, owners.filter((x) => x === SHARD_COORDINATOR).length / owners.length, load);
+      member += l.member * size;
+      coordinator += l.coordinator * size;
     }
     return Math.max(member, coordinator) * bytesPerValue(wire);
   }
@@ -212,6 +216,7 @@ async function runProject(net: Net, rate: string, w: number, mode: ProjectMode, 
       shared ? 'a worker mapped the coordinator\'s shared memory' : ''].filter(Boolean).join('; ') || undefined,
     samplesPerSec: timed.reduce((a, m) => a + m.samples, 0) / secs,
     roundMs: median(timed.map((m) => m.round_ms)),
+    split: { computeMs: median(timed.map((m) => m.compute_ms)), coordinatorMs: median(timed.map((m) => m.reduce_ms)) },
     ...links,
   };
 }
@@ -294,18 +299,18 @@ function markdown(machine: string, rates: string[], rows: HostRow[], modelBytes:
     '',
     `Hosts in network namespaces on one bridge, each behind its own link limited to RATE in each direction (htb on both veth ends, no added latency) and with a /dev/shm of its own; one host per worker or rank, workers as on the machine line; batch 100 per worker or rank; ${rounds} timed rounds after ${WARMUP} warm-up rounds. ${torchLine}`,
     '',
-    `Link MB are per round (PyTorch: per iteration), in / out as the host sees them, and in parentheses as multiples of the fp32 model (4 bytes x (D + G parameters) = ${MB(modelBytes)} MB, one copy of both nets). "x minimum" is the busiest link's larger direction over the least its topology must move per round at that wire's precision (star: W models through the coordinator's link; chain: 2 through each relay's; sharded: what its share of chunks gives each link, 1.33 at W = 2 and 1.6 at W = 4; ring all-reduce: 2(W-1)/W). Samples/s = samples / round time over the timed rounds; PyTorch: W x 100 x iterations / seconds, and its round is the mean iteration.`,
+    `Link MB are per round (PyTorch: per iteration), in / out as the host sees them, and in parentheses as multiples of the fp32 model (4 bytes x (D + G parameters) = ${MB(modelBytes)} MB, one copy of both nets). "x minimum" is the busiest link's larger direction over the least its topology must move per round at that wire's precision (star: W models through the coordinator's link; chain: 2 through each relay's; sharded: what its share of chunks gives each link, 1.33 at W = 2 and 1.6 at W = 4; ring all-reduce: 2(W-1)/W), with the weights as many bytes as the gradients: fp32's weights go as XOR deltas of about 0.7 of that, so its rows can move less. Compute / coordinator ms: medians of metrics.jsonl's compute_ms (the slowest worker's gradient) and reduce_ms (the coordinator's own work: folding, Adam, packing, handing frames to sockets). Samples/s = samples / round time over the timed rounds; PyTorch: W x 100 x iterations / seconds, and its round is the mean iteration.`,
   ];
   for (const rate of rates) {
-    out.push('', `### ${rate} per link`, '', '| W | run | wire | samples/s | median round ms | coordinator link MB in / out (x model) | busiest worker link MB in / out (x model) | busiest link x minimum |', '|---:|---|---|---:|---:|---:|---:|---:|');
+    out.push('', `### ${rate} per link`, '', '| W | run | wire | samples/s | median round ms | of which compute / coordinator ms | coordinator link MB in / out (x model) | busiest worker link MB in / out (x model) | busiest link x minimum |', '|---:|---|---|---:|---:|---:|---:|---:|---:|');
     for (const r of rows.filter((x) => x.rate === rate)) {
       const run = `${r.mode}${r.note ? ` (${r.note})` : ''}`;
       if (r.error) {
-        out.push(`| ${r.workers} | ${run} | ${wireName(r)} | failed: ${r.error.replace(/\|/g, '/').slice(0, 300)} | | | | |`);
+        out.push(`| ${r.workers} | ${run} | ${wireName(r)} | failed: ${r.error.replace(/\|/g, '/').slice(0, 300)} | | | | | |`);
         continue;
       }
       const b = busiestLink(r);
-      out.push(`| ${r.workers} | ${run} | ${wireName(r)} | ${r.samplesPerSec.toFixed(0)} | ${r.roundMs.toFixed(1)} | ${linkCell(r.coordinator, modelBytes)} | ${r.busiest ? `w${r.busiest.worker}: ${linkCell(r.busiest, modelBytes)}` : '–'} | ${b && Number.isFinite(b.over) ? b.over.toFixed(2) : '–'} |`);
+      out.push(`| ${r.workers} | ${run} | ${wireName(r)} | ${r.samplesPerSec.toFixed(0)} | ${r.roundMs.toFixed(1)} | ${r.split ? `${r.split.computeMs.toFixed(0)} / ${r.split.coordinatorMs.toFixed(0)}` : '–'} | ${linkCell(r.coordinator, modelBytes)} | ${r.busiest ? `w${r.busiest.worker}: ${linkCell(r.busiest, modelBytes)}` : '–'} | ${b && Number.isFinite(b.over) ? b.over.toFixed(2) : '–'} |`);
     }
     out.push('');
     for (const q of ratios(rows, rate)) out.push(`- ${q.name}: ${q.value === null ? 'n/a' : `${q.value.toFixed(2)} x`}`);

@@ -216,11 +216,14 @@ describe('the topology of a phase', () => {
     expect(chooseTopology(remote(4), 'star').kind).toBe('star');
   });
 
-  it('a sharded group gives the coordinator the share of chunks that balances its link against the members\' (1/3 with 2 members, 1/5 with 4), spread evenly, the rest round robin', () => {
+  it('a sharded group gives the coordinator the share of chunks that balances its link against the members\' (1/3 with 2 members, 1/5 with 4, less when weights are smaller than gradients), spread evenly, the rest round robin', () => {
     const share = (owners: Uint16Array) => owners.filter((o) => o === SHARD_COORDINATOR).length / owners.length;
     const two = shardOwners(300, 2, { others: 0, seeded: false });
     expect(share(two)).toBeCloseTo(1 / 3, 2);
     expect(share(shardOwners(300, 4, { others: 0, seeded: false }))).toBeCloseTo(1 / 5, 2);
+    // Weights smaller than gradients (fp32's XOR deltas) make a member's link lighter, the coordinator's share smaller.
+    expect(share(shardOwners(300, 2, { others: 0, seeded: false, weights: 0.7 }))).toBeCloseTo(0.35 / 1.35, 2);
+    expect(share(shardOwners(300, 4, { others: 0, seeded: false, weights: 0.7 }))).toBeCloseTo(0.525 / 3.525, 2);
     // Other members' traffic through the coordinator's link, or a seed, leave it less to own.
     expect(share(shardOwners(300, 4, { others: 1, seeded: true }))).toBe(0);
     // Evenly spread: no two of the coordinator's chunks are more than 3 apart with 2 members (a third of them).

@@ -84,7 +84,10 @@ export class Participant {
   /** Plans and chunks (with who sent them) that arrived before their phase was computed. */
   private early: { plans: ReduceMsg[]; chunks: { x: ChunkMsg; from: number }[] } = { plans: [], chunks: [] };
   private scratch: Float32Array | null = null;
-  /** The weights held, on the 8-bit wire (its weights chunks are differences from them). */
+  /**
+   * The weights held, on the 8-bit and fp32 wires: their weights chunks are differences from them
+   * (on fp32, XOR deltas). Null after a copy out of the shared region, whose members get no chunks.
+   */
   private view: Record<Net, Float32Array | null> = { D: null, G: null };
   /** What rounding to 8 bits has lost of each net's gradients so far, added to the next one (error feedback). */
   private residual: Record<Net, Float32Array | null> = { D: null, G: null };
@@ -96,7 +99,7 @@ export class Participant {
   private plans: Record<Net, { round: number; byAttempt: Map<number, ReduceMsg> }> = { D: { round: -1, byAttempt: new Map() }, G: { round: -1, byAttempt: new Map() } };
   private readonly io: ReductionIO;
   private readonly buffers: Record<Net, PhaseBuffers> = { D: new PhaseBuffers(), G: new PhaseBuffers() };
-  /** Two buffers per net that new weights are assembled in by turns (on the 8-bit wire the view holds the other). */
+  /** Two buffers per net that new weights are assembled in by turns (the view holds the other). */
   private assembly: Record<Net, [Float32Array | null, Float32Array | null]> = { D: [null, null], G: [null, null] };
   /** A low-communication run's change of G over the last sync's local steps, until the sync's G task sends it. */
   private localG: { round: number; ids: Uint32Array; delta: Float32Array; loss: number; dFake: number } | null = null;
@@ -148,7 +151,7 @@ export class Participant {
     if (version > this.versions[net]) {
       this.model.setWeights(net, data);
       this.versions[net] = version;
-      if (this.o.wire === '8') this.view[net] = data === this.staging[net]?.buf ? data : data.slice();
+      if (this.o.wire !== '16') this.view[net] = data === this.staging[net]?.buf ? data : data.slice();
     }
     if (this.staging[net] && this.staging[net].version <= version) this.staging[net] = null;
     return this.startIfReady();
@@ -158,7 +161,8 @@ export class Participant {
     const total = this.model.layout(m.net).total;
     const plan = this.plans[m.net].byAttempt.get(m.attempt);
     if (!plan) throw new GanError('E_STALE', `weights of ${m.net} attempt ${m.attempt} arrived outside its reduction`);
-    const { index: c, start } = chunkAt(total, plan.chunk, m.offset, m.data.length, `${m.net} weights chunk`);
+    // An XOR delta's bytes are not its values: its length is checked as it is unpacked.
+    const { index: c, start, end } = chunkAt(total, plan.chunk, m.offset, m.xor ? null : m.data.length, `${m.net} weights chunk`);
     const route = weightsRoute(plan, this.io.id, c);
     if (from !== route.from) throw new GanError('E_UNEXPECTED', `weights of ${m.net} from ${from}, expected them from ${route.from}`);
     // On to the members that wait for these bytes from this one first.
@@ -167,8 +171,8 @@ export class Participant {
       for (const { peer, url } of route.forward) this.o.toPeer?.(peer, url, frame);
     }
     if (m.version <= this.versions[m.net]) return;
-    if (this.o.wire === '8' && m.version !== this.versions[m.net] + 1) {
-      throw new GanError('E_STALE', `8-bit weights of ${m.net} v${m.version} are a difference from v${m.version - 1}, this worker holds v${this.versions[m.net]}`);
+    if ((this.o.wire === '8' || m.xor) && m.version !== this.versions[m.net] + 1) {
+      throw new GanError('E_STALE', `${this.o.wire === '8' ? '8-bit' : 'XOR delta'} weights of ${m.net} v${m.version} are a difference from v${m.version - 1}, this worker holds v${this.versions[m.net]}`);
     }
     let st = this.staging[m.net];
     if (st && (st.version < m.version || (st.version === m.version && st.attempt < m.attempt))) st = null;
@@ -179,13 +183,12 @@ export class Participant {
       this.staging[m.net] = st;
     }
     if (st.got[c]) throw new GanError('E_STALE', `weights chunk at ${m.offset} arrived twice`);
-    const end = start + m.data.length;
     decodeWeights(this.o.wire, m, this.view[m.net]?.subarray(start, end) ?? null, st.buf.subarray(start, end), `${m.net} weights chunk at ${start}`);
     st.got[c] = 1;
     if (--st.missing === 0) await this.setWeights(m.net, st.version, st.buf);
   }
 
-  /** A buffer to assemble new weights of `net` in: not the one the 8-bit view is (the base of the differences arriving). */
+  /** A buffer to assemble new weights of `net` in: not the one the view is (the base of the differences arriving). */
   private assemblyBuffer(net: Net, total: number): Float32Array {
     const pair = this.assembly[net];
     const i = pair[0] && pair[0] === this.view[net] ? 1 : 0;
@@ -213,7 +216,7 @@ export class Participant {
       // Making the tensors is the copy: the region is never held on to.
       const got = this.o.shared!.region.read(net, version, (w) => {
         this.model.setWeights(net, w);
-        if (this.o.wire === '8') this.view[net] = w.slice();
+        this.view[net] = this.o.wire === '8' ? w.slice() : null;
       });
       if (got === 'version') continue;
       if (got === 'torn') throw new GanError('E_STALE', `${net} weights v${version} changed in the shared region while they were copied`);

@@ -1,14 +1,16 @@
 /*
  * The gan_native addon's entry: registers the functions of kernels.c (TensorFlow.js kernels on a
  * wasm heap) and array_math.c (the coordinator's arithmetic), and the matrix-product settings
- * (gemm.h: the built-in GEMM or OpenBLAS, whichever the build chose), and shm.c (files mapped into
- * memory, for the regions a coordinator shares with the workers on its host).
+ * (gemm.h: the built-in GEMM or OpenBLAS, whichever the build chose), bit_delta.c (exact weights
+ * as packed XOR deltas) and shm.c (files mapped into memory, for the regions a coordinator shares
+ * with the workers on its host).
  */
 #include <node_api.h>
 #include <pthread.h>
 
 #include "args.h"
 #include "array_math.h"
+#include "bit_delta.h"
 #include "gemm.h"
 #include "kernels.h"
 #include "quant8.h"
@@ -62,6 +64,8 @@ static napi_value init(napi_env env, napi_value exports) {
       {"quantize8Feedback", NULL, math_quantize8_feedback, NULL, NULL, NULL, napi_default, NULL},
       {"dequantize8", NULL, math_dequantize8, NULL, NULL, NULL, napi_default, NULL},
       {"quantizeDelta8", NULL, math_quantize_delta8, NULL, NULL, NULL, napi_default, NULL},
+      {"packDelta", NULL, math_pack_delta, NULL, NULL, NULL, napi_default, NULL},
+      {"unpackDelta", NULL, math_unpack_delta, NULL, NULL, NULL, napi_default, NULL},
       {"mapFile", NULL, shm_map_file, NULL, NULL, NULL, napi_default, NULL},
   };
   pthread_once(&globals_once, array_math_init);

@@ -48,6 +48,8 @@ export interface NativeAddon {
   quantize8Feedback: NativeMath['quantize8Feedback'];
   dequantize8: NativeMath['dequantize8'];
   quantizeDelta8: NativeMath['quantizeDelta8'];
+  packDelta: NativeMath['packDelta'];
+  unpackDelta: NativeMath['unpackDelta'];
   /** A file mapped into memory (native/src/shm.c): mode 0 creates it (0600, exclusive), 1 opens it to read and write, 2 read only. */
   mapFile?(path: string, bytes: number, mode: 0 | 1 | 2): ArrayBuffer;
 }
@@ -100,6 +102,10 @@ export interface NativeMath {
   dequantize8(q: Int8Array, scales: Float32Array, dst: Float32Array, base?: Float32Array): number;
   /** w - view encoded as quantize8 does; nextView = view + its decoded value. */
   quantizeDelta8(w: Float32Array, view: Float32Array, q: Int8Array, scales: Float32Array, nextView: Float32Array): void;
+  /** Exact fp32 weights as the packed XOR of their bits with base's (shared/numerics/bit-delta.ts); the bytes written to out. */
+  packDelta(w: Float32Array, base: Float32Array, out: Uint8Array): number;
+  /** The weights packDelta's bytes describe over base, into dst; 0, or the problem's code. */
+  unpackDelta(packed: Uint8Array, base: Float32Array, dst: Float32Array): number;
 }
 
 export const ADDON_FILE = join('native', 'build', 'Release', 'gan_native.node');
@@ -139,7 +145,7 @@ export function nativeMath(): NativeMath | null {
   if ('addon' in s) {
     const a = s.addon;
     // An addon compiled from an older checkout loads fine but lacks these.
-    if ([a.weightedSum, a.adamStep, a.allFinite, a.magnitude, a.emaUpdate, a.halfToFloat, a.floatToHalf, a.quantize8, a.quantize8Feedback, a.dequantize8, a.quantizeDelta8].every((f) => typeof f === 'function')) {
+    if ([a.weightedSum, a.adamStep, a.allFinite, a.magnitude, a.emaUpdate, a.halfToFloat, a.floatToHalf, a.quantize8, a.quantize8Feedback, a.dequantize8, a.quantizeDelta8, a.packDelta, a.unpackDelta].every((f) => typeof f === 'function')) {
       math = {
         weightedSum: a.weightedSum,
         adamStep: a.adamStep,
@@ -152,6 +158,8 @@ export function nativeMath(): NativeMath | null {
         quantize8Feedback: a.quantize8Feedback,
         dequantize8: a.dequantize8,
         quantizeDelta8: a.quantizeDelta8,
+        packDelta: a.packDelta,
+        unpackDelta: a.unpackDelta,
       };
     }
   }

@@ -20,11 +20,11 @@ export function chunkRange(total: number, chunk: number, c: number): [number, nu
  * E_SHAPE naming `what` when the offset is not a chunk boundary of the vector or the length is not
  * that chunk's.
  */
-export function chunkAt(total: number, chunk: number, offset: number, length: number, what: string): { index: number; start: number; end: number } {
+export function chunkAt(total: number, chunk: number, offset: number, length: number | null, what: string): { index: number; start: number; end: number } {
   if (chunk < 1 || offset % chunk !== 0 || offset >= total) throw new GanError('E_SHAPE', `${what} offset ${offset} is not a chunk boundary`);
   const index = offset / chunk;
   const [start, end] = chunkRange(total, chunk, index);
-  if (length !== end - start) throw new GanError('E_SHAPE', `${what} at ${offset} has ${length} values, expected ${end - start}`);
+  if (length !== null && length !== end - start) throw new GanError('E_SHAPE', `${what} at ${offset} has ${length} values, expected ${end - start}`);
   return { index, start, end };
 }
 

@@ -21,6 +21,7 @@ import { GanError } from '../wire/errors.js';
 import { fromHalf, toHalf } from './half.js';
 import { type NativeMath, nativeMath } from '../backend/addon.js';
 import { allFinite } from './finite.js';
+import { packDelta, packedBound, unpackDelta } from './bit-delta.js';
 
 export type WirePrecision = 'fp32' | '16' | '8';
 export const WIRE_PRECISIONS: readonly WirePrecision[] = ['fp32', '16', '8'];
@@ -47,6 +48,9 @@ export interface WireValues {
   scales?: Float32Array;
   data: Float32Array | Uint16Array | Int8Array;
 }
+
+/** New weights of one chunk as they cross the wire: as WireValues, or on fp32 the packed XOR of their bits with the version the receivers hold (bit-delta.ts). */
+export type WeightsValues = (WireValues & { xor?: undefined }) | { xor: true; fp16?: boolean; scales?: undefined; data: Uint8Array };
 
 /**
  * Whole weights as the workers hold them when they have followed no chunk yet (a new or resumed
@@ -148,6 +152,7 @@ export class WireScratch {
   private halves = new Uint16Array(0);
   private bytes = new Int8Array(0);
   private blockScales = new Float32Array(0);
+  private packedBytes = new Uint8Array(0);
   half(n: number): Uint16Array {
     if (this.halves.length < n) this.halves = new Uint16Array(n);
     return this.halves.subarray(0, n);
@@ -160,6 +165,11 @@ export class WireScratch {
     const b = blocksOf(n);
     if (this.blockScales.length < b) this.blockScales = new Float32Array(b);
     return this.blockScales.subarray(0, b);
+  }
+  packed(n: number): Uint8Array {
+    const b = packedBound(n);
+    if (this.packedBytes.length < b) this.packedBytes = new Uint8Array(b);
+    return this.packedBytes.subarray(0, b);
   }
 }
 
@@ -259,10 +269,14 @@ export function chunkScales(scales: Float32Array, chunk: number, start: number, 
 /**
  * New weights `w` of one chunk as they travel, given the view of it every worker holds now
  * (`view`); writes the view they will hold once these values arrive into `nextView` (on the fp32
- * wire `w` itself is the view, and `nextView` is expected to be `w`).
+ * wire `w` itself is the view, and `nextView` is expected to be `w`). On fp32 they go as the
+ * packed XOR of their bits with the view's (bit-delta.ts), or as float32 where that is no smaller.
  */
-export function encodeWeights(wire: WirePrecision, w: Float32Array, view: Float32Array, nextView: Float32Array, scratch?: WireScratch, math: NativeMath | null = nativeMath()): WireValues & { fp16: boolean } {
-  if (wire === 'fp32') return { fp16: false, data: w };
+export function encodeWeights(wire: WirePrecision, w: Float32Array, view: Float32Array, nextView: Float32Array, scratch?: WireScratch, math: NativeMath | null = nativeMath()): WeightsValues & { fp16: boolean } {
+  if (wire === 'fp32') {
+    const packed = packDelta(w, view, scratch?.packed(w.length) ?? new Uint8Array(packedBound(w.length)), math);
+    return packed.length < w.byteLength ? { fp16: false, xor: true, data: packed } : { fp16: false, data: w };
+  }
   if (wire === '16') {
     const h = toHalf(w, scratch?.half(w.length));
     fromHalf(h, nextView);
@@ -287,8 +301,15 @@ export function encodeWeights(wire: WirePrecision, w: Float32Array, view: Float3
   return { fp16: false, data: q, scales };
 }
 
-/** What a worker makes of a weights chunk: the new view of it (`view`: the one it holds, the base of an 8-bit difference). */
-export function decodeWeights(wire: WirePrecision, x: WireValues, view: Float32Array | null, dst: Float32Array, what: string): Float32Array {
+/** What a worker makes of a weights chunk: the new view of it (`view`: the one it holds, the base of an 8-bit difference or an XOR delta). */
+export function decodeWeights(wire: WirePrecision, x: WeightsValues, view: Float32Array | null, dst: Float32Array, what: string): Float32Array {
+  if (x.xor) {
+    if (wire !== 'fp32' || x.scales || x.fp16) throw new GanError('E_SHAPE', `${what}: an XOR delta is fp32 weights only, the run's wire is ${wire}`);
+    if (!view) throw new GanError('E_STALE', `${what}: an XOR delta without the weights it applies to`);
+    unpackDelta(x.data, view, dst, what);
+    if (!allFinite(dst)) throw new GanError('E_NONFINITE', `${what}: weights are not finite`);
+    return dst;
+  }
   if (wire === '8' && !view) throw new GanError('E_STALE', `${what}: an 8-bit difference without the weights it applies to`);
   const out = decodeValues(wire, x, what, wire === '8' ? view! : undefined, dst);
   if (wire !== 'fp32' && !allFinite(out)) throw new GanError('E_NONFINITE', `${what}: weights are not finite`);

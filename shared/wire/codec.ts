@@ -130,9 +130,13 @@ function checkField(kind: Kind, key: string, type: FieldType, val: unknown): voi
   }
 }
 
-/** A Chunk's or WeightsChunk's values as typed arrays: float32, half bits, or signed bytes with their float32 scales. */
-function wireValues(m: Record<string, unknown>, what: string): { data: Float32Array | Uint16Array | Int8Array; scales?: Float32Array } {
+/** A Chunk's or WeightsChunk's values as typed arrays: float32, half bits, signed bytes with their float32 scales, or an XOR delta's bytes. */
+function wireValues(m: Record<string, unknown>, what: string): { data: Float32Array | Uint16Array | Int8Array | Uint8Array; scales?: Float32Array } {
   const bin = m.data as Uint8Array;
+  if (m.xor) {
+    if (m.fp16 || (m.scales !== undefined && m.scales !== null)) fail(`${what}: an XOR delta (xor) cannot also be fp16 or 8-bit`);
+    return { data: bin };
+  }
   if (m.scales !== undefined && m.scales !== null) {
     if (m.fp16) fail(`${what}: 8-bit values (scales) cannot also be fp16`);
     return { data: new Int8Array(bin.buffer, bin.byteOffset, bin.byteLength), scales: view(m.scales as Uint8Array, Float32Array, `${what}.scales`) };

@@ -13,8 +13,9 @@
  *   order, of the gradients of every member before and including its sender (for an owner: every
  *   member of its group). On the fp32 wire, whatever path the chunks take, the coordinator's sum
  *   is the same bits; on a 16- or 8-bit wire a partial sum is rounded to the wire once per hop.
- * - New weights travel in the same precision: float32, half, or on the 8-bit wire the difference
- *   from the version the phase's tasks named (which every member holds). Whole weights (Weights)
+ * - New weights travel in the same precision: float32 (as the packed XOR of their bits with the
+ *   version the phase's tasks named, which every member holds, where that is smaller), half, or on
+ *   the 8-bit wire the difference from that version. Whole weights (Weights)
  *   are always float32: the view the workers hold; version 0 goes as `seeded`, which the worker
  *   derives from the run's seed.
  * - A reduction attempt (round, phase, attempt) is all or nothing: weights chunks of an attempt
@@ -27,7 +28,7 @@
  */
 import type { ModelConfig, Net } from '../compute/model.js';
 
-export const PROTOCOL_VERSION = 8;
+export const PROTOCOL_VERSION = 9;
 
 export enum Kind {
   /** coordinator -> worker (and listener -> dialer on a peer link), first frame: version and a nonce to prove the token over. */
@@ -235,18 +236,29 @@ export interface ChunkMsg {
   scales?: Float32Array;
   data: Float32Array | Uint16Array | Int8Array;
 }
-export interface WeightsChunkMsg {
+export type WeightsChunkMsg = {
   k: Kind.WeightsChunk;
   net: Net;
   version: number;
   attempt: number;
   offset: number;
-  /** IEEE half bits of the new weights (the 16-bit wire). */
-  fp16?: boolean;
-  /** The 8-bit wire: data is the difference from version - 1, in signed bytes with one scale per block. */
-  scales?: Float32Array;
-  data: Float32Array | Uint16Array | Int8Array;
-}
+} & (
+  | {
+    /** IEEE half bits of the new weights (the 16-bit wire). */
+    fp16?: boolean;
+    /** The 8-bit wire: data is the difference from version - 1, in signed bytes with one scale per block. */
+    scales?: Float32Array;
+    xor?: undefined;
+    data: Float32Array | Uint16Array | Int8Array;
+  }
+  | {
+    /** The fp32 wire: data is the packed XOR of the new weights' bits with version - 1's (shared/numerics/bit-delta.ts). */
+    xor: true;
+    fp16?: boolean;
+    scales?: undefined;
+    data: Uint8Array;
+  }
+);
 export interface PeerLostMsg { k: Kind.PeerLost; peer: number; code: string; reason: string }
 export interface PeerHelloMsg {
   k: Kind.PeerHello;
@@ -299,7 +311,7 @@ export const SPECS: Record<Kind, Record<string, FieldType>> = {
     group: 'bin?', counts: 'bin?', urls: 'strings?', owners: 'bin?',
   },
   [Kind.Chunk]: { round: 'uint', phase: 'net', attempt: 'uint', offset: 'uint', partial: 'bool', fp16: 'bool', scales: 'bin?', data: 'bin' },
-  [Kind.WeightsChunk]: { net: 'net', version: 'uint', attempt: 'uint', offset: 'uint', fp16: 'bool?', scales: 'bin?', data: 'bin' },
+  [Kind.WeightsChunk]: { net: 'net', version: 'uint', attempt: 'uint', offset: 'uint', fp16: 'bool?', scales: 'bin?', xor: 'bool?', data: 'bin' },
   [Kind.PeerLost]: { peer: 'int', code: 'string', reason: 'string' },
   [Kind.PeerHello]: { v: 'uint', workerId: 'uint', signature: 'string', proof: 'bin?', nonce: 'bin' },
   [Kind.PeerWelcome]: { workerId: 'uint', proof: 'bin?' },

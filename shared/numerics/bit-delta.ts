@@ -1,0 +1,148 @@
+/**
+ * Exact fp32 weights in fewer bytes: new weights as the XOR of their bits with the version every
+ * receiver holds, packed. An Adam step moves a weight by about the learning rate, so the sign,
+ * the exponent and the top of the mantissa rarely change and the XOR has about 18 significant
+ * bits of 32 (the seed's model at round 300: 0.70 of the float32 bytes). Decoding gives the new
+ * weights bit for bit.
+ *
+ * Layout of n values: ceil(n / 8) width bytes, then for each group of 8 values (the last one
+ * padded with zeros) its width b (0..32, the significant bits of the group's largest XOR) and b
+ * bytes: the 8 values' low b bits, value j at bits [j b, (j + 1) b) of the group's little-endian
+ * bit string. A group of 8 values of b bits fills exactly b bytes, so every group starts on a byte.
+ *
+ * The addon (native/src/bit_delta.c) runs these loops when it is built; the JavaScript ones are
+ * its reference and stand in for it otherwise (browsers). Both write the same bytes.
+ */
+import { type NativeMath, nativeMath } from '../backend/addon.js';
+import { GanError } from '../wire/errors.js';
+
+/** Values per group (one width byte each). */
+export const GROUP = 8;
+
+/** The most bytes `n` values can take: every group 32 bits wide, plus the widths. */
+export function packedBound(n: number): number {
+  const groups = Math.ceil(n / GROUP);
+  return groups + 32 * groups;
+}
+
+function bitsOf(a: Float32Array): Uint32Array {
+  return new Uint32Array(a.buffer, a.byteOffset, a.length);
+}
+
+/** `w` as the packed XOR of its bits with `base`'s, into `out` (at least packedBound(n) bytes); the bytes used. */
+export function packDelta(w: Float32Array, base: Float32Array, out: Uint8Array, math: NativeMath | null = nativeMath()): Uint8Array {
+  const n = w.length;
+  if (base.length < n || out.length < packedBound(n)) throw new RangeError(`packDelta: base or out too short for ${n} values`);
+  if (math) return out.subarray(0, math.packDelta(w, base, out));
+  const x = bitsOf(w);
+  const y = bitsOf(base);
+  const groups = Math.ceil(n / GROUP);
+  const v = new Uint32Array(GROUP);
+  let p = groups;
+  for (let g = 0; g < groups; g++) {
+    const start = g * GROUP;
+    let or = 0;
+    for (let j = 0; j < GROUP; j++) {
+      const i = start + j;
+      v[j] = i < n ? (x[i]! ^ y[i]!) >>> 0 : 0;
+      or |= v[j]!;
+    }
+    const b = 32 - Math.clz32(or);
+    out[g] = b;
+    if (b === 0) continue;
+    let acc = 0;
+    let bits = 0;
+    if (b <= NARROW) {
+      // Fewer than 8 bits are held between values: acc stays under 2^31, in an int32.
+      for (let j = 0; j < GROUP; j++) {
+        acc |= v[j]! << bits;
+        bits += b;
+        for (; bits >= 8; bits -= 8, acc >>>= 8) out[p++] = acc & 0xff;
+      }
+      continue;
+    }
+    // Wider: acc holds fewer than 8 + 32 bits, exact in a double.
+    for (let j = 0; j < GROUP; j++) {
+      acc += v[j]! * 2 ** bits;
+      bits += b;
+      while (bits >= 8) {
+        const byte = acc % 256;
+        out[p++] = byte;
+        acc = (acc - byte) / 256;
+        bits -= 8;
+      }
+    }
+  }
+  return out.subarray(0, p);
+}
+
+/** Widths up to this many bits take the int32 loops (most groups of an Adam step: about 18 bits). */
+const NARROW = 24;
+
+/**
+ * The weights `packed` describes over `base`, into `dst` (n = dst.length values). Throws E_MALFORMED
+ * when the bytes are not such a packing of n values (a width over 32, a length that does not add
+ * up, padding that is not zero); whether the weights are finite is the caller's check.
+ */
+export function unpackDelta(packed: Uint8Array, base: Float32Array, dst: Float32Array, what: string, math: NativeMath | null = nativeMath()): Float32Array {
+  const n = dst.length;
+  if (base.length < n) throw new RangeError(`unpackDelta: base too short for ${n} values`);
+  const problem = math ? math.unpackDelta(packed, base, dst) : unpackJs(packed, base, dst);
+  if (problem !== 0) throw new GanError('E_MALFORMED', `${what}: not a packed delta of ${n} values (${PROBLEMS[problem] ?? `error ${problem}`})`);
+  return dst;
+}
+
+/** unpackDelta's outcomes (the addon returns the same codes). */
+const PROBLEMS: Record<number, string> = {
+  1: 'shorter than its group widths',
+  2: 'a group width over 32 bits',
+  3: 'its length is not what the widths add up to',
+  4: 'padding bits past the last value are not zero',
+};
+
+function unpackJs(packed: Uint8Array, base: Float32Array, dst: Float32Array): number {
+  const n = dst.length;
+  const groups = Math.ceil(n / GROUP);
+  if (packed.length < groups) return 1;
+  let total = groups;
+  for (let g = 0; g < groups; g++) {
+    const b = packed[g]!;
+    if (b > 32) return 2;
+    total += b;
+  }
+  if (total !== packed.length) return 3;
+  const y = bitsOf(base);
+  const out = bitsOf(dst);
+  let p = groups;
+  for (let g = 0; g < groups; g++) {
+    const b = packed[g]!;
+    const start = g * GROUP;
+    let acc = 0;
+    let bits = 0;
+    if (b <= NARROW && start + GROUP <= n) {
+      // Fewer than b + 8 bits are held: acc stays under 2^31, in an int32.
+      const mask = (1 << b) - 1;
+      for (let i = start; i < start + GROUP; i++) {
+        for (; bits < b; bits += 8) acc |= packed[p++]! << bits;
+        out[i] = y[i]! ^ (acc & mask);
+        acc >>>= b;
+        bits -= b;
+      }
+      continue;
+    }
+    const limit = 2 ** b;
+    for (let j = 0; j < GROUP; j++) {
+      while (bits < b) {
+        acc += packed[p++]! * 2 ** bits;
+        bits += 8;
+      }
+      const v = acc % limit;
+      acc = (acc - v) / limit;
+      bits -= b;
+      const i = start + j;
+      if (i < n) out[i] = (y[i]! ^ v) >>> 0;
+      else if (v !== 0) return 4;
+    }
+  }
+  return 0;
+}
