@@ -391,7 +391,7 @@ export class Reduction<C extends MemberConn> {
     // What the workers will hold of this chunk: on a 16- or 8-bit wire written even when every
     // member reads the region (the view is the region's copy); on fp32 the weights themselves.
     const values = to.length > 0 || this.o.wire !== 'fp32'
-      ? encodeWeights(this.o.wire, out.w, this.o.view.current.subarray(start, end), this.o.view.next.subarray(start, end), this.wireScratch)
+      ? encodeWeights(this.o.wire, out.w, this.o.view.current.subarray(start, end), this.o.view.next.subarray(start, end), this.wireScratch, undefined, to.length > 0)
       : null;
     if (values && to.length > 0) {
       this.weightsBytes.sent += values.data.byteLength;

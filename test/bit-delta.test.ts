@@ -6,6 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import { GROUP, packDelta, packedBound, unpackDelta } from '../shared/numerics/bit-delta.js';
 import { WireScratch, decodeWeights, encodeWeights } from '../shared/numerics/wire-format.js';
+import { fromHalf, toHalf } from '../shared/numerics/half.js';
 import { Kind, decode, encode } from '../shared/wire/codec.js';
 import { GanError } from '../shared/wire/errors.js';
 import { type NativeMath, nativeMath } from '../shared/backend/addon.js';
@@ -98,7 +99,7 @@ describe('a packed XOR delta', () => {
     expect(refused(good.subarray(0, 2))).toMatch(/shorter than its group widths/);
     const wide = good.slice();
     wide[1] = 33;
-    expect(refused(wide)).toMatch(/a group width over 32 bits/);
+    expect(refused(wide)).toMatch(/a group width over the bits of its values/);
     expect(refused(good.subarray(0, good.length - 1))).toMatch(/length is not what the widths add up to/);
     expect(refused(new Uint8Array([...good, 0]))).toMatch(/length is not what the widths add up to/);
     // 20 values: the third group holds 4 and 4 of padding; set a bit past the last value.
@@ -125,19 +126,51 @@ describe('fp32 weights chunks', () => {
     expect(raw.data).toBe(noise);
   });
 
-  it('are refused when the delta has no base, is on another wire, is also fp16, or gives weights that are not finite', () => {
+  it('are refused when the delta has no base, is of another wire\'s values, is also 8-bit, or gives weights that are not finite', () => {
     const n = 64;
     const { before, after } = stepPair(n, 13, 0.05, 2e-4);
     const x = encodeWeights('fp32', after, before, after);
     if (!x.xor) throw new Error('expected an XOR delta');
     expect(codeOf(() => decodeWeights('fp32', x, null, new Float32Array(n), 'w'))).toBe('E_STALE');
     expect(codeOf(() => decodeWeights('16', x, before, new Float32Array(n), 'w'))).toBe('E_SHAPE');
-    const frame = encode({ k: Kind.WeightsChunk, net: 'D', version: 1, attempt: 0, offset: 0, xor: true, fp16: true, data: x.data });
+    expect(codeOf(() => decodeWeights('fp32', { ...x, fp16: true }, before, new Float32Array(n), 'w'))).toBe('E_SHAPE');
+    const frame = encode({ k: Kind.WeightsChunk, net: 'D', version: 1, attempt: 0, offset: 0, xor: true, scales: new Float32Array(1), data: x.data } as never);
     expect(codeOf(() => decode(frame))).toBe('E_MALFORMED');
     const nan = after.slice();
     nan[5] = NaN;
     const bad = encodeWeights('fp32', nan, after, nan);
     if (!bad.xor) throw new Error('expected an XOR delta');
     expect(codeOf(() => decodeWeights('fp32', bad, after, new Float32Array(n), 'w'))).toBe('E_NONFINITE');
+  });
+});
+
+describe('16-bit weights chunks', () => {
+  it('travel as an XOR delta of the halves the workers hold, a fraction of the half bytes, and decode to the coordinator\'s view bit for bit', () => {
+    const n = 4096;
+    const { before, after } = stepPair(n, 17, 0.05, 2e-4);
+    const view = fromHalf(toHalf(before));
+    const next = new Float32Array(n);
+    const x = encodeWeights('16', after, view, next, new WireScratch());
+    expect(x).toMatchObject({ xor: true, fp16: true });
+    expect(x.data.byteLength / (2 * n)).toBeLessThan(0.7);
+    const m = decode(encode({ k: Kind.WeightsChunk, net: 'G', version: 2, attempt: 0, offset: 0, ...x }));
+    if (m.k !== Kind.WeightsChunk) throw new Error('expected weights');
+    expect(bits(decodeWeights('16', m, view, new Float32Array(n), 'weights')).equals(bits(next))).toBe(true);
+    expect(bits(next).equals(bits(fromHalf(toHalf(after))))).toBe(true);
+  });
+
+  it.skipIf(!nativeMath())('pack to the same bytes in the addon as in the JavaScript; a width over 16 is refused', () => {
+    const n = 1003;
+    const a = new Uint16Array(words(n, 21).buffer.slice(0, 2 * n));
+    const b = a.map((v, i) => v ^ (i % 5 === 0 ? 0x1f : i % 3));
+    const js = packDelta(b, a, new Uint8Array(packedBound(n)), null);
+    const c = packDelta(b, a, new Uint8Array(packedBound(n)), nativeMath());
+    expect(Buffer.from(c).equals(Buffer.from(js))).toBe(true);
+    for (const math of [null, nativeMath()]) {
+      expect(Buffer.from(unpackDelta(js, a, new Uint16Array(n), 'h', math).buffer).equals(Buffer.from(b.buffer))).toBe(true);
+      const wide = new Uint8Array(packedBound(8));
+      wide[0] = 17;
+      expect(codeOf(() => unpackDelta(wide.subarray(0, 18), new Uint16Array(8), new Uint16Array(8), 'h', math))).toBe('E_MALFORMED');
+    }
   });
 });

@@ -197,7 +197,7 @@ async function run(wire: WirePrecision, n = 200): Promise<Coordinator> {
 }
 
 describe('compressed runs', () => {
-  it('are deterministic, use every sample once, move half (16) and about a quarter (8) of the fp32 bytes, and keep the view near the master weights', async () => {
+  it('are deterministic, use every sample once, move half (16, less for its weights) and about a quarter (8) of the fp32 bytes, and keep the view near the master weights', async () => {
     const fp32 = await run('fp32');
     const perRound = (c: Coordinator) => ({ in: c.pool.bytes.in / c.round, out: c.pool.bytes.out / c.round });
     // fp32 gradients come in as float32; its weights go out as XOR deltas, exact and smaller.
@@ -214,7 +214,10 @@ describe('compressed runs', () => {
       // Tasks, reports and shards are a small part of a round: the tensors decide.
       const ratio = { in: perRound(a).in / full.in, out: perRound(a).out / full.out };
       const want = wire === '16' ? 0.5 : 0.26;
-      for (const r of [ratio.in, ratio.out]) expect(Math.abs(r - want), JSON.stringify(ratio)).toBeLessThan(0.06);
+      expect(Math.abs(ratio.in - want), JSON.stringify(ratio)).toBeLessThan(0.06);
+      // 16-bit weights go as XOR deltas of the halves the workers hold: fewer bytes than halves.
+      if (wire === '16') expect(ratio.out, JSON.stringify(ratio)).toBeGreaterThan(0.15);
+      expect(ratio.out, JSON.stringify(ratio)).toBeLessThan(want + 0.06);
       for (const net of ['D', 'G'] as const) {
         let worst = 0;
         for (let i = 0; i < a.model.view[net].length; i++) worst = Math.max(worst, Math.abs(a.model.view[net][i]! - a.model.weights[net][i]!));

@@ -85,8 +85,8 @@ export class Participant {
   private early: { plans: ReduceMsg[]; chunks: { x: ChunkMsg; from: number }[] } = { plans: [], chunks: [] };
   private scratch: Float32Array | null = null;
   /**
-   * The weights held, on the 8-bit and fp32 wires: their weights chunks are differences from them
-   * (on fp32, XOR deltas). Null after a copy out of the shared region, whose members get no chunks.
+   * The weights held: weights chunks are differences from them (8-bit) or XOR deltas of their bits
+   * (fp32, 16-bit). Null after a 16- or fp32 copy out of the shared region, whose members get no chunks.
    */
   private view: Record<Net, Float32Array | null> = { D: null, G: null };
   /** What rounding to 8 bits has lost of each net's gradients so far, added to the next one (error feedback). */
@@ -151,7 +151,7 @@ export class Participant {
     if (version > this.versions[net]) {
       this.model.setWeights(net, data);
       this.versions[net] = version;
-      if (this.o.wire !== '16') this.view[net] = data === this.staging[net]?.buf ? data : data.slice();
+      this.view[net] = data === this.staging[net]?.buf ? data : data.slice();
     }
     if (this.staging[net] && this.staging[net].version <= version) this.staging[net] = null;
     return this.startIfReady();

@@ -1,11 +1,14 @@
 /*
- * Exact fp32 weights as the packed XOR of their bits with the version the receiver holds
- * (shared/numerics/bit-delta.ts is the reference, and says the layout): groups of 8 values, one
- * width byte each, then each group's values in that many bits. The same bytes as the JavaScript.
+ * Weights as the packed XOR of their bits with the version the receiver holds: float32 values
+ * (the fp32 wire) or half bits (the 16-bit wire). shared/numerics/bit-delta.ts is the reference,
+ * and says the layout: groups of 8 values, one width byte each, then each group's values in that
+ * many bits. The same bytes as the JavaScript.
  */
 #include "bit_delta.h"
 
+#include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "args.h"
@@ -16,7 +19,17 @@ static size_t groups_of(size_t n) {
   return (n + GROUP - 1) / GROUP;
 }
 
-static size_t pack(const uint32_t* x, const uint32_t* y, size_t n, uint8_t* out) {
+/* Value i of a vector of 32-bit (wide) or 16-bit words. */
+static inline uint32_t word_at(const void* a, int wide, size_t i) {
+  return wide ? ((const uint32_t*)a)[i] : ((const uint16_t*)a)[i];
+}
+
+static inline void set_word(void* a, int wide, size_t i, uint32_t v) {
+  if (wide) ((uint32_t*)a)[i] = v;
+  else ((uint16_t*)a)[i] = (uint16_t)v;
+}
+
+static size_t pack(const void* x, const void* y, int wide, size_t n, uint8_t* out) {
   const size_t groups = groups_of(n);
   uint8_t* p = out + groups;
   for (size_t g = 0; g < groups; g++) {
@@ -25,12 +38,12 @@ static size_t pack(const uint32_t* x, const uint32_t* y, size_t n, uint8_t* out)
     uint32_t or = 0;
     if (start + GROUP <= n) {
       for (int j = 0; j < GROUP; j++) {
-        v[j] = x[start + j] ^ y[start + j];
+        v[j] = word_at(x, wide, start + j) ^ word_at(y, wide, start + j);
         or |= v[j];
       }
     } else {
       for (int j = 0; j < GROUP; j++) {
-        v[j] = start + j < n ? x[start + j] ^ y[start + j] : 0;
+        v[j] = start + j < n ? word_at(x, wide, start + j) ^ word_at(y, wide, start + j) : 0;
         or |= v[j];
       }
     }
@@ -59,12 +72,13 @@ static size_t pack(const uint32_t* x, const uint32_t* y, size_t n, uint8_t* out)
 }
 
 /* 0, or unpackDelta's problem code (bit-delta.ts). */
-static int unpack(const uint8_t* in, size_t len, const uint32_t* y, uint32_t* out, size_t n) {
+static int unpack(const uint8_t* in, size_t len, const void* y, int wide, void* out, size_t n) {
   const size_t groups = groups_of(n);
   if (len < groups) return 1;
+  const int widest = wide ? 32 : 16;
   size_t total = groups;
   for (size_t g = 0; g < groups; g++) {
-    if (in[g] > 32) return 2;
+    if (in[g] > widest) return 2;
     total += in[g];
   }
   if (total != len) return 3;
@@ -86,10 +100,10 @@ static int unpack(const uint8_t* in, size_t len, const uint32_t* y, uint32_t* ou
       bits -= b;
     }
     if (start + GROUP <= n) {
-      for (int j = 0; j < GROUP; j++) out[start + j] = y[start + j] ^ v[j];
+      for (int j = 0; j < GROUP; j++) set_word(out, wide, start + j, word_at(y, wide, start + j) ^ v[j]);
     } else {
       for (int j = 0; j < GROUP; j++) {
-        if (start + j < n) out[start + j] = y[start + j] ^ v[j];
+        if (start + j < n) set_word(out, wide, start + j, word_at(y, wide, start + j) ^ v[j]);
         else if (v[j] != 0) return 4;
       }
     }
@@ -97,35 +111,56 @@ static int unpack(const uint8_t* in, size_t len, const uint32_t* y, uint32_t* ou
   return 0;
 }
 
-/* packDelta(w: Float32Array, base: Float32Array, out: Uint8Array): the bytes written. */
+/* Float32Array (32-bit words) or Uint16Array (16-bit) at argument i; 1 for wide, 0 for narrow, -1 (a TypeError pending) otherwise. */
+static int words_kind(Args* a, size_t i, const char* what) {
+  if (a->failed) return -1;
+  napi_typedarray_type type;
+  bool is = false;
+  if (napi_is_typedarray(a->env, a->argv[i], &is) == napi_ok && is &&
+      napi_get_typedarray_info(a->env, a->argv[i], &type, NULL, NULL, NULL, NULL) == napi_ok &&
+      (type == napi_float32_array || type == napi_uint16_array)) {
+    return type == napi_float32_array;
+  }
+  char msg[96];
+  snprintf(msg, sizeof msg, "%s must be a Float32Array or a Uint16Array", what);
+  args_fail(a, msg);
+  return -1;
+}
+
+/* packDelta(w, base, out: Uint8Array): w and base both Float32Array or both Uint16Array; the bytes written. */
 napi_value math_pack_delta(napi_env env, napi_callback_info info) {
   Args a;
   if (!args_init(&a, env, info, 3, "packDelta")) return NULL;
+  const int wide = words_kind(&a, 0, "w") == 1;
+  const napi_typedarray_type type = wide ? napi_float32_array : napi_uint16_array;
   size_t n = 0, nb = 0, no = 0;
-  const float* w = arg_typed(&a, 0, napi_float32_array, &n, "w");
-  const float* base = arg_typed(&a, 1, napi_float32_array, &nb, "base");
+  const void* w = arg_typed(&a, 0, type, &n, "w");
+  const void* base = arg_typed(&a, 1, type, &nb, "base");
   uint8_t* out = arg_typed(&a, 2, napi_uint8_array, &no, "out");
   if (a.failed) return NULL;
+  const size_t bytes = n * (wide ? 4 : 2);
   if (nb < n || no < groups_of(n) * 33) return args_fail(&a, "base or out too short for w");
-  if (ranges_overlap(out, no, w, n * 4) || ranges_overlap(out, no, base, n * 4)) return args_fail(&a, "out overlaps w or base");
-  const size_t used = pack((const uint32_t*)w, (const uint32_t*)base, n, out);
+  if (ranges_overlap(out, no, w, bytes) || ranges_overlap(out, no, base, bytes)) return args_fail(&a, "out overlaps w or base");
+  const size_t used = pack(w, base, wide, n, out);
   napi_value r;
   if (napi_create_double(env, (double)used, &r) != napi_ok) return napi_failed(env, "napi_create_double");
   return r;
 }
 
-/* unpackDelta(packed: Uint8Array, base: Float32Array, dst: Float32Array): 0, or a problem code. */
+/* unpackDelta(packed: Uint8Array, base, dst): base and dst both Float32Array or both Uint16Array; 0, or a problem code. */
 napi_value math_unpack_delta(napi_env env, napi_callback_info info) {
   Args a;
   if (!args_init(&a, env, info, 3, "unpackDelta")) return NULL;
+  const int wide = words_kind(&a, 2, "dst") == 1;
+  const napi_typedarray_type type = wide ? napi_float32_array : napi_uint16_array;
   size_t len = 0, nb = 0, n = 0;
   const uint8_t* in = arg_typed(&a, 0, napi_uint8_array, &len, "packed");
-  const float* base = arg_typed(&a, 1, napi_float32_array, &nb, "base");
-  float* dst = arg_typed(&a, 2, napi_float32_array, &n, "dst");
+  const void* base = arg_typed(&a, 1, type, &nb, "base");
+  void* dst = arg_typed(&a, 2, type, &n, "dst");
   if (a.failed) return NULL;
   if (nb < n) return args_fail(&a, "base too short for dst");
-  if (ranges_overlap(in, len, dst, n * 4)) return args_fail(&a, "packed overlaps dst");
-  const int problem = unpack(in, len, (const uint32_t*)base, (uint32_t*)dst, n);
+  if (ranges_overlap(in, len, dst, n * (wide ? 4 : 2))) return args_fail(&a, "packed overlaps dst");
+  const int problem = unpack(in, len, base, wide, dst, n);
   napi_value r;
   if (napi_create_int32(env, problem, &r) != napi_ok) return napi_failed(env, "napi_create_int32");
   return r;

@@ -102,10 +102,10 @@ export interface NativeMath {
   dequantize8(q: Int8Array, scales: Float32Array, dst: Float32Array, base?: Float32Array): number;
   /** w - view encoded as quantize8 does; nextView = view + its decoded value. */
   quantizeDelta8(w: Float32Array, view: Float32Array, q: Int8Array, scales: Float32Array, nextView: Float32Array): void;
-  /** Exact fp32 weights as the packed XOR of their bits with base's (shared/numerics/bit-delta.ts); the bytes written to out. */
-  packDelta(w: Float32Array, base: Float32Array, out: Uint8Array): number;
-  /** The weights packDelta's bytes describe over base, into dst; 0, or the problem's code. */
-  unpackDelta(packed: Uint8Array, base: Float32Array, dst: Float32Array): number;
+  /** Weights (float32, or half bits) as the packed XOR of their bits with base's, of the same type (shared/numerics/bit-delta.ts); the bytes written to out. */
+  packDelta(w: Float32Array | Uint16Array, base: Float32Array | Uint16Array, out: Uint8Array): number;
+  /** The values packDelta's bytes describe over base, into dst (both of one type); 0, or the problem's code. */
+  unpackDelta(packed: Uint8Array, base: Float32Array | Uint16Array, dst: Float32Array | Uint16Array): number;
 }
 
 export const ADDON_FILE = join('native', 'build', 'Release', 'gan_native.node');

@@ -1,14 +1,15 @@
 /**
- * Exact fp32 weights in fewer bytes: new weights as the XOR of their bits with the version every
+ * Weights in fewer bytes, exactly: new weights as the XOR of their bits with the version every
  * receiver holds, packed. An Adam step moves a weight by about the learning rate, so the sign,
- * the exponent and the top of the mantissa rarely change and the XOR has about 18 significant
- * bits of 32 (the seed's model at round 300: 0.70 of the float32 bytes). Decoding gives the new
- * weights bit for bit.
+ * the exponent and the top of the mantissa rarely change: a float32's XOR has about 18
+ * significant bits of 32 (the seed's model at round 300: 0.70 of the float32 bytes), a half's
+ * (the 16-bit wire's view) a few of 16. Decoding gives the new bits exactly.
  *
  * Layout of n values: ceil(n / 8) width bytes, then for each group of 8 values (the last one
- * padded with zeros) its width b (0..32, the significant bits of the group's largest XOR) and b
- * bytes: the 8 values' low b bits, value j at bits [j b, (j + 1) b) of the group's little-endian
- * bit string. A group of 8 values of b bits fills exactly b bytes, so every group starts on a byte.
+ * padded with zeros) its width b (0..32 for float32, 0..16 for halves: the significant bits of
+ * the group's largest XOR) and b bytes: the 8 values' low b bits, value j at bits [j b, (j + 1) b)
+ * of the group's little-endian bit string. A group of 8 values of b bits fills exactly b bytes, so
+ * every group starts on a byte.
  *
  * The addon (native/src/bit_delta.c) runs these loops when it is built; the JavaScript ones are
  * its reference and stand in for it otherwise (browsers). Both write the same bytes.
@@ -25,12 +26,15 @@ export function packedBound(n: number): number {
   return groups + 32 * groups;
 }
 
-function bitsOf(a: Float32Array): Uint32Array {
-  return new Uint32Array(a.buffer, a.byteOffset, a.length);
+/** Float32 values as their bits; half bits as they are. */
+type Words = Float32Array | Uint16Array;
+
+function bitsOf(a: Words): Uint32Array | Uint16Array {
+  return a instanceof Uint16Array ? a : new Uint32Array(a.buffer, a.byteOffset, a.length);
 }
 
-/** `w` as the packed XOR of its bits with `base`'s, into `out` (at least packedBound(n) bytes); the bytes used. */
-export function packDelta(w: Float32Array, base: Float32Array, out: Uint8Array, math: NativeMath | null = nativeMath()): Uint8Array {
+/** `w` as the packed XOR of its bits with `base`'s (of the same type), into `out` (at least packedBound(n) bytes); the bytes used. */
+export function packDelta<T extends Words>(w: T, base: T, out: Uint8Array, math: NativeMath | null = nativeMath()): Uint8Array {
   const n = w.length;
   if (base.length < n || out.length < packedBound(n)) throw new RangeError(`packDelta: base or out too short for ${n} values`);
   if (math) return out.subarray(0, math.packDelta(w, base, out));
@@ -80,14 +84,15 @@ export function packDelta(w: Float32Array, base: Float32Array, out: Uint8Array, 
 const NARROW = 24;
 
 /**
- * The weights `packed` describes over `base`, into `dst` (n = dst.length values). Throws E_MALFORMED
- * when the bytes are not such a packing of n values (a width over 32, a length that does not add
- * up, padding that is not zero); whether the weights are finite is the caller's check.
+ * The values `packed` describes over `base`, into `dst` (n = dst.length values, of base's type).
+ * Throws E_MALFORMED when the bytes are not such a packing of n values (a width over the word's
+ * bits, a length that does not add up, padding that is not zero); whether the weights are finite
+ * is the caller's check.
  */
-export function unpackDelta(packed: Uint8Array, base: Float32Array, dst: Float32Array, what: string, math: NativeMath | null = nativeMath()): Float32Array {
+export function unpackDelta<T extends Words>(packed: Uint8Array, base: T, dst: T, what: string, math: NativeMath | null = nativeMath()): T {
   const n = dst.length;
   if (base.length < n) throw new RangeError(`unpackDelta: base too short for ${n} values`);
-  const problem = math ? math.unpackDelta(packed, base, dst) : unpackJs(packed, base, dst);
+  const problem = math ? math.unpackDelta(packed, base, dst) : unpackJs(packed, bitsOf(base), bitsOf(dst));
   if (problem !== 0) throw new GanError('E_MALFORMED', `${what}: not a packed delta of ${n} values (${PROBLEMS[problem] ?? `error ${problem}`})`);
   return dst;
 }
@@ -95,24 +100,23 @@ export function unpackDelta(packed: Uint8Array, base: Float32Array, dst: Float32
 /** unpackDelta's outcomes (the addon returns the same codes). */
 const PROBLEMS: Record<number, string> = {
   1: 'shorter than its group widths',
-  2: 'a group width over 32 bits',
+  2: 'a group width over the bits of its values',
   3: 'its length is not what the widths add up to',
   4: 'padding bits past the last value are not zero',
 };
 
-function unpackJs(packed: Uint8Array, base: Float32Array, dst: Float32Array): number {
-  const n = dst.length;
+function unpackJs(packed: Uint8Array, y: Uint32Array | Uint16Array, out: Uint32Array | Uint16Array): number {
+  const n = out.length;
   const groups = Math.ceil(n / GROUP);
+  const widest = out instanceof Uint16Array ? 16 : 32;
   if (packed.length < groups) return 1;
   let total = groups;
   for (let g = 0; g < groups; g++) {
     const b = packed[g]!;
-    if (b > 32) return 2;
+    if (b > widest) return 2;
     total += b;
   }
   if (total !== packed.length) return 3;
-  const y = bitsOf(base);
-  const out = bitsOf(dst);
   let p = groups;
   for (let g = 0; g < groups; g++) {
     const b = packed[g]!;

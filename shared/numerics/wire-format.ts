@@ -153,6 +153,7 @@ export class WireScratch {
   private bytes = new Int8Array(0);
   private blockScales = new Float32Array(0);
   private packedBytes = new Uint8Array(0);
+  private heldHalves = new Uint16Array(0);
   half(n: number): Uint16Array {
     if (this.halves.length < n) this.halves = new Uint16Array(n);
     return this.halves.subarray(0, n);
@@ -165,6 +166,11 @@ export class WireScratch {
     const b = blocksOf(n);
     if (this.blockScales.length < b) this.blockScales = new Float32Array(b);
     return this.blockScales.subarray(0, b);
+  }
+  /** Half bits of the weights the workers hold (the base of a 16-bit XOR delta). */
+  halfBase(n: number): Uint16Array {
+    if (this.heldHalves.length < n) this.heldHalves = new Uint16Array(n);
+    return this.heldHalves.subarray(0, n);
   }
   packed(n: number): Uint8Array {
     const b = packedBound(n);
@@ -269,10 +275,11 @@ export function chunkScales(scales: Float32Array, chunk: number, start: number, 
 /**
  * New weights `w` of one chunk as they travel, given the view of it every worker holds now
  * (`view`); writes the view they will hold once these values arrive into `nextView` (on the fp32
- * wire `w` itself is the view, and `nextView` is expected to be `w`). On fp32 they go as the
- * packed XOR of their bits with the view's (bit-delta.ts), or as float32 where that is no smaller.
+ * wire `w` itself is the view, and `nextView` is expected to be `w`). On fp32 and 16 bits they go
+ * as the packed XOR of their bits with the view's (bit-delta.ts), or as they are where that is no
+ * smaller; `pack` false (nobody receives them) only writes the next view.
  */
-export function encodeWeights(wire: WirePrecision, w: Float32Array, view: Float32Array, nextView: Float32Array, scratch?: WireScratch, math: NativeMath | null = nativeMath()): WeightsValues & { fp16: boolean } {
+export function encodeWeights(wire: WirePrecision, w: Float32Array, view: Float32Array, nextView: Float32Array, scratch?: WireScratch, math: NativeMath | null = nativeMath(), pack = true): WeightsValues & { fp16: boolean } {
   if (wire === 'fp32') {
     const packed = packDelta(w, view, scratch?.packed(w.length) ?? new Uint8Array(packedBound(w.length)), math);
     return packed.length < w.byteLength ? { fp16: false, xor: true, data: packed } : { fp16: false, data: w };
@@ -280,7 +287,11 @@ export function encodeWeights(wire: WirePrecision, w: Float32Array, view: Float3
   if (wire === '16') {
     const h = toHalf(w, scratch?.half(w.length));
     fromHalf(h, nextView);
-    return { fp16: true, data: h };
+    if (!pack) return { fp16: true, data: h };
+    // The view holds halves exactly: its half bits are the ones the workers hold.
+    const held = toHalf(view, scratch?.halfBase(w.length));
+    const packed = packDelta(h, held, scratch?.packed(w.length) ?? new Uint8Array(packedBound(w.length)), math);
+    return packed.length < h.byteLength ? { fp16: true, xor: true, data: packed } : { fp16: true, data: h };
   }
   // The difference w - view, rounded to float32, encoded block by block; the next view is what
   // decoding it onto this one gives (dequantize8 with a base, the same arithmetic as the workers').
@@ -304,9 +315,11 @@ export function encodeWeights(wire: WirePrecision, w: Float32Array, view: Float3
 /** What a worker makes of a weights chunk: the new view of it (`view`: the one it holds, the base of an 8-bit difference or an XOR delta). */
 export function decodeWeights(wire: WirePrecision, x: WeightsValues, view: Float32Array | null, dst: Float32Array, what: string): Float32Array {
   if (x.xor) {
-    if (wire !== 'fp32' || x.scales || x.fp16) throw new GanError('E_SHAPE', `${what}: an XOR delta is fp32 weights only, the run's wire is ${wire}`);
+    const of = x.fp16 ? '16' : 'fp32';
+    if (wire !== of || x.scales) throw new GanError('E_SHAPE', `${what}: an XOR delta of ${of === 'fp32' ? 'fp32' : '16-bit'} weights, the run's wire is ${wire}`);
     if (!view) throw new GanError('E_STALE', `${what}: an XOR delta without the weights it applies to`);
-    unpackDelta(x.data, view, dst, what);
+    if (of === 'fp32') unpackDelta(x.data, view, dst, what);
+    else fromHalf(unpackDelta(x.data, toHalf(view), new Uint16Array(dst.length), what), dst);
     if (!allFinite(dst)) throw new GanError('E_NONFINITE', `${what}: weights are not finite`);
     return dst;
   }

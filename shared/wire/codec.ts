@@ -130,11 +130,11 @@ function checkField(kind: Kind, key: string, type: FieldType, val: unknown): voi
   }
 }
 
-/** A Chunk's or WeightsChunk's values as typed arrays: float32, half bits, signed bytes with their float32 scales, or an XOR delta's bytes. */
+/** A Chunk's or WeightsChunk's values as typed arrays: float32, half bits, signed bytes with their float32 scales, or an XOR delta's bytes (of float32 or, with fp16, of halves). */
 function wireValues(m: Record<string, unknown>, what: string): { data: Float32Array | Uint16Array | Int8Array | Uint8Array; scales?: Float32Array } {
   const bin = m.data as Uint8Array;
   if (m.xor) {
-    if (m.fp16 || (m.scales !== undefined && m.scales !== null)) fail(`${what}: an XOR delta (xor) cannot also be fp16 or 8-bit`);
+    if (m.scales !== undefined && m.scales !== null) fail(`${what}: an XOR delta (xor) cannot also be 8-bit`);
     return { data: bin };
   }
   if (m.scales !== undefined && m.scales !== null) {

@@ -13,9 +13,9 @@
  *   order, of the gradients of every member before and including its sender (for an owner: every
  *   member of its group). On the fp32 wire, whatever path the chunks take, the coordinator's sum
  *   is the same bits; on a 16- or 8-bit wire a partial sum is rounded to the wire once per hop.
- * - New weights travel in the same precision: float32 (as the packed XOR of their bits with the
- *   version the phase's tasks named, which every member holds, where that is smaller), half, or on
- *   the 8-bit wire the difference from that version. Whole weights (Weights)
+ * - New weights travel in the same precision: float32 or half (each as the packed XOR of its bits
+ *   with the version the phase's tasks named, which every member holds, where that is smaller),
+ *   or on the 8-bit wire the difference from that version. Whole weights (Weights)
  *   are always float32: the view the workers hold; version 0 goes as `seeded`, which the worker
  *   derives from the run's seed.
  * - A reduction attempt (round, phase, attempt) is all or nothing: weights chunks of an attempt
@@ -252,7 +252,7 @@ export type WeightsChunkMsg = {
     data: Float32Array | Uint16Array | Int8Array;
   }
   | {
-    /** The fp32 wire: data is the packed XOR of the new weights' bits with version - 1's (shared/numerics/bit-delta.ts). */
+    /** data is the packed XOR of the new weights' bits with version - 1's (shared/numerics/bit-delta.ts): float32 bits, or with fp16 half bits. */
     xor: true;
     fp16?: boolean;
     scales?: undefined;
