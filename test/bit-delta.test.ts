@@ -8,8 +8,9 @@ import { GROUP, packDelta, packedBound, unpackDelta } from '../shared/numerics/b
 import { WireScratch, decodeWeights, encodeWeights } from '../shared/numerics/wire-format.js';
 import { fromHalf, toHalf } from '../shared/numerics/half.js';
 import { Kind, decode, encode } from '../shared/wire/codec.js';
-import { GanError } from '../shared/wire/errors.js';
+import type { GanError } from '../shared/wire/errors.js';
 import { type NativeMath, nativeMath } from '../shared/backend/addon.js';
+import { codeOf } from './util-errors.js';
 
 /** A small LCG's 32-bit words. */
 function words(n: number, seed: number): Uint32Array {
@@ -33,15 +34,6 @@ function stepPair(n: number, seed: number, scale: number, lr: number): { before:
 
 const bits = (a: Float32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
 const maths: [string, NativeMath | null][] = [['JavaScript', null], ...(nativeMath() ? [['the addon', nativeMath()] as [string, NativeMath]] : [])];
-
-function codeOf(f: () => unknown): string {
-  try {
-    f();
-  } catch (e) {
-    return e instanceof GanError ? e.code : String(e);
-  }
-  return 'accepted';
-}
 
 describe('a packed XOR delta', () => {
   it.each(maths)('gives back every bit pattern over any base, every length and width (%s)', (_, math) => {

@@ -9,7 +9,6 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
 import type { Coordinator } from '../coordinator/coordinator.js';
 import { Kind, PROTOCOL_VERSION, type TaskMsg, decode, encode } from '../shared/wire/codec.js';
-import { GanError } from '../shared/wire/errors.js';
 import { modelSignature } from '../shared/compute/model.js';
 import {
   BLOCK, MIN_SCALE, VALUE_LIMIT, type WirePrecision, WireScratch, decodeValues, decodeWeights, dequantize8, encodeValues, encodeWeights, quantize8, quantizeWithFeedback,
@@ -17,6 +16,7 @@ import {
 import { type Cluster, smallData, startCluster, tempDir, tinyConfig, tinyModel } from './helpers.js';
 import { nativeMath } from '../shared/backend/addon.js';
 import { decodeCheckpoint, encodeCheckpoint } from '../coordinator/checkpoint.js';
+import { codeOf } from './util-errors.js';
 
 /** Deterministic values of mixed magnitudes (a small LCG). */
 function values(n: number, seed: number, scale = 1): Float32Array {
@@ -27,15 +27,6 @@ function values(n: number, seed: number, scale = 1): Float32Array {
     out[i] = ((s / 2 ** 32) * 2 - 1) * scale * (i % 7 === 0 ? 10 : 1);
   }
   return out;
-}
-
-function codeOf(f: () => unknown): string {
-  try {
-    f();
-  } catch (e) {
-    return e instanceof GanError ? e.code : String(e);
-  }
-  return 'accepted';
 }
 
 describe('the 8-bit encoding', () => {
