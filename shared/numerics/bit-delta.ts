@@ -54,33 +54,29 @@ export function packDelta<T extends Words>(w: T, base: T, out: Uint8Array, math:
     const b = 32 - Math.clz32(or);
     out[g] = b;
     if (b === 0) continue;
+    // Fewer than 8 bits are held between values and at most NARROW are added at once (a wider
+    // value goes as its low 16 bits, then the rest): acc stays under 2^31, in an int32.
     let acc = 0;
     let bits = 0;
-    if (b <= NARROW) {
-      // Fewer than 8 bits are held between values: acc stays under 2^31, in an int32.
-      for (let j = 0; j < GROUP; j++) {
-        acc |= v[j]! << bits;
-        bits += b;
-        for (; bits >= 8; bits -= 8, acc >>>= 8) out[p++] = acc & 0xff;
-      }
-      continue;
-    }
-    // Wider: acc holds fewer than 8 + 32 bits, exact in a double.
     for (let j = 0; j < GROUP; j++) {
-      acc += v[j]! * 2 ** bits;
-      bits += b;
-      while (bits >= 8) {
-        const byte = acc % 256;
-        out[p++] = byte;
-        acc = (acc - byte) / 256;
-        bits -= 8;
+      let val = v[j]!;
+      let left = b;
+      if (left > NARROW) {
+        acc |= (val & 0xffff) << bits;
+        bits += 16;
+        for (; bits >= 8; bits -= 8, acc >>>= 8) out[p++] = acc & 0xff;
+        val >>>= 16;
+        left -= 16;
       }
+      acc |= val << bits;
+      bits += left;
+      for (; bits >= 8; bits -= 8, acc >>>= 8) out[p++] = acc & 0xff;
     }
   }
   return out.subarray(0, p);
 }
 
-/** Widths up to this many bits take the int32 loops (most groups of an Adam step: about 18 bits). */
+/** The most bits the loops add to (or take from) their int32 accumulator at once. */
 const NARROW = 24;
 
 /**
@@ -121,31 +117,26 @@ function unpackJs(packed: Uint8Array, y: Uint32Array | Uint16Array, out: Uint32A
   for (let g = 0; g < groups; g++) {
     const b = packed[g]!;
     const start = g * GROUP;
+    // As packDelta's: fewer than 8 bits held between values, at most NARROW taken at once.
     let acc = 0;
     let bits = 0;
-    if (b <= NARROW && start + GROUP <= n) {
-      // Fewer than b + 8 bits are held: acc stays under 2^31, in an int32.
-      const mask = (1 << b) - 1;
-      for (let i = start; i < start + GROUP; i++) {
-        for (; bits < b; bits += 8) acc |= packed[p++]! << bits;
-        out[i] = y[i]! ^ (acc & mask);
-        acc >>>= b;
-        bits -= b;
+    for (let i = start; i < start + GROUP; i++) {
+      let val = 0;
+      let left = b;
+      if (left > NARROW) {
+        for (; bits < 16; bits += 8) acc |= packed[p++]! << bits;
+        val = acc & 0xffff;
+        acc >>>= 16;
+        bits -= 16;
+        left -= 16;
       }
-      continue;
-    }
-    const limit = 2 ** b;
-    for (let j = 0; j < GROUP; j++) {
-      while (bits < b) {
-        acc += packed[p++]! * 2 ** bits;
-        bits += 8;
-      }
-      const v = acc % limit;
-      acc = (acc - v) / limit;
-      bits -= b;
-      const i = start + j;
-      if (i < n) out[i] = (y[i]! ^ v) >>> 0;
-      else if (v !== 0) return 4;
+      for (; bits < left; bits += 8) acc |= packed[p++]! << bits;
+      const top = acc & ((1 << left) - 1);
+      acc >>>= left;
+      bits -= left;
+      val = (b > NARROW ? val | (top << 16) : top) >>> 0;
+      if (i < n) out[i] = (y[i]! ^ val) >>> 0;
+      else if (val !== 0) return 4;
     }
   }
   return 0;
