@@ -56,6 +56,8 @@ export class PhaseRunner {
   private said = '';
   /** What each net's phase decodes received chunks into. */
   private readonly pools = { D: new ChunkPool(), G: new ChunkPool() };
+  /** The attempt of the reduction that made each net's current version (undefined: none in this process). */
+  private readonly madeBy: Record<Net, number | undefined> = { D: undefined, G: undefined };
   /** Bytes of each net's new weights per byte of gradient in its last phase's frames (fp32: XOR deltas; shardOwners balances links by it). */
   private readonly weightsRatio = { D: 1, G: 1 };
 
@@ -71,7 +73,8 @@ export class PhaseRunner {
     const live = assigned.filter((a) => a.worker.state === 'live');
     if (live.length === 0) return { applied: [], busyMs: 0 };
     const { D: dVersion, G: gVersion } = model.versions;
-    for (const { worker, ids } of live) pool.send(worker, encode({ k: Kind.Task, round, epoch, phase: net, dVersion, gVersion, ids }));
+    const { D: dAttempt, G: gAttempt } = this.madeBy;
+    for (const { worker, ids } of live) pool.send(worker, encode({ k: Kind.Task, round, epoch, phase: net, dVersion, gVersion, dAttempt, gAttempt, ids }));
     const slot = live.map((a) => sameHost?.shares(a.worker) ?? false);
     // A worker that shares this host never relays: its tensors do not cross a link at all.
     const topology = chooseTopology(live.map((a, i) => (slot[i] ? { ...a.worker, peerUrl: '' } : a.worker)), opts.topology ?? 'auto');
@@ -110,6 +113,7 @@ export class PhaseRunner {
     if (r.applied.length > 0) {
       const t1 = performance.now();
       model.commit(net);
+      this.madeBy[net] = r.attempt;
       // Before the next task names this version: slot members copy it from the region.
       sameHost?.publish(net, model.versions[net], stepInto ? null : model.view[net]);
       this.relayed = r.relayed;

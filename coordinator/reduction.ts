@@ -97,6 +97,8 @@ export interface ReductionResult<C extends MemberConn> {
   relayed: Map<number, number[]>;
   /** Bytes of the new weights' frames per byte their values would take as gradients (fp32: the XOR deltas' share); null when none went out. */
   weightsRatio: number | null;
+  /** The attempt whose step was applied (the next tasks name it: workers wait for its weights, not an earlier attempt's). */
+  attempt: number;
 }
 
 /** The life of a phase's reduction. */
@@ -394,7 +396,7 @@ export class Reduction<C extends MemberConn> {
       ? encodeWeights(this.o.wire, out.w, this.o.view.current.subarray(start, end), this.o.view.next.subarray(start, end), this.wireScratch, undefined, to.length > 0)
       : null;
     if (values && to.length > 0) {
-      this.weightsBytes.sent += values.data.byteLength;
+      this.weightsBytes.sent += values.data.byteLength + (values.scales?.byteLength ?? 0);
       this.weightsBytes.raw += (end - start) * bytesPerValue(this.o.wire);
       const frame = encode({ k: Kind.WeightsChunk, net: this.o.net, version: this.o.version + 1, attempt: a.n, offset: start, ...values, fp16: values.fp16 || undefined });
       for (const c of to) this.o.send(c, frame);
@@ -416,7 +418,7 @@ export class Reduction<C extends MemberConn> {
     for (const m of this.members) if (m.timer) clearTimeout(m.timer);
     const applied = stage === Stage.Abandoned ? [] : this.members.filter((m) => m.alive).map((m) => ({ conn: m.conn, report: m.report! }));
     const { sent, raw } = this.weightsBytes;
-    this.settle?.({ applied, busyMs: this.busyMs, relayed: relayedWeights(this.attempt), weightsRatio: raw > 0 ? sent / raw : null });
+    this.settle?.({ applied, busyMs: this.busyMs, relayed: relayedWeights(this.attempt), weightsRatio: raw > 0 ? sent / raw : null, attempt: this.attempt.n });
   }
 
   /** Start over among the survivors: a new attempt, a new plan. */

@@ -9,8 +9,8 @@ import { initWeights, netLayout } from '../shared/compute/model.js';
 import { digitBytes } from '../shared/data/digits.js';
 import { chunkCount, chunkRange } from '../shared/numerics/chunks.js';
 import { foldInto } from '../shared/numerics/fold.js';
-import { type WirePrecision, quantize8 } from '../shared/numerics/wire-format.js';
-import { COORDINATOR, type ChunkMsg, Kind, type Message, NOBODY, type ReduceMsg, SHARD_COORDINATOR, decode } from '../shared/wire/codec.js';
+import { type WirePrecision, encodeWeights, quantize8 } from '../shared/numerics/wire-format.js';
+import { COORDINATOR, type ChunkMsg, Kind, type Message, NOBODY, type ReduceMsg, SHARD_COORDINATOR, decode, encode } from '../shared/wire/codec.js';
 import { foldMany } from '../shared/numerics/fold.js';
 import { Participant } from '../worker/participant.js';
 import { smallData, tinyModel, useWasm, values } from './helpers.js';
@@ -64,6 +64,7 @@ function referenceGradient(): Float32Array {
 
 const task = { k: Kind.Task, round: 0, epoch: 0, phase: 'D', dVersion: 0, gVersion: 0, ids } as const;
 const plan = (over: Partial<ReduceMsg>): ReduceMsg => ({ k: Kind.Reduce, round: 0, phase: 'D', attempt: 0, total: 4, chunk: CHUNK, prev: NOBODY, next: COORDINATOR, nextUrl: '', partial: false, ...over });
+const bits = (a: Float32Array) => [...new Uint32Array(a.buffer, a.byteOffset, a.length)];
 const chunksOf = (ms: Message[]) => ms.filter((m): m is ChunkMsg => m.k === Kind.Chunk);
 function assemble(cs: ChunkMsg[]): Float32Array {
   const out = new Float32Array(D.total);
@@ -131,6 +132,43 @@ describe('a participant', () => {
     expect(down).toHaveLength(n);
     expect(down.every((x) => x.peer === 1)).toBe(true);
     await expect(p.handle({ k: Kind.WeightsChunk, net: 'D', version: 1, attempt: 0, offset: 3, data: w.slice(0, 10) }, 5)).rejects.toMatchObject({ code: 'E_SHAPE' });
+  });
+
+  it('takes a later attempt\'s chunks of the version it already put together from an earlier one, decoded against the version before, and computes the next task only on those', async () => {
+    const { p, toCoord } = await participant();
+    await p.handle(task);
+    const v0 = initWeights(D, SEED);
+    const deltas = (w: Float32Array, attempt: number) => {
+      const out: Message[] = [];
+      for (let c = 0; c < chunkCount(D.total, CHUNK); c++) {
+        const [s, e] = chunkRange(D.total, CHUNK, c);
+        const x = encodeWeights('fp32', w.subarray(s, e), v0.subarray(s, e), w.subarray(s, e));
+        expect(x.xor).toBe(true);
+        out.push(decode(encode({ k: Kind.WeightsChunk, net: 'D', version: 1, attempt, offset: s, ...x, fp16: undefined })));
+      }
+      return out;
+    };
+    const step = (seed: number) => v0.map((x, i) => x + (values(D.total, seed)[i]! * 1e-3));
+    const first = step(31);
+    const second = step(32);
+    await p.handle(plan({}));
+    for (const m of deltas(first, 0)) await p.handle(m);
+    expect(p.versions.D).toBe(1);
+    expect(bits(p.model.weightsOf('D'))).toEqual(bits(first));
+    // A member is lost before it reported: the phase reduces again and sends version 1 again.
+    await p.handle(plan({ attempt: 1 }));
+    const again = deltas(second, 1);
+    const reports = () => toCoord.filter((m) => m.k === Kind.Report).length;
+    const before = reports();
+    // The G task names attempt 1's D: it waits while those chunks are on their way.
+    await p.handle({ ...task, phase: 'G', dVersion: 1, dAttempt: 1 });
+    expect(reports()).toBe(before);
+    for (const m of again) await p.handle(m);
+    expect(bits(p.model.weightsOf('D'))).toEqual(bits(second));
+    expect(reports()).toBe(before + 1);
+    // Late chunks of the superseded attempt change nothing.
+    await p.handle(deltas(first, 0)[0]!);
+    expect(bits(p.model.weightsOf('D'))).toEqual(bits(second));
   });
 
   it('refuses a task naming weights older than it holds (E_STALE), a sample it was not sent, and weights of the wrong size (E_SHAPE)', async () => {

@@ -67,9 +67,22 @@ class ShardStore implements SampleSource {
 interface Staging {
   version: number;
   attempt: number;
+  /** The weights they are differences from (8-bit) or XOR deltas of (fp32, 16-bit): the version before, as this worker holds it. */
+  base: Float32Array | null;
   buf: Float32Array;
   got: Uint8Array;
   missing: number;
+}
+
+/**
+ * How the weights held of a net came: the attempt of the reduction whose chunks built them (-1:
+ * they came whole, from the coordinator's committed state), and the view of the version before
+ * them. A later attempt of the same phase (a member lost after every chunk went out) sends the
+ * same version again; its chunks replace these, decoded against that base.
+ */
+interface Made {
+  attempt: number;
+  base: Float32Array | null;
 }
 
 export class Participant {
@@ -99,8 +112,9 @@ export class Participant {
   private plans: Record<Net, { round: number; byAttempt: Map<number, ReduceMsg> }> = { D: { round: -1, byAttempt: new Map() }, G: { round: -1, byAttempt: new Map() } };
   private readonly io: ReductionIO;
   private readonly buffers: Record<Net, PhaseBuffers> = { D: new PhaseBuffers(), G: new PhaseBuffers() };
-  /** Two buffers per net that new weights are assembled in by turns (the view holds the other). */
-  private assembly: Record<Net, [Float32Array | null, Float32Array | null]> = { D: [null, null], G: [null, null] };
+  private made: Record<Net, Made> = { D: { attempt: -1, base: null }, G: { attempt: -1, base: null } };
+  /** Buffers per net that new weights are assembled in by turns: never the view nor its base (a third only when a later attempt replaces a version). */
+  private assembly: Record<Net, Float32Array[]> = { D: [], G: [] };
   /** A low-communication run's change of G over the last sync's local steps, until the sync's G task sends it. */
   private localG: { round: number; ids: Uint32Array; delta: Float32Array; loss: number; dFake: number } | null = null;
 
@@ -145,16 +159,23 @@ export class Participant {
     }
   }
 
-  private setWeights(net: Net, version: number, data: Float32Array): Promise<void> {
+  /** Weights of `net` at `version`: whole (committed), or assembled from the chunks of `built`'s attempt. */
+  private setWeights(net: Net, version: number, data: Float32Array, built?: Staging): Promise<void> {
     const l = this.model.layout(net);
     if (data.length !== l.total) throw new GanError('E_SHAPE', `${net} weights have ${data.length} values, the model has ${l.total}`);
-    if (version > this.versions[net]) {
+    if (version > this.versions[net] || (built && this.supersedes(net, version, built.attempt))) {
       this.model.setWeights(net, data);
       this.versions[net] = version;
-      this.view[net] = data === this.staging[net]?.buf ? data : data.slice();
+      this.view[net] = built ? data : data.slice();
+      this.made[net] = built ? { attempt: built.attempt, base: built.base } : { attempt: -1, base: null };
     }
     if (this.staging[net] && this.staging[net].version <= version) this.staging[net] = null;
     return this.startIfReady();
+  }
+
+  /** Chunks of `attempt` at `version` replace the weights held: the same version, built by an earlier attempt. */
+  private supersedes(net: Net, version: number, attempt: number): boolean {
+    return version === this.versions[net] && this.made[net].attempt >= 0 && attempt > this.made[net].attempt;
   }
 
   private async onWeightsChunk(m: WeightsChunkMsg, from: number): Promise<void> {
@@ -170,8 +191,9 @@ export class Participant {
       const frame = encode(m);
       for (const { peer, url } of route.forward) this.o.toPeer?.(peer, url, frame);
     }
-    if (m.version <= this.versions[m.net]) return;
-    if ((this.o.wire === '8' || m.xor) && m.version !== this.versions[m.net] + 1) {
+    const replacing = this.supersedes(m.net, m.version, m.attempt);
+    if (m.version <= this.versions[m.net] && !replacing) return;
+    if ((this.o.wire === '8' || m.xor) && !replacing && m.version !== this.versions[m.net] + 1) {
       throw new GanError('E_STALE', `${this.o.wire === '8' ? '8-bit' : 'XOR delta'} weights of ${m.net} v${m.version} are a difference from v${m.version - 1}, this worker holds v${this.versions[m.net]}`);
     }
     let st = this.staging[m.net];
@@ -179,21 +201,23 @@ export class Participant {
     if (st && (st.version > m.version || st.attempt > m.attempt)) return; // an attempt that was superseded
     if (!st) {
       const n = chunkCount(total, plan.chunk);
-      st = { version: m.version, attempt: m.attempt, buf: this.assemblyBuffer(m.net, total), got: new Uint8Array(n), missing: n };
+      // A later attempt of the version held is a difference from the version before it, as the first attempt was.
+      const base = replacing ? this.made[m.net].base : this.view[m.net];
+      st = { version: m.version, attempt: m.attempt, base, buf: this.assemblyBuffer(m.net, total, base), got: new Uint8Array(n), missing: n };
       this.staging[m.net] = st;
     }
     if (st.got[c]) throw new GanError('E_STALE', `weights chunk at ${m.offset} arrived twice`);
-    decodeWeights(this.o.wire, m, this.view[m.net]?.subarray(start, end) ?? null, st.buf.subarray(start, end), `${m.net} weights chunk at ${start}`);
+    decodeWeights(this.o.wire, m, st.base?.subarray(start, end) ?? null, st.buf.subarray(start, end), `${m.net} weights chunk at ${start}`);
     st.got[c] = 1;
-    if (--st.missing === 0) await this.setWeights(m.net, st.version, st.buf);
+    if (--st.missing === 0) await this.setWeights(m.net, st.version, st.buf, st);
   }
 
-  /** A buffer to assemble new weights of `net` in: not the one the view is (the base of the differences arriving). */
-  private assemblyBuffer(net: Net, total: number): Float32Array {
-    const pair = this.assembly[net];
-    const i = pair[0] && pair[0] === this.view[net] ? 1 : 0;
-    if (!pair[i] || pair[i]!.length !== total) pair[i] = new Float32Array(total);
-    return pair[i]!;
+  /** A buffer to assemble new weights of `net` in: neither the view nor `base` (the weights the arriving chunks are differences from). */
+  private assemblyBuffer(net: Net, total: number, base: Float32Array | null): Float32Array {
+    const pool = this.assembly[net];
+    let buf = pool.find((b) => b !== this.view[net] && b !== base && b.length === total);
+    if (!buf) pool.push((buf = new Float32Array(total)));
+    return buf;
   }
 
   /** Compute the waiting task once the weights it names are here. */
@@ -205,8 +229,15 @@ export class Participant {
     }
     if (this.o.shared) this.pullShared(t);
     if (t.dVersion !== this.versions.D || t.gVersion !== this.versions.G) return; // still on their way
+    // The version named, but built by an attempt the phase's later one replaced: its chunks are on their way.
+    if (this.behind('D', t.dAttempt) || this.behind('G', t.gAttempt)) return;
     this.waiting = null;
     await this.compute(t);
+  }
+
+  /** The weights held of `net` were built by an earlier attempt than the one the task names. */
+  private behind(net: Net, attempt: number | undefined): boolean {
+    return attempt !== undefined && this.made[net].attempt >= 0 && this.made[net].attempt < attempt;
   }
 
   /** Copy the nets whose named version this worker lacks out of the weights region (one that holds another version leaves them to frames). */
@@ -217,6 +248,7 @@ export class Participant {
       const got = this.o.shared!.region.read(net, version, (w) => {
         this.model.setWeights(net, w);
         this.view[net] = this.o.wire === '8' ? w.slice() : null;
+        this.made[net] = { attempt: -1, base: null };
       });
       if (got === 'version') continue;
       if (got === 'torn') throw new GanError('E_STALE', `${net} weights v${version} changed in the shared region while they were copied`);

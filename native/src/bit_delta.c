@@ -8,10 +8,13 @@
 
 #include <stdbool.h>
 #include <stdint.h>
-#include <stdio.h>
 #include <string.h>
 
 #include "args.h"
+
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "bit_delta.c writes little-endian words"
+#endif
 
 #define GROUP 8
 
@@ -57,7 +60,7 @@ static size_t pack(const void* x, const void* y, int wide, size_t n, uint8_t* ou
       bits += b;
       if (bits >= 32) {
         const uint32_t word = (uint32_t)acc;
-        memcpy(p, &word, 4); /* little-endian hosts only (x86-64, arm64) */
+        memcpy(p, &word, 4); /* little-endian: the byte order the frames' typed arrays assume too */
         p += 4;
         acc >>= 32;
         bits -= 32;
@@ -111,7 +114,7 @@ static int unpack(const uint8_t* in, size_t len, const void* y, int wide, void* 
   return 0;
 }
 
-/* Float32Array (32-bit words) or Uint16Array (16-bit) at argument i; 1 for wide, 0 for narrow, -1 (a TypeError pending) otherwise. */
+/* Float32Array (32-bit words) or Uint16Array (16-bit) at argument i: 1 for wide, 0 for narrow; otherwise -1 with a TypeError pending. */
 static int words_kind(Args* a, size_t i, const char* what) {
   if (a->failed) return -1;
   napi_typedarray_type type;
@@ -121,9 +124,9 @@ static int words_kind(Args* a, size_t i, const char* what) {
       (type == napi_float32_array || type == napi_uint16_array)) {
     return type == napi_float32_array;
   }
-  char msg[96];
-  snprintf(msg, sizeof msg, "%s must be a Float32Array or a Uint16Array", what);
-  args_fail(a, msg);
+  /* Neither: the getter throws its TypeError (it names Float32Array; a Uint16Array is taken too). */
+  size_t n = 0;
+  arg_typed(a, i, napi_float32_array, &n, what);
   return -1;
 }
 

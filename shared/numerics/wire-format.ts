@@ -49,7 +49,7 @@ export interface WireValues {
   data: Float32Array | Uint16Array | Int8Array;
 }
 
-/** New weights of one chunk as they cross the wire: as WireValues, or on fp32 the packed XOR of their bits with the version the receivers hold (bit-delta.ts). */
+/** New weights of one chunk as they cross the wire: as WireValues, or (fp32 and 16-bit) the packed XOR of their bits with the version the receivers hold (bit-delta.ts). */
 export type WeightsValues = (WireValues & { xor?: undefined }) | { xor: true; fp16?: boolean; scales?: undefined; data: Uint8Array };
 
 /**

@@ -156,6 +156,13 @@ export interface TaskMsg {
   /** Versions of D and G the worker must hold (it waits for them when they are still on their way). */
   dVersion: number;
   gVersion: number;
+  /**
+   * The attempts of the reductions that made those versions (absent: whole weights, or none yet):
+   * when a member was lost after every chunk went out, a later attempt sends the same version
+   * again, and the worker waits for its chunks.
+   */
+  dAttempt?: number;
+  gAttempt?: number;
   ids: Uint32Array;
 }
 export interface ReportMsg {
@@ -303,7 +310,7 @@ export const SPECS: Record<Kind, Record<string, FieldType>> = {
   [Kind.Welcome]: { workerId: 'uint', seed: 'uint', wire: 'string', maxPayload: 'uint', region: 'string?', slot: 'string?', local: 'object?' },
   [Kind.Shard]: { epoch: 'uint', reset: 'bool', ids: 'bin', images: 'bin', labels: 'bin' },
   [Kind.Weights]: { net: 'net', version: 'uint', seeded: 'bool?', data: 'bin' },
-  [Kind.Task]: { round: 'uint', epoch: 'uint', phase: 'net', dVersion: 'uint', gVersion: 'uint', ids: 'bin' },
+  [Kind.Task]: { round: 'uint', epoch: 'uint', phase: 'net', dVersion: 'uint', gVersion: 'uint', dAttempt: 'uint?', gAttempt: 'uint?', ids: 'bin' },
   [Kind.Report]: { round: 'uint', phase: 'net', count: 'uint', loss: 'number', dReal: 'number', dFake: 'number', computeMs: 'number' },
   [Kind.Stop]: { reason: 'string', code: 'string?', resumes: 'bool?' },
   [Kind.Reduce]: {
