@@ -391,11 +391,9 @@ export class Reduction<C extends MemberConn> {
     // Slot members copy the new weights out of the region once the step commits.
     const to = weightsTargets(a, c);
     // What the workers will hold of this chunk: on a 16- or 8-bit wire written even when every
-    // member reads the region (the view is the region's copy); on fp32 the weights themselves.
-    const values = to.length > 0 || this.o.wire !== 'fp32'
-      ? encodeWeights(this.o.wire, out.w, this.o.view.current.subarray(start, end), this.o.view.next.subarray(start, end), this.wireScratch, undefined, to.length > 0)
-      : null;
-    if (values && to.length > 0) {
+    // member reads the region (the view is the region's copy); packed only for frames.
+    const values = encodeWeights(this.o.wire, out.w, this.o.view.current.subarray(start, end), this.o.view.next.subarray(start, end), this.wireScratch, undefined, to.length > 0);
+    if (to.length > 0) {
       this.weightsBytes.sent += values.data.byteLength + (values.scales?.byteLength ?? 0);
       this.weightsBytes.raw += (end - start) * bytesPerValue(this.o.wire);
       const frame = encode({ k: Kind.WeightsChunk, net: this.o.net, version: this.o.version + 1, attempt: a.n, offset: start, ...values, fp16: values.fp16 || undefined });

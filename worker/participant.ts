@@ -14,7 +14,7 @@ import { COORDINATOR, type ChunkMsg, Kind, type LocalSteps, type Message, type R
 import { GanError } from '../shared/wire/errors.js';
 import { chunkAt, chunkCount } from '../shared/numerics/chunks.js';
 import { GanModel, type PhaseResult } from '../shared/compute/gan.js';
-import { type WirePrecision, decodeWeights, isWirePrecision, wholeView } from '../shared/numerics/wire-format.js';
+import { type WirePrecision, WireScratch, decodeWeights, isWirePrecision, wholeView } from '../shared/numerics/wire-format.js';
 import { type ModelConfig, type Net, initWeights } from '../shared/compute/model.js';
 import { digitBytes } from '../shared/data/digits.js';
 import type { GradientSlot, WeightsRegion } from '../shared/wire/same-host.js';
@@ -112,7 +112,10 @@ export class Participant {
   private plans: Record<Net, { round: number; byAttempt: Map<number, ReduceMsg> }> = { D: { round: -1, byAttempt: new Map() }, G: { round: -1, byAttempt: new Map() } };
   private readonly io: ReductionIO;
   private readonly buffers: Record<Net, PhaseBuffers> = { D: new PhaseBuffers(), G: new PhaseBuffers() };
+  /** How each net's weights held came (Made). */
   private made: Record<Net, Made> = { D: { attempt: -1, base: null }, G: { attempt: -1, base: null } };
+  /** Room for unpacking 16-bit XOR deltas, reused chunk after chunk. */
+  private readonly wireScratch = new WireScratch();
   /** Buffers per net that new weights are assembled in by turns: never the view nor its base (a third only when a later attempt replaces a version). */
   private assembly: Record<Net, Float32Array[]> = { D: [], G: [] };
   /** A low-communication run's change of G over the last sync's local steps, until the sync's G task sends it. */
@@ -207,7 +210,7 @@ export class Participant {
       this.staging[m.net] = st;
     }
     if (st.got[c]) throw new GanError('E_STALE', `weights chunk at ${m.offset} arrived twice`);
-    decodeWeights(this.o.wire, m, st.base?.subarray(start, end) ?? null, st.buf.subarray(start, end), `${m.net} weights chunk at ${start}`);
+    decodeWeights(this.o.wire, m, st.base?.subarray(start, end) ?? null, st.buf.subarray(start, end), `${m.net} weights chunk at ${start}`, this.wireScratch);
     st.got[c] = 1;
     if (--st.missing === 0) await this.setWeights(m.net, st.version, st.buf, st);
   }

@@ -155,28 +155,28 @@ export class WireScratch {
   private packedBytes = new Uint8Array(0);
   private heldHalves = new Uint16Array(0);
   half(n: number): Uint16Array {
-    if (this.halves.length < n) this.halves = new Uint16Array(n);
-    return this.halves.subarray(0, n);
+    return (this.halves = grown(this.halves, n, Uint16Array)).subarray(0, n);
   }
   q(n: number): Int8Array {
-    if (this.bytes.length < n) this.bytes = new Int8Array(n);
-    return this.bytes.subarray(0, n);
+    return (this.bytes = grown(this.bytes, n, Int8Array)).subarray(0, n);
   }
   scales(n: number): Float32Array {
     const b = blocksOf(n);
-    if (this.blockScales.length < b) this.blockScales = new Float32Array(b);
-    return this.blockScales.subarray(0, b);
+    return (this.blockScales = grown(this.blockScales, b, Float32Array)).subarray(0, b);
   }
   /** Half bits of the weights the workers hold (the base of a 16-bit XOR delta). */
   halfBase(n: number): Uint16Array {
-    if (this.heldHalves.length < n) this.heldHalves = new Uint16Array(n);
-    return this.heldHalves.subarray(0, n);
+    return (this.heldHalves = grown(this.heldHalves, n, Uint16Array)).subarray(0, n);
   }
   packed(n: number): Uint8Array {
     const b = packedBound(n);
-    if (this.packedBytes.length < b) this.packedBytes = new Uint8Array(b);
-    return this.packedBytes.subarray(0, b);
+    return (this.packedBytes = grown(this.packedBytes, b, Uint8Array)).subarray(0, b);
   }
+}
+
+/** `a`, or a new array of `n` when `a` is shorter. */
+function grown<T extends Uint8Array | Int8Array | Uint16Array | Float32Array>(a: T, n: number, Ctor: new (n: number) => T): T {
+  return a.length < n ? new Ctor(n) : a;
 }
 
 /** `src` as it crosses the wire at this precision (fp32: `src` itself); in `scratch` when given (valid until its next use). */
@@ -277,21 +277,16 @@ export function chunkScales(scales: Float32Array, chunk: number, start: number, 
  * (`view`); writes the view they will hold once these values arrive into `nextView` (on the fp32
  * wire `w` itself is the view, and `nextView` is expected to be `w`). On fp32 and 16 bits they go
  * as the packed XOR of their bits with the view's (bit-delta.ts), or as they are where that is no
- * smaller; `pack` false (nobody receives them) only writes the next view.
+ * smaller; with `pack` false (nobody receives them) nothing is packed: only the next view is written.
  */
 export function encodeWeights(wire: WirePrecision, w: Float32Array, view: Float32Array, nextView: Float32Array, scratch?: WireScratch, math: NativeMath | null = nativeMath(), pack = true): WeightsValues & { fp16: boolean } {
-  if (wire === 'fp32') {
-    const packed = packDelta(w, view, scratch?.packed(w.length) ?? new Uint8Array(packedBound(w.length)), math);
-    return packed.length < w.byteLength ? { fp16: false, xor: true, data: packed } : { fp16: false, data: w };
-  }
+  if (wire === 'fp32') return pack ? smallerAsDelta(w, view, false, scratch, math) : { fp16: false, data: w };
   if (wire === '16') {
+    // The view holds halves exactly: its half bits are the ones the workers hold (read before nextView is written).
+    const held = pack ? toHalf(view, scratch?.halfBase(w.length)) : null;
     const h = toHalf(w, scratch?.half(w.length));
     fromHalf(h, nextView);
-    if (!pack) return { fp16: true, data: h };
-    // The view holds halves exactly: its half bits are the ones the workers hold.
-    const held = toHalf(view, scratch?.halfBase(w.length));
-    const packed = packDelta(h, held, scratch?.packed(w.length) ?? new Uint8Array(packedBound(w.length)), math);
-    return packed.length < h.byteLength ? { fp16: true, xor: true, data: packed } : { fp16: true, data: h };
+    return held ? smallerAsDelta(h, held, true, scratch, math) : { fp16: true, data: h };
   }
   // The difference w - view, rounded to float32, encoded block by block; the next view is what
   // decoding it onto this one gives (dequantize8 with a base, the same arithmetic as the workers').
@@ -312,14 +307,23 @@ export function encodeWeights(wire: WirePrecision, w: Float32Array, view: Float3
   return { fp16: false, data: q, scales };
 }
 
-/** What a worker makes of a weights chunk: the new view of it (`view`: the one it holds, the base of an 8-bit difference or an XOR delta). */
-export function decodeWeights(wire: WirePrecision, x: WeightsValues, view: Float32Array | null, dst: Float32Array, what: string): Float32Array {
+/** `words` (float32, or half bits with `fp16`) as the packed XOR of their bits with `held`'s where that is smaller, else as they are. */
+function smallerAsDelta<T extends Float32Array | Uint16Array>(words: T, held: T, fp16: boolean, scratch: WireScratch | undefined, math: NativeMath | null): WeightsValues & { fp16: boolean } {
+  const packed = packDelta(words, held, scratch?.packed(words.length) ?? new Uint8Array(packedBound(words.length)), math);
+  return packed.length < words.byteLength ? { fp16, xor: true, data: packed } : { fp16, data: words };
+}
+
+/**
+ * What a worker makes of a weights chunk: the new view of it (`view`: the one it holds, the base
+ * of an 8-bit difference or an XOR delta); a 16-bit delta is unpacked in `scratch` when given.
+ */
+export function decodeWeights(wire: WirePrecision, x: WeightsValues, view: Float32Array | null, dst: Float32Array, what: string, scratch?: WireScratch): Float32Array {
   if (x.xor) {
     const of = x.fp16 ? '16' : 'fp32';
     if (wire !== of || x.scales) throw new GanError('E_SHAPE', `${what}: an XOR delta of ${of === 'fp32' ? 'fp32' : '16-bit'} weights, the run's wire is ${wire}`);
     if (!view) throw new GanError('E_STALE', `${what}: an XOR delta without the weights it applies to`);
     if (of === 'fp32') unpackDelta(x.data, view, dst, what);
-    else fromHalf(unpackDelta(x.data, toHalf(view), new Uint16Array(dst.length), what), dst);
+    else fromHalf(unpackDelta(x.data, toHalf(view, scratch?.halfBase(dst.length)), scratch?.half(dst.length) ?? new Uint16Array(dst.length), what), dst);
     if (!allFinite(dst)) throw new GanError('E_NONFINITE', `${what}: weights are not finite`);
     return dst;
   }
